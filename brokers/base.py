@@ -1,0 +1,73 @@
+"""The one shape every broker adapter has (paper, Schwab, Tastytrade).
+
+Modelled on NautilusTrader's adapter template: the order manager talks only to this interface,
+so the same order path runs in paper, live and backtests. Adapters are synchronous facades; an
+adapter over an async SDK (Tastytrade) owns its own event-loop thread.
+
+Contract for implementers:
+- `place_order` sends exactly once. It returns an `OrderUpdate` (usually ACCEPTED or FILLED) or
+  raises from `brokers.errors`: `OrderRejected` (nothing happened), `OrderOutcomeUnknown` (sent,
+  no answer: the caller must NOT resend), `AuthenticationRequired`, `TemporaryBrokerError` only
+  when the request provably never left.
+- `get_order` looks up by our client order id (and the broker id when known), so an UNKNOWN
+  order can be resolved after a restart.
+- Read methods may retry `TemporaryBrokerError` internally with bounded backoff.
+- No method logs or returns tokens, secrets or full account numbers.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import date
+
+from domain.orders import (
+    Balances,
+    BrokerName,
+    BrokerOrderId,
+    BrokerPosition,
+    BrokerStatus,
+    ClientOrderId,
+    OptionContract,
+    OrderRequest,
+    OrderUpdate,
+    Quote,
+)
+
+
+class BrokerAdapter(ABC):
+    name: BrokerName  # the broker this account stands for ("schwab" | "tastytrade")
+    is_paper: bool = False
+
+    @abstractmethod
+    def connect(self) -> BrokerStatus:
+        """Load tokens / resolve the account; never raises for a missing login (status says so)."""
+
+    @abstractmethod
+    def status(self) -> BrokerStatus: ...
+
+    @abstractmethod
+    def place_order(self, order: OrderRequest) -> OrderUpdate: ...
+
+    @abstractmethod
+    def cancel_order(self, client_order_id: ClientOrderId, broker_order_id: BrokerOrderId | None) -> OrderUpdate: ...
+
+    @abstractmethod
+    def get_order(self, client_order_id: ClientOrderId, broker_order_id: BrokerOrderId | None) -> OrderUpdate | None:
+        """The order's current state, or None if the broker has no such order."""
+
+    @abstractmethod
+    def open_orders(self) -> list[OrderUpdate]: ...
+
+    @abstractmethod
+    def positions(self) -> list[BrokerPosition]: ...
+
+    @abstractmethod
+    def balances(self) -> Balances: ...
+
+    @abstractmethod
+    def quote(self, symbol: str) -> Quote: ...
+
+    @abstractmethod
+    def option_chain(self, underlying: str, expiration: date) -> list[OptionContract]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sockets/threads. Safe to call twice."""

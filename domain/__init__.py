@@ -1,0 +1,1 @@
+"""Domain messages shared across layers: market data, intents, orders, ticker configs."""

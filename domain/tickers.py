@@ -1,0 +1,212 @@
+"""Ticker configurations: what `add-ticker` stores and `get-ticker` returns.
+
+`TickerConfig.from_payload` is the single validator for the dashboard's JSON, the engine's
+stored configs and the backtest CLI flags. It raises `TickerValidationError` naming the field.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from typing import Any, Mapping
+
+from config.instruments import CATALOG, AssetClass, UnknownSymbolError, canonical_symbol
+from config.timeframes import Timeframe, TimeframeError
+
+
+class StrategyName(StrEnum):
+    EMA = "ema"
+    SUPERTREND = "supertrend"
+    ZERODAY = "zeroday"
+
+
+class TrendLine(StrEnum):
+    EMA = "EMA"
+    SMA = "SMA"
+    WILDER = "WilderSmoother"
+
+
+class TickerValidationError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+MAX_QUANTITY = 10_000
+MAX_PERIOD = 1_000
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def parse_strategy(raw: object) -> StrategyName:
+    if not isinstance(raw, str):
+        raise TickerValidationError("strategy", "must be one of ema, supertrend, zeroday")
+    try:
+        return StrategyName(raw.strip().lower())
+    except ValueError:
+        raise TickerValidationError("strategy", f"{raw[:20]!r} is not one of ema, supertrend, zeroday") from None
+
+
+def _whole(payload: Mapping[str, Any], name: str, default: int | None, minimum: int, maximum: int) -> int:
+    raw = payload.get(name, default)
+    if raw is None:
+        raise TickerValidationError(name, "is required")
+    if isinstance(raw, bool):
+        raise TickerValidationError(name, "must be a whole number")
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit() and len(raw) < 12:
+        raw = int(raw.strip())
+    if not isinstance(raw, int):
+        raise TickerValidationError(name, "must be a whole number")
+    if not minimum <= raw <= maximum:
+        raise TickerValidationError(name, f"must be between {minimum} and {maximum}")
+    return raw
+
+
+def _number(payload: Mapping[str, Any], name: str, default: float, minimum: float, maximum: float) -> float:
+    raw = payload.get(name, default)
+    if isinstance(raw, bool):
+        raise TickerValidationError(name, "must be a number")
+    if isinstance(raw, str):
+        try:
+            raw = float(raw.strip())
+        except ValueError:
+            raise TickerValidationError(name, "must be a number") from None
+    if not isinstance(raw, (int, float)) or raw != raw:  # rejects NaN
+        raise TickerValidationError(name, "must be a number")
+    if not minimum <= float(raw) <= maximum:
+        raise TickerValidationError(name, f"must be between {minimum} and {maximum}")
+    return float(raw)
+
+
+def _bool(payload: Mapping[str, Any], name: str, default: bool | None) -> bool:
+    raw = payload.get(name, default)
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise TickerValidationError(name, "must be true or false")
+
+
+def _trend_line(payload: Mapping[str, Any], name: str) -> TrendLine:
+    raw = payload.get(name, "EMA")
+    if isinstance(raw, str):
+        for line in TrendLine:
+            if raw.strip().lower() == line.value.lower() or (line is TrendLine.WILDER and raw.strip().lower() == "wilder"):
+                return line
+    raise TickerValidationError(name, "must be EMA, SMA or WilderSmoother")
+
+
+@dataclass(frozen=True, slots=True)
+class TickerConfig:
+    strategy: StrategyName
+    symbol: str  # canonical
+    timeframe: str  # raw form
+    trade_enabled: bool
+    schwab_quantity: int
+    tastytrade_quantity: int
+    # ema / zeroday
+    trend_line_1: TrendLine = TrendLine.EMA
+    period_1: int = 9
+    trend_line_2: TrendLine = TrendLine.EMA
+    period_2: int = 21
+    stop_loss_ticks: int = 0  # ema optional stop; 0 = off
+    stop_loss_atr: float = 0.0  # ema optional stop as ATR multiple; 0 = off
+    # supertrend
+    atr_period: int = 10
+    multiplier: float = 3.0
+    trailing_stop_atr: float = 2.0  # 0 = off
+    take_profit_atr: float = 3.0  # 0 = off
+
+    @property
+    def tf(self) -> Timeframe:
+        return Timeframe.parse(self.timeframe)
+
+    @property
+    def uses_trend_lines(self) -> bool:
+        return self.strategy in (StrategyName.EMA, StrategyName.ZERODAY)
+
+    @staticmethod
+    def from_payload(payload: Mapping[str, Any], strategy: StrategyName | None = None) -> "TickerConfig":
+        if not isinstance(payload, Mapping):
+            raise TickerValidationError("body", "must be a JSON object")
+        strat = strategy or parse_strategy(payload.get("strategy"))
+        try:
+            symbol = canonical_symbol(payload.get("symbol"))
+        except UnknownSymbolError as exc:
+            raise TickerValidationError("symbol", str(exc)) from None
+        instrument = CATALOG[symbol]
+        if strat is StrategyName.ZERODAY and symbol != "SPX":
+            raise TickerValidationError("symbol", "the zeroday strategy trades SPX 0DTE options only")
+        if strat is not StrategyName.ZERODAY and instrument.asset_class is AssetClass.INDEX:
+            raise TickerValidationError("symbol", "SPX is an index and is only tradable through the zeroday strategy")
+        try:
+            timeframe = Timeframe.parse(payload.get("timeframe"))
+        except TimeframeError as exc:
+            raise TickerValidationError("timeframe", str(exc)) from None
+        schwab_qty = _whole(payload, "schwab_quantity", None, 0, MAX_QUANTITY)
+        if instrument.is_future and schwab_qty > 0:
+            raise TickerValidationError(
+                "schwab_quantity",
+                "Schwab's API cannot trade futures; set schwab_quantity to 0 and trade "
+                f"{symbol} through Tastytrade",
+            )
+        config = TickerConfig(
+            strategy=strat, symbol=symbol, timeframe=timeframe.raw,
+            trade_enabled=_bool(payload, "trade_enabled", None),
+            schwab_quantity=schwab_qty,
+            tastytrade_quantity=_whole(payload, "tastytrade_quantity", None, 0, MAX_QUANTITY),
+        )
+        if config.uses_trend_lines:
+            period_1 = _whole(payload, "period_1", None, 1, MAX_PERIOD)
+            period_2 = _whole(payload, "period_2", None, 1, MAX_PERIOD)
+            if period_1 >= period_2:
+                raise TickerValidationError("period_1", "must be smaller than period_2")
+            config = replace(
+                config, trend_line_1=_trend_line(payload, "trend_line_1"), period_1=period_1,
+                trend_line_2=_trend_line(payload, "trend_line_2"), period_2=period_2,
+            )
+        if strat is StrategyName.EMA:
+            config = replace(
+                config,
+                stop_loss_ticks=_whole(payload, "stop_loss_ticks", 0, 0, 100_000),
+                stop_loss_atr=_number(payload, "stop_loss_atr", 0.0, 0.0, 100.0),
+                atr_period=_whole(payload, "atr_period", 14, 1, MAX_PERIOD),
+            )
+        if strat is StrategyName.SUPERTREND:
+            config = replace(
+                config,
+                atr_period=_whole(payload, "atr_period", 10, 1, MAX_PERIOD),
+                multiplier=_number(payload, "multiplier", 3.0, 0.1, 100.0),
+                trailing_stop_atr=_number(payload, "trailing_stop_atr", 2.0, 0.0, 100.0),
+                take_profit_atr=_number(payload, "take_profit_atr", 3.0, 0.0, 100.0),
+            )
+        return config
+
+    def to_row(self) -> list[str]:
+        """get-ticker's positional array of strings (the dashboard's contract)."""
+        row = [self.timeframe, str(self.schwab_quantity), "TRUE" if self.trade_enabled else "FALSE",
+               str(self.tastytrade_quantity)]
+        if self.uses_trend_lines:
+            row += [self.trend_line_1.value, str(self.period_1), self.trend_line_2.value, str(self.period_2)]
+        return row
+
+    def optional_fields(self) -> dict[str, object]:
+        """Strategy parameters beyond the positional row (shown by get-ticker's `params`)."""
+        if self.strategy is StrategyName.SUPERTREND:
+            return {"atr_period": self.atr_period, "multiplier": self.multiplier,
+                    "trailing_stop_atr": self.trailing_stop_atr, "take_profit_atr": self.take_profit_atr}
+        if self.strategy is StrategyName.EMA:
+            return {"stop_loss_ticks": self.stop_loss_ticks, "stop_loss_atr": self.stop_loss_atr,
+                    "atr_period": self.atr_period}
+        return {}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "TickerConfig":
+        data = json.loads(text)
+        return TickerConfig.from_payload(data, StrategyName(data["strategy"]))

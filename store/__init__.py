@@ -1,0 +1,1 @@
+"""State store: the Redis client and key namespace (bottom layer, beside config)."""

@@ -1,0 +1,89 @@
+"""The one place that builds the Redis client, and the key namespace every package uses.
+
+Rules (issue: foundation):
+- REDIS_URL set -> it must answer PING, else start-up fails with a clear error.
+- REDIS_URL unset -> use redis://127.0.0.1:6379/0 when it answers; otherwise, in paper mode only,
+  fall back to in-process fakeredis with a loud warning that nothing persists.
+- Every key starts with the configured prefix ("tst:" by default) so the service never touches
+  data it did not create and can share a Redis with other tools.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis
+
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOCAL_URL = "redis://127.0.0.1:6379/0"
+
+
+class StoreUnavailableError(RuntimeError):
+    """Redis cannot be reached and no fallback is allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """A Redis client plus the key prefix. `store.key("tickers", "ema")` -> "tst:tickers:ema"."""
+
+    redis: redis.Redis
+    prefix: str
+    persistent: bool  # False when running on in-process fakeredis
+    url: str  # with any password removed; safe to show
+
+    def key(self, *parts: object) -> str:
+        return ":".join((self.prefix, *(str(p) for p in parts)))
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+
+def _redacted(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1) if "://" in url else ("redis", url)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def _connect(url: str) -> redis.Redis:
+    client = redis.Redis.from_url(
+        url, decode_responses=True, socket_connect_timeout=2, socket_timeout=None,
+        health_check_interval=30, retry_on_timeout=True,
+    )
+    client.ping()
+    return client
+
+
+def fake_store(prefix: str = "tst") -> Store:
+    """In-process fakeredis (with Lua, so redis-py locks work). Nothing persists."""
+    import fakeredis
+
+    return Store(fakeredis.FakeRedis(decode_responses=True), prefix, persistent=False, url="fakeredis://")
+
+
+def build_store(settings: Settings) -> Store:
+    if settings.redis_url:
+        try:
+            client = _connect(settings.redis_url)
+        except (redis.RedisError, ValueError) as exc:
+            raise StoreUnavailableError(
+                f"REDIS_URL {_redacted(settings.redis_url)} is not reachable: {exc.__class__.__name__}"
+            ) from None
+        return Store(client, settings.redis_prefix, persistent=True, url=_redacted(settings.redis_url))
+    try:
+        client = _connect(DEFAULT_LOCAL_URL)
+        return Store(client, settings.redis_prefix, persistent=True, url=DEFAULT_LOCAL_URL)
+    except redis.RedisError:
+        if settings.is_live:
+            raise StoreUnavailableError("REDIS_URL is unset and no Redis answers on 127.0.0.1:6379") from None
+    log.warning(
+        "!!! NO REDIS: running on in-process fakeredis. NOTHING PERSISTS - users, tickers, orders and "
+        "positions are lost when the process stops. Start redis-server or set REDIS_URL. !!!"
+    )
+    return fake_store(settings.redis_prefix)

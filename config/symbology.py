@@ -1,0 +1,102 @@
+"""Venue codes for catalog instruments, and the front-month roll for equity-index futures.
+
+CME equity-index futures (ES, MES, NQ, MNQ, RTY, M2K) are quarterly: March (H), June (M),
+September (U), December (Z). They expire on the third Friday of the contract month. Roll rule
+(stated, and tested across a roll date): we trade the next contract from the **second Thursday of
+the expiry month** onward (8 days before expiry), the day CME's own roll calendar moves open
+interest. Before that day, the expiring contract is the front month.
+
+Codes per venue for the December 2025 Micro E-mini S&P:
+- Databento (GLBX.MDP3) raw symbol `MESZ5`, continuous `MES.c.0` (calendar) / `MES.v.0` (volume)
+- Tastytrade `/MESZ5`
+- Schwab `/MESZ25` (quotes only: Schwab's trading API has no futures)
+"""
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from config.instruments import CATALOG, AssetClass, Instrument, Symbol, canonical_symbol
+
+QUARTER_MONTHS = (3, 6, 9, 12)
+MONTH_CODES = {1: "F", 2: "G", 3: "H", 4: "J", 5: "K", 6: "M", 7: "N", 8: "Q", 9: "U", 10: "V", 11: "X", 12: "Z"}
+
+DATABENTO_FUTURES_DATASET = "GLBX.MDP3"
+DATABENTO_EQUITIES_DATASET = "XNAS.ITCH"
+
+
+def third_friday(year: int, month: int) -> date:
+    first_weekday, _ = calendar.monthrange(year, month)  # Monday = 0
+    first_friday = 1 + (4 - first_weekday) % 7
+    return date(year, month, first_friday + 14)
+
+
+def roll_date(year: int, month: int) -> date:
+    """Second Thursday of the expiry month: 8 days before the third-Friday expiry."""
+    return third_friday(year, month) - timedelta(days=8)
+
+
+@dataclass(frozen=True, slots=True)
+class FutureContract:
+    root: str  # "MES"
+    year: int
+    month: int
+
+    @property
+    def month_code(self) -> str:
+        return MONTH_CODES[self.month]
+
+    @property
+    def expiration(self) -> date:
+        return third_friday(self.year, self.month)
+
+    @property
+    def databento(self) -> str:
+        return f"{self.root}{self.month_code}{self.year % 10}"
+
+    @property
+    def tastytrade(self) -> str:
+        return f"/{self.root}{self.month_code}{self.year % 10}"
+
+    @property
+    def schwab(self) -> str:
+        return f"/{self.root}{self.month_code}{self.year % 100:02d}"
+
+
+def front_month(root: str, on: date) -> FutureContract:
+    """The contract we trade on `on` under the roll rule above."""
+    year, month = on.year, on.month
+    while True:
+        quarter = next((m for m in QUARTER_MONTHS if m >= month), None)
+        if quarter is None:
+            year, month = year + 1, 1
+            continue
+        if on < roll_date(year, quarter):
+            return FutureContract(root, year, quarter)
+        month = quarter + 1
+        if month > 12:
+            year, month = year + 1, 1
+
+
+@dataclass(frozen=True, slots=True)
+class VenueSymbols:
+    databento_dataset: str | None
+    databento: str | None  # raw symbol to subscribe to (None: Databento has no feed, e.g. SPX index)
+    databento_continuous: str | None
+    tastytrade: str
+    schwab: str
+
+
+def venue_symbols(symbol: str | Symbol, on: date) -> VenueSymbols:
+    instrument: Instrument = CATALOG[canonical_symbol(symbol)]
+    if instrument.asset_class is AssetClass.FUTURE:
+        contract = front_month(instrument.root, on)
+        return VenueSymbols(
+            DATABENTO_FUTURES_DATASET, contract.databento, f"{instrument.root}.c.0",
+            contract.tastytrade, contract.schwab,
+        )
+    if instrument.asset_class is AssetClass.INDEX:
+        # Databento carries no index values; SPX comes from a broker quote or the simulated feed.
+        return VenueSymbols(None, None, None, instrument.root, f"${instrument.root}")
+    return VenueSymbols(DATABENTO_EQUITIES_DATASET, instrument.root, None, instrument.root, instrument.root)

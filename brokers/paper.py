@@ -1,0 +1,529 @@
+"""Paper broker: one simulated account per broker name ("schwab", "tastytrade").
+
+Fill model
+- MARKET: fills at once at the latest trade price from `price_source` plus
+  `settings.paper_slippage_ticks` ticks against us (buys higher, sells lower).
+- LIMIT / STOP: a marketable order fills at once (limit: at the better of last+slippage and the
+  limit); otherwise it rests and `on_trade(symbol, price, ts_ns)` fills it when a trade crosses
+  (resting limits fill at the limit price, triggered stops at trade price + slippage).
+- Options (SPXW): priced from the synthetic chain (`brokers.option_pricing`) at the current SPX
+  level: buys pay the ask, sells receive the bid; positions keyed by OCC symbol, multiplier 100.
+- No price (or no bid) -> `OrderRejected` with the reason; never a fill at 0.
+- Commission: `settings.paper_commission_per_contract` per contract/share filled.
+
+Accounting (Decimal throughout): futures move cash only by realized P&L (tick value via the catalog
+multiplier) minus commission; equities and options move cash by the premium/cost. `balances()`
+marks open positions at the latest price. `Balances.realized_pnl` is net of commissions.
+
+Persistence: everything lives under `store.key("paper", name, ...)`; a new PaperBroker on the same
+store loads it. Redis is written first and the in-memory mirror only after the write succeeded,
+so memory never runs ahead of what survives a restart. Each fill is one atomic Lua call.
+
+Idempotency: the client order id is claimed with HSETNX inside the same Lua call that applies the
+fill, so the same client order id placed twice (even from two processes) returns the existing
+order and never fills twice.
+
+Concurrency: one lock per instance. One process should own a paper account at a time (the
+service); a second process is safe for duplicates but its in-memory mirror would be stale.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any, Callable
+
+from brokers.base import BrokerAdapter
+from brokers.errors import OrderRejected
+from brokers.option_pricing import DEFAULT_IV, price_contract, synthetic_chain
+from config.instruments import CATALOG, SPX_OPTION_MULTIPLIER, AssetClass, Instrument, Symbol, canonical_symbol
+from config.settings import Settings
+from domain.orders import (
+    Balances,
+    BrokerName,
+    BrokerOrderId,
+    BrokerPosition,
+    BrokerStatus,
+    ClientOrderId,
+    Fill,
+    OptionContract,
+    OptionRight,
+    OrderRequest,
+    OrderSide,
+    OrderState,
+    OrderType,
+    OrderUpdate,
+    PositionEffect,
+    Quote,
+)
+from store.redis_store import Store
+
+PriceSource = Callable[[str], float | None]
+ChainSource = Callable[[str, date], list[OptionContract]]
+_AVG_QUANT = Decimal("0.00000001")
+
+# One round trip per order: claim the id (optionally), then write order, position, account,
+# fill and open-set membership together. Returns the existing order JSON when the claim failed.
+_WRITE_LUA = """
+if ARGV[1] == '1' then
+  if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 0 then
+    return redis.call('HGET', KEYS[1], ARGV[2])
+  end
+else
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+end
+if ARGV[4] ~= '' then
+  if ARGV[5] == '' then redis.call('HDEL', KEYS[2], ARGV[4]) else redis.call('HSET', KEYS[2], ARGV[4], ARGV[5]) end
+end
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[3], 'cash', ARGV[6], 'realized_pnl', ARGV[7], 'commissions', ARGV[8])
+end
+if ARGV[9] ~= '' then redis.call('XADD', KEYS[4], '*', 'fill', ARGV[9]) end
+if ARGV[10] == '1' then redis.call('SADD', KEYS[5], ARGV[2]) else redis.call('SREM', KEYS[5], ARGV[2]) end
+return false
+"""
+
+
+def contract_to_json(c: OptionContract | None) -> dict[str, str] | None:
+    if c is None:
+        return None
+    return {"underlying": c.underlying, "root": c.root, "expiration": c.expiration.isoformat(),
+            "strike": str(c.strike), "right": c.right.value, "broker_symbol": c.broker_symbol or ""}
+
+
+def contract_from_json(d: dict[str, str] | None) -> OptionContract | None:
+    if not d:
+        return None
+    return OptionContract(underlying=d["underlying"], root=d["root"], expiration=date.fromisoformat(d["expiration"]),
+                          strike=Decimal(d["strike"]), right=OptionRight(d["right"]),
+                          broker_symbol=d.get("broker_symbol") or None)
+
+
+@dataclass(slots=True)
+class PaperOrder:
+    client_order_id: str
+    broker_order_id: str
+    symbol: str
+    side: str
+    quantity: int
+    position_effect: str
+    order_type: str
+    limit_price: str | None
+    stop_price: str | None
+    option: dict[str, str] | None
+    state: str
+    filled_quantity: int = 0
+    avg_fill_price: str | None = None
+    reason: str | None = None
+    fills: list[dict[str, str]] = field(default_factory=list)
+    created_ns: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @staticmethod
+    def from_json(raw: str) -> "PaperOrder":
+        return PaperOrder(**json.loads(raw))
+
+    @property
+    def contract(self) -> OptionContract | None:
+        return contract_from_json(self.option)
+
+    @property
+    def position_key(self) -> str:
+        c = self.contract
+        return c.occ_symbol if c else self.symbol
+
+    def update(self) -> OrderUpdate:
+        fills = tuple(
+            Fill(client_order_id=ClientOrderId(self.client_order_id), broker_order_id=BrokerOrderId(self.broker_order_id),
+                 fill_id=f["fill_id"], quantity=int(f["quantity"]), price=Decimal(f["price"]),
+                 commission=Decimal(f["commission"]), ts=datetime.fromisoformat(f["ts"]))
+            for f in self.fills
+        )
+        return OrderUpdate(
+            client_order_id=ClientOrderId(self.client_order_id), broker_order_id=BrokerOrderId(self.broker_order_id),
+            state=OrderState(self.state), filled_quantity=self.filled_quantity,
+            avg_fill_price=Decimal(self.avg_fill_price) if self.avg_fill_price is not None else None,
+            reason=self.reason, fills=fills,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PaperPosition:
+    key: str
+    symbol: str  # catalog symbol (underlying for options)
+    quantity: int
+    avg_price: Decimal
+    multiplier: Decimal
+    is_future: bool
+    option: dict[str, str] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"key": self.key, "symbol": self.symbol, "quantity": self.quantity,
+                           "avg_price": str(self.avg_price), "multiplier": str(self.multiplier),
+                           "is_future": self.is_future, "option": self.option}, separators=(",", ":"))
+
+    @staticmethod
+    def from_json(raw: str) -> "PaperPosition":
+        d = json.loads(raw)
+        return PaperPosition(key=d["key"], symbol=d["symbol"], quantity=int(d["quantity"]),
+                             avg_price=Decimal(d["avg_price"]), multiplier=Decimal(d["multiplier"]),
+                             is_future=bool(d["is_future"]), option=d.get("option"))
+
+
+def apply_fill_to_position(qty: int, avg: Decimal, signed_qty: int, price: Decimal,
+                           multiplier: Decimal) -> tuple[int, Decimal, Decimal]:
+    """(new qty, new avg price, realized P&L) for a fill of `signed_qty` at `price`."""
+    realized = Decimal(0)
+    new_qty = qty + signed_qty
+    if qty == 0 or (qty > 0) == (signed_qty > 0):
+        total = abs(qty) + abs(signed_qty)
+        new_avg = ((avg * abs(qty) + price * abs(signed_qty)) / total).quantize(_AVG_QUANT)
+        return new_qty, new_avg.normalize() if new_avg else Decimal(0), realized
+    closing = min(abs(qty), abs(signed_qty))
+    direction = 1 if qty > 0 else -1
+    realized = (price - avg) * closing * direction * multiplier
+    if new_qty == 0:
+        return 0, Decimal(0), realized
+    if (new_qty > 0) != (qty > 0):  # flipped through zero: the remainder opened at this price
+        return new_qty, price, realized
+    return new_qty, avg, realized
+
+
+class PaperBroker(BrokerAdapter):
+    is_paper = True
+
+    def __init__(
+        self, store: Store, name: BrokerName, settings: Settings, price_source: PriceSource, *,
+        option_iv: float | None = None, chain_source: ChainSource | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self.name = name
+        self._store = store
+        self._settings = settings
+        self._price_source = price_source
+        self._chain_source = chain_source  # a connected broker's real chain, when there is one
+        self._clock = clock
+        self._iv = option_iv if option_iv is not None else float(settings.extra.get("PAPER_OPTION_IV", DEFAULT_IV))
+        self._slippage_ticks = settings.paper_slippage_ticks
+        self._commission = Decimal(settings.paper_commission_per_contract)
+        self._lock = threading.RLock()
+        self._k_orders = store.key("paper", name, "orders")
+        self._k_pos = store.key("paper", name, "positions")
+        self._k_account = store.key("paper", name, "account")
+        self._k_fills = store.key("paper", name, "fills")
+        self._k_open = store.key("paper", name, "open")
+        self._k_seq = store.key("paper", name, "seq")
+        self._write = store.redis.register_script(_WRITE_LUA)
+        self._load()
+
+    # ------------------------------------------------------------------ state
+    def _load(self) -> None:
+        r = self._store.redis
+        pipe = r.pipeline(transaction=False)
+        pipe.hgetall(self._k_orders)
+        pipe.hgetall(self._k_pos)
+        pipe.hgetall(self._k_account)
+        pipe.smembers(self._k_open)
+        orders_raw, pos_raw, account, open_ids = pipe.execute()
+        self._orders: dict[str, PaperOrder] = {k: PaperOrder.from_json(v) for k, v in orders_raw.items()}
+        self._positions: dict[str, PaperPosition] = {k: PaperPosition.from_json(v) for k, v in pos_raw.items()}
+        if not account:
+            # First use of this account: starting cash, written once (HSETNX keeps a racing writer's value).
+            pipe = r.pipeline(transaction=True)
+            pipe.hsetnx(self._k_account, "cash", self._settings.paper_starting_cash)
+            pipe.hsetnx(self._k_account, "realized_pnl", "0")
+            pipe.hsetnx(self._k_account, "commissions", "0")
+            pipe.hgetall(self._k_account)
+            account = pipe.execute()[-1]
+        self._cash = Decimal(account["cash"])
+        self._realized = Decimal(account.get("realized_pnl", "0"))
+        self._commissions = Decimal(account.get("commissions", "0"))
+        self._open: dict[str, set[str]] = {}
+        for coid in open_ids:
+            order = self._orders.get(coid)
+            if order is not None and order.state in (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED):
+                self._open.setdefault(order.symbol, set()).add(coid)
+
+    def _next_broker_id(self) -> str:
+        # Unique across restarts without a Redis round trip: time-based, plus the name.
+        return f"paper-{self.name}-{time.time_ns():x}-{threading.get_ident() % 10000:04d}"
+
+    def _persist(self, order: PaperOrder, *, claim: bool, position: PaperPosition | None = None,
+                 position_key: str = "", account: tuple[Decimal, Decimal, Decimal] | None = None,
+                 fill: dict[str, str] | None = None) -> PaperOrder | None:
+        """Write atomically; returns the already-stored order when `claim` lost the race."""
+        is_open = order.state in (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
+        cash, realized, commissions = (str(v) for v in account) if account else ("", "", "")
+        existing = self._write(
+            keys=[self._k_orders, self._k_pos, self._k_account, self._k_fills, self._k_open],
+            args=["1" if claim else "0", order.client_order_id, order.to_json(), position_key,
+                  position.to_json() if position is not None and position.quantity != 0 else "",
+                  cash, realized, commissions, json.dumps(fill) if fill else "", "1" if is_open else "0"],
+        )
+        return PaperOrder.from_json(existing) if existing else None
+
+    # ------------------------------------------------------------------ pricing
+    def _instrument(self, symbol: str) -> Instrument:
+        try:
+            return CATALOG[canonical_symbol(symbol)]
+        except ValueError as exc:
+            raise OrderRejected(str(exc), broker=f"paper:{self.name}", reason=f"unknown symbol {symbol!r}") from None
+
+    def _last(self, symbol: str) -> Decimal | None:
+        raw = self._price_source(symbol)
+        if raw is None:
+            return None
+        value = Decimal(str(raw))
+        return value if value.is_finite() and value > 0 else None
+
+    def _executable(self, order: PaperOrder, reference: Decimal | None = None) -> tuple[Decimal | None, str]:
+        """Price a market order would fill at now (or at `reference` trade price), or (None, why)."""
+        side = OrderSide(order.side)
+        last = reference if reference is not None else self._last(order.symbol)
+        if last is None:
+            return None, f"no price available for {order.symbol}"
+        contract = order.contract
+        if contract is not None:
+            priced = price_contract(contract, float(last), self._clock(), self._iv)
+            px = priced.ask if side is OrderSide.BUY else priced.bid
+            if px is None or px <= 0:
+                return None, f"no {'ask' if side is OrderSide.BUY else 'bid'} for {contract.occ_symbol.replace(' ', '')}"
+            return px, ""
+        inst = self._instrument(order.symbol)
+        slip = inst.tick_size * self._slippage_ticks
+        base = inst.round_price(last)
+        px = base + slip if side is OrderSide.BUY else base - slip
+        if px <= 0:
+            return None, f"price for {order.symbol} after slippage is not positive"
+        return px, ""
+
+    # ------------------------------------------------------------------ fills
+    def _fill(self, order: PaperOrder, price: Decimal, ts: datetime) -> OrderUpdate:
+        """Fill the whole remaining quantity at `price`; persist, then update memory."""
+        qty = order.quantity - order.filled_quantity
+        side = OrderSide(order.side)
+        signed = qty if side is OrderSide.BUY else -qty
+        contract = order.contract
+        if contract is not None:
+            multiplier, is_future = SPX_OPTION_MULTIPLIER, False
+        else:
+            inst = self._instrument(order.symbol)
+            multiplier, is_future = inst.multiplier, inst.asset_class is AssetClass.FUTURE
+        key = order.position_key
+        old = self._positions.get(key)
+        new_qty, new_avg, realized = apply_fill_to_position(
+            old.quantity if old else 0, old.avg_price if old else Decimal(0), signed, price, multiplier)
+        commission = self._commission * qty
+        if is_future:
+            cash = self._cash + realized - commission
+        else:
+            cash = self._cash - Decimal(signed) * price * multiplier - commission
+        total_realized = self._realized + realized
+        total_commissions = self._commissions + commission
+        position = PaperPosition(key=key, symbol=order.symbol, quantity=new_qty, avg_price=new_avg,
+                                 multiplier=multiplier, is_future=is_future, option=order.option)
+        fill = {"fill_id": f"{order.broker_order_id}-{len(order.fills) + 1}", "quantity": str(qty),
+                "price": str(price), "commission": str(commission), "ts": ts.isoformat()}
+        filled = replace(order, state=OrderState.FILLED.value, filled_quantity=order.quantity,
+                         avg_fill_price=str(price), fills=[*order.fills, fill])
+        journal_fill = {**fill, "client_order_id": order.client_order_id, "key": key, "side": order.side,
+                        "multiplier": str(multiplier), "realized_pnl": str(realized)}
+        claim = order.client_order_id not in self._orders
+        existing = self._persist(filled, claim=claim, position=position, position_key=key,
+                                 account=(cash, total_realized, total_commissions), fill=journal_fill)
+        if existing is not None:  # another writer owns this id: report theirs, apply nothing
+            self._orders[existing.client_order_id] = existing
+            return existing.update()
+        self._orders[order.client_order_id] = filled
+        if new_qty == 0:
+            self._positions.pop(key, None)
+        else:
+            self._positions[key] = position
+        self._cash, self._realized, self._commissions = cash, total_realized, total_commissions
+        self._open.get(order.symbol, set()).discard(order.client_order_id)
+        return filled.update()
+
+    def _store_only(self, order: PaperOrder, *, claim: bool) -> OrderUpdate:
+        existing = self._persist(order, claim=claim)
+        if existing is not None:
+            self._orders[existing.client_order_id] = existing
+            return existing.update()
+        self._orders[order.client_order_id] = order
+        bucket = self._open.setdefault(order.symbol, set())
+        if order.state in (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED):
+            bucket.add(order.client_order_id)
+        else:
+            bucket.discard(order.client_order_id)
+        return order.update()
+
+    def _reject(self, order: PaperOrder, reason: str) -> OrderRejected:
+        stored = replace(order, state=OrderState.REJECTED.value, reason=reason)
+        update = self._store_only(stored, claim=True)
+        return OrderRejected(f"paper {self.name} rejected: {update.reason}", broker=f"paper:{self.name}",
+                             reason=update.reason or reason)
+
+    def _crossing_price(self, order: PaperOrder, trade: Decimal, resting: bool) -> Decimal | None:
+        """Fill price when `trade` crosses the order's limit/stop, else None."""
+        side = OrderSide(order.side)
+        if order.order_type == OrderType.LIMIT.value:
+            limit = Decimal(order.limit_price or "0")
+            px, _ = self._executable(order, trade)
+            if px is None:
+                return None
+            if (side is OrderSide.BUY and px <= limit) or (side is OrderSide.SELL and px >= limit):
+                # Arriving marketable: the better market price. Resting: the limit (that is where
+                # it would have traded as the price moved through it).
+                return limit if resting else px
+            return None
+        stop = Decimal(order.stop_price or "0")
+        triggered = trade >= stop if side is OrderSide.BUY else trade <= stop
+        if not triggered:
+            return None
+        px, _ = self._executable(order, trade)
+        return px
+
+    # ------------------------------------------------------------------ adapter API
+    def connect(self) -> BrokerStatus:
+        return self.status()
+
+    def status(self) -> BrokerStatus:
+        return BrokerStatus(broker=self.name, mode="paper", connected=True, account=f"paper-{self.name}",
+                            message="paper account")
+
+    def place_order(self, order: OrderRequest) -> OrderUpdate:
+        with self._lock:
+            existing = self._orders.get(order.client_order_id)
+            if existing is not None:
+                return existing.update()  # idempotent: same client id -> same order, never a second fill
+            record = PaperOrder(
+                client_order_id=order.client_order_id, broker_order_id=self._next_broker_id(), symbol=order.symbol,
+                side=order.side.value, quantity=order.quantity, position_effect=order.position_effect.value,
+                order_type=order.order_type.value,
+                limit_price=str(order.limit_price) if order.limit_price is not None else None,
+                stop_price=str(order.stop_price) if order.stop_price is not None else None,
+                option=contract_to_json(order.option), state=OrderState.ACCEPTED.value, created_ns=time.time_ns(),
+            )
+            if order.option is not None:
+                if order.option.underlying not in CATALOG:
+                    raise self._reject(record, f"unknown option underlying {order.option.underlying!r}")
+                if order.order_type is OrderType.STOP:
+                    raise self._reject(record, "paper broker does not support stop orders on options")
+            else:
+                try:
+                    canonical = canonical_symbol(order.symbol)
+                except ValueError:
+                    raise self._reject(record, f"unknown symbol {order.symbol[:20]!r}") from None
+                if canonical != order.symbol:
+                    record = replace(record, symbol=canonical)
+            now = self._clock()
+            if order.order_type is OrderType.MARKET:
+                px, why = self._executable(record)
+                if px is None:
+                    raise self._reject(record, why)
+                return self._fill(record, px, now)
+            last = self._last(record.symbol)
+            if last is not None:
+                px = self._crossing_price(record, last, resting=False)
+                if px is not None:
+                    return self._fill(record, px, now)
+            return self._store_only(record, claim=True)  # rests until on_trade crosses it
+
+    def on_trade(self, symbol: str, price: float, ts_ns: int) -> list[OrderUpdate]:
+        """Fill resting orders the trade crosses. Called by the engine for every trade; cheap when idle."""
+        if not self._open.get(symbol):
+            return []
+        with self._lock:
+            trade = Decimal(str(price))
+            if not trade.is_finite() or trade <= 0:
+                return []
+            ts = datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc)
+            updates: list[OrderUpdate] = []
+            for coid in sorted(self._open.get(symbol, set()), key=lambda c: self._orders[c].created_ns):
+                order = self._orders[coid]
+                px = self._crossing_price(order, trade, resting=True)
+                if px is not None:
+                    updates.append(self._fill(order, px, ts))
+            return updates
+
+    def cancel_order(self, client_order_id: ClientOrderId, broker_order_id: BrokerOrderId | None) -> OrderUpdate:
+        with self._lock:
+            order = self._orders.get(client_order_id)
+            if order is None:
+                raise OrderRejected("no such order", broker=f"paper:{self.name}", reason="unknown client order id")
+            if OrderState(order.state).is_terminal:
+                return order.update()  # too late to cancel: report what happened
+            return self._store_only(replace(order, state=OrderState.CANCELLED.value, reason="cancelled"), claim=False)
+
+    def get_order(self, client_order_id: ClientOrderId, broker_order_id: BrokerOrderId | None) -> OrderUpdate | None:
+        with self._lock:
+            order = self._orders.get(client_order_id)
+            if order is None:  # maybe written by another process since we loaded
+                raw = self._store.redis.hget(self._k_orders, client_order_id)
+                if raw is None:
+                    return None
+                order = PaperOrder.from_json(raw)
+            return order.update()
+
+    def open_orders(self) -> list[OrderUpdate]:
+        with self._lock:
+            return [self._orders[c].update() for ids in self._open.values() for c in sorted(ids)]
+
+    def positions(self) -> list[BrokerPosition]:
+        with self._lock:
+            return [BrokerPosition(key=p.key, quantity=p.quantity, avg_price=p.avg_price, multiplier=p.multiplier)
+                    for p in sorted(self._positions.values(), key=lambda p: p.key) if p.quantity != 0]
+
+    def position_details(self) -> list[PaperPosition]:
+        with self._lock:
+            return list(self._positions.values())
+
+    def balances(self) -> Balances:
+        with self._lock:
+            equity = self._cash
+            for p in self._positions.values():
+                mark = self._mark(p)
+                if p.is_future:
+                    equity += (mark - p.avg_price) * p.quantity * p.multiplier
+                else:
+                    equity += mark * p.quantity * p.multiplier
+            return Balances(cash=self._cash, equity=equity, buying_power=equity,
+                            realized_pnl=self._realized - self._commissions)
+
+    def _mark(self, p: PaperPosition) -> Decimal:
+        contract = contract_from_json(p.option)
+        spot = self._last(p.symbol)
+        if spot is None:
+            return p.avg_price
+        if contract is not None:
+            priced = price_contract(contract, float(spot), self._clock(), self._iv)
+            bid, ask = priced.bid or Decimal(0), priced.ask or Decimal(0)
+            return (bid + ask) / 2
+        return spot
+
+    def account_summary(self) -> dict[str, Any]:
+        with self._lock:
+            return {"broker": self.name, "cash": str(self._cash), "realized_pnl_gross": str(self._realized),
+                    "commissions": str(self._commissions)}
+
+    def quote(self, symbol: str) -> Quote:
+        last = self._last(symbol)
+        return Quote(symbol=symbol, bid=last, ask=last, last=last, ts=self._clock() if last is not None else None)
+
+    def option_chain(self, underlying: str, expiration: date) -> list[OptionContract]:
+        if self._chain_source is not None:
+            chain = self._chain_source(underlying, expiration)
+            if chain:
+                return chain
+        spot = self._last(underlying)
+        if spot is None:
+            raise OrderRejected(f"no price available for {underlying}", broker=f"paper:{self.name}",
+                                reason=f"no price available for {underlying}")
+        return synthetic_chain(float(spot), expiration, self._clock(), self._iv, underlying=underlying)
+
+
+__all__ = ["PaperBroker", "PaperOrder", "PaperPosition", "apply_fill_to_position", "Symbol"]

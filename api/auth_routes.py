@@ -1,0 +1,81 @@
+"""Login and credential changes. The whole blueprint is rate limited (see app.create_app): both
+endpoints check a password, so both are brute-force targets."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response
+
+from api.responses import ApiError, ok
+from api.services import get_services
+from api.validation import json_body
+from auth.decorators import admin_required, current_user_email
+from auth.tokens import issue_token
+from auth.users import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, UserError
+
+log = logging.getLogger(__name__)
+
+auth_bp = Blueprint("auth", __name__, url_prefix="/api")
+
+
+def _string(payload: dict[str, object], name: str, max_length: int) -> str:
+    raw = payload.get(name)
+    if not isinstance(raw, str) or not raw:
+        raise ApiError(400, f"{name} must be a non-empty string", field=name)
+    if len(raw) > max_length:
+        raise ApiError(400, f"{name} is too long (at most {max_length} characters)", field=name)
+    return raw
+
+
+@auth_bp.post("/login")
+def login() -> tuple[Response, int]:
+    """Log in and receive a bearer token.
+
+    Body: `{"email": str, "password": str}`. Answers 200 `{success, token}`; wrong email or
+    password -> 401; rate limited per client address (LOGIN_RATE_LIMIT) -> 429.
+    """
+    payload = json_body()
+    email = _string(payload, "email", MAX_EMAIL_LENGTH)
+    password = _string(payload, "password", MAX_PASSWORD_LENGTH)
+    services = get_services()
+    user = services.users.authenticate(email, password)
+    if user is None:
+        log.warning("failed login for %r", email.strip().lower()[:MAX_EMAIL_LENGTH])
+        raise ApiError(401, "invalid email or password", error="invalid credentials")
+    log.info("login %s (%s)", user.email, user.role.value)
+    return ok(token=issue_token(user, services.users), role=user.role.value)
+
+
+@auth_bp.post("/update-credentials")
+@admin_required
+def update_credentials() -> tuple[Response, int]:
+    """Change the logged-in user's email and/or password.
+
+    Body: `{"currentPassword": str, "newEmail"?: str, "newPassword"?: str}`. Every earlier token of
+    the user is revoked; the answer carries a new token: `{success, message, token}`. Wrong
+    current password -> 401.
+    """
+    payload = json_body()
+    current_password = _string(payload, "currentPassword", MAX_PASSWORD_LENGTH)
+    new_email = payload.get("newEmail")
+    new_password = payload.get("newPassword")
+    if new_email in (None, ""):
+        new_email = None
+    if new_password in (None, ""):
+        new_password = None
+    if new_email is None and new_password is None:
+        raise ApiError(400, "send newEmail and/or newPassword", field="newPassword")
+    if new_email is not None and not isinstance(new_email, str):
+        raise ApiError(400, "newEmail must be a string", field="newEmail")
+    if new_password is not None and not isinstance(new_password, str):
+        raise ApiError(400, "newPassword must be a string", field="newPassword")
+    services = get_services()
+    email = current_user_email()
+    if services.users.authenticate(email, current_password) is None:
+        raise ApiError(401, "current password is wrong", field="currentPassword", error="invalid credentials")
+    try:
+        user = services.users.change_credentials(email, new_email, new_password)
+    except UserError as exc:
+        raise ApiError(400, exc.message, field=exc.field) from None
+    log.info("credentials changed for %s (now %s); earlier tokens revoked", email, user.email)
+    return ok(message="credentials updated; earlier tokens are revoked", token=issue_token(user, services.users))

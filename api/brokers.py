@@ -1,0 +1,182 @@
+"""Broker OAuth endpoints (Schwab, Tastytrade) and broker status. Admin only, except the read-only
+status list.
+
+The flows live in `services.brokers` (the broker issue); this module validates input, maps broker
+errors to clear JSON and makes sure no token or secret ever appears in a response.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response
+
+from api.responses import ApiError, fail, ok
+from api.services import Services, get_services
+from api.validation import MAX_TEXT, json_body, text_field
+from auth.decorators import admin_required, viewer_required
+from brokers.errors import AuthenticationRequired, BrokerConfigError, BrokerError, TemporaryBrokerError
+
+log = logging.getLogger(__name__)
+
+brokers_bp = Blueprint("brokers", __name__, url_prefix="/api")
+
+SCHWAB = "schwab"
+TASTYTRADE = "tastytrade"
+_DISPLAY = {SCHWAB: "Schwab", TASTYTRADE: "Tastytrade"}
+_REQUIRED_SETTINGS = {SCHWAB: ("SCHWAB_API_KEY", "SCHWAB_APP_SECRET"),
+                      TASTYTRADE: ("TASTYTRADE_CLIENT_ID", "TASTYTRADE_CLIENT_SECRET")}
+MAX_BARE_CODE = 512
+# Response keys that may carry credentials; dropped from anything a broker flow returns.
+_SECRET_WORDS = ("token", "secret", "password", "code", "key")
+_SAFE_SUFFIXES = ("_expires_at",)
+
+
+def _missing_settings(services: Services, broker: str) -> list[str]:
+    values = {
+        "SCHWAB_API_KEY": services.settings.schwab_api_key,
+        "SCHWAB_APP_SECRET": services.settings.schwab_app_secret,
+        "TASTYTRADE_CLIENT_ID": services.settings.tastytrade_client_id,
+        "TASTYTRADE_CLIENT_SECRET": services.settings.tastytrade_client_secret,
+    }
+    return [name for name in _REQUIRED_SETTINGS[broker] if not values[name]]
+
+
+def _brokers(broker: str) -> Any:
+    services = get_services()
+    if services.brokers is None:
+        missing = _missing_settings(services, broker)
+        reason = (f"set {' and '.join(missing)}" if missing
+                  else "the broker service is not running in this process")
+        raise ApiError(503, f"{_DISPLAY[broker]} is not available: {reason}", error="service unavailable")
+    return services.brokers
+
+
+def safe_result(result: object) -> dict[str, Any]:
+    """Copy of a broker flow's answer without any field that could hold a credential."""
+    if not isinstance(result, dict):
+        return {}
+    return {k: v for k, v in result.items()
+            if not any(w in k.lower() for w in _SECRET_WORDS) or k.lower().endswith(_SAFE_SUFFIXES)}
+
+
+def _call(broker: str, action: Callable[[Any], Any]) -> Any:
+    registry = _brokers(broker)
+    name = _DISPLAY[broker]
+    try:
+        return action(registry)
+    except BrokerConfigError as exc:
+        raise ApiError(503, f"{name} is misconfigured: {exc.message}", error="broker configuration") from None
+    except AuthenticationRequired as exc:
+        raise ApiError(400, f"{name} rejected the login: {exc.message}", error="broker authentication") from None
+    except TemporaryBrokerError as exc:
+        raise ApiError(502, f"{name} is temporarily unreachable: {exc.message}; try again",
+                       error="broker unavailable") from None
+    except BrokerError as exc:
+        raise ApiError(502, f"{name} error: {exc.message}", error="broker error") from None
+
+
+def _authorize_url(broker: str) -> Response:
+    url = _call(broker, lambda b: b.authorize_url(broker))
+    return Response(str(url), status=200, mimetype="text/plain")
+
+
+def _login_result(broker: str, text: str) -> tuple[Response, int]:
+    result = safe_result(_call(broker, lambda b: b.complete_login(broker, text)))
+    log.info("%s login completed", broker)
+    message = str(result.pop("message", f"{_DISPLAY[broker]} connected"))
+    result.pop("success", None)
+    return ok(message=message, **result)
+
+
+def _refresh(broker: str) -> tuple[Response, int]:
+    result = safe_result(_call(broker, lambda b: b.refresh(broker)))
+    message = str(result.pop("message", f"{_DISPLAY[broker]} token refreshed"))
+    result.pop("success", None)
+    return ok(message=message, **result)
+
+
+def _is_http_url(text: str) -> bool:
+    parts = urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+@brokers_bp.get("/schwab/authorize-url")
+@admin_required
+def schwab_authorize_url() -> Response:
+    """The Schwab OAuth login URL, as a text/plain body."""
+    return _authorize_url(SCHWAB)
+
+
+@brokers_bp.get("/tasty/authorize-url")
+@admin_required
+def tasty_authorize_url() -> Response:
+    """The Tastytrade OAuth login URL, as a text/plain body."""
+    return _authorize_url(TASTYTRADE)
+
+
+@brokers_bp.post("/schwab/access-token")
+@admin_required
+def schwab_access_token() -> tuple[Response, int]:
+    """Finish the Schwab login. Body: `{"authorizationLink": "<the full redirect URL>"}` ->
+    `{success, message}`. The tokens are stored encrypted and never returned."""
+    link = text_field(json_body(), "authorizationLink", max_length=MAX_TEXT)
+    if not _is_http_url(link):
+        raise ApiError(400, "authorizationLink must be the full https:// URL Schwab redirected to",
+                       field="authorizationLink")
+    return _login_result(SCHWAB, link)
+
+
+@brokers_bp.post("/tasty/access-token")
+@admin_required
+def tasty_access_token() -> tuple[Response, int]:
+    """Finish the Tastytrade login. Body: `{"authorizationCode": "<redirect URL or bare code>"}` ->
+    `{success, message}`. The tokens are stored encrypted and never returned."""
+    code = text_field(json_body(), "authorizationCode", max_length=MAX_TEXT)
+    if not _is_http_url(code):
+        if len(code) > MAX_BARE_CODE or any(ch.isspace() or ch in "<>\"'\\" for ch in code):
+            raise ApiError(400, "authorizationCode must be the redirect URL or the bare code",
+                           field="authorizationCode")
+    return _login_result(TASTYTRADE, code)
+
+
+@brokers_bp.post("/schwab/refresh-token")
+@admin_required
+def schwab_refresh_token() -> tuple[Response, int]:
+    """Refresh the Schwab access token now -> `{success, message}`."""
+    return _refresh(SCHWAB)
+
+
+@brokers_bp.post("/tasty/refresh-token")
+@admin_required
+def tasty_refresh_token() -> tuple[Response, int]:
+    """Refresh the Tastytrade access token now -> `{success, message}`."""
+    return _refresh(TASTYTRADE)
+
+
+@brokers_bp.get("/get-tasty-connection")
+@admin_required
+def get_tasty_connection() -> tuple[Response, int]:
+    """Whether Tastytrade is connected -> `{success: <connected>, message}` (200 either way)."""
+    result = safe_result(_call(TASTYTRADE, lambda b: b.connection(TASTYTRADE)))
+    connected = bool(result.get("connected"))
+    message = str(result.get("message") or ("Tastytrade connected" if connected else "Tastytrade not connected"))
+    if connected:
+        return ok(message=message, connected=True)
+    response, _ = fail(200, message, error="not connected")
+    return response, 200
+
+
+@brokers_bp.get("/brokers")
+@viewer_required
+def broker_statuses() -> tuple[Response, int]:
+    """Status of every broker (connected, masked account, token expiry) -> `{success, data: [...]}`."""
+    services = get_services()
+    if services.brokers is None:
+        raise ApiError(503, "broker service is not running in this process", error="service unavailable")
+    try:
+        statuses = services.brokers.statuses()
+    except BrokerError as exc:
+        raise ApiError(502, f"broker status failed: {exc.message}", error="broker error") from None
+    return ok(data=[safe_result(s) for s in statuses])

@@ -1,0 +1,84 @@
+"""Ticker configuration endpoints: get-ticker, add-ticker, delete-ticker."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, request
+
+from api.responses import ApiError, ok
+from api.services import Services, get_services
+from api.validation import json_body, strategy_arg, symbol_arg
+from auth.decorators import admin_required, viewer_required
+from domain.tickers import StrategyName, TickerConfig, TickerValidationError
+
+log = logging.getLogger(__name__)
+
+tickers_bp = Blueprint("tickers", __name__, url_prefix="/api")
+
+
+def ticker_map_body(services: Services, strategy: StrategyName) -> dict[str, object]:
+    """`data`: symbol -> positional string array (the dashboard's contract); `params`: symbol ->
+    strategy parameters beyond the row (an extra key old dashboards ignore)."""
+    configs = services.tickers.get_map(strategy)
+    return {
+        "data": {symbol: config.to_row() for symbol, config in configs.items()},
+        "params": {symbol: config.optional_fields() for symbol, config in configs.items()},
+    }
+
+
+@tickers_bp.get("/get-ticker")
+@viewer_required
+def get_ticker() -> tuple[Response, int]:
+    """The configured tickers of one strategy.
+
+    Query: `strategy=ema|supertrend|zeroday`. Answers `{success, data: {"/MES": [...]}, params}`;
+    each row is strings: ema/zeroday `[timeframe, schwab_qty, "TRUE"|"FALSE", tastytrade_qty,
+    trend_line_1, period_1, trend_line_2, period_2]`, supertrend the first four.
+    """
+    strategy = strategy_arg(request.args.get("strategy"))
+    return ok(**ticker_map_body(get_services(), strategy))
+
+
+@tickers_bp.post("/add-ticker")
+@admin_required
+def add_ticker() -> tuple[Response, int]:
+    """Add or replace (by symbol) a ticker of a strategy.
+
+    Body: `{strategy, symbol, timeframe, trade_enabled, schwab_quantity, tastytrade_quantity}` and
+    for ema/zeroday `trend_line_1, period_1, trend_line_2, period_2`; supertrend optionally
+    `atr_period, multiplier, trailing_stop_atr, take_profit_atr`. Timeframes as "5Min", "1Hour",
+    "1Day", "512t", "5m" or raw "5". Answers 201 with the strategy's whole map.
+    """
+    payload = json_body()
+    strategy = strategy_arg(payload.get("strategy"))
+    try:
+        config = TickerConfig.from_payload(payload, strategy)
+    except TickerValidationError as exc:
+        raise ApiError(400, f"{exc.field}: {exc.message}", field=exc.field) from None
+    services = get_services()
+    services.tickers.upsert(config)
+    log.info("ticker saved: %s %s %s enabled=%s", config.strategy.value, config.symbol, config.timeframe,
+             config.trade_enabled)
+    if services.engine is not None:
+        services.engine.ticker_changed(config)
+    return ok(201, **ticker_map_body(services, strategy))
+
+
+@tickers_bp.delete("/delete-ticker")
+@admin_required
+def delete_ticker() -> tuple[Response, int]:
+    """Remove a ticker from a strategy.
+
+    Body: `{strategy, symbol}` (query parameters are accepted too). Answers `{success, data:
+    <remaining map>}`; a symbol the strategy does not have -> 404.
+    """
+    payload = json_body(required=False) or dict(request.args)
+    strategy = strategy_arg(payload.get("strategy"))
+    symbol = symbol_arg(payload.get("symbol"))
+    services = get_services()
+    if not services.tickers.delete(strategy, symbol):
+        raise ApiError(404, f"{symbol} is not configured for {strategy.value}", field="symbol", error="not found")
+    log.info("ticker deleted: %s %s", strategy.value, symbol)
+    if services.engine is not None:
+        services.engine.ticker_removed(strategy.value, symbol)
+    return ok(**ticker_map_body(services, strategy))

@@ -1,0 +1,56 @@
+"""Request parsing helpers shared by the blueprints. Each raises ApiError naming the field."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from api.responses import ApiError
+from config.instruments import Symbol, UnknownSymbolError, canonical_symbol
+from domain.tickers import StrategyName, TickerValidationError, parse_strategy
+
+MAX_TEXT = 2048
+
+
+def json_body(*, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object. Non-JSON -> 415, malformed -> 400, not an object -> 400."""
+    if not request.content_length and not request.data:
+        if required:
+            raise ApiError(400, "request body is empty; send a JSON object", field="body")
+        return {}
+    if not request.is_json:
+        raise ApiError(415, "request body must be JSON (Content-Type: application/json)", field="body",
+                       error="unsupported media type")
+    payload = request.get_json(silent=True)
+    if payload is None:
+        raise ApiError(400, "request body is not valid JSON", field="body")
+    if not isinstance(payload, dict):
+        raise ApiError(400, "request body must be a JSON object", field="body")
+    return payload
+
+
+def strategy_arg(raw: object) -> StrategyName:
+    if raw is None or raw == "":
+        raise ApiError(400, "strategy is required (ema, supertrend or zeroday)", field="strategy")
+    try:
+        return parse_strategy(raw)
+    except TickerValidationError as exc:
+        raise ApiError(400, f"strategy: {exc.message}", field="strategy") from None
+
+
+def symbol_arg(raw: object, field: str = "symbol") -> Symbol:
+    if raw is None or raw == "":
+        raise ApiError(400, f"{field} is required", field=field)
+    try:
+        return canonical_symbol(raw)
+    except UnknownSymbolError as exc:
+        raise ApiError(400, f"{field}: {exc}", field=field) from None
+
+
+def text_field(payload: dict[str, Any], name: str, *, max_length: int = MAX_TEXT) -> str:
+    raw = payload.get(name)
+    if not isinstance(raw, str) or not raw.strip():
+        raise ApiError(400, f"{name} must be a non-empty string", field=name)
+    if len(raw) > max_length:
+        raise ApiError(400, f"{name} is too long (at most {max_length} characters)", field=name)
+    return raw.strip()

@@ -1,0 +1,718 @@
+"""Tastytrade adapter: a synchronous `BrokerAdapter` over the async-only tastytrade SDK.
+
+Shape:
+- The adapter owns exactly one asyncio event loop on one daemon thread (`connect()` starts it,
+  `close()` stops it; a dead loop is restarted on the next call). Every SDK coroutine runs there
+  via `run_coroutine_threadsafe` with a timeout, so engine threads stay synchronous.
+- OAuth: `authorize_url()` -> Tastytrade's consent page; `complete_login(url_or_code)` exchanges
+  the code at `/oauth/token` and stores only the refresh token, Fernet-encrypted (`TokenStore`).
+  The SDK `Session` is built from that refresh token + the client secret and refreshes its
+  15-minute access token itself; access tokens are never persisted.
+- Orders: one SDK order per `place_order`, exactly one POST. `dry_run` is True unless
+  TRADING_MODE=live (the dry-run endpoint validates but never routes). Our client order id goes in
+  `external-identifier`, and a Redis map coid -> Tastytrade id is kept so `get_order(coid, None)`
+  works after a restart (falling back to scanning today's live orders by external identifier).
+- Faults -> `brokers.errors` (see `_classify`): 401 refresh + one retry, then
+  AuthenticationRequired; 429/5xx on reads bounded backoff, then TemporaryBrokerError; an order
+  whose outcome cannot be known -> OrderOutcomeUnknown, never resent; 4xx -> OrderRejected.
+- Tests inject an httpx2 transport (`transport=httpx2.MockTransport(...)`); it is passed through
+  the SDK Session's client kwargs, so requests are built by the real SDK.
+
+Never logs or returns tokens, the client secret or the full account number.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import secrets as _secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlencode, urlsplit
+from zoneinfo import ZoneInfo
+
+import httpx2
+import redis
+from pydantic import ValidationError
+from tastytrade import API_URL, Account, Session
+from tastytrade.instruments import NestedOptionChain
+from tastytrade.market_data import get_market_data_by_type
+from tastytrade.order import PlacedOrder
+
+from brokers.base import BrokerAdapter
+from brokers.errors import (
+    AuthenticationRequired,
+    BrokerConfigError,
+    BrokerError,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    TemporaryBrokerError,
+)
+from brokers.tastytrade_support import (
+    CURRENT_TRACE,
+    NOT_SENT_ERRORS,
+    HttpTrace,
+    LoopThread,
+    Redactor,
+    UntradeableOrder,
+    broker_position,
+    chain_contracts,
+    event_hooks,
+    order_update,
+    tastytrade_order,
+)
+from brokers.token_store import TokenDecryptError, TokenStore
+from config.instruments import CATALOG, AssetClass, UnknownSymbolError, canonical_symbol
+from config.settings import Settings
+from config.symbology import front_month
+from domain.orders import (
+    TASTYTRADE,
+    Balances,
+    BrokerOrderId,
+    BrokerPosition,
+    BrokerStatus,
+    ClientOrderId,
+    OptionContract,
+    OrderRequest,
+    OrderUpdate,
+    Quote,
+    mask_account,
+)
+from store.redis_store import Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+NEW_YORK = ZoneInfo("America/New_York")
+
+AUTHORIZE_URL = "https://my.tastytrade.com/auth.html"
+TOKEN_PATH = "/oauth/token"
+OAUTH_SCOPES = "read trade"
+OAUTH_STATE_TTL_SECONDS = 600
+_SDK_LOGGERS = ("httpx2", "tastytrade")
+
+
+class _HttpFailure(Exception):
+    """Internal: an SDK call failed; carries what the HTTP trace saw."""
+
+    def __init__(self, message: str, *, status: int | None, path: str | None, retry_after: float | None,
+                 transport_error: Exception | None = None, sent: bool = True, call_timeout: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.path = path
+        self.retry_after = retry_after
+        self.transport_error = transport_error
+        self.sent = sent
+        self.call_timeout = call_timeout
+
+
+class TastytradeAdapter(BrokerAdapter):
+    name = TASTYTRADE
+    is_paper = False
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        token_store: TokenStore,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], None] = time.sleep,
+        on_latency: Callable[[str, float], None] | None = None,
+        http_timeout: float = 10.0,
+        call_timeout: float = 20.0,
+        max_read_attempts: int = 3,
+        backoff_seconds: float = 0.5,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._tokens = token_store
+        self._transport = transport
+        self._clock = clock
+        self._sleep = sleep
+        self._on_latency = on_latency
+        self._http_timeout = http_timeout
+        self._call_timeout = call_timeout
+        self._max_read_attempts = max(1, max_read_attempts)
+        self._backoff = backoff_seconds
+        self._loop = LoopThread("tastytrade-loop")
+        self._session: Session | None = None
+        self._account: Account | None = None
+        self._connected = False
+        self._message = "not connected"
+        self._refresh_token: str | None = None  # kept for redaction only
+        self._redactor = Redactor(self._secrets, lambda: self._settings.tastytrade_account_id)
+        self._filters_installed = False
+
+    # ---------------------------------------------------------------- properties / status
+    @property
+    def dry_run(self) -> bool:
+        """Orders go to Tastytrade's dry-run endpoint unless TRADING_MODE=live."""
+        return not self._settings.is_live
+
+    @property
+    def loop_thread(self) -> Any:
+        """The event-loop thread (tests check it stops on close())."""
+        return self._loop.thread
+
+    def status(self) -> BrokerStatus:
+        expires: datetime | None = None
+        session = self._session
+        if session is not None and session.session_expiration > 0:
+            expires = datetime.fromtimestamp(session.session_expiration, UTC)
+        warnings: tuple[str, ...] = ()
+        if self.dry_run:
+            warnings = ("paper mode: orders go to Tastytrade's dry-run endpoint and are never routed",)
+        return BrokerStatus(
+            broker=self.name, mode=self._settings.trading_mode.value, connected=self._connected,
+            account=mask_account(self._settings.tastytrade_account_id),
+            access_token_expires_at=expires,
+            refresh_token_expires_at=None,  # Tastytrade refresh tokens do not expire; revocation shows as a 401
+            message=self._message, warnings=warnings,
+        )
+
+    def connection(self) -> dict[str, Any]:
+        data = self.status().to_json()
+        data.update({
+            "configured": bool(self._settings.tastytrade_client_id and self._settings.tastytrade_client_secret),
+            "logged_in": self._has_token(),
+            "dry_run": self.dry_run,
+        })
+        return data
+
+    # ---------------------------------------------------------------- OAuth
+    def authorize_url(self) -> str:
+        client_id = self._settings.tastytrade_client_id
+        if not client_id:
+            raise BrokerConfigError("TASTYTRADE_CLIENT_ID is not set", broker=self.name)
+        state = _secrets.token_urlsafe(24)
+        # The state is remembered so a pasted redirect URL can be checked against it (CSRF).
+        self._store.redis.set(self._state_key(state), "1", ex=OAUTH_STATE_TTL_SECONDS)
+        query = urlencode({"response_type": "code", "client_id": client_id,
+                           "redirect_uri": self._settings.tastytrade_redirect_uri,
+                           "scope": OAUTH_SCOPES, "state": state})
+        return f"{AUTHORIZE_URL}?{query}"
+
+    def complete_login(self, code_or_redirect_url: str) -> BrokerStatus:
+        """Exchange an authorization code (bare, or inside the pasted redirect URL) for a refresh
+        token, store it encrypted and connect."""
+        client_id, secret = self._settings.tastytrade_client_id, self._settings.tastytrade_client_secret
+        if not client_id or not secret:
+            raise BrokerConfigError("TASTYTRADE_CLIENT_ID and TASTYTRADE_CLIENT_SECRET must be set", broker=self.name)
+        code = self._extract_code(code_or_redirect_url.strip())
+        self._ensure_loop()
+        body = {"grant_type": "authorization_code", "code": code, "client_id": client_id,
+                "client_secret": secret, "redirect_uri": self._settings.tastytrade_redirect_uri}
+        try:
+            data = self._run("oauth.token", lambda: self._exchange_code(body))
+        except _HttpFailure as exc:
+            if exc.transport_error is not None or exc.status is None or exc.status == 429 or exc.status >= 500:
+                raise TemporaryBrokerError(f"tastytrade token endpoint unavailable: {self._redact(exc.message)}",
+                                           broker=self.name, retry_after=exc.retry_after) from None
+            raise AuthenticationRequired(f"tastytrade rejected the authorization code: {self._redact(exc.message)}",
+                                         broker=self.name) from None
+        refresh_token = data.get("refresh_token")
+        if not isinstance(refresh_token, str) or not refresh_token:
+            raise AuthenticationRequired("tastytrade token response had no refresh token", broker=self.name)
+        self._refresh_token = refresh_token
+        self._tokens.save(self.name, {"refresh_token": refresh_token,
+                                      "obtained_at": self._clock().isoformat(), "scope": data.get("scope")})
+        log.info("tastytrade login completed; refresh token stored encrypted")
+        self._drop_session()
+        access = data.get("access_token")
+        seed = (access, float(data.get("expires_in", 900))) if isinstance(access, str) and access else None
+        return self._connect(seed)
+
+    def refresh(self) -> BrokerStatus:
+        """Force an access-token refresh now (connecting first if needed)."""
+        if self._session is None:
+            return self.connect()
+        try:
+            self._run("oauth.refresh", lambda: self._session_refresh(force=True))
+        except _HttpFailure as exc:
+            self._set_disconnected_for(exc)
+            return self.status()
+        self._connected = self._account is not None
+        self._message = "connected" if self._connected else self._message
+        return self.status()
+
+    # ---------------------------------------------------------------- connect / close
+    def connect(self) -> BrokerStatus:
+        return self._connect(None)
+
+    def _connect(self, seed: tuple[str, float] | None) -> BrokerStatus:
+        self._install_filters()
+        self._ensure_loop()
+        if not self._settings.tastytrade_client_secret:
+            self._connected, self._message = False, "TASTYTRADE_CLIENT_SECRET is not set"
+            return self.status()
+        try:
+            token = self._tokens.load(self.name)
+        except TokenDecryptError as exc:
+            self._connected, self._message = False, str(exc)
+            return self.status()
+        refresh_token = (token or {}).get("refresh_token")
+        if not refresh_token:
+            self._connected, self._message = False, "not logged in: open the Tastytrade authorize URL"
+            return self.status()
+        self._refresh_token = str(refresh_token)
+        account_id = self._settings.tastytrade_account_id
+        if not account_id:
+            self._connected, self._message = False, "TASTYTRADE_ACCOUNT_ID is not set"
+            raise BrokerConfigError("TASTYTRADE_ACCOUNT_ID is not set: name the account to trade", broker=self.name)
+        if self._session is None:
+            self._session = self._run("session.create", lambda: self._new_session(str(refresh_token), seed))
+        try:
+            accounts = self._read("accounts", lambda s: Account.get(s))
+        except AuthenticationRequired:
+            return self.status()
+        except TemporaryBrokerError as exc:
+            self._connected, self._message = False, f"tastytrade unreachable: {exc.message}"
+            return self.status()
+        match = next((a for a in accounts if a.account_number == account_id), None)
+        if match is None:
+            self._connected = False
+            self._message = f"account {mask_account(account_id)} is not on this Tastytrade login"
+            available = ", ".join(sorted(filter(None, (mask_account(a.account_number) for a in accounts)))) or "none"
+            raise BrokerConfigError(
+                f"TASTYTRADE_ACCOUNT_ID {mask_account(account_id)} is not on this Tastytrade login "
+                f"(accounts on the login: {available})", broker=self.name)
+        self._account = match
+        self._connected, self._message = True, "connected"
+        log.info("tastytrade connected to account %s (dry_run=%s)", mask_account(account_id), self.dry_run)
+        return self.status()
+
+    def close(self) -> None:
+        session = self._session
+        if session is not None and self._loop.alive:
+            try:
+                self._loop.submit(session._client.aclose()).result(timeout=5)
+            except Exception as exc:  # noqa: BLE001 - closing must not raise
+                log.debug("tastytrade client close failed: %s", type(exc).__name__)
+        self._session = None
+        self._account = None
+        self._connected = False
+        self._message = "closed"
+        self._loop.stop()
+        self._remove_filters()
+
+    # ---------------------------------------------------------------- orders
+    def place_order(self, order: OrderRequest) -> OrderUpdate:
+        account = self._require_account()
+        try:
+            sdk_order = tastytrade_order(order, self._today())
+        except UntradeableOrder as exc:
+            raise OrderRejected(str(exc), broker=self.name) from None
+        dry_run = self.dry_run
+        url_suffix = "/orders/dry-run" if dry_run else "/orders"
+
+        async def place(session: Session) -> Any:
+            # Refresh first, as its own request, so that a failure here provably precedes the
+            # order POST (and the SDK's refresh inside _post is then a no-op).
+            await session.refresh()
+            return await account.place_order(session, sdk_order, dry_run=dry_run)
+
+        for attempt in (1, 2):
+            try:
+                response = self._run("orders.place", lambda: self._with_session(place), order_call=True)
+            except _HttpFailure as exc:
+                if exc.status == 401 and attempt == 1 and exc.path is not None and exc.path.endswith(url_suffix):
+                    # A 401 is decided by the auth layer before the order handler, so the order was
+                    # not accepted. Refresh, make sure (by external id) it really is absent, retry once.
+                    self._force_refresh_or_raise()
+                    existing = None if dry_run else self._find_live(order.client_order_id)
+                    if existing is not None:
+                        self._remember(order.client_order_id, existing.broker_order_id)
+                        return existing
+                    continue
+                raise self._order_error(exc, url_suffix, order.client_order_id) from None
+            break
+        placed = response.order
+        for warning in response.warnings or []:
+            log.warning("tastytrade order %s warning: %s", order.client_order_id, self._redact(str(warning)))
+        update = order_update(placed, order.client_order_id)
+        if dry_run:
+            log.info("tastytrade dry-run order %s validated (not routed)", order.client_order_id)
+            return OrderUpdate(update.client_order_id, None, update.state, 0, None,
+                               "dry run: validated by Tastytrade, not routed")
+        self._remember(order.client_order_id, update.broker_order_id)
+        log.info("tastytrade order %s placed as %s (%s)", order.client_order_id, update.broker_order_id, placed.status)
+        return update
+
+    def cancel_order(self, client_order_id: ClientOrderId, broker_order_id: BrokerOrderId | None) -> OrderUpdate:
+        account = self._require_account()
+        broker_id = broker_order_id or self._lookup_id(client_order_id)
+        if broker_id is None:
+            current = self._find_live(client_order_id)
+            if current is None:
+                raise OrderRejected(f"no Tastytrade order for {client_order_id}", broker=self.name)
+            broker_id = current.broker_order_id
+        order_id = int(str(broker_id))
+        # Deleting an order twice is harmless, so cancel may use the read retry policy.
+        self._read("orders.cancel", lambda s: account.delete_order(s, order_id))
+        placed = self._read("orders.get", lambda s: account.get_order(s, order_id))
+        return order_update(placed, client_order_id)
+
+    def get_order(self, client_order_id: ClientOrderId, broker_order_id: BrokerOrderId | None) -> OrderUpdate | None:
+        account = self._require_account()
+        broker_id = broker_order_id or self._lookup_id(client_order_id)
+        if broker_id is not None:
+            order_id = int(str(broker_id))
+            try:
+                placed = self._read("orders.get", lambda s: account.get_order(s, order_id))
+            except OrderRejected:  # 404: no such order
+                placed = None
+            if placed is not None:
+                if placed.external_identifier not in (None, str(client_order_id)):
+                    # Never attribute someone else's order to this client id.
+                    log.warning("tastytrade order %s carries a different external identifier than %s",
+                                order_id, client_order_id)
+                else:
+                    return order_update(placed, client_order_id)
+        found = self._find_live(client_order_id)
+        if found is not None and found.broker_order_id is not None:
+            self._remember(client_order_id, found.broker_order_id)
+        return found
+
+    def open_orders(self) -> list[OrderUpdate]:
+        account = self._require_account()
+        orders = self._read("orders.live", lambda s: account.get_live_orders(s))
+        updates = [order_update(o, ClientOrderId(o.external_identifier or f"tt-{o.id}")) for o in orders]
+        return [u for u in updates if not u.state.is_terminal]
+
+    # ---------------------------------------------------------------- account data
+    def positions(self) -> list[BrokerPosition]:
+        account = self._require_account()
+        rows = self._read("positions", lambda s: account.get_positions(s))
+        return [broker_position(p) for p in rows if p.quantity != 0]
+
+    def balances(self) -> Balances:
+        account = self._require_account()
+        b = self._read("balances", lambda s: account.get_balances(s))
+        # derivative_buying_power ("option BP") is the binding limit for the futures/SPX options
+        # this product trades; realized P&L is not part of Tastytrade's balance record.
+        return Balances(cash=b.cash_balance, equity=b.net_liquidating_value, buying_power=b.derivative_buying_power)
+
+    def quote(self, symbol: str) -> Quote:
+        self._require_account()
+        kwargs: dict[str, list[str]]
+        try:
+            instrument = CATALOG[canonical_symbol(symbol)]
+        except UnknownSymbolError:
+            instrument = None
+        if instrument is None:
+            kwargs = {"options": [symbol]}  # an OCC option symbol
+        elif instrument.asset_class is AssetClass.FUTURE:
+            kwargs = {"futures": [front_month(instrument.root, self._today()).tastytrade]}
+        elif instrument.asset_class is AssetClass.INDEX:
+            kwargs = {"indices": [instrument.root]}
+        else:
+            kwargs = {"equities": [instrument.root]}
+        rows = self._read("market-data", lambda s: get_market_data_by_type(s, **kwargs))
+        if not rows:
+            raise TemporaryBrokerError(f"tastytrade has no quote for {symbol}", broker=self.name)
+        row = rows[0]
+        return Quote(symbol, row.bid, row.ask, row.last, row.updated_at)
+
+    def option_chain(self, underlying: str, expiration: date) -> list[OptionContract]:
+        self._require_account()
+        root = "SPXW" if underlying.upper() == "SPX" else underlying.upper()
+        chains = self._read("option-chain", lambda s: NestedOptionChain.get(s, underlying.upper()))
+        return chain_contracts(chains, underlying.upper(), root, expiration)
+
+    # ---------------------------------------------------------------- internals: running calls
+    def _ensure_loop(self) -> None:
+        if self._loop.start() and self._session is not None:
+            # The old httpx2 client belonged to the dead loop: rebuild the session lazily.
+            log.warning("tastytrade event loop restarted; session will be rebuilt")
+            self._session = None
+            self._account = None
+            self._connected = False
+
+    def _run(self, label: str, make: Callable[[], Awaitable[T]], *, order_call: bool = False) -> T:
+        """Run one coroutine on the loop thread with an HTTP trace; failures -> _HttpFailure."""
+        self._ensure_loop()
+        trace = HttpTrace()
+
+        async def traced() -> T:
+            CURRENT_TRACE.set(trace)
+            return await make()
+
+        started = time.perf_counter()
+        future = self._loop.submit(traced())
+        try:
+            return future.result(timeout=self._call_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            # The cancellation lands asynchronously: the request may still go out after this
+            # point, so a timed-out call can never be proven unsent.
+            raise _HttpFailure(f"no answer within {self._call_timeout:.0f}s", status=None,
+                               path=trace.last.path if trace.last else None, retry_after=None,
+                               transport_error=TimeoutError("call timeout"), sent=True, call_timeout=True) from None
+        except httpx2.TransportError as exc:
+            last = trace.last
+            raise _HttpFailure(f"{type(exc).__name__}", status=None, path=last.path if last else None,
+                               retry_after=None, transport_error=exc,
+                               sent=not isinstance(exc, NOT_SENT_ERRORS)) from None
+        except BrokerError:
+            raise
+        except ValidationError as exc:
+            # A 2xx body we could not parse. For an order this means it WAS accepted.
+            last = trace.last
+            raise _HttpFailure(f"unexpected response shape ({exc.error_count()} errors)", status=last.status if last else None,
+                               path=last.path if last else None, retry_after=None) from None
+        except Exception as exc:  # noqa: BLE001 - the SDK raises TastytradeError / parse errors
+            failed = next((e for e in reversed(trace.events) if e.status is not None and e.status // 100 != 2), None)
+            last = failed or trace.last
+            raise _HttpFailure(str(exc).strip() or type(exc).__name__, status=last.status if last else None,
+                               path=last.path if last else None,
+                               retry_after=last.retry_after if last else None) from None
+        finally:
+            self._latency(label, time.perf_counter() - started)
+
+    def _with_session(self, fn: Callable[[Session], Awaitable[T]]) -> Awaitable[T]:
+        session = self._session
+        if session is None:
+            raise AuthenticationRequired("tastytrade is not connected", broker=self.name)
+        return fn(session)
+
+    def _read(self, label: str, fn: Callable[[Session], Awaitable[T]]) -> T:
+        """A read (or idempotent) call: 401 -> refresh + one retry; 429/5xx/transport errors ->
+        bounded exponential backoff with the injectable sleep."""
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._run(label, lambda: self._with_session(fn))
+            except _HttpFailure as exc:
+                if exc.status == 401 and exc.path != TOKEN_PATH and not refreshed:
+                    refreshed = True
+                    attempt -= 1  # the auth retry does not use up a backoff attempt
+                    self._force_refresh_or_raise()
+                    continue
+                if exc.status == 401 or (exc.path == TOKEN_PATH and exc.status in (400, 403)):
+                    self._set_disconnected_for(exc)
+                    raise AuthenticationRequired(self._message, broker=self.name) from None
+                temporary = exc.transport_error is not None or exc.status == 429 or (exc.status or 0) >= 500
+                if not temporary:
+                    if exc.status == 404:
+                        raise OrderRejected(f"tastytrade: not found ({self._redact(exc.message)})", broker=self.name) from None
+                    raise BrokerError(f"tastytrade {label} failed: {self._redact(exc.message)}", broker=self.name) from None
+                if attempt >= self._max_read_attempts:
+                    raise TemporaryBrokerError(
+                        f"tastytrade {label} failed after {attempt} attempts: HTTP {exc.status or '-'} "
+                        f"{self._redact(exc.message)}", broker=self.name, retry_after=exc.retry_after) from None
+                delay = self._backoff * (2 ** (attempt - 1))
+                if exc.retry_after is not None:
+                    delay = max(delay, min(exc.retry_after, 30.0))
+                log.warning("tastytrade %s: HTTP %s, retrying in %.2fs (attempt %d/%d)", label,
+                            exc.status or type(exc.transport_error).__name__, delay, attempt, self._max_read_attempts)
+                self._sleep(delay)
+
+    def _force_refresh_or_raise(self) -> None:
+        try:
+            self._run("oauth.refresh", lambda: self._session_refresh(force=True))
+        except _HttpFailure as exc:
+            if exc.transport_error is not None or exc.status == 429 or (exc.status or 0) >= 500:
+                raise TemporaryBrokerError(f"tastytrade token refresh unavailable: {self._redact(exc.message)}",
+                                           broker=self.name) from None
+            self._set_disconnected_for(exc)
+            raise AuthenticationRequired(self._message, broker=self.name) from None
+
+    def _set_disconnected_for(self, exc: _HttpFailure) -> None:
+        self._connected = False
+        self._message = (f"tastytrade authentication required (HTTP {exc.status or '-'}): log in again "
+                         f"through the authorize URL")
+        log.error("tastytrade disconnected: authentication failed (HTTP %s)", exc.status)
+
+    def _order_error(self, exc: _HttpFailure, url_suffix: str, coid: ClientOrderId) -> BrokerError:
+        """Map a failed order call. The question is always: could the order have reached Tastytrade?"""
+        order_sent = exc.path is not None and exc.path.endswith(url_suffix)
+        message = self._redact(exc.message)
+        if exc.transport_error is not None:
+            if exc.call_timeout or (order_sent and exc.sent):
+                log.error("tastytrade order %s outcome unknown: %s", coid, message)
+                return OrderOutcomeUnknown(f"order {coid} sent to tastytrade, no answer ({message}); not resent",
+                                           broker=self.name)
+            # A connect error on the order request, or any transport error on the token refresh
+            # that precedes it: the order provably never left.
+            return TemporaryBrokerError(f"tastytrade not reached, order {coid} not sent: {message}", broker=self.name)
+        if not order_sent:
+            # Failed before the order POST (e.g. the token refresh): nothing was sent.
+            if exc.status == 401 or (exc.path == TOKEN_PATH and exc.status in (400, 403)):
+                self._set_disconnected_for(exc)
+                return AuthenticationRequired(self._message, broker=self.name)
+            return TemporaryBrokerError(f"tastytrade order {coid} not sent: {message}", broker=self.name,
+                                        retry_after=exc.retry_after)
+        status = exc.status
+        if status is not None and 200 <= status < 300:
+            log.error("tastytrade order %s accepted but the answer was unreadable: %s", coid, message)
+            return OrderOutcomeUnknown(f"order {coid} accepted by tastytrade but the answer was unreadable; "
+                                       f"resolve with get_order", broker=self.name)
+        if status == 401:
+            self._set_disconnected_for(exc)
+            return AuthenticationRequired(self._message, broker=self.name)
+        if status == 429:
+            # A rate-limit refusal happens before the order is processed: nothing was placed.
+            return TemporaryBrokerError(f"tastytrade rate limit, order {coid} not placed", broker=self.name,
+                                        retry_after=exc.retry_after)
+        if status is None or status >= 500:
+            # A gateway error may come after the order reached the order service.
+            log.error("tastytrade order %s outcome unknown: HTTP %s %s", coid, status, message)
+            return OrderOutcomeUnknown(f"order {coid}: tastytrade answered HTTP {status} ({message}); not resent",
+                                       broker=self.name)
+        return OrderRejected(f"tastytrade rejected order {coid}: {message}", broker=self.name, reason=message)
+
+    # ---------------------------------------------------------------- internals: coroutines
+    async def _new_session(self, refresh_token: str, seed: tuple[str, float] | None) -> Session:
+        kwargs: dict[str, Any] = {"timeout": self._http_timeout, "event_hooks": event_hooks()}
+        if self._transport is not None:
+            kwargs["transport"] = self._transport
+        session = Session(provider_secret=self._settings.tastytrade_client_secret, refresh_token=refresh_token,
+                          **kwargs)
+        if seed is not None:
+            # The code exchange already returned an access token: use it instead of refreshing.
+            access, lifetime = seed
+            session.session_token = access
+            session.session_expiration = time.time() + lifetime
+            session._client.headers["Authorization"] = f"Bearer {access}"
+        return session
+
+    async def _session_refresh(self, *, force: bool) -> None:
+        session = self._session
+        if session is None:
+            raise AuthenticationRequired("tastytrade is not connected", broker=self.name)
+        await session.refresh(force=force)
+
+    async def _exchange_code(self, body: dict[str, str]) -> dict[str, Any]:
+        # The SDK has no authorization-code helper, so this one request uses httpx2 directly, with
+        # the same transport, base URL and headers the SDK uses.
+        kwargs: dict[str, Any] = {"base_url": API_URL, "timeout": self._http_timeout, "event_hooks": event_hooks()}
+        if self._transport is not None:
+            kwargs["transport"] = self._transport
+        async with httpx2.AsyncClient(**kwargs) as client:
+            response = await client.post(TOKEN_PATH, json=body, headers={"Accept": "application/json"})
+        if response.status_code // 100 != 2:
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = {}
+            error = payload.get("error") if isinstance(payload, dict) else None
+            detail = payload.get("error_description") if isinstance(payload, dict) else None
+            if isinstance(error, dict):
+                error, detail = error.get("code"), error.get("message")
+            raise RuntimeError(f"{error or 'HTTP ' + str(response.status_code)}: {detail or ''}".strip(": "))
+        data = response.json()
+        return dict(data) if isinstance(data, dict) else {}
+
+    # ---------------------------------------------------------------- internals: misc
+    def _require_account(self) -> Account:
+        if self._account is None or self._session is None:
+            if self._session is None and self._has_token():
+                self.connect()
+            if self._account is None or self._session is None:
+                raise AuthenticationRequired(f"tastytrade is not connected: {self._message}", broker=self.name)
+        if not self._connected:
+            raise AuthenticationRequired(f"tastytrade is not connected: {self._message}", broker=self.name)
+        return self._account
+
+    def _find_live(self, client_order_id: ClientOrderId) -> OrderUpdate | None:
+        account = self._require_account()
+        orders: list[PlacedOrder] = self._read("orders.live", lambda s: account.get_live_orders(s))
+        for placed in orders:
+            if placed.external_identifier == str(client_order_id):
+                return order_update(placed, client_order_id)
+        return None
+
+    def _ids_key(self) -> str:
+        return self._store.key("broker", "tastytrade", "order_ids")
+
+    def _state_key(self, state: str) -> str:
+        return self._store.key("broker", "tastytrade", "oauth_state", state)
+
+    def _remember(self, client_order_id: ClientOrderId, broker_order_id: BrokerOrderId | None) -> None:
+        if broker_order_id is None:
+            return
+        try:
+            self._store.redis.hset(self._ids_key(), str(client_order_id), str(broker_order_id))
+        except redis.RedisError as exc:
+            # The order is placed; the external identifier still finds it after a restart.
+            log.error("could not record tastytrade order id for %s: %s", client_order_id, type(exc).__name__)
+
+    def _lookup_id(self, client_order_id: ClientOrderId) -> BrokerOrderId | None:
+        value = self._store.redis.hget(self._ids_key(), str(client_order_id))
+        return BrokerOrderId(str(value)) if value else None
+
+    def _extract_code(self, text: str) -> str:
+        if not text:
+            raise AuthenticationRequired("no authorization code given", broker=self.name)
+        if "://" not in text and "code=" not in text:
+            return text  # a bare code
+        query = parse_qs(urlsplit(text).query if "://" in text else text.lstrip("?"))
+        if "error" in query:
+            raise AuthenticationRequired(f"tastytrade authorization failed: {query['error'][0]}", broker=self.name)
+        code = (query.get("code") or [""])[0]
+        if not code:
+            raise AuthenticationRequired("the pasted URL has no authorization code", broker=self.name)
+        state = (query.get("state") or [None])[0]
+        if state is not None:
+            # A state we did not issue (or one already used) means the URL is not from our flow.
+            if not self._store.redis.delete(self._state_key(state)):
+                raise AuthenticationRequired("OAuth state does not match: start the login again", broker=self.name)
+        return code
+
+    def _has_token(self) -> bool:
+        try:
+            return bool((self._tokens.load(self.name) or {}).get("refresh_token"))
+        except TokenDecryptError:
+            return False
+
+    def _drop_session(self) -> None:
+        session, self._session, self._account = self._session, None, None
+        if session is not None and self._loop.alive:
+            try:
+                self._loop.submit(session._client.aclose()).result(timeout=5)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _today(self) -> date:
+        return self._clock().astimezone(NEW_YORK).date()
+
+    def _secrets(self) -> list[str]:
+        out = [self._settings.tastytrade_client_secret or "", self._refresh_token or ""]
+        session = self._session
+        if session is not None:
+            out += [session.session_token, session.refresh_token]
+        return out
+
+    def _redact(self, text: str) -> str:
+        return self._redactor.redact(text)
+
+    def _latency(self, label: str, seconds: float) -> None:
+        if self._on_latency is None:
+            return
+        try:
+            self._on_latency(label, seconds)
+        except Exception:  # noqa: BLE001 - a metrics hook must never break trading
+            log.debug("on_latency hook failed for %s", label)
+
+    def _install_filters(self) -> None:
+        if self._filters_installed:
+            return
+        for name in _SDK_LOGGERS:
+            logging.getLogger(name).addFilter(self._redactor)
+        log.addFilter(self._redactor)
+        self._filters_installed = True
+
+    def _remove_filters(self) -> None:
+        if not self._filters_installed:
+            return
+        for name in _SDK_LOGGERS:
+            logging.getLogger(name).removeFilter(self._redactor)
+        log.removeFilter(self._redactor)
+        self._filters_installed = False
+

@@ -1,0 +1,1 @@
+"""Round-trip trade journal and P&L built from the order manager's fill stream."""

@@ -1,0 +1,1 @@
+"""Operational visibility: Prometheus metrics, alerts (log + Redis + webhook), audit journal, status."""

@@ -1,0 +1,506 @@
+"""The risk engine: the `PreTradeCheck` the order manager calls for every order, trading states,
+daily loss limits with automatic flatten + halt, the kill switch, and limit administration.
+
+Everything lives in Redis (`risk:*`) so a restart keeps halts, limits, duplicate-intent memory
+and the rate window. A denial is returned (and recorded), never raised. If Redis itself fails the
+check fails closed for orders that add exposure and lets position-reducing orders through: a
+trader must always be able to get out.
+
+Orders exempt from the state check: those that only reduce a position AND carry the reason
+`risk`, `kill_switch` or `manual` — the flatten orders the kill switch / loss limit / operator
+send while the scope is HALTED. Without the exemption a halt would block its own flatten.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Callable, Mapping
+
+import redis
+
+from config.settings import Settings
+from domain.orders import OrderRequest
+from domain.risk import OrderContext, RiskDecision, RiskReason
+from risk.limits import RiskLimits, apply_update, load_limits, save_limits
+from risk.sizing import SizingResult, size_order
+from risk.state import GLOBAL_SCOPE, ScopeState, SessionStart, TradingState, default_session_start, next_session_start
+from store.redis_store import Store
+
+log = logging.getLogger(__name__)
+
+FlattenCallback = Callable[[str | None, str], dict[str, Any]]  # (strategy or None for global, reason) -> report
+PnlSource = Callable[[datetime], Mapping[str, tuple[Decimal, Decimal]]]  # session start -> {strategy: (realized, unrealized)}
+
+EXEMPT_REASONS = frozenset({"risk", "kill_switch", "manual"})
+RATE_WINDOW_MS = 60_000
+DECISIONS_MAXLEN = 50_000
+EVENTS_MAXLEN = 10_000
+DUPLICATE_TTL_SECONDS = 7 * 24 * 3600  # client order ids embed the bar time; a week covers any replay
+PNL_TTL_SECONDS = 4 * 24 * 3600
+
+# Sliding one-minute window per (strategy, symbol): count, and add only if under the limit, in one
+# atomic step so two threads cannot both take the last slot. Denied attempts are not added, so the
+# guard lifts as soon as the window has room again.
+_RATE_LUA = """
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local n = redis.call('ZCARD', key)
+if n >= limit then
+  return {0, n}
+end
+redis.call('ZADD', key, now, ARGV[4])
+redis.call('PEXPIRE', key, window * 2)
+return {1, n + 1}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BreachEvent:
+    scope: str  # strategy name or "global"
+    limit: Decimal
+    pnl: Decimal
+    session_start: str
+    resumes_at: str | None
+    flatten_required: bool = True
+    flatten_report: dict[str, Any] | None = None
+    ts: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "loss_limit_breach", "scope": self.scope, "limit": str(self.limit), "pnl": str(self.pnl),
+                "session_start": self.session_start, "resumes_at": self.resumes_at,
+                "flatten_required": self.flatten_required, "flatten_report": self.flatten_report, "ts": self.ts}
+
+
+@dataclass
+class _Snapshot:
+    seen: bool
+    global_state: ScopeState
+    strategy_state: ScopeState
+    limits: RiskLimits
+    pnl: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+
+
+def _d(raw: Any) -> Decimal:
+    return raw if isinstance(raw, Decimal) else Decimal(str(raw))
+
+
+class RiskEngine:
+    """Implements `domain.risk.PreTradeCheck`. Thread-safe: all shared state is in Redis and
+    multi-step updates are atomic there (Lua, SET NX)."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        calendar_session_start: SessionStart | None = None,
+        session_symbol: str = "/ES",
+        flatten_callback: FlattenCallback | None = None,
+        pnl_source: PnlSource | None = None,
+        audit: Any = None,  # monitoring.audit.AuditLog
+        metrics: Any = None,  # monitoring.metrics.Metrics
+        alerter: Any = None,  # monitoring.alerts.Alerter
+        audit_allowed: bool = True,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.session_start_fn: SessionStart = calendar_session_start or default_session_start
+        self.session_symbol = session_symbol
+        self.flatten_callback = flatten_callback
+        self.pnl_source = pnl_source
+        self.audit = audit
+        self.metrics = metrics
+        self.alerter = alerter
+        self.audit_allowed = audit_allowed
+        self._rate = store.redis.register_script(_RATE_LUA)
+        self._eval_lock = threading.Lock()  # one loss-limit evaluation at a time in this process
+
+    # ------------------------------------------------------------------ keys
+    def _k(self, *parts: object) -> str:
+        return self.store.key("risk", *parts)
+
+    @property
+    def decisions_key(self) -> str:
+        return self._k("decisions")
+
+    @property
+    def events_key(self) -> str:
+        return self._k("events")
+
+    # ------------------------------------------------------------------ session
+    def session_start(self, now: datetime | None = None) -> datetime:
+        return self.session_start_fn(self.session_symbol, now or self.clock())
+
+    def _session_id(self, now: datetime) -> str:
+        return self.session_start(now).isoformat()
+
+    # ------------------------------------------------------------------ limits
+    def get_limits(self) -> RiskLimits:
+        return load_limits(self.store.redis, self._k("limits"))
+
+    def update_limits(self, payload: Mapping[str, Any], actor: str | None = None) -> RiskLimits:
+        """Validate and persist a partial update; raises `LimitsValidationError(field, message)`."""
+        current = self.get_limits()
+        updated = apply_update(current, payload)
+        save_limits(self.store.redis, self._k("limits"), updated)
+        self._audit("risk_limits", actor=actor, before=current.to_json(), after=updated.to_json())
+        return updated
+
+    def size(self, fixed_quantity: int, symbol: str, stop_distance_points: float | None,
+             max_position: int | None = None) -> SizingResult:
+        """Quantity for one broker under the configured sizing mode (see risk/sizing.py)."""
+        limits = self.get_limits()
+        cap = max_position if max_position is not None else limits.position_limit(symbol)
+        return size_order(fixed_quantity, symbol=symbol, mode=limits.sizing_mode, risk_amount=limits.risk_per_trade,
+                          stop_distance_points=stop_distance_points, max_position=cap)
+
+    # ------------------------------------------------------------------ states
+    def scope_state(self, scope: str = GLOBAL_SCOPE, now: datetime | None = None) -> ScopeState:
+        now = now or self.clock()
+        return self._lift_if_new_session(scope, ScopeState.loads(self.store.redis.get(self._k("state", scope))), now)
+
+    def _lift_if_new_session(self, scope: str, state: ScopeState, now: datetime) -> ScopeState:
+        if state.state is TradingState.HALTED and state.auto_resume and state.halted_session is not None:
+            if self._session_id(now) != state.halted_session:
+                lifted = ScopeState(TradingState.ACTIVE, "new session", now.isoformat(), "session_change")
+                self.store.redis.set(self._k("state", scope), lifted.dumps())
+                self._event({"type": "reactivated", "scope": scope, "previous_session": state.halted_session,
+                             "ts": now.isoformat()})
+                self._audit("trading_state", scope=scope, state="ACTIVE", by="session_change",
+                            reason="new trading session after a loss-limit halt")
+                self._metric_state(scope, TradingState.ACTIVE)
+                return lifted
+        return state
+
+    def set_state(self, scope: str, state: TradingState | str, reason: str, *, by: str = "operator",
+                  actor: str | None = None) -> ScopeState:
+        new = ScopeState(TradingState(state), reason, self.clock().isoformat(), by)
+        self.store.redis.set(self._k("state", scope), new.dumps())
+        self._audit("trading_state", scope=scope, state=new.state.value, by=by, actor=actor, reason=reason)
+        self._metric_state(scope, new.state)
+        return new
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        now = self.clock()
+        scopes = {GLOBAL_SCOPE}
+        prefix = self._k("state", "")
+        for key in self.store.redis.scan_iter(match=prefix + "*", count=500):
+            scopes.add(key[len(prefix):])
+        return {scope: self.scope_state(scope, now).to_json() for scope in sorted(scopes)}
+
+    def trading_state(self) -> str:
+        """Global state as a plain string, for /api/status."""
+        return self.scope_state(GLOBAL_SCOPE).state.value
+
+    def resume(self, scope: str = GLOBAL_SCOPE, actor: str | None = None) -> ScopeState:
+        """Back to ACTIVE (the operator's decision; also lifts a loss-limit halt early)."""
+        new = self.set_state(scope, TradingState.ACTIVE, "resumed by operator", by="resume", actor=actor)
+        self._event({"type": "resume", "scope": scope, "actor": actor, "ts": new.since})
+        return new
+
+    # ------------------------------------------------------------------ the check
+    def __call__(self, order: OrderRequest, context: OrderContext) -> RiskDecision:
+        now = self.clock()
+        try:
+            decision = self._check(order, context, now)
+        except redis.RedisError as exc:
+            # Fail closed for new exposure; never trap a trader in a position.
+            if context.reduces_position:
+                decision = RiskDecision(True, RiskReason.OK, f"risk store unavailable ({exc.__class__.__name__}); "
+                                                             "reducing order allowed")
+            else:
+                decision = RiskDecision(False, RiskReason.HALTED,
+                                        f"risk store unavailable ({exc.__class__.__name__}): failing closed")
+        self._record(order, context, decision, now)
+        return decision
+
+    def _snapshot(self, order: OrderRequest, context: OrderContext, now: datetime) -> _Snapshot:
+        pipe = self.store.redis.pipeline(transaction=False)  # one round trip for every read
+        pipe.exists(self._k("seen", order.client_order_id))
+        pipe.get(self._k("state", GLOBAL_SCOPE))
+        pipe.get(self._k("state", context.strategy))
+        pipe.get(self._k("limits"))
+        pipe.hgetall(self._k("pnl", self._session_id(now)))
+        seen, g_raw, s_raw, limits_raw, pnl_raw = pipe.execute()
+        limits = RiskLimits.from_json(json.loads(limits_raw)) if limits_raw else RiskLimits()
+        pnl = {name: (_d(json.loads(v)["realized"]), _d(json.loads(v)["unrealized"])) for name, v in pnl_raw.items()}
+        return _Snapshot(
+            bool(seen),
+            self._lift_if_new_session(GLOBAL_SCOPE, ScopeState.loads(g_raw), now),
+            self._lift_if_new_session(context.strategy, ScopeState.loads(s_raw), now),
+            limits, pnl,
+        )
+
+    def _check(self, order: OrderRequest, ctx: OrderContext, now: datetime) -> RiskDecision:
+        snap = self._snapshot(order, ctx, now)
+        if snap.seen:
+            return RiskDecision(False, RiskReason.DUPLICATE_INTENT,
+                                f"client order id {order.client_order_id} was already checked and sent")
+        exempt = ctx.reduces_position and ctx.reason in EXEMPT_REASONS
+        limits = snap.limits
+        if not exempt:
+            for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
+                if st.state is TradingState.HALTED:
+                    return RiskDecision(False, RiskReason.HALTED, f"{scope} is HALTED: {st.reason}")
+            for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
+                if st.state is TradingState.REDUCING and not ctx.reduces_position:
+                    return RiskDecision(False, RiskReason.REDUCING_ONLY,
+                                        f"{scope} is REDUCING: only orders that reduce a position pass")
+            if not ctx.reduces_position:
+                denial = self._exposure_checks(order, ctx, snap)
+                if denial is not None:
+                    return denial
+            if limits.max_orders_per_minute is not None:
+                allowed, count = self._rate(
+                    keys=[self._k("rate", ctx.strategy, ctx.symbol)],
+                    args=[int(now.timestamp() * 1000), RATE_WINDOW_MS, limits.max_orders_per_minute,
+                          f"{order.client_order_id}:{uuid.uuid4().hex[:8]}"],
+                )
+                if not int(allowed):
+                    return RiskDecision(False, RiskReason.ORDER_RATE,
+                                        f"{int(count)} orders in the last minute for {ctx.strategy} {ctx.symbol} "
+                                        f"(max {limits.max_orders_per_minute}/min): runaway guard")
+        # Remember the id only once the order is allowed, so a denied intent retried after the
+        # cause is fixed gets the real answer, not "duplicate". SET NX also settles a race between
+        # two threads submitting the same id: exactly one wins.
+        if not self.store.redis.set(self._k("seen", order.client_order_id), now.isoformat(), nx=True,
+                                    ex=DUPLICATE_TTL_SECONDS):
+            return RiskDecision(False, RiskReason.DUPLICATE_INTENT,
+                                f"client order id {order.client_order_id} was already checked and sent")
+        return RiskDecision.allow()
+
+    def _exposure_checks(self, order: OrderRequest, ctx: OrderContext, snap: _Snapshot) -> RiskDecision | None:
+        limits = snap.limits
+        # Loss limits deny new exposure even before on_pnl's halt lands (belt and braces).
+        strat_limit = limits.strategy_loss_limit(ctx.strategy)
+        if strat_limit is not None and ctx.strategy in snap.pnl:
+            total = sum(snap.pnl[ctx.strategy], Decimal(0))
+            if total <= -strat_limit:
+                return RiskDecision(False, RiskReason.DAILY_LOSS_LIMIT,
+                                    f"{ctx.strategy} P&L {total} breached its daily loss limit {strat_limit}")
+        if limits.daily_loss_limit_global is not None and snap.pnl:
+            total = sum((r + u for r, u in snap.pnl.values()), Decimal(0))
+            if total <= -limits.daily_loss_limit_global:
+                return RiskDecision(False, RiskReason.DAILY_LOSS_LIMIT,
+                                    f"global P&L {total} breached the daily loss limit {limits.daily_loss_limit_global}")
+        if limits.max_order_quantity is not None and order.quantity > limits.max_order_quantity:
+            return RiskDecision(False, RiskReason.MAX_ORDER_QUANTITY,
+                                f"order quantity {order.quantity} exceeds max {limits.max_order_quantity}")
+        cap = limits.position_limit(ctx.symbol)
+        after = ctx.current_quantity + order.signed_quantity
+        if cap is not None and abs(after) > cap and abs(after) > abs(ctx.current_quantity):
+            return RiskDecision(False, RiskReason.MAX_POSITION,
+                                f"position would be {after} {ctx.symbol}; max {cap}")
+        return None
+
+    # ------------------------------------------------------------------ P&L and loss limits
+    def on_pnl(self, strategy: str, realized: Decimal | float | str, unrealized: Decimal | float | str,
+               now: datetime | None = None) -> list[BreachEvent]:
+        """Latest session P&L of one strategy (realized since session start + open unrealized);
+        evaluates the loss limits and returns any new breach (already halted + flattened)."""
+        now = now or self.clock()
+        key = self._k("pnl", self._session_id(now))
+        doc = {"realized": str(_d(realized)), "unrealized": str(_d(unrealized)), "ts": now.isoformat()}
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.hset(key, strategy, json.dumps(doc))
+        pipe.expire(key, PNL_TTL_SECONDS)
+        pipe.execute()
+        if self.metrics is not None:
+            self.metrics.set_pnl(strategy, _d(realized), _d(unrealized))
+        return self.evaluate(now)
+
+    def refresh_pnl(self, now: datetime | None = None) -> list[BreachEvent]:
+        """Pull P&L from `pnl_source` (e.g. the ledger) and evaluate; for a periodic thread."""
+        if self.pnl_source is None:
+            return self.evaluate(now)
+        now = now or self.clock()
+        events: list[BreachEvent] = []
+        for strategy, (realized, unrealized) in self.pnl_source(self.session_start(now)).items():
+            events += self.on_pnl(strategy, realized, unrealized, now)
+        return events + self.evaluate(now)
+
+    def session_pnl(self, now: datetime | None = None) -> dict[str, tuple[Decimal, Decimal]]:
+        now = now or self.clock()
+        raw = self.store.redis.hgetall(self._k("pnl", self._session_id(now)))
+        return {name: (_d(json.loads(v)["realized"]), _d(json.loads(v)["unrealized"])) for name, v in raw.items()}
+
+    def evaluate(self, now: datetime | None = None) -> list[BreachEvent]:
+        now = now or self.clock()
+        with self._eval_lock:
+            limits = self.get_limits()
+            pnl = self.session_pnl(now)
+            events: list[BreachEvent] = []
+            for strategy, (realized, unrealized) in sorted(pnl.items()):
+                limit = limits.strategy_loss_limit(strategy)
+                if limit is not None and realized + unrealized <= -limit:
+                    event = self._breach(strategy, limit, realized + unrealized, now)
+                    if event:
+                        events.append(event)
+            if limits.daily_loss_limit_global is not None and pnl:
+                total = sum((r + u for r, u in pnl.values()), Decimal(0))
+                if total <= -limits.daily_loss_limit_global:
+                    event = self._breach(GLOBAL_SCOPE, limits.daily_loss_limit_global, total, now)
+                    if event:
+                        events.append(event)
+            if self.metrics is not None and pnl:
+                self.metrics.set_pnl(GLOBAL_SCOPE, sum((r for r, _ in pnl.values()), Decimal(0)),
+                                     sum((u for _, u in pnl.values()), Decimal(0)))
+            return events
+
+    def _breach(self, scope: str, limit: Decimal, pnl: Decimal, now: datetime) -> BreachEvent | None:
+        session = self._session_id(now)
+        # Once per scope per session, across threads and processes: a P&L update every tick must
+        # not flatten again and again.
+        if not self.store.redis.set(self._k("breach", scope, session), now.isoformat(), nx=True, ex=PNL_TTL_SECONDS):
+            return None
+        resumes = next_session_start(self.session_start_fn, self.session_symbol, now)
+        reason = f"daily loss limit {limit} breached (P&L {pnl}); halted until the next session"
+        halted = ScopeState(TradingState.HALTED, reason, now.isoformat(), "loss_limit", session, True,
+                            resumes.isoformat() if resumes else None)
+        self.store.redis.set(self._k("state", scope), halted.dumps())
+        self._metric_state(scope, TradingState.HALTED)
+        report: dict[str, Any] | None = None
+        if self.flatten_callback is not None:
+            report = self._safe(lambda: self.flatten_callback(None if scope == GLOBAL_SCOPE else scope, "risk"))  # type: ignore[misc]
+        event = BreachEvent(scope, limit, pnl, session, halted.resumes_at, True, report, now.isoformat())
+        self._event(event.to_json())
+        self._audit("loss_limit_breach", **event.to_json())
+        if self.alerter is not None:
+            self.alerter.alert("loss_limit", f"{scope}: {reason}", "critical", scope=scope, pnl=str(pnl),
+                               limit=str(limit), flatten=report)
+        log.critical("LOSS LIMIT %s: %s", scope, reason)
+        return event
+
+    # ------------------------------------------------------------------ kill switch
+    def kill_switch(self, cancel_all: Callable[[], dict[str, Any]] | None,
+                    flatten_all: Callable[[str], dict[str, Any]] | None, actor: str | None = None) -> dict[str, Any]:
+        """HALT everything first (so no strategy sends a new order meanwhile), then cancel every open
+        order (so no working entry fills after the flatten), then flatten every position.
+        Each step's failure is reported, never raised: the halt stands regardless."""
+        now = self.clock()
+        state = ScopeState(TradingState.HALTED, "kill switch", now.isoformat(), "kill_switch")
+        self.store.redis.set(self._k("state", GLOBAL_SCOPE), state.dumps())
+        self._metric_state(GLOBAL_SCOPE, TradingState.HALTED)
+        report: dict[str, Any] = {
+            "state": TradingState.HALTED.value,
+            "ts": now.isoformat(),
+            "cancel": self._safe(cancel_all) if cancel_all else {"error": "order manager not available"},
+            "flatten": self._safe(lambda: flatten_all("kill_switch")) if flatten_all
+            else {"error": "order manager not available"},
+        }
+        self._event({"type": "kill_switch", "actor": actor, **report})
+        self._audit("kill_switch", actor=actor, **report)
+        if self.alerter is not None:
+            self.alerter.alert("kill_switch", f"kill switch engaged by {actor or 'system'}", "critical", report=report)
+        log.critical("KILL SWITCH engaged by %s", actor or "system")
+        return report
+
+    # ------------------------------------------------------------------ usage
+    def usage(self, positions: list[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        """Current use of every limit. `positions` (optional, from the order manager): rows with
+        strategy, symbol, broker, quantity."""
+        now = self.clock()
+        limits = self.get_limits()
+        pnl = self.session_pnl(now)
+        strategies: dict[str, Any] = {}
+        for name, (realized, unrealized) in sorted(pnl.items()):
+            limit = limits.strategy_loss_limit(name)
+            strategies[name] = _loss_usage(realized, unrealized, limit)
+        g_real = sum((r for r, _ in pnl.values()), Decimal(0))
+        g_unreal = sum((u for _, u in pnl.values()), Decimal(0))
+        rates: dict[str, int] = {}
+        prefix = self._k("rate", "")
+        now_ms = int(now.timestamp() * 1000)
+        for key in self.store.redis.scan_iter(match=prefix + "*", count=500):
+            count = int(self.store.redis.zcount(key, now_ms - RATE_WINDOW_MS + 1, "+inf"))
+            if count:
+                rates[key[len(prefix):]] = count
+        pos_rows = []
+        for row in positions or []:
+            cap = limits.position_limit(str(row.get("symbol")))
+            qty = int(row.get("quantity", 0))
+            pos_rows.append({**row, "limit": cap,
+                             "used_pct": round(abs(qty) / cap * 100, 1) if cap else None})
+        return {
+            "session_start": self.session_start(now).isoformat(),
+            "states": self.states(),
+            "daily_loss": {"global": _loss_usage(g_real, g_unreal, limits.daily_loss_limit_global),
+                           "strategies": strategies},
+            "orders_per_minute": {"limit": limits.max_orders_per_minute, "tickers": rates},
+            "max_position": {"default": limits.max_position, "by_symbol": limits.max_position_by_symbol,
+                             "positions": pos_rows},
+            "max_order_quantity": {"limit": limits.max_order_quantity},
+            "sizing": {"mode": limits.sizing_mode,
+                       "risk_per_trade": str(limits.risk_per_trade) if limits.risk_per_trade is not None else None},
+        }
+
+    def recent_decisions(self, count: int = 50) -> list[dict[str, Any]]:
+        return [{"id": i, **f} for i, f in self.store.redis.xrevrange(self.decisions_key, count=count)]
+
+    def recent_events(self, count: int = 50) -> list[dict[str, Any]]:
+        return [{"id": i, **json.loads(f["json"])} for i, f in self.store.redis.xrevrange(self.events_key, count=count)]
+
+    # ------------------------------------------------------------------ recording
+    def _record(self, order: OrderRequest, ctx: OrderContext, decision: RiskDecision, now: datetime) -> None:
+        fields = {
+            "ts": now.isoformat(), "allowed": "1" if decision.allowed else "0", "reason": decision.reason.value,
+            "detail": decision.detail, "client_order_id": order.client_order_id, "strategy": ctx.strategy,
+            "symbol": ctx.symbol, "position_key": order.position_key, "broker": ctx.broker,
+            "side": order.side.value, "quantity": str(order.quantity), "intent_reason": ctx.reason,
+            "reduces_position": "1" if ctx.reduces_position else "0",
+        }
+        if self.metrics is not None:
+            self.metrics.risk_decision(decision.allowed, decision.reason.value)
+        if not decision.allowed:
+            log.warning("risk denied %s %s %s x%d at %s: %s (%s)", ctx.strategy, order.side.value, order.position_key,
+                        order.quantity, ctx.broker, decision.reason.value, decision.detail)
+            try:
+                self.store.redis.xadd(self.decisions_key, fields, maxlen=DECISIONS_MAXLEN, approximate=True)
+            except redis.RedisError as exc:
+                log.error("could not record risk decision: %s", exc)
+        if self.audit is not None and (self.audit_allowed or not decision.allowed):
+            self.audit.risk_decision(**fields)
+
+    def _event(self, doc: dict[str, Any]) -> None:
+        try:
+            self.store.redis.xadd(self.events_key, {"json": json.dumps(doc, default=str)}, maxlen=EVENTS_MAXLEN,
+                                  approximate=True)
+        except redis.RedisError as exc:
+            log.error("could not record risk event: %s", exc)
+
+    def _audit(self, kind: str, **data: Any) -> None:
+        if self.audit is not None:
+            self.audit.record(kind, **data)
+
+    def _metric_state(self, scope: str, state: TradingState) -> None:
+        if self.metrics is not None:
+            self.metrics.set_trading_state(scope, state.value)
+
+    @staticmethod
+    def _safe(fn: Callable[[], Any]) -> dict[str, Any]:
+        try:
+            result = fn()
+            return result if isinstance(result, dict) else {"result": result}
+        except Exception as exc:  # noqa: BLE001 - a failing broker must not abort the kill switch
+            log.exception("risk action failed")
+            return {"error": f"{exc.__class__.__name__}: {exc}"}
+
+
+def _loss_usage(realized: Decimal, unrealized: Decimal, limit: Decimal | None) -> dict[str, Any]:
+    total = realized + unrealized
+    used = None
+    if limit is not None:
+        used = float(max(Decimal(0), -total) / limit * 100)
+    return {"realized": str(realized), "unrealized": str(unrealized), "total": str(total),
+            "limit": str(limit) if limit is not None else None,
+            "used_pct": round(used, 1) if used is not None else None}

@@ -14,6 +14,7 @@ Codes per venue for the December 2025 Micro E-mini S&P:
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -100,3 +101,26 @@ def venue_symbols(symbol: str | Symbol, on: date) -> VenueSymbols:
         # Databento carries no index values; SPX comes from a broker quote or the simulated feed.
         return VenueSymbols(None, None, None, instrument.root, f"${instrument.root}")
     return VenueSymbols(DATABENTO_EQUITIES_DATASET, instrument.root, None, instrument.root, instrument.root)
+
+
+_RAW_FUTURE = re.compile(r"^([A-Z0-9]+?)([FGHJKMNQUVXZ])(\d{1,2})$")
+
+
+def catalog_symbol_for_raw(raw: str) -> Symbol | None:
+    """Map a venue/raw contract code back to the catalog symbol: "ESH4" -> "/ES", "MESZ25" ->
+    "/MES", "/MESZ5" -> "/MES", "ES.c.0" -> "/ES", "NVDA" -> "NVDA", "$SPX" -> "SPX". None when the
+    code is not one of our instruments (e.g. a spread "ESZ4-ESH5" or an option)."""
+    text = raw.strip().upper().lstrip("/$")
+    if "." in text:  # Databento continuous symbol: ROOT.c.0 / ROOT.v.0
+        text = text.split(".", 1)[0]
+        candidate = Symbol("/" + text)
+        return candidate if candidate in CATALOG else None
+    match = _RAW_FUTURE.match(text)
+    if match:
+        candidate = Symbol("/" + match.group(1))
+        if candidate in CATALOG:
+            return candidate
+    for candidate in (Symbol(text), Symbol("/" + text)):
+        if candidate in CATALOG and (CATALOG[candidate].asset_class is not AssetClass.FUTURE or candidate == "/" + text):
+            return candidate
+    return None

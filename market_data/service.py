@@ -1,0 +1,456 @@
+"""MarketDataService: owns the feed, the bar builders and the Redis trade/bar streams.
+
+Threads (both stoppable with `stop()`, neither polls):
+- the feed thread (see `market_data/feeds.py`) hands each trade to `_on_trade`, which only appends
+  it to an in-memory inbox and sets an Event;
+- the writer thread waits on that Event (with a timeout equal to the next bar boundary when the
+  feed is real-time), drains the inbox, runs the bar builders, calls in-process trade listeners and
+  writes everything to Redis in one pipeline. A completed bar is flushed immediately (together with
+  the trades before it) so consumers blocked in XREAD see it within milliseconds.
+
+Trade acceptance rules (counted in `status()["counters"]`):
+- malformed (non-finite or non-positive price, negative size, non-int timestamp) -> skipped;
+- undefined timestamp (0 or Databento UNDEF_TIMESTAMP) -> skipped;
+- symbol not in the catalog -> skipped;
+- duplicate: a trade whose feed sequence is strictly below the last sequence seen for the symbol
+  (re-delivered after a reconnect or backfill overlap) -> dropped. Equal sequences are kept: one
+  aggressor order matching several resting orders yields several trades with the same sequence;
+- late (belongs to a time bar already emitted) -> written to the trade stream, not to bars (see
+  `market_data/bars.py`).
+
+Redis briefly unavailable: the flush is retried with back-off until Redis answers (trades keep
+queueing in memory meanwhile); IDs are explicit, so a retried batch never duplicates bars.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import redis
+
+from config.instruments import CATALOG, UnknownSymbolError, canonical_symbol
+from config.settings import MarketDataSource, Settings
+from config.timeframes import Timeframe
+from domain.market import Bar, Trade
+from market_data import calendars
+from market_data.bars import BarBuilder, SessionGrid, TickBarBuilder, build_bars, make_builder, resample_bars
+from market_data.feeds import (UNDEF_TIMESTAMP, Feed, FeedEvent, Gap, QuoteSource, ReplayFeed, SimulatedFeed,
+                               Watermark, load_replay_file)
+from market_data.redis_buffer import IdAllocator, RedisMarketBuffer, WriteBatch
+from store.redis_store import Store
+
+log = logging.getLogger(__name__)
+
+TradeListener = Callable[[Trade], None]
+NS = 1_000_000_000
+
+
+@dataclass
+class ServiceCounters:
+    trades_received: int = 0
+    trades_accepted: int = 0
+    skipped_malformed: int = 0
+    skipped_undefined_ts: int = 0
+    skipped_unknown_symbol: int = 0
+    duplicates_dropped: int = 0
+    late_trades: int = 0
+    bars_emitted: int = 0
+    bars_rejected_duplicate: int = 0
+    redis_errors: int = 0
+    listener_errors: int = 0
+    flushes: int = 0
+
+
+def build_feed(settings: Settings, quote_sources: dict[str, QuoteSource] | None = None) -> Feed:
+    source = settings.market_data_source
+    if source is MarketDataSource.REPLAY:
+        return ReplayFeed(settings.replay_files, speed=settings.replay_speed)
+    if source is MarketDataSource.DATABENTO:
+        from market_data.databento_feed import DatabentoLiveFeed
+
+        return DatabentoLiveFeed(settings.databento_api_key or "")
+    return SimulatedFeed(settings.simulated_trades_per_second, quote_sources=quote_sources)
+
+
+class MarketDataService:
+    # Bars of a real-time feed close this long after their boundary when no trade crosses it, to let
+    # trades stamped just before the boundary arrive (network + gateway latency).
+    TIMER_GRACE_NS = 200_000_000
+    FLUSH_MAX_TRADES = 2_000  # trades per pipeline: bounds the time a completed bar waits behind trades
+    INBOX_HIGH_WATER = 50_000  # a non-real-time feed (replay) blocks above this: bounded memory
+
+    def __init__(self, settings: Settings, store: Store, source: Feed | None = None, *,
+                 quote_sources: dict[str, QuoteSource] | None = None,
+                 historical: Callable[[], Any] | None = None,
+                 wall_clock: Callable[[], float] = time.time,
+                 trades_maxlen: int | None = None, bars_maxlen: int | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.feed = source if source is not None else build_feed(settings, quote_sources)
+        self.buffer = RedisMarketBuffer(store, **{k: v for k, v in (("trades_maxlen", trades_maxlen),
+                                                                     ("bars_maxlen", bars_maxlen)) if v})
+        self.counters = ServiceCounters()
+        self._historical = historical
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()  # guards builders and listeners (writer thread vs ensure())
+        self._builders: dict[str, dict[str, BarBuilder]] = {}  # symbol -> tf_raw -> builder
+        self._listeners: list[TradeListener] = []
+        self._inbox: deque[Trade | FeedEvent] = deque()
+        self._wake = threading.Event()
+        self._room = threading.Event()
+        self._room.set()
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._last_seq: dict[str, int] = {}
+        self._last_trade: dict[str, Trade] = {}
+        self._last_wall: dict[str, float] = {}
+        self._trade_ids: dict[str, IdAllocator] = {}
+        self._pending = WriteBatch()
+        self._started_wall: float | None = None
+        self._running = False
+        self.on_flush: Callable[[WriteBatch], None] | None = None  # test/bench hook, after a write
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._running:
+            return
+        self._stop.clear()
+        self._running = True
+        self._started_wall = self._wall_clock()
+        self._writer = threading.Thread(target=self._writer_loop, name="md-writer", daemon=True)
+        self._writer.start()
+        self.feed.start(self._on_trade, self._on_event)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.feed.stop(timeout)
+        self._stop.set()
+        self._wake.set()
+        self._room.set()
+        if self._writer is not None:
+            self._writer.join(timeout)
+        self._running = False
+
+    # ---- subscriptions ------------------------------------------------------------------
+    def ensure(self, symbol: str, timeframe: Timeframe) -> None:
+        """Subscribe to `symbol` and make sure a bar builder for `timeframe` runs. Idempotent and
+        safe while running (the builder starts with the next trade)."""
+        sym = canonical_symbol(symbol)
+        with self._lock:
+            per_symbol = self._builders.setdefault(sym, {})
+            if timeframe.raw not in per_symbol:
+                per_symbol[timeframe.raw] = make_builder(sym, timeframe)
+        self.feed.subscribe(sym)
+        self._wake.set()  # the timer may need an earlier deadline
+
+    def add_trade_listener(self, callback: TradeListener) -> None:
+        """`callback(trade)` runs on the writer thread for every accepted trade, before it is
+        written to Redis. Keep it short; exceptions are logged and counted, never propagated."""
+        with self._lock:
+            self._listeners.append(callback)
+
+    def remove_trade_listener(self, callback: TradeListener) -> None:
+        with self._lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+    # ---- keys and reads -----------------------------------------------------------------
+    def bars_key(self, symbol: str, tf: Timeframe) -> str:
+        return self.buffer.bars_key(canonical_symbol(symbol), tf.raw)
+
+    def trades_key(self, symbol: str) -> str:
+        return self.buffer.trades_key(canonical_symbol(symbol))
+
+    def read_bars(self, symbol: str, tf: Timeframe, last_id: str = "$", block_ms: int = 0) -> list[tuple[str, Bar]]:
+        """Bars after `last_id` ("$" = only new ones; "0" = from the start), waiting up to
+        `block_ms` (XREAD BLOCK; 0 = do not block) for the first one."""
+        key = self.bars_key(symbol, tf)
+        reply = self.store.redis.xread({key: last_id}, block=block_ms if block_ms > 0 else None, count=1000)
+        out: list[tuple[str, Bar]] = []
+        for _key, entries in reply or []:
+            out.extend((entry_id, Bar.from_fields(fields)) for entry_id, fields in entries)
+        return out
+
+    def history(self, symbol: str, tf: Timeframe, n: int) -> list[Bar]:
+        """The last `n` completed bars from Redis, oldest first."""
+        if n <= 0:
+            return []
+        key = self.buffer.hist_key(canonical_symbol(symbol), tf.raw)
+        entries = self.store.redis.xrevrange(key, count=n)
+        return [Bar.from_fields(fields) for _id, fields in reversed(entries)]
+
+    def last_price(self, symbol: str) -> float | None:
+        sym = canonical_symbol(symbol)
+        try:
+            price = self.store.redis.hget(self.buffer.last_key(sym), "p")
+            if price is not None:
+                return float(price)
+        except redis.RedisError:
+            pass
+        trade = self._last_trade.get(sym)
+        return trade.price if trade else None
+
+    def warmup(self, symbol: str, tf: Timeframe, n: int) -> list[Bar]:
+        """At least `n` completed bars when any source has them: Redis history, else Databento
+        Historical (ohlcv-1m resampled for time bars, trades for tick bars), else the replay files."""
+        sym = canonical_symbol(symbol)
+        bars = self.history(sym, tf, n)
+        if len(bars) >= n:
+            return bars
+        older: list[Bar] = []
+        if self._historical is not None or self.settings.databento_api_key:
+            try:
+                older = self._warmup_from_databento(sym, tf, n)
+            except Exception:  # offline / entitlement / outage: fall through to the next source
+                log.warning("databento warm-up for %s %s failed", sym, tf.raw, exc_info=True)
+        if len(older) < n and self.settings.replay_files:
+            older = self._warmup_from_replay(sym, tf)
+        have = {b.start_ns for b in bars}
+        first = bars[0].start_ns if bars else None
+        merged = [b for b in older if b.start_ns not in have and (first is None or b.start_ns < first)] + bars
+        return merged[-n:]
+
+    def _warmup_from_replay(self, sym: str, tf: Timeframe) -> list[Bar]:
+        trades: list[Trade] = []
+        for path in self.settings.replay_files:
+            trades.extend(t for _ts, t in load_replay_file(path).trades if t.symbol == sym)
+        trades.sort(key=lambda t: t.ts_ns)
+        return build_bars(trades, sym, tf)
+
+    def _warmup_from_databento(self, sym: str, tf: Timeframe, n: int) -> list[Bar]:
+        from market_data.databento_feed import historical_bars
+
+        client = self._historical() if self._historical is not None else None
+        return historical_bars(client, self.settings.databento_api_key, sym, tf, n)
+
+    # ---- status -------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = self._wall_clock()
+        stale_after = self.settings.stale_feed_seconds
+        with self._lock:
+            subscribed = sorted(self._builders)
+        symbols: dict[str, Any] = {}
+        for sym in subscribed:
+            last = self._last_trade.get(sym)
+            last_wall = self._last_wall.get(sym)
+            silent_since = last_wall if last_wall is not None else self._started_wall
+            market_open = calendars.is_open(sym, int(now * NS))
+            stale = bool(self._running and self.feed.realtime and market_open and silent_since is not None
+                         and now - silent_since > stale_after)
+            symbols[sym] = {"last_trade_ns": last.ts_ns if last else None, "last_trade_wall": last_wall,
+                            "market_open": market_open, "stale": stale,
+                            "timeframes": sorted(self._builders.get(sym, {}))}
+        feed_status = self.feed.status()
+        feed_status["stale"] = any(s["stale"] for s in symbols.values())
+        return {"source": self.feed.name, "running": self._running, "feeds": {self.feed.name: feed_status},
+                "symbols": symbols, "counters": asdict(self.counters), "inbox": len(self._inbox),
+                "stale_feed_seconds": stale_after}
+
+    # ---- feed callbacks (feed thread) ----------------------------------------------------
+    def _on_trade(self, trade: Trade) -> None:
+        self._inbox.append(trade)
+        self._wake.set()
+        if not self.feed.realtime and len(self._inbox) > self.INBOX_HIGH_WATER:
+            # Back-pressure for replay: wait until the writer has drained (bounded memory).
+            self._room.clear()
+            while len(self._inbox) > self.INBOX_HIGH_WATER // 2 and not self._stop.is_set():
+                self._room.wait(1.0)
+                self._room.clear()
+
+    def _on_event(self, event: FeedEvent) -> None:
+        self._inbox.append(event)
+        self._wake.set()
+
+    # ---- writer thread ------------------------------------------------------------------
+    def _next_timeout(self) -> float | None:
+        if not self.feed.realtime:
+            return None
+        with self._lock:
+            deadlines = [b.deadline_ns for per in self._builders.values() for b in per.values()
+                         if b.deadline_ns is not None]
+        if not deadlines:
+            return None
+        due = min(deadlines) + self.TIMER_GRACE_NS
+        return max(0.0, (due - time.time_ns()) / NS)
+
+    def _writer_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._next_timeout())
+            self._wake.clear()
+            try:
+                self._drain()
+                if self.feed.realtime:
+                    self._close_due(time.time_ns() - self.TIMER_GRACE_NS)
+                self._flush()
+            except Exception:  # never let the writer die: log, count, keep going
+                log.exception("market data writer error")
+                self.counters.redis_errors += 1
+                self._stop.wait(0.1)
+        try:  # final best-effort flush of what was processed
+            self._drain()
+            self._flush(retry=False)
+        except Exception:
+            log.warning("final market data flush failed", exc_info=True)
+
+    def _drain(self) -> None:
+        inbox = self._inbox
+        while inbox:
+            item = inbox.popleft()
+            if isinstance(item, Trade):
+                if self._process(item) or self._pending.trade_count >= self.FLUSH_MAX_TRADES:
+                    self._flush()
+            elif isinstance(item, Watermark):
+                self._close_due(item.ts_ns)
+                self._flush()
+            elif isinstance(item, Gap):
+                self._mark_gap(item)
+            if len(inbox) < self.INBOX_HIGH_WATER // 2:
+                self._room.set()
+        self._room.set()
+
+    def _valid(self, trade: Trade) -> bool:
+        ts, price, size = trade.ts_ns, trade.price, trade.size
+        if not isinstance(ts, int) or isinstance(ts, bool):
+            self.counters.skipped_malformed += 1
+            return False
+        if ts <= 0 or ts >= UNDEF_TIMESTAMP:
+            self.counters.skipped_undefined_ts += 1
+            return False
+        if not isinstance(price, float) or not math.isfinite(price) or price <= 0 or not isinstance(size, int) or size < 0:
+            self.counters.skipped_malformed += 1
+            return False
+        if trade.symbol not in CATALOG:
+            try:
+                canonical_symbol(trade.symbol)
+            except UnknownSymbolError:
+                pass
+            self.counters.skipped_unknown_symbol += 1
+            return False
+        return True
+
+    def _process(self, trade: Trade) -> bool:
+        """Apply one trade; True when it completed a bar (so the caller flushes now)."""
+        self.counters.trades_received += 1
+        if type(trade.price) is int:  # ints are fine prices; normalise before validation
+            trade = Trade(trade.symbol, trade.ts_ns, float(trade.price), trade.size, trade.sequence)
+        if not self._valid(trade):
+            return False
+        sym = trade.symbol
+        if trade.sequence:
+            last_seq = self._last_seq.get(sym, 0)
+            if trade.sequence < last_seq:
+                self.counters.duplicates_dropped += 1
+                return False
+            self._last_seq[sym] = trade.sequence
+        self.counters.trades_accepted += 1
+        self._last_trade[sym] = trade
+        self._last_wall[sym] = self._wall_clock()
+        if self._listeners:
+            for listener in list(self._listeners):
+                try:
+                    listener(trade)
+                except Exception:
+                    self.counters.listener_errors += 1
+                    log.exception("trade listener failed")
+        batch = self._pending
+        alloc = self._trade_ids.get(sym)
+        if alloc is None:
+            alloc = self._trade_ids[sym] = self._seed_allocator(self.buffer.trades_key(sym))
+        flat = batch.trades.get(sym)
+        if flat is None:
+            flat = batch.trades[sym] = []
+        flat += (alloc.next(trade.ts_ns // 1_000_000), str(trade.ts_ns), repr(trade.price), str(trade.size),
+                 str(trade.sequence))
+        batch.trade_count += 1
+        batch.last[sym] = {"p": repr(trade.price), "t": str(trade.ts_ns), "s": str(trade.size)}
+        completed = False
+        builders = self._builders.get(sym)
+        if builders:
+            with self._lock:
+                for builder in builders.values():
+                    before = builder.counters.late_trades if not isinstance(builder, TickBarBuilder) else 0
+                    bar = builder.on_trade(trade)
+                    if not isinstance(builder, TickBarBuilder) and builder.counters.late_trades != before:
+                        self.counters.late_trades += 1
+                    if bar is not None:
+                        self._add_bar(builder, bar)
+                        completed = True
+        return completed
+
+    def _seed_allocator(self, key: str) -> IdAllocator:
+        try:
+            return self.buffer.allocator(key)
+        except redis.RedisError:
+            # Redis is down right now: start from the trade time; a later flush that collides
+            # with older IDs is rejected by Redis rather than duplicated.
+            return IdAllocator()
+
+    def _add_bar(self, builder: BarBuilder, bar: Bar) -> None:
+        try:
+            stream_id = self.buffer.bar_id(bar, builder.tf.is_tick)
+        except redis.RedisError:
+            stream_id = f"{bar.start_ns // 1_000_000}-0"
+        self._pending.bars.append((stream_id, builder.tf_raw, bar))
+        self.counters.bars_emitted += 1
+
+    def _close_due(self, watermark_ns: int) -> None:
+        with self._lock:
+            for per in self._builders.values():
+                for builder in per.values():
+                    bar = builder.close_due(watermark_ns)
+                    if bar is not None:
+                        self._add_bar(builder, bar)
+
+    def _mark_gap(self, gap: Gap) -> None:
+        with self._lock:
+            targets = gap.symbols or tuple(self._builders)
+            for sym in targets:
+                for builder in self._builders.get(sym, {}).values():
+                    if not gap.backfilled:
+                        builder.mark_gapped()
+
+    def _flush(self, retry: bool = True) -> None:
+        batch = self._pending
+        if not batch:
+            return
+        self._pending = WriteBatch()
+        delay = 0.05
+        while True:
+            try:
+                result = self.buffer.write(batch)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.counters.redis_errors += 1
+                log.warning("redis unavailable (%s); retrying market data write in %.2fs", exc.__class__.__name__, delay)
+                if not retry or self._stop.wait(delay):
+                    self._pending = _merge(batch, self._pending)
+                    return
+                delay = min(delay * 2, 2.0)
+        self.counters.flushes += 1
+        self.counters.bars_rejected_duplicate += result.bars_rejected_duplicate
+        if self.on_flush is not None:
+            self.on_flush(batch)
+
+    # ---- helpers for tests / offline use -------------------------------------------------
+    def process_now(self, trades: list[Trade]) -> None:
+        """Run trades through the same path synchronously (no threads). For tests and tools."""
+        for trade in trades:
+            if self._process(trade) or self._pending.trade_count >= self.FLUSH_MAX_TRADES:
+                self._flush()
+        self._flush()
+
+
+def _merge(first: WriteBatch, second: WriteBatch) -> WriteBatch:
+    for sym, flat in second.trades.items():
+        first.trades.setdefault(sym, []).extend(flat)
+    first.bars.extend(second.bars)
+    first.last.update(second.last)
+    first.trade_count += second.trade_count
+    return first
+
+
+__all__ = ["MarketDataService", "ServiceCounters", "build_feed", "resample_bars", "SessionGrid"]

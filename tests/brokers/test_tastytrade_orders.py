@@ -1,0 +1,150 @@
+"""Order JSON sent by the real tastytrade SDK: futures, equities, SPXW options; dry run vs live."""
+from __future__ import annotations
+
+import sys
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import httpx2
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures_tastytrade"))
+from tt_fake import ACCOUNT, API, Harness, order_body, placed_response, tt  # noqa: E402,F401
+
+from brokers.errors import OrderRejected  # noqa: E402
+from domain.orders import (  # noqa: E402
+    ClientOrderId,
+    OptionContract,
+    OptionRight,
+    OrderRequest,
+    OrderSide,
+    OrderState,
+    OrderType,
+    PositionEffect,
+)
+
+ORDERS = f"/accounts/{ACCOUNT}/orders"
+DRY = f"/accounts/{ACCOUNT}/orders/dry-run"
+SOURCE = "tastyware/tastytrade:v13.2.3"
+
+
+def _reply(tt: Harness, path: str, body: dict) -> None:
+    tt.fake.on("POST", path, httpx2.Response(201 if path == ORDERS else 200, json=placed_response(body)))
+
+
+def test_future_market_order_json_live(tt: Harness) -> None:
+    adapter = tt.connected(live=True)
+    coid = ClientOrderId("ema-MES-open-0123456789abcdef")
+    _reply(tt, ORDERS, order_body(order_id=901, coid=coid, symbol="/MESZ5", instrument_type="Future",
+                                  action="Buy to Open", quantity=2, underlying="/MES"))
+    update = adapter.place_order(OrderRequest(coid, "/MES", OrderSide.BUY, 2, PositionEffect.OPEN))
+
+    posts = [r for r in tt.fake.requests if r.method == "POST" and r.path.startswith(f"/accounts/{ACCOUNT}/orders")]
+    assert len(posts) == 1  # exactly one order POST
+    assert posts[0].url == f"{API}{ORDERS}"  # live: the real endpoint, not dry-run
+    assert posts[0].json() == {
+        "time-in-force": "Day", "source": SOURCE,
+        "legs": [{"instrument-type": "Future", "symbol": "/MESZ5", "action": "Buy to Open", "quantity": 2}],
+        "external-identifier": coid, "behavior": "immediate", "order-type": "Market",
+    }
+    assert posts[0].headers["authorization"].startswith("Bearer atoken-")
+    assert update.state is OrderState.ACCEPTED and update.broker_order_id == "901"
+    assert tt.store.redis.hget(tt.store.key("broker", "tastytrade", "order_ids"), coid) == "901"
+
+
+def test_equity_limit_sell_to_close_is_a_credit(tt: Harness) -> None:
+    adapter = tt.connected(live=True)
+    coid = ClientOrderId("ema-NVDA-clos-0123456789abcdef")
+    _reply(tt, ORDERS, order_body(order_id=902, coid=coid, symbol="NVDA", instrument_type="Equity",
+                                  action="Sell to Close", quantity=10, order_type="Limit", price="181.37",
+                                  price_effect="Credit", status="Live"))
+    adapter.place_order(OrderRequest(coid, "NVDA", OrderSide.SELL, 10, PositionEffect.CLOSE, OrderType.LIMIT,
+                                     limit_price=Decimal("181.37")))
+    (post,) = tt.fake.calls("POST", ORDERS)
+    assert post.json() == {
+        "time-in-force": "Day", "source": SOURCE,
+        "legs": [{"instrument-type": "Equity", "symbol": "NVDA", "action": "Sell to Close", "quantity": 10}],
+        "external-identifier": coid, "behavior": "immediate", "order-type": "Limit",
+        "price": "181.37", "price-effect": "Credit",
+    }
+
+
+def test_spxw_option_limit_buy_is_a_debit_with_occ_symbol(tt: Harness) -> None:
+    adapter = tt.connected(live=True)
+    coid = ClientOrderId("zer-SPX-open-0123456789abcdef")
+    option = OptionContract("SPX", "SPXW", date(2025, 11, 20), Decimal("6650"), OptionRight.CALL)
+    _reply(tt, ORDERS, order_body(order_id=903, coid=coid, symbol="SPXW  251120C06650000",
+                                  instrument_type="Equity Option", action="Buy to Open", order_type="Limit",
+                                  price="4.1", price_effect="Debit", underlying="SPX"))
+    adapter.place_order(OrderRequest(coid, "SPX", OrderSide.BUY, 1, PositionEffect.OPEN, OrderType.LIMIT,
+                                     limit_price=Decimal("4.10"), option=option))
+    (post,) = tt.fake.calls("POST", ORDERS)
+    assert post.json() == {
+        "time-in-force": "Day", "source": SOURCE,
+        "legs": [{"instrument-type": "Equity Option", "symbol": "SPXW  251120C06650000", "action": "Buy to Open",
+                  "quantity": 1}],
+        "external-identifier": coid, "behavior": "immediate", "order-type": "Limit",
+        "price": "4.10", "price-effect": "Debit",
+    }
+
+
+@pytest.mark.parametrize(("side", "effect", "action"), [
+    (OrderSide.BUY, PositionEffect.OPEN, "Buy to Open"),
+    (OrderSide.SELL, PositionEffect.CLOSE, "Sell to Close"),
+    (OrderSide.SELL, PositionEffect.OPEN, "Sell to Open"),
+    (OrderSide.BUY, PositionEffect.CLOSE, "Buy to Close"),
+])
+def test_action_from_side_and_position_effect(tt: Harness, side: OrderSide, effect: PositionEffect, action: str) -> None:
+    adapter = tt.connected(live=True)
+    coid = ClientOrderId("t-MES-x-" + action.replace(" ", ""))
+    _reply(tt, ORDERS, order_body(order_id=904, coid=coid, symbol="/MESZ5", instrument_type="Future", action=action))
+    adapter.place_order(OrderRequest(coid, "MES", side, 1, effect))
+    (post,) = tt.fake.calls("POST", ORDERS)
+    assert post.json()["legs"][0]["action"] == action
+
+
+def test_paper_mode_sends_to_dry_run_endpoint_only(tt: Harness) -> None:
+    adapter = tt.connected(live=False)
+    assert adapter.dry_run is True
+    coid = ClientOrderId("ema-MES-open-dry0000000000000")
+    _reply(tt, DRY, order_body(order_id=None, coid=coid, symbol="/MESZ5", instrument_type="Future",
+                               action="Buy to Open", status="Received"))
+    update = adapter.place_order(OrderRequest(coid, "/MES", OrderSide.BUY, 1, PositionEffect.OPEN))
+    posts = [r for r in tt.fake.requests if r.method == "POST" and "/orders" in r.path]
+    assert [p.url for p in posts] == [f"{API}{DRY}"]
+    assert posts[0].json()["external-identifier"] == coid
+    assert update.broker_order_id is None and "dry run" in (update.reason or "")
+    assert tt.fake.calls("POST", ORDERS) == []
+
+
+def test_live_adapter_is_not_dry_run(tt: Harness) -> None:
+    assert tt.adapter(live=True).dry_run is False
+    assert tt.adapter(live=False).dry_run is True
+
+
+def test_index_without_option_is_rejected_before_sending(tt: Harness) -> None:
+    adapter = tt.connected(live=True)
+    with pytest.raises(OrderRejected, match="index"):
+        adapter.place_order(OrderRequest(ClientOrderId("x-SPX"), "SPX", OrderSide.BUY, 1, PositionEffect.OPEN))
+    assert [r for r in tt.fake.requests if "/orders" in r.path] == []
+
+
+def test_front_month_rolls_on_second_thursday(tt: Harness) -> None:
+    from datetime import UTC, datetime
+
+    from brokers.tastytrade import TastytradeAdapter
+    from tt_fake import make_settings
+
+    tt.login()
+    adapter = TastytradeAdapter(make_settings(tt.base, live=True), tt.store, tt.tokens, transport=tt.fake.transport,
+                                clock=lambda: datetime(2025, 12, 11, 15, 0, tzinfo=UTC))
+    try:
+        assert adapter.connect().connected
+        coid = ClientOrderId("ema-MES-roll")
+        _reply(tt, ORDERS, order_body(order_id=905, coid=coid, symbol="/MESH6", instrument_type="Future",
+                                      action="Buy to Open"))
+        adapter.place_order(OrderRequest(coid, "/MES", OrderSide.BUY, 1, PositionEffect.OPEN))
+        assert tt.fake.calls("POST", ORDERS)[0].json()["legs"][0]["symbol"] == "/MESH6"
+    finally:
+        adapter.close()

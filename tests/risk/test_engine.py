@@ -224,7 +224,11 @@ def test_fails_closed_when_redis_is_down(settings, clock: Clock) -> None:  # typ
 
     from store.redis_store import Store
 
-    dead = Store(redis_lib.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2), "x", True, "dead")
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis_lib.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    dead = Store(client, "x", True, "dead")
     eng = RiskEngine(dead, settings, clock=clock)
     assert eng(order(), ctx()).reason is RiskReason.HALTED
     assert eng(order(side=OrderSide.SELL), ctx(current=1, reduces=True)).allowed

@@ -1,0 +1,272 @@
+"""`python -m backtest`: run one backtest (or a parameter sweep) on a data file.
+
+    python -m backtest --strategy ema --symbol /MES --timeframe 5Min \
+        --trend-line-1 EMA --period-1 9 --trend-line-2 EMA --period-2 21 \
+        --data ../shared/data/bars/index-future-2006.1min.csv --out out/ema-9-21 \
+        [--from 2006-03-01 --to 2006-06-01] [--quantity 1] [--commission 0.62] [--slippage-ticks 1]
+        [--sweep period_1=5:20:1 period_2=20:60:5 [--rank-by net_pnl] [--workers N]]
+
+Bad input (missing/unreadable files, unknown columns, empty ranges, invalid parameters) prints one
+line on stderr and exits with status 2; the output directory is written under a temporary name and
+renamed only when complete, so a failed run never leaves output that looks finished.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(ValueError):
+    """Bad command-line input; one line for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse prints the whole usage; we promise one line
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m backtest", description="Backtest a strategy on historical data.")
+    p.add_argument("--strategy", required=True, help="ema | supertrend | zeroday")
+    p.add_argument("--symbol", required=True, help="catalog symbol, e.g. /MES")
+    p.add_argument("--timeframe", required=True, help="1Min, 5Min, 15Min, 1Hour, 1Day, 512t ...")
+    for n in (1, 2):
+        p.add_argument(f"--trend-line-{n}", dest=f"trend_line_{n}", help="EMA | SMA | WilderSmoother")
+        p.add_argument(f"--period-{n}", dest=f"period_{n}")
+    p.add_argument("--stop-loss-ticks", dest="stop_loss_ticks", help="ema: stop distance in ticks (0 = off)")
+    p.add_argument("--stop-loss-atr", dest="stop_loss_atr", help="ema: stop distance in ATRs (0 = off)")
+    p.add_argument("--atr-period", dest="atr_period")
+    p.add_argument("--multiplier", help="supertrend ATR multiplier")
+    p.add_argument("--trailing-stop-atr", dest="trailing_stop_atr")
+    p.add_argument("--take-profit-atr", dest="take_profit_atr")
+    p.add_argument("--data", nargs="+", default=[], help="DBN (.dbn/.dbn.zst) or CSV files")
+    p.add_argument("--databento", metavar="DATASET:RAW_SYMBOL:SCHEMA",
+                   help="download from Databento Historical (needs DATABENTO_API_KEY, --from and --to)")
+    p.add_argument("--columns", help="CSV column mapping, e.g. datetime=Timestamp,open=O,high=H,low=L,close=C")
+    p.add_argument("--csv-kind", choices=("auto", "bars", "ticks"), default="auto")
+    p.add_argument("--bar-time", choices=("start", "end"), default="start", help="CSV bar timestamps mark the bar ...")
+    p.add_argument("--tz", default="UTC", help="time zone of naive CSV timestamps and --from/--to")
+    p.add_argument("--instrument", help="raw symbol inside a multi-instrument DBN file, e.g. ESU4")
+    p.add_argument("--from", dest="start", help="inclusive, ISO date/time")
+    p.add_argument("--to", dest="end", help="exclusive, ISO date/time")
+    p.add_argument("--quantity", default="1", help="contracts per position")
+    p.add_argument("--commission", default="0", help="per contract per fill")
+    p.add_argument("--slippage-ticks", dest="slippage_ticks", default="0")
+    p.add_argument("--capital", default="100000", help="starting capital for return and drawdown %%")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--sweep", nargs="+", help="NAME=start:stop:step ... (stop inclusive)")
+    p.add_argument("--rank-by", default="net_pnl")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
+                   help="tqdm bar on stderr (auto: long runs on a terminal), json lines for jobs, or none")
+    return p
+
+
+def _decimal(name: str, raw: str, minimum: Decimal = Decimal(0)) -> Decimal:
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise UsageError(f"--{name} must be a number, got {raw!r}") from None
+    if not value.is_finite() or value < minimum:
+        raise UsageError(f"--{name} must be a finite number >= {minimum}, got {raw!r}")
+    return value
+
+
+def _whole(name: str, raw: str, minimum: int, maximum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"--{name} must be a whole number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise UsageError(f"--{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+STRATEGY_FIELDS = ("strategy", "symbol", "timeframe", "trend_line_1", "period_1", "trend_line_2", "period_2",
+                   "stop_loss_ticks", "stop_loss_atr", "atr_period", "multiplier", "trailing_stop_atr",
+                   "take_profit_atr")
+
+
+def _progress(mode: str, total: int, label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A progress callback (done, total) and a closer."""
+    if mode == "auto":
+        mode = "bar" if (total >= 200_000 or label == "sweep") else "none"
+    if mode == "json":
+        def emit(done: int, tot: int) -> None:
+            print(json.dumps({"progress": round(done / tot, 4) if tot else 1.0}), file=sys.stderr, flush=True)
+        return emit, lambda: None
+    if mode == "bar":
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit=" bars" if label != "sweep" else " runs", file=sys.stderr, desc=label,
+                   mininterval=0.5)
+
+        def update(done: int, tot: int) -> None:
+            bar.update(done - bar.n)
+        return update, bar.close
+    return (lambda done, tot: None), lambda: None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore")  # library deprecation chatter must not pollute the one-line contract
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from backtest.data import DataError
+    from domain.tickers import TickerValidationError
+
+    tmp: Path | None = None
+    try:
+        args = build_parser().parse_args(argv)
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} exists and is not a directory")
+        if not out.parent.is_dir():
+            raise UsageError(f"--out: parent directory {out.parent} does not exist")
+        # Same parent as the final directory so the closing rename is atomic (same filesystem).
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        summary = _run(args, tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+        tmp = None
+        print(summary)
+        return 0
+    except (UsageError, DataError, TickerValidationError) as exc:
+        print(f"error: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"error: {exc.__class__.__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The JSON-able job request (same shape the API accepts)."""
+    return {f: getattr(args, f) for f in STRATEGY_FIELDS} | {
+        "data": list(args.data), "from": args.start, "to": args.end, "quantity": args.quantity,
+        "commission": args.commission, "slippage_ticks": args.slippage_ticks,
+    }
+
+
+def _run(args: argparse.Namespace, out: Path) -> str:
+    from backtest.data import LoadOptions, fetch_databento, load, parse_columns, parse_when
+    from backtest.engine import BacktestEngine, CostSettings, config_from_options
+    from backtest.report import write_all
+    from config.instruments import CATALOG, Symbol
+
+    quantity = _whole("quantity", args.quantity, 1, 10_000)
+    options = {f: getattr(args, f) for f in STRATEGY_FIELDS} | {"quantity": quantity}
+    config = config_from_options(options)  # TickerConfig.from_payload: the add-ticker validator
+    costs = CostSettings(quantity, _decimal("commission", args.commission),
+                         _whole("slippage-ticks", args.slippage_ticks, 0, 1000), _decimal("capital", args.capital, Decimal("0.01")))
+    start = parse_when(args.start, args.tz) if args.start else None
+    end = parse_when(args.end, args.tz) if args.end else None
+    if start is not None and end is not None and end <= start:
+        raise UsageError("--to must be after --from")
+    paths = [Path(p) for p in args.data]
+    if args.databento:
+        key = os.environ.get("DATABENTO_API_KEY")
+        if not key:
+            raise UsageError("--databento needs DATABENTO_API_KEY in the environment")
+        if not (args.start and args.end):
+            raise UsageError("--databento needs --from and --to")
+        parts = args.databento.split(":")
+        if len(parts) != 3:
+            raise UsageError("--databento must be DATASET:RAW_SYMBOL:SCHEMA, e.g. GLBX.MDP3:ESU4:trades")
+        paths.append(fetch_databento(parts[0], parts[1], parts[2], args.start, args.end, key, out / "source.dbn.zst"))
+    if not paths:
+        raise UsageError("give --data FILE... (or --databento with DATABENTO_API_KEY)")
+    root = CATALOG[Symbol(config.symbol)].root
+    load_opts = LoadOptions(tuple(paths), config.timeframe, start, end,
+                            parse_columns(args.columns) if args.columns else None, args.tz, args.bar_time,
+                            args.csv_kind, args.instrument, root)
+
+    if args.sweep:
+        return _run_sweep(args, options, load_opts, costs, out)
+
+    data = load(load_opts)
+    progress, close = _progress(args.progress, len(data.bars), "backtest")
+    try:
+        result = BacktestEngine(config, costs, risk_check=_risk_check()).run(data, progress=progress)
+    finally:
+        close()
+    report = write_all(out, result)
+    m = report["metrics"]
+    return (f"{config.strategy.value} {config.symbol} {config.tf.display}: {m['bars']} bars, {m['trades']} trades, "
+            f"net P&L {m['net_pnl']}, max drawdown {m['max_drawdown']:.2f}, sharpe {m['sharpe']} "
+            f"-> {Path(args.out)}")
+
+
+def _risk_check() -> Any:
+    """The live risk engine when it is available on an in-process store, else allow-all.
+
+    Backtests must not touch the live Redis (usage counters, trading state), so the risk engine
+    runs on its own fakeredis store."""
+    try:
+        from risk.engine import RiskEngine  # type: ignore[import-not-found]
+        from store.redis_store import fake_store
+
+        return RiskEngine.for_backtest(fake_store("backtest"))  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):
+        return None
+
+
+def _run_sweep(args: argparse.Namespace, options: dict[str, Any], load_opts: Any, costs: Any, out: Path) -> str:
+    from backtest.data import load
+    from backtest.sweep import RANK_KEYS, grid, parse_axis, rank, run_sweep, write_sweep
+
+    axes = [parse_axis(a) for a in args.sweep]
+    if args.rank_by not in RANK_KEYS:
+        raise UsageError(f"--rank-by must be one of {', '.join(RANK_KEYS)}")
+    points, skipped = grid(options, axes)
+    if not points:
+        raise UsageError(f"--sweep: none of the {skipped} parameter combinations is valid")
+    load(load_opts)  # fail fast, with the one-line error, before starting workers
+    progress, close = _progress(args.progress, len(points), "sweep")
+    try:
+        rows = run_sweep(load_opts, points, costs, workers=min(args.workers, len(points)), on_done=progress)
+    finally:
+        close()
+    ranked = rank(rows, args.rank_by)
+    names = [a.name for a in axes]
+    cols = write_sweep(out / "sweep.csv", ranked, names)
+    (out / "sweep.json").write_text(json.dumps({"rank_by": args.rank_by, "points": len(points), "skipped": skipped,
+                                                "results": ranked}, indent=2, default=str) + "\n")
+    shown = cols[: len(names) + 6]
+    lines = ["  ".join(f"{c:>12}" for c in shown)]
+    for row in ranked[:10]:
+        lines.append("  ".join(f"{_fmt(row.get(c)):>12}" for c in shown))
+    lines.append(f"{len(points)} runs ({skipped} invalid combinations skipped), ranked by {args.rank_by} -> {Path(args.out)}")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Backtest outputs: metrics (report.json), trades.csv, equity.csv, bars.csv and equity.png.
+
+Metric definitions (also written into report.json under "definitions"):
+- net_pnl: sum of round-trip net P&L (gross - commissions), exact Decimal from integer ticks.
+- return_pct: net_pnl / starting_capital x 100.
+- max_drawdown: largest fall of the bar-close equity curve from its running peak (currency and %
+  of that peak).
+- sharpe: mean / sample stdev of *daily* returns of the equity curve (last equity of each UTC
+  calendar day that has bars), x sqrt(252). Risk-free rate 0. None with fewer than 2 daily returns
+  or zero variance.
+- win_rate: winners / trades, a winner having net P&L > 0.
+- profit_factor: sum of winning net P&L / |sum of losing net P&L|; None when there is no loss.
+- exposure_pct: share of bars at whose close a position was open.
+- average_trade: net_pnl / trades.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from backtest import fills
+from backtest.data import NS, utc_iso
+from backtest.engine import BacktestResult, RoundTrip
+
+DEFINITIONS = {
+    "sharpe": "daily returns of the bar-close equity (last value per UTC day), mean/stdev(ddof=1) x sqrt(252), rf=0",
+    "max_drawdown": "largest peak-to-trough fall of the bar-close equity curve",
+    "profit_factor": "gross profit of winners / gross loss of losers, both net of commission",
+    "win_rate": "share of round trips with net P&L > 0",
+    "exposure_pct": "share of bars with an open position at the bar close",
+    "prices": "fills are tick-rounded; P&L is exact (Decimal) from integer ticks x tick value",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRow:
+    trade: RoundTrip
+    entry_price: Decimal
+    exit_price: Decimal
+    gross: Decimal
+    commission: Decimal
+    net: Decimal
+
+
+def trade_rows(result: BacktestResult) -> list[TradeRow]:
+    tick = result.instrument.tick_size
+    tick_value = result.instrument.tick_size * result.instrument.multiplier
+    per = result.costs.commission_per_contract
+    rows = []
+    for t in result.trades:
+        gross = fills.pnl(t.side, t.quantity, t.entry_ticks, t.exit_ticks, tick_value)
+        comm = fills.commission(t.quantity, per) * 2
+        rows.append(TradeRow(t, fills.ticks_to_price(t.entry_ticks, tick), fills.ticks_to_price(t.exit_ticks, tick),
+                             gross, comm, gross - comm))
+    return rows
+
+
+def max_drawdown(equity: np.ndarray) -> tuple[float, float]:
+    """(max drawdown in currency, as % of the peak it fell from); (0, 0) for a rising curve."""
+    if equity.size == 0:
+        return 0.0, 0.0
+    peak = np.maximum.accumulate(equity)
+    dd = peak - equity
+    i = int(np.argmax(dd))
+    return float(dd[i]), float(dd[i] / peak[i] * 100.0) if peak[i] > 0 else 0.0
+
+
+def daily_sharpe(equity: np.ndarray, end_ns: np.ndarray) -> float | None:
+    """Annualised Sharpe of daily equity returns (see module docstring)."""
+    if equity.size < 2:
+        return None
+    days = end_ns // (86_400 * NS)
+    last_of_day = np.concatenate((np.flatnonzero(np.diff(days)), [days.size - 1]))
+    daily = equity[last_of_day]
+    returns = np.diff(daily) / daily[:-1]
+    if returns.size < 2:
+        return None
+    sd = float(np.std(returns, ddof=1))
+    if sd == 0 or not math.isfinite(sd):
+        return None
+    return float(np.mean(returns) / sd * math.sqrt(252))
+
+
+def metrics(result: BacktestResult, rows: Sequence[TradeRow] | None = None) -> dict[str, Any]:
+    rows = trade_rows(result) if rows is None else rows
+    nets = [r.net for r in rows]
+    net = sum(nets, Decimal(0))
+    gross = sum((r.gross for r in rows), Decimal(0))
+    commission = sum((r.commission for r in rows), Decimal(0))
+    wins = [x for x in nets if x > 0]
+    losses = [x for x in nets if x < 0]
+    win_sum, loss_sum = sum(wins, Decimal(0)), sum(losses, Decimal(0))
+    capital = result.costs.starting_capital
+    dd, dd_pct = max_drawdown(result.equity)
+    n = len(result.data.bars)
+    exposure = float(np.count_nonzero(result.position) / n * 100.0) if n else 0.0
+    return {
+        "net_pnl": str(net),
+        "gross_pnl": str(gross),
+        "commission": str(commission),
+        "starting_capital": str(capital),
+        "final_equity": str(capital + net),
+        "return_pct": float(net / capital * 100) if capital else None,
+        "max_drawdown": round(dd, 2),
+        "max_drawdown_pct": round(dd_pct, 4),
+        "sharpe": daily_sharpe(result.equity, result.data.bars.end_ns),
+        "sharpe_annualisation": "daily returns x sqrt(252)",
+        "win_rate": len(wins) / len(rows) if rows else None,
+        "profit_factor": float(win_sum / -loss_sum) if losses else None,
+        "trades": len(rows),
+        "winners": len(wins),
+        "losers": len(losses),
+        "exposure_pct": round(exposure, 4),
+        "average_trade": str((net / len(rows)).quantize(Decimal("0.01"))) if rows else None,
+        "bars": n,
+        "risk_denials": len(result.denials),
+    }
+
+
+def build_report(result: BacktestResult, rows: Sequence[TradeRow] | None = None) -> dict[str, Any]:
+    bars = result.data.bars
+    cfg = result.config
+    return {
+        "strategy": cfg.strategy.value,
+        "symbol": cfg.symbol,
+        "timeframe": cfg.tf.display,
+        "parameters": json.loads(cfg.to_json()),
+        "quantity": result.costs.quantity,
+        "commission_per_contract": str(result.costs.commission_per_contract),
+        "slippage_ticks": result.costs.slippage_ticks,
+        "multiplier": str(result.instrument.multiplier),
+        "tick_size": str(result.instrument.tick_size),
+        "data": result.data.description,
+        "from": utc_iso(int(bars.start_ns[0])) if len(bars) else None,
+        "to": utc_iso(int(bars.end_ns[-1])) if len(bars) else None,
+        "warmup_bars": result.warmup_bars,
+        "metrics": metrics(result, rows),
+        "definitions": DEFINITIONS,
+        "elapsed_s": round(result.elapsed_s, 4),
+        "bars_per_second": round(result.bars_per_second, 1),
+    }
+
+
+def write_trades(path: Path, rows: Sequence[TradeRow]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["trade", "side", "quantity", "entry_time", "entry_price", "entry_reason", "exit_time",
+                    "exit_price", "exit_reason", "gross_pnl", "commission", "net_pnl", "duration_s", "bars_held"])
+        for k, r in enumerate(rows, 1):
+            t = r.trade
+            w.writerow([k, "LONG" if t.side > 0 else "SHORT", t.quantity, utc_iso(t.entry_ns), r.entry_price,
+                        t.entry_reason, utc_iso(t.exit_ns), r.exit_price, t.exit_reason, r.gross, r.commission, r.net,
+                        (t.exit_ns - t.entry_ns) / NS, t.exit_bar - t.entry_bar])
+
+
+def write_equity(path: Path, result: BacktestResult) -> None:
+    eq = result.equity
+    peak = np.maximum.accumulate(eq) if eq.size else eq
+    end = result.data.bars.end_ns
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["time", "equity", "drawdown", "position"])
+        for i in range(eq.size):
+            w.writerow([utc_iso(int(end[i])), f"{eq[i]:.2f}", f"{peak[i] - eq[i]:.2f}", int(result.position[i])])
+
+
+def write_bars(path: Path, result: BacktestResult) -> None:
+    """Every bar with the strategy's indicator values after it and the signal taken at its close,
+    for checking against a charting platform."""
+    b = result.data.bars
+    inds = result.indicators or []
+    keys: list[str] = []
+    for d in inds[:1] + inds[-1:]:
+        keys += [k for k in d if k not in keys]
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["start", "end", "open", "high", "low", "close", "volume", *keys, "position", "signal"])
+        for i in range(len(b)):
+            d = inds[i] if i < len(inds) else {}
+            vals = ["" if d.get(k) is None else repr(float(d[k])) for k in keys]  # type: ignore[arg-type]
+            w.writerow([utc_iso(int(b.start_ns[i])), utc_iso(int(b.end_ns[i])), repr(float(b.open[i])),
+                        repr(float(b.high[i])), repr(float(b.low[i])), repr(float(b.close[i])), int(b.volume[i]),
+                        *vals, int(result.position[i]), result.signals.get(i, "")])
+
+
+def plot_equity(path: Path, result: BacktestResult) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a server
+    import matplotlib.pyplot as plt
+
+    eq = result.equity
+    times = (result.data.bars.end_ns // 1_000_000).astype("datetime64[ms]")
+    peak = np.maximum.accumulate(eq)
+    fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(11, 6), height_ratios=(3, 1))
+    ax1.plot(times, eq, lw=0.9, color="tab:blue")
+    ax1.set_ylabel("equity")
+    cfg = result.config
+    ax1.set_title(f"{cfg.strategy.value} {cfg.symbol} {cfg.tf.display}")
+    ax1.grid(alpha=0.3)
+    ax2.fill_between(times, -(peak - eq), 0, color="tab:red", alpha=0.5, lw=0)
+    ax2.set_ylabel("drawdown")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_all(out_dir: Path, result: BacktestResult) -> dict[str, Any]:
+    rows = trade_rows(result)
+    report = build_report(result, rows)
+    write_trades(out_dir / "trades.csv", rows)
+    write_equity(out_dir / "equity.csv", result)
+    write_bars(out_dir / "bars.csv", result)
+    plot_equity(out_dir / "equity.png", result)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

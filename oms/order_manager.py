@@ -1,0 +1,691 @@
+"""The order manager: target positions in, orders out, exactly once.
+
+How the engine calls it
+- `move_to_target(TargetOrder)` per (strategy, symbol, broker); `move_all([...])` for the fan-out
+  (one broker raising never blocks another). Both return `TargetResult`s; nothing raises for a
+  broker failure or a risk denial.
+- Paper: after every trade call `paper.on_trade(symbol, price, ts_ns)` and pass each returned
+  update to `on_order_update(broker, update)` (resting limit/stop fills and pending open legs).
+- Live: call `poll_open_orders()` every second or two (and `on_order_update` from any streaming
+  feed); it queries working orders by client id, applies fills and sends the open leg of a
+  reversal once its close has FILLED. Call `recover()` once at start-up (before strategies resume)
+  and `resolve_unknown()` from reconciliation.
+
+Exactly-once rules
+- Client order ids are `domain.orders.client_order_id(strategy, symbol, event_ts_ns, leg, broker)`.
+- Each intent (strategy, symbol, broker, event_ts_ns) is recorded with its plan the first time it
+  is seen; seeing it again only resumes that plan (never re-plans from a newer position).
+- The record NEW (+ SUBMITTED) and the intent are written by one Lua script that first checks the
+  order key does not exist: the atomic dedupe, across threads and processes.
+- The order is durably SUBMITTED before the broker call, so a crash after sending leaves an order
+  that `recover()`/`poll_open_orders()` looks up by client id instead of sending again.
+- OrderOutcomeUnknown (or any unexpected exception after sending) -> UNKNOWN, never resent; the
+  lane is blocked until it is resolved.
+- A lane with a working or UNKNOWN order from an earlier intent refuses new intents (BLOCKED):
+  never stack a second close on top of one whose outcome is not known.
+
+Threading: one RLock per (strategy, symbol, broker) lane; the Redis scripts give cross-process
+atomicity for the dedupe. Position updates assume one OMS process per Redis prefix.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+from decimal import Decimal
+from typing import Callable, Iterable
+
+from brokers.base import BrokerAdapter
+from brokers.errors import (
+    AuthenticationRequired,
+    BrokerConfigError,
+    BrokerError,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    TemporaryBrokerError,
+)
+from config.instruments import CATALOG, SPX_OPTION_MULTIPLIER, canonical_symbol
+from domain.orders import (
+    BrokerName,
+    ClientOrderId,
+    OrderRequest,
+    OrderSide,
+    OrderState,
+    OrderType,
+    OrderUpdate,
+    PositionEffect,
+    client_order_id,
+)
+from domain.risk import OrderContext, PreTradeCheck, RiskReason, allow_all
+from oms.journal import event_entry, fill_entry, fills_key, journal_key, read_journal, transition_entry
+from oms.models import (
+    BrokerReport,
+    LegPlan,
+    OmsPosition,
+    OrderRecord,
+    TargetOrder,
+    TargetResult,
+    TargetStatus,
+    apply_fill,
+    option_from_text,
+    option_to_text,
+    plan_legs,
+)
+from store.redis_store import Store
+
+log = logging.getLogger(__name__)
+
+_WORKING = (OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
+_RANK = {OrderState.NEW: 0, OrderState.SUBMITTED: 1, OrderState.UNKNOWN: 1, OrderState.ACCEPTED: 2,
+         OrderState.PARTIALLY_FILLED: 3, OrderState.FILLED: 4, OrderState.CANCELLED: 4, OrderState.REJECTED: 4}
+
+# Atomic claim: refuse if the order exists; else write the order, its journal entries, the order
+# index, the lane's working set and (first leg only) the intent record - in one round trip.
+_CLAIM_LUA = """
+local unpack = unpack or table.unpack
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local i = 4
+local n = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], unpack(ARGV, i, i + n - 1))
+i = i + n
+for _ = 1, 2 do
+  local m = tonumber(ARGV[i]); i = i + 1
+  if m > 0 then redis.call('XADD', KEYS[3], '*', unpack(ARGV, i, i + m - 1)); i = i + m end
+end
+local m = tonumber(ARGV[i]); i = i + 1
+if m > 0 then redis.call('HSET', KEYS[5], unpack(ARGV, i, i + m - 1)); i = i + m end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+if ARGV[i] == '1' then
+  redis.call('SADD', KEYS[4], ARGV[1])
+  redis.call('SADD', KEYS[7], ARGV[1])
+end
+if ARGV[i + 1] == '1' then
+  redis.call('SADD', KEYS[6], KEYS[5])
+  redis.call('HSET', KEYS[8], 'pending_intent', KEYS[5])
+end
+return 1
+"""
+
+
+def _flat(d: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    for k, v in d.items():
+        out += (k, v)
+    return out
+
+
+class OrderManager:
+    def __init__(
+        self, store: Store, adapters: dict[BrokerName, BrokerAdapter], pre_trade_check: PreTradeCheck = allow_all,
+        clock: Callable[[], int] = time.time_ns, *, not_found_grace_s: float = 30.0,
+    ) -> None:
+        self._store = store
+        self._r = store.redis
+        self._adapters = dict(adapters)
+        self._check = pre_trade_check
+        self._clock = clock
+        self._grace_ns = int(not_found_grace_s * 1e9)
+        self._locks: dict[tuple[str, str, str], threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+        self._claim = self._r.register_script(_CLAIM_LUA)
+        self.k_orders = store.key("oms", "orders")
+        self.k_journal = journal_key(store)
+        self.k_fills = fills_key(store)
+        self.k_active = store.key("oms", "active")  # non-terminal client ids (incl. UNKNOWN)
+        self.k_unknown = store.key("oms", "unknown")
+        self.k_pending = store.key("oms", "pending")  # intent keys whose open leg waits for a close fill
+        self.k_paused = store.key("oms", "paused")  # broker -> reason (authentication required)
+        self.k_lanes = store.key("oms", "lanes")  # "strategy\x1fsymbol\x1fbroker" with a position record
+
+    # ------------------------------------------------------------------ keys / locks
+    def _k_order(self, coid: str) -> str:
+        return self._store.key("oms", "order", coid)
+
+    def _k_pos(self, strategy: str, symbol: str, broker: str) -> str:
+        return self._store.key("oms", "pos", strategy, symbol, broker)
+
+    def _k_lane_active(self, strategy: str, symbol: str, broker: str) -> str:
+        return self._store.key("oms", "lane_active", strategy, symbol, broker)
+
+    def _k_intent(self, strategy: str, symbol: str, broker: str, event_ts_ns: int) -> str:
+        return self._store.key("oms", "intent", strategy, symbol, broker, event_ts_ns)
+
+    def _lock(self, strategy: str, symbol: str, broker: str) -> threading.RLock:
+        lane = (strategy, symbol, broker)
+        with self._locks_guard:
+            lock = self._locks.get(lane)
+            if lock is None:
+                lock = self._locks[lane] = threading.RLock()
+            return lock
+
+    # ------------------------------------------------------------------ reads
+    def _position_from(self, strategy: str, symbol: str, broker: str, h: dict[str, str]) -> OmsPosition:
+        return OmsPosition(strategy=strategy, symbol=symbol, broker=broker, key=h.get("key") or symbol,
+                           quantity=int(h.get("qty") or 0), avg_price=Decimal(h.get("avg_price") or "0"),
+                           multiplier=Decimal(h.get("multiplier") or "1"), option=option_from_text(h.get("option", "")))
+
+    def position(self, strategy: str, symbol: str, broker: str) -> OmsPosition:
+        return self._position_from(strategy, symbol, broker, self._r.hgetall(self._k_pos(strategy, symbol, broker)))
+
+    def positions(self, include_flat: bool = False) -> list[OmsPosition]:
+        lanes = sorted(self._r.smembers(self.k_lanes))
+        pipe = self._r.pipeline(transaction=False)
+        parsed = [tuple(lane.split("\x1f")) for lane in lanes]
+        for s, sym, b in parsed:
+            pipe.hgetall(self._k_pos(s, sym, b))
+        out = [self._position_from(s, sym, b, h) for (s, sym, b), h in zip(parsed, pipe.execute())]
+        return [p for p in out if include_flat or p.quantity != 0]
+
+    def order(self, coid: str) -> OrderRecord | None:
+        h = self._r.hgetall(self._k_order(coid))
+        return OrderRecord.from_fields(h) if h else None
+
+    def orders(self, strategy: str | None = None, symbol: str | None = None, broker: str | None = None,
+               state: str | OrderState | None = None, offset: int = 0, limit: int = 100) -> list[OrderRecord]:
+        """Newest first, filtered, paged."""
+        offset, limit = max(0, offset), max(0, min(limit, 1000))
+        want_state = OrderState(state) if state else None
+        out: list[OrderRecord] = []
+        skipped, start, chunk = 0, 0, 500
+        while len(out) < limit:
+            ids = self._r.zrevrange(self.k_orders, start, start + chunk - 1)
+            if not ids:
+                break
+            start += chunk
+            pipe = self._r.pipeline(transaction=False)
+            for coid in ids:
+                pipe.hgetall(self._k_order(coid))
+            for h in pipe.execute():
+                if not h:
+                    continue
+                rec = OrderRecord.from_fields(h)
+                if ((strategy and rec.strategy != strategy) or (symbol and rec.symbol != symbol)
+                        or (broker and rec.broker != broker) or (want_state and rec.state is not want_state)):
+                    continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                out.append(rec)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def journal(self, limit: int = 100) -> list[dict[str, str]]:
+        return read_journal(self._store, limit)
+
+    def paused_brokers(self) -> dict[str, str]:
+        return dict(self._r.hgetall(self.k_paused))
+
+    def unpause_broker(self, broker: str) -> None:
+        """Call after the broker's login is fixed (the registry does this on a successful connect)."""
+        self._r.hdel(self.k_paused, broker)
+        self._r.xadd(self.k_journal, event_entry("broker_resumed", self._clock(), broker, "", "", "login restored"))
+
+    # ------------------------------------------------------------------ main entry
+    def move_all(self, targets: Iterable[TargetOrder]) -> list[TargetResult]:
+        """Fan-out: each target on its own; an exception for one broker becomes that target's ERROR."""
+        results: list[TargetResult] = []
+        for t in targets:
+            try:
+                results.append(self.move_to_target(t))
+            except Exception as exc:  # never let one broker block the others
+                log.exception("move_to_target failed for %s %s at %s", t.strategy, t.symbol, t.broker)
+                results.append(TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, 0, 0,
+                                            TargetStatus.ERROR, f"{type(exc).__name__}: {exc}"))
+        return results
+
+    def move_to_target(self, t: TargetOrder) -> TargetResult:
+        def err(why: str) -> TargetResult:
+            return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, 0, 0, TargetStatus.ERROR, why)
+
+        if t.broker not in self._adapters:
+            return err(f"no adapter for broker {t.broker!r}")
+        if not isinstance(t.target_quantity, int) or isinstance(t.target_quantity, bool):
+            return err("target_quantity must be a whole number")
+        if t.option is not None and t.target_quantity < 0:
+            return err("written (short) options are not supported: hold calls or puts long")
+        if t.option is None:
+            try:
+                if canonical_symbol(t.symbol) != t.symbol:
+                    return err(f"symbol must be canonical, e.g. {canonical_symbol(t.symbol)!r}")
+            except ValueError as exc:
+                return err(str(exc))
+        with self._lock(t.strategy, t.symbol, t.broker):
+            k_intent = self._k_intent(t.strategy, t.symbol, t.broker, t.event_ts_ns)
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hgetall(self._k_pos(t.strategy, t.symbol, t.broker))
+            pipe.hgetall(k_intent)
+            pipe.smembers(self._k_lane_active(t.strategy, t.symbol, t.broker))
+            pipe.hget(self.k_paused, t.broker)
+            pos_h, intent, lane_active, paused = pipe.execute()
+            pos = self._position_from(t.strategy, t.symbol, t.broker, pos_h)
+            if intent:
+                return self._resume(t, k_intent, intent, pos)
+            if lane_active:
+                return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, pos.quantity, pos.quantity,
+                                    TargetStatus.BLOCKED,
+                                    f"lane has working/unknown order(s) {', '.join(sorted(lane_active))}; "
+                                    "resolve them first")
+            if pos_h.get("pending_intent"):
+                self._abandon(pos_h["pending_intent"], "superseded by a newer intent")
+            legs = plan_legs(pos.key, pos.quantity, pos.option, t)
+            if not legs:
+                self._r.hset(k_intent, mapping={"status": "noop", "target": str(t.target_quantity)})
+                return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, pos.quantity, pos.quantity,
+                                    TargetStatus.NOOP)
+            intent_fields = {
+                "strategy": t.strategy, "symbol": t.symbol, "broker": t.broker, "event_ts_ns": str(t.event_ts_ns),
+                "target": str(t.target_quantity), "reason": t.reason, "detail": t.detail,
+                "status": "pending_open" if len(legs) == 2 else "sent",
+                "legs": ",".join(leg.leg for leg in legs),
+                "close_coid": self._coid(t, "close") if legs[0].leg == "close" else "",
+                "open_coid": self._coid(t, "open") if legs[-1].leg == "open" else "",
+                "open_qty": str(legs[-1].quantity) if legs[-1].leg == "open" else "0",
+                "open_side": legs[-1].side.value, "open_key": legs[-1].position_key,
+                "option": option_to_text(t.option),
+            }
+            rec = self._send_leg(t, legs[0], pos, k_intent, intent_fields, paused)
+            orders = [rec]
+            if len(legs) == 2 and rec.state is OrderState.FILLED:
+                orders += [o for o in self._advance(k_intent) if o.client_order_id != rec.client_order_id]
+            return self._result(t, pos.quantity, orders)
+
+    # ------------------------------------------------------------------ internals
+    def _coid(self, t: TargetOrder, leg: str) -> ClientOrderId:
+        return client_order_id(t.strategy, t.symbol, t.event_ts_ns, leg, BrokerName(t.broker))
+
+    def _result(self, t: TargetOrder, previous: int, orders: list[OrderRecord], duplicate: bool = False) -> TargetResult:
+        now = self.position(t.strategy, t.symbol, t.broker)
+        last = orders[-1] if orders else None
+        status, reason = TargetStatus.NOOP, ""
+        if last is not None:
+            reason = last.reason
+            if last.state is OrderState.FILLED:
+                pending = self._r.hget(self._k_intent(t.strategy, t.symbol, t.broker, t.event_ts_ns), "status")
+                status = TargetStatus.PENDING_OPEN if pending == "pending_open" else TargetStatus.FILLED
+            elif last.state in (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED, OrderState.SUBMITTED):
+                status = TargetStatus.PENDING_OPEN if last.leg == "close" and self._has_open_leg(t) else TargetStatus.WORKING
+            elif last.state is OrderState.UNKNOWN:
+                status = TargetStatus.UNKNOWN
+            elif last.state is OrderState.REJECTED:
+                if last.reason.startswith("risk:"):
+                    status = TargetStatus.DENIED
+                elif last.reason.startswith("paused:"):
+                    status = TargetStatus.PAUSED
+                else:
+                    status = TargetStatus.REJECTED
+            elif last.state is OrderState.CANCELLED:
+                status = TargetStatus.REJECTED
+        if duplicate:
+            reason = f"duplicate intent ({status.value}); nothing new sent" if not reason else f"duplicate intent: {reason}"
+            status = TargetStatus.DUPLICATE
+        return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, previous, now.quantity, status, reason,
+                            tuple(orders))
+
+    def _has_open_leg(self, t: TargetOrder) -> bool:
+        legs = self._r.hget(self._k_intent(t.strategy, t.symbol, t.broker, t.event_ts_ns), "legs") or ""
+        return "open" in legs.split(",")
+
+    def _resume(self, t: TargetOrder, k_intent: str, intent: dict[str, str], pos: OmsPosition) -> TargetResult:
+        """A known intent: never re-plan; only finish its own plan (restart / retry / double click)."""
+        orders: list[OrderRecord] = []
+        for coid in (intent.get("close_coid"), intent.get("open_coid")):
+            rec = self.order(coid) if coid else None
+            if rec is not None and rec.state in _WORKING:
+                rec = self._refresh(rec)
+            if rec is not None:
+                orders.append(rec)
+        sent = {o.client_order_id for o in orders}
+        orders += [o for o in self._advance(k_intent) if o.client_order_id not in sent]
+        return self._result(t, pos.quantity, orders, duplicate=True)
+
+    def _send_leg(self, t: TargetOrder, leg: LegPlan, pos: OmsPosition, k_intent: str,
+                  intent_fields: dict[str, str] | None, paused: str | None) -> OrderRecord:
+        coid = self._coid(t, leg.leg)
+        multiplier = SPX_OPTION_MULTIPLIER if leg.option else CATALOG[canonical_symbol(t.symbol)].multiplier
+        req = OrderRequest(client_order_id=coid, symbol=t.symbol, side=leg.side, quantity=leg.quantity,
+                           position_effect=leg.effect, order_type=OrderType.MARKET, option=leg.option)
+        now = self._clock()
+        rec = OrderRecord(
+            client_order_id=coid, broker_order_id=None, strategy=t.strategy, symbol=t.symbol, broker=t.broker,
+            position_key=leg.position_key, leg=leg.leg, side=leg.side, quantity=leg.quantity,
+            position_effect=leg.effect, order_type=req.order_type.value, state=OrderState.NEW,
+            intent_reason=t.reason, detail=t.detail, event_ts_ns=t.event_ts_ns, created_ns=now, updated_ns=now,
+            multiplier=multiplier, option=leg.option,
+        )
+        ctx = OrderContext(strategy=t.strategy, symbol=t.symbol, broker=BrokerName(t.broker),
+                           current_quantity=pos.quantity, reduces_position=leg.leg == "close", reason=t.reason)
+        if paused:
+            decision_ok, why = False, f"paused: broker needs login ({paused})"
+        else:
+            try:
+                decision = self._check(req, ctx)
+                decision_ok = decision.allowed
+                why = "" if decision.allowed else f"risk:{decision.reason.value}: {decision.detail}".rstrip(": ")
+            except Exception as exc:  # a broken risk check must fail closed, visibly
+                log.exception("pre-trade check raised")
+                decision_ok, why = False, f"risk:{RiskReason.HALTED.value}: pre-trade check error {type(exc).__name__}"
+        final = replace(rec, state=OrderState.SUBMITTED if decision_ok else OrderState.REJECTED, reason=why)
+        if intent_fields is not None and not decision_ok:
+            intent_fields = {**intent_fields, "status": "denied"}
+        claimed = self._claim_order(rec, final, k_intent, intent_fields,
+                                    pending=decision_ok and intent_fields is not None
+                                    and intent_fields.get("status") == "pending_open")
+        if not claimed:  # another thread/process got here first with the same intent: never send twice
+            existing = self.order(coid)
+            assert existing is not None
+            return existing
+        if not decision_ok:
+            return final
+        adapter = self._adapters[BrokerName(t.broker)]
+        try:
+            update = adapter.place_order(req)
+        except OrderRejected as exc:
+            return self._transition(final, OrderState.REJECTED, reason=f"rejected: {exc.reason}")
+        except AuthenticationRequired as exc:
+            self._pause(t.broker, exc.message)
+            return self._transition(final, OrderState.REJECTED, reason=f"paused: authentication required ({exc.message})")
+        except TemporaryBrokerError as exc:  # by contract: provably never left
+            return self._transition(final, OrderState.REJECTED, reason=f"not sent: temporary broker error ({exc.message})")
+        except BrokerConfigError as exc:
+            return self._transition(final, OrderState.REJECTED, reason=f"broker configuration: {exc.message}")
+        except OrderOutcomeUnknown as exc:
+            return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {exc.message}")
+        except (BrokerError, Exception) as exc:  # cannot prove it was not sent: UNKNOWN, never resent
+            log.exception("place_order raised unexpectedly for %s", coid)
+            return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {type(exc).__name__}")
+        return self._apply(final, update)
+
+    def _claim_order(self, new: OrderRecord, final: OrderRecord, k_intent: str,
+                     intent_fields: dict[str, str] | None, pending: bool) -> bool:
+        order_fields = _flat(final.to_fields())
+        j_new = _flat(transition_entry(new, "", new.created_ns))
+        j_final = _flat(transition_entry(final, OrderState.NEW.value, final.created_ns))
+        intent_flat = _flat(intent_fields) if intent_fields else []
+        working = final.state is OrderState.SUBMITTED
+        args: list[str] = [final.client_order_id, str(final.created_ns), str(len(order_fields)), *order_fields,
+                           str(len(j_new)), *j_new, str(len(j_final)), *j_final, str(len(intent_flat)), *intent_flat,
+                           "1" if working else "0", "1" if pending else "0"]
+        keys = [self._k_order(final.client_order_id), self.k_orders, self.k_journal, self.k_active, k_intent,
+                self.k_pending, self._k_lane_active(final.strategy, final.symbol, final.broker),
+                self._k_pos(final.strategy, final.symbol, final.broker)]  # lane remembers its pending reversal
+        return bool(self._claim(keys=keys, args=args))
+
+    def _pause(self, broker: str, message: str) -> None:
+        self._r.hset(self.k_paused, broker, message[:200])
+        self._r.xadd(self.k_journal, event_entry("broker_paused", self._clock(), broker, "", "",
+                                                 f"authentication required: {message[:200]}"))
+        log.error("broker %s paused: authentication required", broker)
+
+    def _transition(self, rec: OrderRecord, state: OrderState, reason: str) -> OrderRecord:
+        """A state change without fills (rejected, unknown, cancelled)."""
+        return self._apply(rec, OrderUpdate(ClientOrderId(rec.client_order_id),
+                                            None, state, rec.filled_quantity, rec.avg_fill_price, reason))
+
+    def _apply(self, rec: OrderRecord, update: OrderUpdate) -> OrderRecord:
+        """Record a broker update: state, journal, fills, strategy position - one MULTI. Caller holds the lane lock."""
+        new_state = update.state
+        if rec.state.is_terminal:
+            return rec  # terminal is final; a late or repeated update changes nothing
+        if rec.state is not OrderState.UNKNOWN and _RANK[new_state] < _RANK[rec.state]:
+            new_state = rec.state  # never move backwards (e.g. a stale ACCEPTED after PARTIALLY_FILLED)
+        if new_state in (OrderState.NEW, OrderState.SUBMITTED) and rec.state is OrderState.UNKNOWN:
+            new_state = OrderState.ACCEPTED  # the broker has it: no longer unknown
+        delta = max(0, update.filled_quantity - rec.filled_quantity)
+        now = self._clock()
+        seen = set(rec.fill_ids)
+        new_fills = [f for f in update.fills if f.fill_id not in seen]
+        commission = sum((f.commission for f in new_fills), Decimal(0))
+        price: Decimal | None = None
+        if delta:
+            if update.avg_fill_price is not None:
+                old_notional = (rec.avg_fill_price or Decimal(0)) * rec.filled_quantity
+                price = (update.avg_fill_price * update.filled_quantity - old_notional) / delta
+            elif new_fills:
+                price = sum((f.price * f.quantity for f in new_fills), Decimal(0)) / sum(f.quantity for f in new_fills)
+        avg = update.avg_fill_price if update.avg_fill_price is not None else rec.avg_fill_price
+        reason = update.reason if update.reason is not None else rec.reason
+        new = replace(rec, state=new_state, broker_order_id=update.broker_order_id or rec.broker_order_id,
+                      filled_quantity=rec.filled_quantity + delta, avg_fill_price=avg,
+                      commission=rec.commission + commission, reason=reason or "", updated_ns=now,
+                      fill_ids=rec.fill_ids + tuple(f.fill_id for f in new_fills))
+        if new == replace(rec, updated_ns=now):
+            return rec  # nothing changed: no journal noise from polling
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(self._k_order(rec.client_order_id), mapping=new.to_fields())
+        pipe.xadd(self.k_journal, transition_entry(new, rec.state.value, now, price))
+        lane_active = self._k_lane_active(rec.strategy, rec.symbol, rec.broker)
+        if new_state.is_terminal:
+            pipe.srem(self.k_active, rec.client_order_id)
+            pipe.srem(self.k_unknown, rec.client_order_id)
+            pipe.srem(lane_active, rec.client_order_id)
+        elif new_state is OrderState.UNKNOWN:
+            pipe.sadd(self.k_unknown, rec.client_order_id)
+        else:
+            pipe.srem(self.k_unknown, rec.client_order_id)
+        if delta:
+            if price is None:  # a broker reporting a fill without any price: keep quantities right, flag it
+                log.error("fill without price for %s; position average left unchanged", rec.client_order_id)
+            pos_key = self._k_pos(rec.strategy, rec.symbol, rec.broker)
+            pos = self._position_from(rec.strategy, rec.symbol, rec.broker, self._r.hgetall(pos_key))
+            signed = delta if new.side.value == "BUY" else -delta
+            cur_qty = pos.quantity if pos.key == rec.position_key else 0
+            if pos.quantity and pos.key != rec.position_key:
+                log.error("fill for %s on key %s while lane holds %s", rec.client_order_id, rec.position_key, pos.key)
+            qty, avg_px, realized = apply_fill(cur_qty, pos.avg_price if cur_qty else Decimal(0), signed,
+                                               price if price is not None else pos.avg_price, rec.multiplier)
+            pipe.hset(pos_key, mapping={
+                "key": rec.position_key if qty else rec.symbol, "qty": str(qty), "avg_price": str(avg_px),
+                "multiplier": str(rec.multiplier), "option": option_to_text(rec.option) if qty else "",
+                "updated_ns": str(now),
+            })
+            pipe.sadd(self.k_lanes, "\x1f".join((rec.strategy, rec.symbol, rec.broker)))
+            pipe.xadd(self.k_fills, fill_entry(new, delta, price if price is not None else Decimal(0), commission,
+                                               realized, now))
+        pipe.execute()
+        if new_state is OrderState.UNKNOWN:
+            log.warning("order %s outcome unknown at %s: not resent; reconciliation will resolve it",
+                        rec.client_order_id, rec.broker)
+        return new
+
+    def _abandon(self, k_intent: str, why: str) -> None:
+        intent = self._r.hgetall(k_intent)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.srem(self.k_pending, k_intent)
+        if intent:
+            pipe.hset(k_intent, "status", "abandoned")
+            pipe.hdel(self._k_pos(intent["strategy"], intent["symbol"], intent["broker"]), "pending_intent")
+            pipe.xadd(self.k_journal, event_entry("open_abandoned", self._clock(), intent["broker"], intent["strategy"],
+                                                  intent["symbol"], why, client_order_id=intent.get("open_coid", "")))
+        pipe.execute()
+
+    def _advance(self, k_intent: str) -> list[OrderRecord]:
+        """Send a reversal's open leg once its close has FILLED. Idempotent; returns the orders touched."""
+        intent = self._r.hgetall(k_intent)
+        if not intent or intent.get("status") != "pending_open":
+            return []
+        strategy, symbol, broker = intent["strategy"], intent["symbol"], intent["broker"]
+        with self._lock(strategy, symbol, broker):
+            intent = self._r.hgetall(k_intent)
+            if intent.get("status") != "pending_open":
+                return []
+            close = self.order(intent["close_coid"])
+            if close is None:
+                self._abandon(k_intent, "close leg missing")
+                return []
+            if close.state in _WORKING:
+                close = self._refresh(close)
+            if close.state in (OrderState.CANCELLED, OrderState.REJECTED):
+                self._abandon(k_intent, f"close {close.state.value.lower()}: {close.reason}")
+                return [close]
+            if close.state is not OrderState.FILLED:
+                return []  # still working or UNKNOWN: wait
+            pos = self.position(strategy, symbol, broker)
+            t = TargetOrder(strategy=strategy, symbol=symbol, broker=BrokerName(broker),
+                            target_quantity=int(intent["target"]), event_ts_ns=int(intent["event_ts_ns"]),
+                            reason=intent.get("reason", ""), detail=intent.get("detail", ""),
+                            option=option_from_text(intent.get("option", "")))
+            existing = self.order(intent["open_coid"])
+            if existing is None and pos.quantity != 0:
+                self._abandon(k_intent, f"position is {pos.quantity} after the close filled, not flat")
+                return [close]
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(k_intent, "status", "sent")
+            pipe.srem(self.k_pending, k_intent)
+            pipe.hdel(self._k_pos(strategy, symbol, broker), "pending_intent")
+            pipe.execute()
+            if existing is not None:
+                return [close, existing]
+            leg = LegPlan("open", OrderSide(intent["open_side"]), int(intent["open_qty"]), PositionEffect.OPEN,
+                          intent["open_key"], t.option)
+            paused = self._r.hget(self.k_paused, broker)
+            return [close, self._send_leg(t, leg, pos, k_intent, None, paused)]
+
+    def _refresh(self, rec: OrderRecord) -> OrderRecord:
+        """Ask the broker about one order by client id and apply the answer."""
+        adapter = self._adapters.get(BrokerName(rec.broker))
+        if adapter is None:
+            return rec
+        try:
+            update = adapter.get_order(ClientOrderId(rec.client_order_id),
+                                       None if rec.broker_order_id is None else rec.broker_order_id)  # type: ignore[arg-type]
+        except BrokerError as exc:
+            log.warning("get_order %s at %s failed: %s", rec.client_order_id, rec.broker, type(exc).__name__)
+            return rec
+        with self._lock(rec.strategy, rec.symbol, rec.broker):
+            current = self.order(rec.client_order_id) or rec
+            if update is None:
+                age = self._clock() - current.created_ns
+                if age < self._grace_ns:
+                    return current
+                if current.state is OrderState.UNKNOWN:
+                    # Past the grace period the broker still has no such order: it never arrived.
+                    return self._transition(current, OrderState.REJECTED,
+                                            reason="not found at broker after timeout: never reached it")
+                if current.state is OrderState.SUBMITTED:
+                    return self._transition(current, OrderState.UNKNOWN,
+                                            reason="submitted but not found at broker (crash before/after send?)")
+                return current
+            return self._apply(current, update)
+
+    # ------------------------------------------------------------------ advancing / recovery
+    def on_order_update(self, broker: str, update: OrderUpdate) -> OrderRecord | None:
+        """Apply a pushed update (paper on_trade fills, a streaming feed); advances a pending open leg."""
+        rec = self.order(update.client_order_id)
+        if rec is None or rec.broker != broker:
+            log.warning("update for unknown order %s at %s ignored", update.client_order_id, broker)
+            return None
+        with self._lock(rec.strategy, rec.symbol, rec.broker):
+            rec = self._apply(self.order(update.client_order_id) or rec, update)
+            if rec.leg == "close":
+                k_intent = self._k_intent(rec.strategy, rec.symbol, rec.broker, rec.event_ts_ns)
+                self._advance(k_intent)
+        return rec
+
+    def poll_open_orders(self) -> list[OrderRecord]:
+        """Query every working order (not UNKNOWN: see resolve_unknown) and advance pending reversals."""
+        changed: list[OrderRecord] = []
+        for coid in sorted(self._r.smembers(self.k_active)):
+            rec = self.order(coid)
+            if rec is None or rec.state not in _WORKING:
+                continue
+            new = self._refresh(rec)
+            if new != rec:
+                changed.append(new)
+        for k_intent in sorted(self._r.smembers(self.k_pending)):
+            changed += [o for o in self._advance(k_intent) if o.leg == "open"]
+        return changed
+
+    def resolve_unknown(self) -> list[OrderRecord]:
+        """Query the broker for every UNKNOWN order by client id; returns the resolved ones."""
+        resolved: list[OrderRecord] = []
+        for coid in sorted(self._r.smembers(self.k_unknown)):
+            rec = self.order(coid)
+            if rec is None:
+                self._r.srem(self.k_unknown, coid)
+                continue
+            new = self._refresh(rec)
+            if new.state is not OrderState.UNKNOWN:
+                resolved.append(new)
+                if new.leg == "close":
+                    self._advance(self._k_intent(new.strategy, new.symbol, new.broker, new.event_ts_ns))
+        return resolved
+
+    def recover(self) -> list[OrderRecord]:
+        """Start-up: resolve in-flight, unknown and pending-reversal orders left by a previous process."""
+        return self.poll_open_orders() + self.resolve_unknown()
+
+    # ------------------------------------------------------------------ operator actions
+    def cancel_all(self, broker: str | None = None) -> dict[str, BrokerReport]:
+        """Cancel working orders (per broker, isolated) and drop pending open legs."""
+        reports: dict[str, BrokerReport] = {}
+        brokers = [broker] if broker else list(self._adapters)
+        active = [r for r in (self.order(c) for c in sorted(self._r.smembers(self.k_active))) if r is not None]
+        pending = sorted(self._r.smembers(self.k_pending))
+        for b in brokers:
+            done: list[OrderRecord] = []
+            errors: list[str] = []
+            for k_intent in pending:
+                if self._r.hget(k_intent, "broker") == b:
+                    self._abandon(k_intent, "cancel_all")
+            adapter = self._adapters.get(BrokerName(b))
+            for rec in (r for r in active if r.broker == b and r.state in (OrderState.ACCEPTED,
+                                                                            OrderState.PARTIALLY_FILLED)):
+                try:
+                    assert adapter is not None
+                    update = adapter.cancel_order(ClientOrderId(rec.client_order_id),
+                                                  rec.broker_order_id)  # type: ignore[arg-type]
+                    with self._lock(rec.strategy, rec.symbol, rec.broker):
+                        done.append(self._apply(self.order(rec.client_order_id) or rec, update))
+                except Exception as exc:
+                    errors.append(f"{rec.client_order_id}: {type(exc).__name__}: {getattr(exc, 'message', exc)}")
+            reports[b] = BrokerReport(broker=b, ok=not errors, orders=tuple(done), errors=tuple(errors))
+        return reports
+
+    def flatten_all(self, reason: str, broker: str | None = None) -> dict[str, BrokerReport]:
+        """Cancel working orders, then take every strategy position to 0. Per broker, isolated."""
+        reports: dict[str, BrokerReport] = {}
+        cancelled = {}
+        for b in ([broker] if broker else list(self._adapters)):
+            try:
+                cancelled[b] = self.cancel_all(b)[b]
+            except Exception as exc:
+                cancelled[b] = BrokerReport(b, False, errors=(f"cancel: {type(exc).__name__}",))
+        ts = self._clock()
+        for b, cancel_report in cancelled.items():
+            targets = [TargetOrder(p.strategy, p.symbol, BrokerName(b), 0, ts, reason, "flatten_all")
+                       for p in self.positions() if p.broker == b]
+            results = self.move_all(targets)
+            errors = list(cancel_report.errors) + [f"{r.strategy}/{r.symbol}: {r.status.value} {r.reason}"
+                                                   for r in results if not r.ok]
+            reports[b] = BrokerReport(broker=b, ok=not errors, orders=cancel_report.orders, results=tuple(results),
+                                      errors=tuple(errors))
+        return reports
+
+    def set_position(self, strategy: str, symbol: str, broker: str, key: str, quantity: int, avg_price: Decimal,
+                     multiplier: Decimal, option_text: str, reason: str) -> OmsPosition:
+        """Overwrite one lane's book (reconciliation's adopt). Journaled; the caller states why."""
+        with self._lock(strategy, symbol, broker):
+            before = self.position(strategy, symbol, broker)
+            now = self._clock()
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(self._k_pos(strategy, symbol, broker), mapping={
+                "key": key if quantity else symbol, "qty": str(quantity), "avg_price": str(avg_price),
+                "multiplier": str(multiplier), "option": option_text if quantity else "", "updated_ns": str(now)})
+            pipe.sadd(self.k_lanes, "\x1f".join((strategy, symbol, broker)))
+            pipe.xadd(self.k_journal, event_entry("position_adopted", now, broker, strategy, symbol, reason, key=key,
+                                                  before=str(before.quantity), after=str(quantity)))
+            pipe.execute()
+            return self.position(strategy, symbol, broker)
+
+    @property
+    def adapters(self) -> dict[BrokerName, BrokerAdapter]:
+        return dict(self._adapters)
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+
+__all__ = ["OrderManager", "TargetOrder", "TargetResult", "TargetStatus"]

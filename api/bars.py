@@ -1,0 +1,58 @@
+"""GET /api/bars: completed bars from the market data service (Redis bar history).
+
+`/api/bars?symbol=/MES&timeframe=5&limit=50` -> {"success": true, "data": [bar, ...]} oldest first.
+Only completed bars are returned (the open bar never appears, so nothing repaints).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+
+from api.responses import ApiError, ok
+from api.services import get_services
+from auth.decorators import viewer_required
+from config.instruments import UnknownSymbolError, canonical_symbol
+from config.timeframes import Timeframe, TimeframeError
+
+bars_bp = Blueprint("bars", __name__)
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 5000
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw.strip() == "":
+        return DEFAULT_LIMIT
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ApiError(400, f"limit must be a whole number between 1 and {MAX_LIMIT}", field="limit") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise ApiError(400, f"limit must be between 1 and {MAX_LIMIT}, got {value}", field="limit")
+    return value
+
+
+@bars_bp.get("/api/bars")
+@viewer_required
+def get_bars() -> Any:
+    raw_symbol = request.args.get("symbol")
+    if not raw_symbol:
+        raise ApiError(400, "symbol is required, e.g. /MES", field="symbol")
+    try:
+        symbol = canonical_symbol(raw_symbol)
+    except UnknownSymbolError as exc:
+        raise ApiError(400, f"symbol: {exc}", field="symbol") from None
+    raw_tf = request.args.get("timeframe")
+    if not raw_tf:
+        raise ApiError(400, "timeframe is required, e.g. 5Min or 512t", field="timeframe")
+    try:
+        timeframe = Timeframe.parse(raw_tf)
+    except TimeframeError as exc:
+        raise ApiError(400, f"timeframe: {exc}", field="timeframe") from None
+    limit = _limit(request.args.get("limit"))
+    market_data = get_services().market_data
+    if market_data is None:
+        raise ApiError(503, "market data service is not running", error="service unavailable")
+    bars = market_data.history(symbol, timeframe, limit)
+    return ok(data=[bar.to_json() for bar in bars], symbol=symbol, timeframe=timeframe.raw)

@@ -1,0 +1,46 @@
+"""Instrument catalog and timeframe parsing as the API relies on them."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from config.instruments import CATALOG, UnknownSymbolError, canonical_symbol
+from config.timeframes import Timeframe, TimeframeError
+
+
+@pytest.mark.parametrize(("raw", "canonical"), [
+    ("MES", "/MES"), ("/mes", "/MES"), (" es ", "/ES"), ("MNQ", "/MNQ"), ("/NQ", "/NQ"), ("M2K", "/M2K"),
+    ("RTY", "/RTY"), ("nvda", "NVDA"), ("TSLA", "TSLA"), ("MSTR", "MSTR"), ("spx", "SPX"),
+])
+def test_canonical_symbols(raw: str, canonical: str) -> None:
+    assert canonical_symbol(raw) == canonical
+
+
+@pytest.mark.parametrize("raw", ["AAPL", "../../etc", "/MES/../x", "", "M" * 100, None, 5, "ME S"])
+def test_unknown_symbols(raw: object) -> None:
+    with pytest.raises(UnknownSymbolError):
+        canonical_symbol(raw)
+
+
+def test_contract_properties() -> None:
+    assert CATALOG["/MES"].tick_value == Decimal("1.25")  # type: ignore[index]
+    assert CATALOG["/ES"].tick_value == Decimal("12.50")  # type: ignore[index]
+    assert CATALOG["/NQ"].tick_value == Decimal("5.00")  # type: ignore[index]
+    assert CATALOG["/M2K"].tick_size == Decimal("0.10")  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("text", "raw", "display"), [
+    ("5Min", "5", "5Min"), ("1Min", "1", "1Min"), ("1Hour", "1h", "1Hour"), ("4Hour", "4h", "4Hour"),
+    ("1Day", "1d", "1Day"), ("144t", "144t", "144t"), ("5m", "5", "5Min"), ("1h", "1h", "1Hour"),
+    ("60", "1h", "1Hour"), ("512t", "512t", "512t"), ("30", "30", "30Min"),
+])
+def test_timeframe_forms(text: str, raw: str, display: str) -> None:
+    tf = Timeframe.parse(text)
+    assert tf.raw == raw and tf.display == display and Timeframe.parse(tf.raw) == tf
+
+
+@pytest.mark.parametrize("text", ["7Min", "0t", "2Day", "abc", "", "5" * 50, None, 5])
+def test_bad_timeframes(text: object) -> None:
+    with pytest.raises(TimeframeError):
+        Timeframe.parse(text)

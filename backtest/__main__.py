@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commission", default="0", help="per contract per fill")
     p.add_argument("--slippage-ticks", dest="slippage_ticks", default="0")
     p.add_argument("--capital", default="100000", help="starting capital for return and drawdown %%")
+    p.add_argument("--risk-limits", help='risk limits JSON for the risk engine, e.g. {"max_position": 1}')
+    p.add_argument("--no-risk", action="store_true", help="skip the risk engine (allow every order)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--sweep", nargs="+", help="NAME=start:stop:step ... (stop inclusive)")
     p.add_argument("--rank-by", default="net_pnl")
@@ -118,7 +121,10 @@ def _progress(mode: str, total: int, label: str) -> tuple[Callable[[int, int], N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    warnings.filterwarnings("ignore")  # library deprecation chatter must not pollute the one-line contract
+    warnings.filterwarnings("ignore")
+    # Risk denials are counted in report.json; the risk engine's per-denial warnings would bury
+    # the one-line contract on stderr.
+    logging.getLogger("risk").setLevel(logging.ERROR)  # library deprecation chatter must not pollute the one-line contract
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -172,7 +178,7 @@ def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace, out: Path) -> str:
     from backtest.data import LoadOptions, fetch_databento, load, parse_columns, parse_when
-    from backtest.engine import BacktestEngine, CostSettings, config_from_options
+    from backtest.engine import BacktestEngine, CostSettings, SimulatedClock, backtest_risk_check, config_from_options
     from backtest.report import write_all
     from config.instruments import CATALOG, Symbol
 
@@ -209,7 +215,9 @@ def _run(args: argparse.Namespace, out: Path) -> str:
     data = load(load_opts)
     progress, close = _progress(args.progress, len(data.bars), "backtest")
     try:
-        result = BacktestEngine(config, costs, risk_check=_risk_check()).run(data, progress=progress)
+        clock = SimulatedClock()
+        check = None if args.no_risk else backtest_risk_check(clock, _limits(args.risk_limits))
+        result = BacktestEngine(config, costs, risk_check=check, clock=clock).run(data, progress=progress)
     finally:
         close()
     report = write_all(out, result)
@@ -219,18 +227,22 @@ def _run(args: argparse.Namespace, out: Path) -> str:
             f"-> {Path(args.out)}")
 
 
-def _risk_check() -> Any:
-    """The live risk engine when it is available on an in-process store, else allow-all.
-
-    Backtests must not touch the live Redis (usage counters, trading state), so the risk engine
-    runs on its own fakeredis store."""
-    try:
-        from risk.engine import RiskEngine  # type: ignore[import-not-found]
-        from store.redis_store import fake_store
-
-        return RiskEngine.for_backtest(fake_store("backtest"))  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
+def _limits(raw: str | None) -> dict[str, Any] | None:
+    if not raw:
         return None
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError:
+        raise UsageError("--risk-limits must be a JSON object") from None
+    if not isinstance(doc, dict):
+        raise UsageError("--risk-limits must be a JSON object")
+    from risk.limits import apply_update
+
+    try:
+        apply_update(__import__("risk.limits", fromlist=["RiskLimits"]).RiskLimits(), doc)
+    except ValueError as exc:
+        raise UsageError(f"--risk-limits: {exc}") from None
+    return doc
 
 
 def _run_sweep(args: argparse.Namespace, options: dict[str, Any], load_opts: Any, costs: Any, out: Path) -> str:

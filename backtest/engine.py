@@ -23,7 +23,9 @@ strategy's own O(1) update.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -48,6 +50,33 @@ _TARGET = {1: PositionTarget.LONG, -1: PositionTarget.SHORT, 0: PositionTarget.F
 _CHUNK = 65_536  # bars converted to Python lists at a time: bounded memory, progress granularity
 _STOP_KEYS = ("stop", "stop_price", "trailing_stop")
 _TARGET_KEYS = ("target", "take_profit", "target_price")
+
+
+class SimulatedClock:
+    """The risk engine's clock during a backtest: the simulated event time, so its per-minute
+    order-rate window and session logic see history's time, not the wall clock."""
+
+    def __init__(self) -> None:
+        self.ts_ns = 0
+
+    def __call__(self) -> datetime:
+        return datetime.fromtimestamp(self.ts_ns / 1e9, UTC)
+
+
+def backtest_risk_check(clock: SimulatedClock, limits: dict[str, Any] | None = None) -> PreTradeCheck | None:
+    """The live `risk.engine.RiskEngine` on a private in-process fakeredis store (a backtest must
+    never touch the live risk counters or trading state), or None when risk/ is not installed.
+    Daily loss limits are not evaluated (nothing feeds it P&L during a backtest)."""
+    try:
+        from config.settings import Settings
+        from risk.engine import RiskEngine
+        from store.redis_store import fake_store
+    except ImportError:
+        return None
+    engine = RiskEngine(fake_store(f"backtest-{uuid.uuid4().hex[:8]}"), Settings(), clock=clock, audit_allowed=False)
+    if limits:
+        engine.update_limits(limits, actor="backtest")
+    return engine  # type: ignore[return-value]
 
 
 def default_strategy_factory(config: TickerConfig) -> Strategy:
@@ -118,12 +147,14 @@ class BacktestEngine:
         *,
         strategy_factory: StrategyFactory | None = None,
         risk_check: PreTradeCheck | None = None,
+        clock: SimulatedClock | None = None,
     ) -> None:
         self.config = config
         self.costs = costs
         self.instrument = CATALOG[Symbol(config.symbol)]
         self.strategy_factory = strategy_factory or default_strategy_factory
         self.risk_check: PreTradeCheck = risk_check or allow_all
+        self.clock = clock  # set to each order's time before the risk check
         self.cost_model = fills.CostModel(self.instrument.tick_size, self.instrument.multiplier,
                                           costs.commission_per_contract, costs.slippage_ticks)
 
@@ -275,6 +306,8 @@ class BacktestEngine:
         order = OrderRequest(client_order_id(strategy.name, self.config.symbol, event_ts, leg, TASTYTRADE),
                              self.config.symbol, order_side, qty, effect)
         context = OrderContext(strategy.name, self.config.symbol, TASTYTRADE, current * qty, reduces, reason)
+        if self.clock is not None:
+            self.clock.ts_ns = ts
         decision = self.risk_check(order, context)
         if not decision.allowed:
             denials.append(Denial(ts, bar, order_side.value, effect.value, decision.reason.value, decision.detail))

@@ -1,0 +1,256 @@
+"""Order JSON sent by the real schwab-py client, order ids, the coid map and status mapping."""
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from brokers.errors import OrderRejected
+from domain.orders import (
+    ClientOrderId,
+    OptionContract,
+    OptionRight,
+    OrderRequest,
+    OrderSide,
+    OrderState,
+    OrderType,
+    PositionEffect,
+)
+from tests.brokers.fixtures_schwab.harness import (  # noqa: F401 - fixtures
+    ACCOUNT_HASH,
+    ORDERS_URL,
+    SchwabEnv,
+    created,
+    json_reply,
+    load,
+    schwab_env,
+    schwab_env_any_redis,
+)
+
+BUY, SELL = OrderSide.BUY, OrderSide.SELL
+OPEN, CLOSE = PositionEffect.OPEN, PositionEffect.CLOSE
+ORDERS_PATH = f"/trader/v1/accounts/{ACCOUNT_HASH}/orders"
+SPXW_CALL = OptionContract("SPX", "SPXW", date(2025, 12, 19), Decimal("6000"), OptionRight.CALL)
+
+
+def equity(side: OrderSide, effect: PositionEffect, *, limit: Decimal | None = None, qty: int = 10,
+           symbol: str = "NVDA", coid: str = "ema-NVDA-open-0001") -> OrderRequest:
+    return OrderRequest(
+        client_order_id=ClientOrderId(coid), symbol=symbol, side=side, quantity=qty, position_effect=effect,
+        order_type=OrderType.LIMIT if limit is not None else OrderType.MARKET, limit_price=limit,
+    )
+
+
+@pytest.mark.parametrize("side, effect, instruction", [
+    (BUY, OPEN, "BUY"),
+    (SELL, CLOSE, "SELL"),
+    (SELL, OPEN, "SELL_SHORT"),
+    (BUY, CLOSE, "BUY_TO_COVER"),
+])
+@pytest.mark.parametrize("limit", [None, Decimal("185.5")])
+def test_equity_order_json(schwab_env: SchwabEnv, side: OrderSide, effect: PositionEffect, instruction: str,
+                           limit: Decimal | None) -> None:
+    schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456789))
+    adapter = schwab_env.logged_in()
+    update = adapter.place_order(equity(side, effect, limit=limit))
+
+    [post] = schwab_env.fake.calls("POST", ORDERS_PATH)
+    assert post.url == ORDERS_URL
+    expected: dict[str, object] = {
+        "session": "NORMAL", "duration": "DAY", "orderType": "LIMIT" if limit else "MARKET",
+        "orderLegCollection": [
+            {"instruction": instruction, "instrument": {"assetType": "EQUITY", "symbol": "NVDA"}, "quantity": 10},
+        ],
+        "orderStrategyType": "SINGLE",
+    }
+    if limit:
+        expected["price"] = "185.50"
+    assert post.json() == expected
+    assert post.headers["content-type"] == "application/json"
+    assert update.state is OrderState.ACCEPTED
+    assert update.broker_order_id == "1004123456789"  # from the Location header
+
+
+@pytest.mark.parametrize("side, effect, instruction", [
+    (BUY, OPEN, "BUY_TO_OPEN"),
+    (SELL, CLOSE, "SELL_TO_CLOSE"),
+    (SELL, OPEN, "SELL_TO_OPEN"),
+    (BUY, CLOSE, "BUY_TO_CLOSE"),
+])
+def test_option_order_json_uses_occ_symbol(schwab_env: SchwabEnv, side: OrderSide, effect: PositionEffect,
+                                           instruction: str) -> None:
+    schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456790))
+    adapter = schwab_env.logged_in()
+    adapter.place_order(OrderRequest(
+        client_order_id=ClientOrderId("zer-SPX-open-0001"), symbol="SPX", side=side, quantity=2,
+        position_effect=effect, order_type=OrderType.LIMIT, limit_price=Decimal("12.3"), option=SPXW_CALL,
+    ))
+    [post] = schwab_env.fake.calls("POST", ORDERS_PATH)
+    assert post.json() == {
+        "session": "NORMAL", "duration": "DAY", "orderType": "LIMIT", "price": "12.30",
+        "orderLegCollection": [{
+            "instruction": instruction,
+            "instrument": {"assetType": "OPTION", "symbol": "SPXW  251219C06000000"},
+            "quantity": 2,
+        }],
+        "orderStrategyType": "SINGLE",
+    }
+
+
+def test_option_market_order(schwab_env: SchwabEnv) -> None:
+    schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456790))
+    adapter = schwab_env.logged_in()
+    put = OptionContract("SPX", "SPXW", date(2025, 12, 5), Decimal("6852.5"), OptionRight.PUT)
+    adapter.place_order(OrderRequest(ClientOrderId("zer-SPX-clos-0002"), "SPX", SELL, 1, CLOSE, option=put))
+    [post] = schwab_env.fake.calls("POST", ORDERS_PATH)
+    body = post.json()
+    assert "price" not in body and body["orderType"] == "MARKET"
+    assert body["orderLegCollection"][0]["instrument"]["symbol"] == "SPXW  251205P06852500"
+    assert body["orderLegCollection"][0]["instruction"] == "SELL_TO_CLOSE"
+
+
+@pytest.mark.parametrize("symbol", ["/MES", "MES", "/ES", "/NQ"])
+def test_futures_are_rejected_without_any_request(schwab_env: SchwabEnv, symbol: str) -> None:
+    adapter = schwab_env.logged_in()
+    sent = len(schwab_env.fake.requests)
+    with pytest.raises(OrderRejected, match="cannot trade futures"):
+        adapter.place_order(equity(BUY, OPEN, symbol=symbol, qty=1))
+    assert len(schwab_env.fake.requests) == sent
+
+
+def test_index_itself_and_stop_orders_are_rejected(schwab_env: SchwabEnv) -> None:
+    adapter = schwab_env.logged_in()
+    with pytest.raises(OrderRejected, match="index"):
+        adapter.place_order(equity(BUY, OPEN, symbol="SPX", qty=1))
+    with pytest.raises(OrderRejected, match="MARKET and LIMIT"):
+        adapter.place_order(OrderRequest(ClientOrderId("x-1"), "NVDA", BUY, 1, OPEN, order_type=OrderType.STOP,
+                                         stop_price=Decimal("170")))
+    assert schwab_env.fake.calls("POST", ORDERS_PATH) == []
+
+
+def test_rejection_carries_schwab_message_and_can_be_resent(schwab_env: SchwabEnv) -> None:
+    schwab_env.fake.on("POST", ORDERS_PATH, json_reply(load("order_rejection_400.json"), status=400),
+                       created(1004123456789))
+    adapter = schwab_env.logged_in()
+    with pytest.raises(OrderRejected) as info:
+        adapter.place_order(equity(BUY, OPEN))
+    assert "insufficient buying power" in info.value.reason
+    assert "insufficient buying power" in str(info.value)
+    # A rejected order left no pending record: a corrected resend is a normal send.
+    assert adapter.place_order(equity(BUY, OPEN)).broker_order_id == "1004123456789"
+
+
+@pytest.mark.parametrize("status", [403, 422])
+def test_403_and_422_are_rejections(schwab_env: SchwabEnv, status: int) -> None:
+    schwab_env.fake.on("POST", ORDERS_PATH, json_reply({"message": "Order not allowed for this account"}, status=status))
+    adapter = schwab_env.logged_in()
+    with pytest.raises(OrderRejected, match="Order not allowed for this account"):
+        adapter.place_order(equity(SELL, OPEN))
+
+
+def test_same_client_order_id_is_never_sent_twice(schwab_env: SchwabEnv) -> None:
+    schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456789))
+    schwab_env.fake.on("GET", f"{ORDERS_PATH}/1004123456789", json_reply(load("order_partial.json")))
+    adapter = schwab_env.logged_in()
+    adapter.place_order(equity(BUY, OPEN))
+    again = adapter.place_order(equity(BUY, OPEN))
+    assert len(schwab_env.fake.calls("POST", ORDERS_PATH)) == 1
+    assert again.broker_order_id == "1004123456789" and again.state is OrderState.PARTIALLY_FILLED
+
+
+def test_get_order_after_restart_uses_redis_coid_map(schwab_env_any_redis: SchwabEnv) -> None:
+    env = schwab_env_any_redis
+    env.fake.on("POST", ORDERS_PATH, created(1004123456789))
+    env.fake.on("GET", f"{ORDERS_PATH}/1004123456789", json_reply(load("order_partial.json")))
+    first = env.logged_in()
+    first.place_order(equity(BUY, OPEN, limit=Decimal("185.50")))
+    first.close()
+
+    restarted = env.adapter()  # new process, same Redis
+    update = restarted.get_order(ClientOrderId("ema-NVDA-open-0001"), None)
+    assert update is not None
+    assert update.broker_order_id == "1004123456789"
+    assert update.client_order_id == "ema-NVDA-open-0001"
+    assert update.state is OrderState.PARTIALLY_FILLED
+    assert update.filled_quantity == 4
+    assert [(f.quantity, f.price) for f in update.fills] == [(3, Decimal("185.45")), (1, Decimal("185.5"))]
+    assert update.avg_fill_price == (Decimal("185.45") * 3 + Decimal("185.5")) / 4
+    assert env.fake.calls("GET", f"{ORDERS_PATH}/1004123456789")[0].url == f"{ORDERS_URL}/1004123456789"
+
+
+def test_get_order_unknown_is_none(schwab_env: SchwabEnv) -> None:
+    adapter = schwab_env.logged_in()
+    assert adapter.get_order(ClientOrderId("never-sent"), None) is None
+    schwab_env.fake.on("GET", f"{ORDERS_PATH}/42", json_reply({"message": "Order not found"}, status=404))
+    assert adapter.get_order(ClientOrderId("x"), None) is None
+    assert adapter.get_order(ClientOrderId("x"), "42") is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fixture, state, filled, reason", [
+    ("order_filled_option.json", OrderState.FILLED, 2, None),
+    ("order_rejected.json", OrderState.REJECTED, 0, "No shares available to borrow for short sale of TSLA"),
+])
+def test_terminal_order_states(schwab_env: SchwabEnv, fixture: str, state: OrderState, filled: int,
+                               reason: str | None) -> None:
+    raw = load(fixture)
+    schwab_env.fake.on("GET", f"{ORDERS_PATH}/{raw['orderId']}", json_reply(raw))
+    adapter = schwab_env.logged_in()
+    update = adapter.get_order(ClientOrderId("c-1"), str(raw["orderId"]))  # type: ignore[arg-type]
+    assert update is not None
+    assert (update.state, update.filled_quantity, update.reason) == (state, filled, reason)
+    if state is OrderState.FILLED:
+        assert update.avg_fill_price == Decimal("12.35")
+        assert len(update.fills) == 2 and len({f.fill_id for f in update.fills}) == 2
+
+
+@pytest.mark.parametrize("status, filled, expected", [
+    ("AWAITING_PARENT_ORDER", 0, OrderState.ACCEPTED),
+    ("PENDING_ACTIVATION", 0, OrderState.ACCEPTED),
+    ("QUEUED", 0, OrderState.ACCEPTED),
+    ("WORKING", 0, OrderState.ACCEPTED),
+    ("WORKING", 3, OrderState.PARTIALLY_FILLED),
+    ("PENDING_CANCEL", 3, OrderState.PARTIALLY_FILLED),
+    ("FILLED", 10, OrderState.FILLED),
+    ("CANCELED", 0, OrderState.CANCELLED),
+    ("CANCELED", 3, OrderState.CANCELLED),
+    ("EXPIRED", 0, OrderState.CANCELLED),
+    ("REPLACED", 0, OrderState.CANCELLED),
+    ("REJECTED", 0, OrderState.REJECTED),
+    ("UNKNOWN", 0, OrderState.UNKNOWN),
+    ("SOMETHING_NEW", 0, OrderState.UNKNOWN),
+])
+def test_status_mapping(status: str, filled: int, expected: OrderState) -> None:
+    from brokers.schwab_orders import map_order
+
+    raw = dict(load("order_partial.json"), status=status, filledQuantity=float(filled), orderActivityCollection=[])
+    update = map_order(raw, ClientOrderId("c"))
+    assert update.state is expected and update.filled_quantity == filled
+
+
+def test_open_orders_and_cancel(schwab_env: SchwabEnv) -> None:
+    working, filled = load("order_partial.json"), load("order_filled_option.json")
+    schwab_env.fake.on("POST", ORDERS_PATH, created(working["orderId"]))
+    schwab_env.fake.on("GET", ORDERS_PATH, json_reply([working, filled]))
+    adapter = schwab_env.logged_in()
+    adapter.place_order(equity(BUY, OPEN))
+    [open_order] = adapter.open_orders()
+    assert open_order.client_order_id == "ema-NVDA-open-0001"  # reverse map oid -> coid
+    assert open_order.state is OrderState.PARTIALLY_FILLED
+    [listing] = schwab_env.fake.calls("GET", ORDERS_PATH)
+    assert set(listing.params) == {"fromEnteredTime", "toEnteredTime"}
+
+    cancelled = dict(working, status="CANCELED")
+    schwab_env.fake.on("DELETE", f"{ORDERS_PATH}/{working['orderId']}", lambda r: __import__("httpx2").Response(200))
+    schwab_env.fake.on("GET", f"{ORDERS_PATH}/{working['orderId']}", json_reply(cancelled))
+    update = adapter.cancel_order(ClientOrderId("ema-NVDA-open-0001"), None)
+    assert update.state is OrderState.CANCELLED and update.filled_quantity == 4
+    assert len(schwab_env.fake.calls("DELETE", f"{ORDERS_PATH}/{working['orderId']}")) == 1
+
+
+def test_cancel_refused_is_rejection(schwab_env: SchwabEnv) -> None:
+    schwab_env.fake.on("DELETE", f"{ORDERS_PATH}/77",
+                       json_reply({"message": "Order cannot be canceled: already filled"}, status=400))
+    adapter = schwab_env.logged_in()
+    with pytest.raises(OrderRejected, match="already filled"):
+        adapter.cancel_order(ClientOrderId("c"), "77")  # type: ignore[arg-type]

@@ -144,6 +144,9 @@ class TastytradeAdapter(BrokerAdapter):
         self._connected = False
         self._message = "not connected"
         self._refresh_token: str | None = None  # kept for redaction only
+        # Recent access tokens, so an error echoing a just-rotated token is still redacted.
+        # A tuple swapped whole: the log filter may read it from another thread at any time.
+        self._old_access_tokens: tuple[str, ...] = ()
         self._redactor = Redactor(self._secrets, lambda: self._settings.tastytrade_account_id)
         self._filters_installed = False
 
@@ -472,6 +475,7 @@ class TastytradeAdapter(BrokerAdapter):
                                retry_after=last.retry_after if last else None) from None
         finally:
             self._latency(label, time.perf_counter() - started)
+            self._note_access_token()
 
     def _with_session(self, fn: Callable[[Session], Awaitable[T]]) -> Awaitable[T]:
         session = self._session
@@ -611,6 +615,7 @@ class TastytradeAdapter(BrokerAdapter):
 
     # ---------------------------------------------------------------- internals: misc
     def _require_account(self) -> Account:
+        self._ensure_loop()  # supervision: a dead loop is restarted here, before the session is used
         if self._account is None or self._session is None:
             if self._session is None and self._has_token():
                 self.connect()
@@ -682,8 +687,13 @@ class TastytradeAdapter(BrokerAdapter):
     def _today(self) -> date:
         return self._clock().astimezone(NEW_YORK).date()
 
+    def _note_access_token(self) -> None:
+        session = self._session
+        if session is not None and session.session_token not in self._old_access_tokens:
+            self._old_access_tokens = (*self._old_access_tokens, session.session_token)[-4:]
+
     def _secrets(self) -> list[str]:
-        out = [self._settings.tastytrade_client_secret or "", self._refresh_token or ""]
+        out = [self._settings.tastytrade_client_secret or "", self._refresh_token or "", *self._old_access_tokens]
         session = self._session
         if session is not None:
             out += [session.session_token, session.refresh_token]

@@ -233,9 +233,9 @@ class Redactor(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
+            clean = self.redact(message)
         except Exception:  # noqa: BLE001 - a broken record must not break logging
             return True
-        clean = self.redact(message)
         if clean != message:
             record.msg, record.args = clean, ()
         return True

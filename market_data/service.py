@@ -88,6 +88,7 @@ class MarketDataService:
                  quote_sources: dict[str, QuoteSource] | None = None,
                  historical: Callable[[], Any] | None = None,
                  wall_clock: Callable[[], float] = time.time,
+                 time_ns: Callable[[], int] = time.time_ns,
                  trades_maxlen: int | None = None, bars_maxlen: int | None = None) -> None:
         self.settings = settings
         self.store = store
@@ -96,7 +97,8 @@ class MarketDataService:
                                                                      ("bars_maxlen", bars_maxlen)) if v})
         self.counters = ServiceCounters()
         self._historical = historical
-        self._wall_clock = wall_clock
+        self._wall_clock = wall_clock  # for status/staleness (seconds)
+        self._time_ns = time_ns  # for bar timers (exchange-time ns); injectable for tests
         self._lock = threading.Lock()  # guards builders and listeners (writer thread vs ensure())
         self._builders: dict[str, dict[str, BarBuilder]] = {}  # symbol -> tf_raw -> builder
         self._listeners: list[TradeListener] = []
@@ -275,7 +277,7 @@ class MarketDataService:
         if not deadlines:
             return None
         due = min(deadlines) + self.TIMER_GRACE_NS
-        return max(0.0, (due - time.time_ns()) / NS)
+        return max(0.0, (due - self._time_ns()) / NS)
 
     def _writer_loop(self) -> None:
         while not self._stop.is_set():
@@ -284,7 +286,7 @@ class MarketDataService:
             try:
                 self._drain()
                 if self.feed.realtime:
-                    self._close_due(time.time_ns() - self.TIMER_GRACE_NS)
+                    self._close_due(self._time_ns() - self.TIMER_GRACE_NS)
                 self._flush()
             except Exception:  # never let the writer die: log, count, keep going
                 log.exception("market data writer error")

@@ -1,0 +1,48 @@
+"""A time bar with no trade after its boundary is emitted by the writer's timer at the boundary
+(plus a short grace), not by polling; and a trade past the boundary emits it at once."""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from config.timeframes import Timeframe
+from domain.market import Trade
+from store.redis_store import Store
+from tests.market_data.conftest import ServiceFactory
+from tests.market_data.helpers import ManualFeed
+
+
+def test_timer_emits_bar_at_boundary_without_a_trade(store: Store, make_service: ServiceFactory) -> None:
+    boundary = int(pd.Timestamp("2024-11-26T15:00:00Z").value)
+    offset = boundary - 400_000_000 - time.time_ns()  # "now" is 0.4 s before a minute boundary
+    feed = ManualFeed(realtime=True)
+    svc = make_service(store, feed, time_ns=lambda: time.time_ns() + offset)
+    tf = Timeframe.parse("1Min")
+    svc.ensure("/MES", tf)
+    svc.start()
+    pushed = time.monotonic()
+    feed.push(Trade("/MES", time.time_ns() + offset, 6000.25, 3))
+    assert svc.read_bars("/MES", tf, "0", block_ms=150) == []  # not complete yet: no early bar
+    got = svc.read_bars("/MES", tf, "0", block_ms=3000)
+    waited = time.monotonic() - pushed
+    assert len(got) == 1
+    bar = got[0][1]
+    assert bar.end_ns == boundary and bar.start_ns == boundary - 60_000_000_000
+    assert (bar.open, bar.close, bar.volume, bar.trade_count) == (6000.25, 6000.25, 3, 1)
+    assert 0.35 < waited < 2.5
+
+
+def test_first_trade_past_boundary_emits_immediately(store: Store, make_service: ServiceFactory) -> None:
+    feed = ManualFeed(realtime=False)  # no timers: only trades close bars
+    svc = make_service(store, feed)
+    tf = Timeframe.parse("1Min")
+    svc.ensure("/MES", tf)
+    svc.start()
+    t0 = int(pd.Timestamp("2024-11-26T15:00:10Z").value)
+    feed.push(Trade("/MES", t0, 6000.0, 1))
+    feed.push(Trade("/MES", t0 + 30_000_000_000, 6001.0, 2))
+    assert svc.read_bars("/MES", tf, "0", block_ms=100) == []
+    feed.push(Trade("/MES", t0 + 60_000_000_000, 6002.0, 1))  # 15:01:10 -> completes 15:00
+    got = svc.read_bars("/MES", tf, "0", block_ms=2000)
+    assert [(b.open, b.high, b.low, b.close, b.volume) for _i, b in got] == [(6000.0, 6001.0, 6000.0, 6001.0, 3)]

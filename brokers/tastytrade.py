@@ -236,6 +236,10 @@ class TastytradeAdapter(BrokerAdapter):
         try:
             self._run("oauth.refresh", lambda: self._session_refresh(force=True))
         except _HttpFailure as exc:
+            if exc.transport_error is not None or exc.status == 429 or (exc.status or 0) >= 500:
+                # Tastytrade unreachable: the current access token may still be valid.
+                self._message = f"token refresh failed temporarily: {self._redact(exc.message)}"
+                return self.status()
             self._set_disconnected_for(exc)
             return self.status()
         self._connected = self._account is not None

@@ -210,3 +210,25 @@ def test_latency_hook_reports_endpoints(tt: Harness) -> None:
     labels = [label for label, _ in tt.latencies]
     assert "positions" in labels and "accounts" in labels
     assert all(seconds >= 0 for _, seconds in tt.latencies)
+
+
+def test_adapter_call_timeout_on_place_order_is_unknown(tt: Harness) -> None:
+    import asyncio
+
+    adapter = tt.connected(live=True, call_timeout=0.3)
+
+    async def hang(request: httpx2.Request) -> httpx2.Response:
+        await asyncio.sleep(5)  # cancelled when the adapter gives up
+        return httpx2.Response(201)
+
+    tt.fake.on("POST", ORDERS, hang)
+    with pytest.raises(OrderOutcomeUnknown):
+        adapter.place_order(_mes("ema-MES-open-hang"))
+    assert len(tt.fake.calls("POST", ORDERS)) == 1
+
+
+def test_refresh_during_outage_keeps_connection(tt: Harness) -> None:
+    adapter = tt.connected()
+    tt.fake.on("POST", "/oauth/token", httpx2.Response(503, json=error_body("unavailable", "maintenance")))
+    status = adapter.refresh()
+    assert status.connected is True and "temporarily" in status.message

@@ -101,12 +101,15 @@ class PositionStrategy(Strategy):
             "last_trade_price": self.last_trade_price, "last_signal": self.last_signal,
         }
 
-    def _restore_base(self, state: dict[str, Any]) -> None:
+    def _check_identity(self, state: dict[str, Any]) -> None:
+        """Raise ValueError, before anything is changed, for another strategy's or version's state."""
         if state.get("strategy") != self.name or state.get("symbol") != self.symbol:
             raise ValueError(f"state is for {state.get('strategy')}/{state.get('symbol')}, "
                              f"not {self.name}/{self.symbol}")
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported state version {state.get('version')}")
+
+    def _restore_base(self, state: dict[str, Any]) -> None:
         self.target = PositionTarget(state["target"])
         self.entry_price = _opt(state["entry_price"])
         self.entry_ts_ns = None if state["entry_ts_ns"] is None else int(state["entry_ts_ns"])
@@ -254,7 +257,9 @@ class EmaCrossStrategy(PositionStrategy):
                 "prev_fast": self.prev_fast, "prev_slow": self.prev_slow, "stop_price": self.stop_price}
 
     def restore(self, state: dict[str, Any]) -> None:
-        # Indicators first: they raise on a period mismatch before anything else is touched...
+        # Identity, then indicators into fresh objects: a mismatch (other strategy, changed periods)
+        # raises before this strategy is touched, and the engine re-warms from history instead.
+        self._check_identity(state)
         fast, slow, atr = (make_line(self.config.trend_line_1, self.config.period_1),
                            make_line(self.config.trend_line_2, self.config.period_2), ATR(self.config.atr_period))
         fast.restore(state["fast"])

@@ -202,6 +202,7 @@ class SupertrendStrategy(PositionStrategy):
                 "stop_price": self.stop_price, "target_price": self.target_price}
 
     def restore(self, state: dict[str, Any]) -> None:
+        self._check_identity(state)  # before touching anything (see EmaCrossStrategy.restore)
         sf, f, s = EMA(SF_PERIOD), EMA(F_PERIOD), EMA(S_PERIOD)
         st = Supertrend(self.config.atr_period, self.config.multiplier)
         sf.restore(state["sf"])

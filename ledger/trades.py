@@ -113,14 +113,15 @@ class FillRecord:
         if qty_raw != qty_raw.to_integral_value() or qty_raw <= 0:
             raise FillError("quantity: must be a positive whole number")
         symbol = text("symbol")
-        position_key = str(fields.get("position_key") or symbol).strip()
+        # The order manager's entries (oms/journal.fill_entry) name these `key` and `ts_ns`.
+        position_key = str(fields.get("position_key") or fields.get("key") or symbol).strip()
         multiplier = (_dec(fields, "multiplier") if fields.get("multiplier") not in (None, "")
                       else default_multiplier(symbol, position_key))
         return FillRecord(
             key=f"{coid}:{fill_id}", client_order_id=coid, broker=text("broker"), strategy=text("strategy"),
             symbol=symbol, position_key=position_key, side=side, quantity=int(qty_raw),
             price=_dec(fields, "price"), commission=abs(_dec(fields, "commission", "0")), multiplier=multiplier,
-            ts=parse_ts(text("ts")), reason=str(fields.get("reason") or "signal"),
+            ts=parse_ts(fields.get("ts") or text("ts_ns")), reason=str(fields.get("reason") or "signal"),
         )
 
 

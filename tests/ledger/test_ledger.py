@@ -182,3 +182,19 @@ def test_session_pnl_feeds_risk_engine(ledger: Ledger) -> None:
     _book(ledger)
     pnl = session_pnl(ledger, T0 + timedelta(hours=12), lambda key: Decimal("4999"))
     assert pnl == {"ema": (Decimal("-52"), Decimal("-10"))}
+
+
+def test_order_manager_fill_entry_shape(store: Store, ledger: Ledger) -> None:
+    """Fields exactly as oms/journal.fill_entry writes them (key, ts_ns, no fill_id)."""
+    occ = "SPXW  250610P05990000"
+    base = {"broker": "schwab", "strategy": "zeroday", "symbol": "SPX", "key": occ, "broker_order_id": "",
+            "leg": "open", "multiplier": "100", "realized_pnl": "0", "detail": ""}
+    stream = store.key("oms", "fills")
+    store.redis.xadd(stream, {**base, "ts_ns": str(int(T0.timestamp()) * 10**9), "client_order_id": "zer-SPX-open-1",
+                              "side": "BUY", "quantity": "1", "price": "3.20", "commission": "0.65", "reason": "signal"})
+    store.redis.xadd(stream, {**base, "ts_ns": str(int(T0.timestamp() + 600) * 10**9), "client_order_id": "zer-SPX-clos-2",
+                              "side": "SELL", "quantity": "1", "price": "2.10", "commission": "0.65", "reason": "stop"})
+    assert ledger.sync() == 2
+    [t] = ledger.trades()[0]
+    # -1.10 x 100 = -110.00; commissions 1.30 -> net -111.30.
+    assert (t.position_key, t.gross_pnl, t.net_pnl, t.duration_seconds) == (occ, Decimal("-110.00"), Decimal("-111.30"), 600.0)

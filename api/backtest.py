@@ -1,0 +1,56 @@
+"""Backtest jobs over HTTP.
+
+POST /api/backtest (admin): validate the request (same fields as the CLI: the add-ticker fields,
+`data` file paths under an allowed data directory, optional from/to, quantity, commission,
+slippage_ticks) and queue a job -> 202 {success, id}.
+GET /api/backtest/<id> (viewer): {success, job: {id, status, progress, report, error, ...}}.
+
+The work happens in `backtest.jobs.BacktestJobs` (a niced child process), never in the request.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from api.responses import ApiError, ok
+from api.services import get_services
+from auth.decorators import admin_required, viewer_required
+
+backtest_bp = Blueprint("backtest", __name__, url_prefix="/api/backtest")
+
+
+def _jobs() -> Any:
+    jobs = get_services().backtests
+    if jobs is None:
+        raise ApiError(503, "backtests are not available on this server", error="unavailable")
+    return jobs
+
+
+@backtest_bp.post("")
+@admin_required
+def submit_backtest() -> tuple[Response, int]:
+    from backtest.jobs import JobsBusyError, JobValidationError
+
+    jobs = _jobs()
+    payload = request.get_json(silent=True)
+    if payload is None:
+        raise ApiError(400, "the body must be a JSON object", field="body", error="bad_request")
+    try:
+        job_request = jobs.validate(payload)
+    except JobValidationError as exc:
+        raise ApiError(400, str(exc), field=exc.field, error="invalid_field") from None
+    try:
+        job_id = jobs.submit(job_request)
+    except JobsBusyError as exc:
+        raise ApiError(429, str(exc), error="busy") from None
+    return ok(202, id=job_id, status="queued")
+
+
+@backtest_bp.get("/<job_id>")
+@viewer_required
+def get_backtest(job_id: str) -> tuple[Response, int]:
+    job = _jobs().get(job_id)
+    if job is None:
+        raise ApiError(404, f"no backtest job {job_id[:32]!r}", error="not_found")
+    return ok(200, job=job, id=job["id"], status=job["status"], progress=job["progress"], report=job["report"])

@@ -1,0 +1,301 @@
+"""Backtests as background jobs for the API, without slowing live strategies.
+
+Each job runs `python -m backtest` in a child process started with `os.nice(+10)`: the CPU-bound
+loop gets its own interpreter (no GIL contention with the strategy threads of the live process)
+and the kernel schedules it after them. A bounded pool (`max_workers`, default 1) limits how
+many run at once and `max_queued` how many may wait, so a burst of requests cannot eat the box.
+
+Job documents live in Redis at `store.key("backtest", id)` (a hash: status, progress, submitted /
+started / finished times, request, report JSON, error), with a TTL, so any web worker can answer
+GET /api/backtest/<id> and results survive a web restart. A job found "running" after the
+process that ran it died is reported as such until its TTL; it is never re-run silently.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from domain.tickers import TickerValidationError
+from store.redis_store import Store
+
+from backtest.data import DataError, parse_when
+from backtest.engine import config_from_options
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+JOB_TTL_SECONDS = 7 * 24 * 3600
+MAX_DATA_FILES = 20
+STRATEGY_FIELDS = ("strategy", "symbol", "timeframe", "trend_line_1", "period_1", "trend_line_2", "period_2",
+                   "stop_loss_ticks", "stop_loss_atr", "atr_period", "multiplier", "trailing_stop_atr",
+                   "take_profit_atr")
+_ALLOWED_FIELDS = frozenset(STRATEGY_FIELDS) | {"data", "from", "to", "quantity", "commission", "slippage_ticks",
+                                                "instrument", "tz", "bar_time"}
+
+
+class JobValidationError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class JobsBusyError(RuntimeError):
+    """Too many jobs waiting; try later."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """A validated request, ready to become CLI arguments."""
+
+    fields: dict[str, Any]  # strategy fields as given (validated through TickerConfig.from_payload)
+    data: tuple[Path, ...]
+    start: str | None
+    end: str | None
+    quantity: int
+    commission: str
+    slippage_ticks: int
+    extra: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.fields, "data": [str(p) for p in self.data], "from": self.start, "to": self.end,
+                "quantity": self.quantity, "commission": self.commission, "slippage_ticks": self.slippage_ticks,
+                **self.extra}
+
+    def cli_args(self) -> list[str]:
+        args: list[str] = []
+        for name, value in self.fields.items():
+            if value is not None:
+                args += [f"--{name.replace('_', '-')}", str(value)]
+        args += ["--data", *(str(p) for p in self.data)]
+        if self.start:
+            args += ["--from", self.start]
+        if self.end:
+            args += ["--to", self.end]
+        args += ["--quantity", str(self.quantity), "--commission", self.commission,
+                 "--slippage-ticks", str(self.slippage_ticks)]
+        for name, value in self.extra.items():
+            args += [f"--{name.replace('_', '-')}", value]
+        return args
+
+
+def validate_request(payload: Any, allowed_dirs: Sequence[Path]) -> JobRequest:
+    """The same checks as the CLI, as (field, message) errors for a 400 answer."""
+    if not isinstance(payload, Mapping):
+        raise JobValidationError("body", "must be a JSON object")
+    unknown = sorted(set(payload) - _ALLOWED_FIELDS)
+    if unknown:
+        raise JobValidationError(unknown[0], "is not a backtest field")
+    quantity = _whole(payload, "quantity", 1, 1, 10_000)
+    fields = {k: payload.get(k) for k in STRATEGY_FIELDS if payload.get(k) is not None}
+    try:
+        config_from_options({**fields, "quantity": quantity})
+    except TickerValidationError as exc:
+        raise JobValidationError(exc.field, exc.message) from None
+    commission = payload.get("commission", "0")
+    try:
+        c = Decimal(str(commission))
+        if not c.is_finite() or c < 0 or isinstance(commission, bool):
+            raise InvalidOperation
+    except InvalidOperation:
+        raise JobValidationError("commission", "must be a number >= 0") from None
+    slippage = _whole(payload, "slippage_ticks", 0, 0, 1000)
+    data = _data_paths(payload.get("data"), allowed_dirs)
+    start, end = payload.get("from"), payload.get("to")
+    tz = payload.get("tz", "UTC")
+    for name, value in (("from", start), ("to", end)):
+        if value is not None:
+            if not isinstance(value, str):
+                raise JobValidationError(name, "must be an ISO date/time string")
+            try:
+                parse_when(value, tz if isinstance(tz, str) else "UTC")
+            except DataError as exc:
+                raise JobValidationError(name, str(exc)) from None
+    if start and end and parse_when(end) <= parse_when(start):
+        raise JobValidationError("to", "must be after from")
+    extra: dict[str, str] = {}
+    for name in ("instrument", "tz", "bar_time"):
+        value = payload.get(name)
+        if value is not None:
+            if not isinstance(value, str) or not value.strip() or len(value) > 40:
+                raise JobValidationError(name, "must be a short string")
+            extra[name] = value.strip()
+    if extra.get("bar_time") not in (None, "start", "end"):
+        raise JobValidationError("bar_time", "must be start or end")
+    return JobRequest(fields, data, start, end, quantity, str(commission), slippage, extra)
+
+
+def _whole(payload: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    raw = payload.get(name, default)
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw.strip())
+    if isinstance(raw, bool) or not isinstance(raw, int) or not lo <= raw <= hi:
+        raise JobValidationError(name, f"must be a whole number between {lo} and {hi}")
+    return raw
+
+
+def _data_paths(raw: Any, allowed_dirs: Sequence[Path]) -> tuple[Path, ...]:
+    """Existing regular files under an allowed data directory only: the API must not become a
+    way to read arbitrary files from the server (symlinks and '..' are resolved first)."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_DATA_FILES:
+        raise JobValidationError("data", f"must be a list of 1 to {MAX_DATA_FILES} data file paths")
+    roots = [d.resolve() for d in allowed_dirs]
+    out: list[Path] = []
+    for item in raw:
+        if not isinstance(item, str) or not item.strip() or "\x00" in item:
+            raise JobValidationError("data", "each entry must be a file path string")
+        candidate = Path(item)
+        resolved = (candidate if candidate.is_absolute() else (roots[0] if roots else ROOT) / candidate).resolve()
+        if not any(resolved.is_relative_to(r) for r in roots):
+            raise JobValidationError("data", f"{item[:80]!r} is outside the allowed data directories")
+        if not resolved.is_file():
+            raise JobValidationError("data", f"{item[:80]!r} does not exist or is not a file")
+        out.append(resolved)
+    return tuple(out)
+
+
+def _lower_priority() -> None:  # runs in the child between fork and exec
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+
+
+class BacktestJobs:
+    def __init__(
+        self,
+        store: Store,
+        max_workers: int = 1,
+        *,
+        out_root: Path = ROOT / "backtest_out",
+        allowed_data_dirs: Sequence[Path] = (ROOT.parent / "shared" / "data", ROOT / "data"),
+        max_queued: int = 20,
+        python: str = sys.executable,
+        timeout_s: float = 3600.0,
+    ) -> None:
+        self.store = store
+        self.out_root = out_root
+        self.allowed_data_dirs = tuple(allowed_data_dirs)
+        self.max_queued = max_queued
+        self.python = python
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="backtest-job")
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def key(self, job_id: str) -> str:
+        return self.store.key("backtest", job_id)
+
+    def validate(self, payload: Any) -> JobRequest:
+        return validate_request(payload, self.allowed_data_dirs)
+
+    def submit(self, request: JobRequest) -> str:
+        with self._lock:
+            if self._pending >= self.max_queued:
+                raise JobsBusyError(f"{self._pending} backtests already queued or running; try again later")
+            self._pending += 1
+        job_id = uuid.uuid4().hex[:16]
+        self._save(job_id, status="queued", progress="0", submitted_at=_now(), request=json.dumps(request.to_json()))
+        try:
+            self._pool.submit(self._run, job_id, request)
+        except RuntimeError:  # pool shut down
+            with self._lock:
+                self._pending -= 1
+            self._save(job_id, status="failed", error="the job runner is shutting down", finished_at=_now())
+        return job_id
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        if not job_id.isalnum() or len(job_id) > 32:
+            return None
+        raw = self.store.redis.hgetall(self.key(job_id))
+        if not raw:
+            return None
+        doc: dict[str, Any] = {"id": job_id, "status": raw.get("status"), "progress": float(raw.get("progress", 0))}
+        for name in ("submitted_at", "started_at", "finished_at", "error", "out_dir"):
+            if raw.get(name):
+                doc[name] = raw[name]
+        doc["request"] = json.loads(raw["request"]) if raw.get("request") else None
+        doc["report"] = json.loads(raw["report"]) if raw.get("report") else None
+        return doc
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    # ------------------------------------------------------------------------------------------
+    def _save(self, job_id: str, **fields: str) -> None:
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.hset(self.key(job_id), mapping=fields)
+        pipe.expire(self.key(job_id), JOB_TTL_SECONDS)
+        pipe.execute()
+
+    def _run(self, job_id: str, request: JobRequest) -> None:
+        try:
+            self._execute(job_id, request)
+        except Exception as exc:  # a job must always end in a terminal state
+            log.exception("backtest job %s crashed", job_id)
+            self._save(job_id, status="failed", error=f"{exc.__class__.__name__}: {exc}"[:500], finished_at=_now())
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def _execute(self, job_id: str, request: JobRequest) -> None:
+        self.out_root.mkdir(parents=True, exist_ok=True)
+        out = self.out_root / job_id
+        cmd = [self.python, "-m", "backtest", *request.cli_args(), "--out", str(out), "--progress", "json",
+               "--workers", "1"]
+        self._save(job_id, status="running", started_at=_now())
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, preexec_fn=_lower_priority)
+        deadline = time.monotonic() + self.timeout_s
+        last_line = ""
+        last_saved = 0.0
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("{"):
+                try:
+                    progress = float(json.loads(line)["progress"])
+                except (ValueError, KeyError, TypeError):
+                    last_line = line
+                    continue
+                now = time.monotonic()
+                if now - last_saved > 0.2 or progress >= 1.0:  # throttle Redis writes
+                    self._save(job_id, progress=str(progress))
+                    last_saved = now
+            else:
+                last_line = line
+            if time.monotonic() > deadline:
+                proc.kill()
+                last_line = f"error: timed out after {self.timeout_s:.0f} s"
+                break
+        rc = proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.read()
+        if rc == 0 and (out / "report.json").is_file():
+            report = (out / "report.json").read_text()
+            self._save(job_id, status="done", progress="1", report=report, out_dir=str(out), finished_at=_now())
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            error = last_line.removeprefix("error: ") or f"backtest exited with status {rc}"
+            self._save(job_id, status="failed", error=error[:500], finished_at=_now())
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

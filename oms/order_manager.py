@@ -108,6 +108,10 @@ return 1
 """
 
 
+_MUTABLE_FIELDS = ("state", "broker_order_id", "filled_quantity", "avg_fill_price", "commission", "reason",
+                   "updated_ns", "fill_ids")
+
+
 def _flat(d: dict[str, str]) -> list[str]:
     out: list[str] = []
     for k, v in d.items():
@@ -296,16 +300,21 @@ class OrderManager:
         return client_order_id(t.strategy, t.symbol, t.event_ts_ns, leg, BrokerName(t.broker))
 
     def _result(self, t: TargetOrder, previous: int, orders: list[OrderRecord], duplicate: bool = False) -> TargetResult:
-        now = self.position(t.strategy, t.symbol, t.broker)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hget(self._k_pos(t.strategy, t.symbol, t.broker), "qty")
+        pipe.hget(self._k_intent(t.strategy, t.symbol, t.broker, t.event_ts_ns), "status")
+        pipe.hget(self._k_intent(t.strategy, t.symbol, t.broker, t.event_ts_ns), "legs")
+        qty_raw, intent_status, intent_legs = pipe.execute()
+        now_qty = int(qty_raw or 0)
         last = orders[-1] if orders else None
         status, reason = TargetStatus.NOOP, ""
         if last is not None:
             reason = last.reason
             if last.state is OrderState.FILLED:
-                pending = self._r.hget(self._k_intent(t.strategy, t.symbol, t.broker, t.event_ts_ns), "status")
-                status = TargetStatus.PENDING_OPEN if pending == "pending_open" else TargetStatus.FILLED
+                status = TargetStatus.PENDING_OPEN if intent_status == "pending_open" else TargetStatus.FILLED
             elif last.state in (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED, OrderState.SUBMITTED):
-                status = TargetStatus.PENDING_OPEN if last.leg == "close" and self._has_open_leg(t) else TargetStatus.WORKING
+                status = (TargetStatus.PENDING_OPEN if last.leg == "close" and "open" in (intent_legs or "").split(",")
+                          else TargetStatus.WORKING)
             elif last.state is OrderState.UNKNOWN:
                 status = TargetStatus.UNKNOWN
             elif last.state is OrderState.REJECTED:
@@ -320,12 +329,8 @@ class OrderManager:
         if duplicate:
             reason = f"duplicate intent ({status.value}); nothing new sent" if not reason else f"duplicate intent: {reason}"
             status = TargetStatus.DUPLICATE
-        return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, previous, now.quantity, status, reason,
+        return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, previous, now_qty, status, reason,
                             tuple(orders))
-
-    def _has_open_leg(self, t: TargetOrder) -> bool:
-        legs = self._r.hget(self._k_intent(t.strategy, t.symbol, t.broker, t.event_ts_ns), "legs") or ""
-        return "open" in legs.split(",")
 
     def _resume(self, t: TargetOrder, k_intent: str, intent: dict[str, str], pos: OmsPosition) -> TargetResult:
         """A known intent: never re-plan; only finish its own plan (restart / retry / double click)."""
@@ -395,7 +400,7 @@ class OrderManager:
         except (BrokerError, Exception) as exc:  # cannot prove it was not sent: UNKNOWN, never resent
             log.exception("place_order raised unexpectedly for %s", coid)
             return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {type(exc).__name__}")
-        return self._apply(final, update)
+        return self._apply(final, update, pos)
 
     def _claim_order(self, new: OrderRecord, final: OrderRecord, k_intent: str,
                      intent_fields: dict[str, str] | None, pending: bool) -> bool:
@@ -423,7 +428,7 @@ class OrderManager:
         return self._apply(rec, OrderUpdate(ClientOrderId(rec.client_order_id),
                                             None, state, rec.filled_quantity, rec.avg_fill_price, reason))
 
-    def _apply(self, rec: OrderRecord, update: OrderUpdate) -> OrderRecord:
+    def _apply(self, rec: OrderRecord, update: OrderUpdate, pos_hint: OmsPosition | None = None) -> OrderRecord:
         """Record a broker update: state, journal, fills, strategy position - one MULTI. Caller holds the lane lock."""
         new_state = update.state
         if rec.state.is_terminal:
@@ -453,7 +458,9 @@ class OrderManager:
         if new == replace(rec, updated_ns=now):
             return rec  # nothing changed: no journal noise from polling
         pipe = self._r.pipeline(transaction=True)
-        pipe.hset(self._k_order(rec.client_order_id), mapping=new.to_fields())
+        # Only the fields an update can change: fewer bytes to pack and send per order.
+        f = new.to_fields()
+        pipe.hset(self._k_order(rec.client_order_id), mapping={k: f[k] for k in _MUTABLE_FIELDS})
         pipe.xadd(self.k_journal, transition_entry(new, rec.state.value, now, price))
         lane_active = self._k_lane_active(rec.strategy, rec.symbol, rec.broker)
         if new_state.is_terminal:
@@ -468,7 +475,9 @@ class OrderManager:
             if price is None:  # a broker reporting a fill without any price: keep quantities right, flag it
                 log.error("fill without price for %s; position average left unchanged", rec.client_order_id)
             pos_key = self._k_pos(rec.strategy, rec.symbol, rec.broker)
-            pos = self._position_from(rec.strategy, rec.symbol, rec.broker, self._r.hgetall(pos_key))
+            # The hint is the lane position read under this same lane lock (saves a round trip).
+            pos = pos_hint if pos_hint is not None else self._position_from(
+                rec.strategy, rec.symbol, rec.broker, self._r.hgetall(pos_key))
             signed = delta if new.side.value == "BUY" else -delta
             cur_qty = pos.quantity if pos.key == rec.position_key else 0
             if pos.quantity and pos.key != rec.position_key:

@@ -65,7 +65,8 @@ class Alerter:
         timeout_seconds: float = 5.0,
         queue_size: int = 1000,
         dedupe_seconds: float = 60.0,
-        on_raised: Callable[[Alert], None] | None = None,  # e.g. metrics.alert_raised
+        on_raised: Callable[[Alert], None] | None = None,  # e.g. lambda a: metrics.alert_raised(a.kind, a.severity)
+        on_failed: Callable[[Alert], None] | None = None,  # e.g. lambda a: metrics.alert_webhook_failures.inc()
         session: requests.Session | None = None,
     ) -> None:
         self._webhook_url = settings.alert_webhook_url
@@ -76,6 +77,7 @@ class Alerter:
         self.timeout_seconds = timeout_seconds
         self.dedupe_seconds = dedupe_seconds
         self._on_raised = on_raised
+        self._on_failed = on_failed
         self._session = session or requests.Session()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
@@ -215,4 +217,9 @@ class Alerter:
             if attempt < self.max_attempts:
                 self._stop.wait(self.backoff_seconds * (2 ** (attempt - 1)))
         self.failed += 1
+        if self._on_failed is not None:
+            try:
+                self._on_failed(alert)
+            except Exception:  # noqa: BLE001
+                log.exception("alert failure hook failed")
         return False

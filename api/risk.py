@@ -1,0 +1,83 @@
+"""Risk administration: limits with their current usage, the kill switch and resume.
+
+Reads `services.risk` (risk.engine.RiskEngine) and `services.orders` (the order manager: its
+`cancel_all()` and `flatten_all(reason)` are what the kill switch calls). Changing anything is
+admin-only and audited by the risk engine.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+
+from api.responses import ApiError, ok
+from api.services import get_services
+from auth.decorators import admin_required, current_user_email, viewer_required
+from monitoring.status import _json, positions_rows
+from risk.limits import LimitsValidationError
+from risk.state import GLOBAL_SCOPE
+
+risk_bp = Blueprint("risk", __name__, url_prefix="/api")
+
+
+def _engine() -> Any:
+    engine = get_services().risk
+    if engine is None:
+        raise ApiError(503, "the risk engine is not running", error="unavailable")
+    return engine
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None and request.data:
+        raise ApiError(400, "body must be JSON", field="body")
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object", field="body")
+    return body
+
+
+@risk_bp.get("/risk")
+@viewer_required
+def get_risk() -> Any:
+    """Risk limits, trading states and the current usage of every limit."""
+    engine = _engine()
+    services = get_services()
+    return ok(limits=engine.get_limits().to_json(), usage=engine.usage(positions=positions_rows(services.orders)),
+              recent_denials=engine.recent_decisions(20))
+
+
+@risk_bp.put("/risk")
+@admin_required
+def put_risk() -> Any:
+    """Update risk limits (partial: only the fields sent change; null removes a limit). Admin only."""
+    engine = _engine()
+    try:
+        limits = engine.update_limits(_body(), actor=current_user_email())
+    except LimitsValidationError as exc:
+        raise ApiError(400, exc.message, field=exc.field) from None
+    return ok(limits=limits.to_json())
+
+
+@risk_bp.post("/kill-switch")
+@admin_required
+def kill_switch() -> Any:
+    """HALT all trading, cancel every open order and flatten every position at every broker. Admin only."""
+    engine = _engine()
+    orders = get_services().orders
+    cancel = (lambda: _json(orders.cancel_all())) if orders is not None else None
+    flatten = (lambda reason: _json(orders.flatten_all(reason))) if orders is not None else None
+    report = engine.kill_switch(cancel, flatten, actor=current_user_email())
+    return ok(report=report)
+
+
+@risk_bp.post("/resume")
+@admin_required
+def resume() -> Any:
+    """Return to ACTIVE (global by default; body {"scope": "<strategy>"} for one strategy). Admin only."""
+    scope = _body().get("scope", GLOBAL_SCOPE)
+    if not isinstance(scope, str) or scope not in (GLOBAL_SCOPE, "ema", "supertrend", "zeroday"):
+        raise ApiError(400, "scope must be global, ema, supertrend or zeroday", field="scope")
+    state = _engine().resume(scope, actor=current_user_email())
+    return ok(scope=scope, state=state.to_json())

@@ -567,6 +567,10 @@ class SchwabAdapter(BrokerAdapter):
         return instrument.root
 
     def place_order(self, order: OrderRequest) -> OrderUpdate:
+        if not self._settings.is_live:
+            # Defence in depth: in paper mode the OMS routes orders to the paper broker and real
+            # brokers only supply quotes/chains. A wiring mistake must not reach a real account.
+            raise OrderRejected("TRADING_MODE=paper: real Schwab orders are disabled", broker=SCHWAB)
         equity_symbol = self._equity_symbol(order)
         try:
             spec = mapping.build_order_spec(order, equity_symbol)
@@ -593,6 +597,12 @@ class SchwabAdapter(BrokerAdapter):
                 raise OrderOutcomeUnknown(
                     f"Schwab order {coid} was already sent and its outcome is unknown; not resending", broker=SCHWAB,
                 )
+            # Re-check under the pending claim: a concurrent sender may have finished (it writes the
+            # coid map before releasing its claim) between our first check and the claim.
+            known = self._store.redis.get(self._coid_key(coid))
+            if known is not None:
+                self._store.redis.delete(self._pending_key(coid))
+                return OrderUpdate(coid, BrokerOrderId(str(known)), OrderState.ACCEPTED)
             log.info("Schwab place_order %s: %s %s x%s %s", coid, spec["orderLegCollection"][0]["instruction"],
                      spec["orderLegCollection"][0]["instrument"]["symbol"], order.quantity, spec["orderType"])
             started = time.monotonic()

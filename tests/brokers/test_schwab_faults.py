@@ -14,6 +14,7 @@ from brokers.errors import (
     OrderOutcomeUnknown,
     TemporaryBrokerError,
 )
+from brokers.schwab import SchwabAdapter
 from domain.orders import ClientOrderId, OrderRequest, OrderSide, OrderState, OrderType, PositionEffect
 from tests.brokers.fixtures_schwab.harness import (  # noqa: F401 - fixtures
     ACCOUNT_HASH,
@@ -246,3 +247,47 @@ def test_broken_latency_hook_never_breaks_trading(schwab_env: SchwabEnv) -> None
     schwab_env.seed_token()
     adapter = schwab_env.adapter(on_latency=boom)
     assert adapter.connect().connected
+
+
+def _connected_with_short_lived_token(env: SchwabEnv) -> SchwabAdapter:
+    """Connected adapter whose access token is inside authlib's 300 s leeway, so the next request
+    must refresh first (Schwab access tokens live 30 minutes)."""
+    env.fake.on("POST", "/v1/oauth/token", json_reply(dict(load("token_response.json"), expires_in=60)))
+    adapter = env.logged_in(access_expires_in=-10)  # connect itself refreshes (SDK, automatic)
+    assert len(env.fake.token_calls("refresh_token")) == 1
+    env.fake.requests.clear()
+    return adapter
+
+
+def test_expired_access_token_is_refreshed_before_the_order_post(schwab_env: SchwabEnv) -> None:
+    adapter = _connected_with_short_lived_token(schwab_env)
+    schwab_env.fake.on("POST", "/v1/oauth/token", json_reply(load("token_refreshed.json")))
+    schwab_env.fake.on("POST", ORDERS_PATH, created(11))
+    adapter.place_order(buy_nvda())
+    assert [(r.method, r.path) for r in schwab_env.fake.requests] == [
+        ("POST", "/v1/oauth/token"), ("POST", ORDERS_PATH)]
+    [post] = schwab_env.fake.calls("POST", ORDERS_PATH)
+    assert post.headers["authorization"].endswith(load("token_refreshed.json")["access_token"])
+
+
+def test_refresh_failing_before_the_order_post_means_nothing_was_sent(schwab_env: SchwabEnv) -> None:
+    adapter = _connected_with_short_lived_token(schwab_env)
+    schwab_env.fake.on("POST", "/v1/oauth/token", httpx2.ConnectError("connection refused"),
+                       json_reply(load("token_refreshed.json")))
+    schwab_env.fake.on("POST", ORDERS_PATH, created(12))
+    with pytest.raises(TemporaryBrokerError):
+        adapter.place_order(buy_nvda())
+    assert schwab_env.fake.calls("POST", ORDERS_PATH) == []
+    assert adapter.place_order(buy_nvda()).broker_order_id == "12"
+
+
+def test_paper_mode_never_sends_real_orders(schwab_env: SchwabEnv) -> None:
+    from brokers.errors import OrderRejected
+    from config.settings import TradingMode
+
+    schwab_env.settings = schwab_env.settings.with_overrides(trading_mode=TradingMode.PAPER)
+    adapter = schwab_env.logged_in()
+    with pytest.raises(OrderRejected, match="paper"):
+        adapter.place_order(buy_nvda())
+    assert schwab_env.fake.calls("POST", ORDERS_PATH) == []
+    assert adapter.status().mode == "paper" and adapter.status().connected  # still serves quotes/chains

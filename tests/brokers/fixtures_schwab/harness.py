@@ -24,7 +24,7 @@ from cryptography.fernet import Fernet
 
 from brokers.schwab import SchwabAdapter
 from brokers.token_store import TokenStore
-from config.settings import Settings
+from config.settings import Settings, TradingMode
 from store.redis_store import Store
 
 FIXTURES = Path(__file__).resolve().parent
@@ -162,8 +162,8 @@ class SchwabEnv:
         self.tokens.save("schwab", wrapped)
         return wrapped
 
-    def logged_in(self, **overrides: Any) -> SchwabAdapter:
-        self.seed_token()
+    def logged_in(self, *, access_expires_in: int = 1800, **overrides: Any) -> SchwabAdapter:
+        self.seed_token(access_expires_in=access_expires_in)
         adapter = self.adapter(**overrides)
         status = adapter.connect()
         assert status.connected, status.message
@@ -173,7 +173,8 @@ class SchwabEnv:
 def _settings(prefix: str, **changes: Any) -> Settings:
     return Settings(
         redis_prefix=prefix, schwab_api_key=API_KEY, schwab_app_secret=APP_SECRET, schwab_callback_url=CALLBACK,
-        schwab_account_id=ACCOUNT_ID, token_encryption_key=Fernet.generate_key().decode(), **changes,
+        schwab_account_id=ACCOUNT_ID, token_encryption_key=Fernet.generate_key().decode(),
+        trading_mode=TradingMode.LIVE, **changes,
     )
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, jsonify, request
 
-from api.responses import ApiError, ok
+from api.responses import ApiError
 from api.services import get_services
 from auth.decorators import admin_required, viewer_required
 
@@ -44,7 +44,8 @@ def submit_backtest() -> tuple[Response, int]:
         job_id = jobs.submit(job_request)
     except JobsBusyError as exc:
         raise ApiError(429, str(exc), error="busy") from None
-    return ok(202, id=job_id, status="queued")
+    # Built directly: `ok(status, **body)` reserves the name "status" for the HTTP code.
+    return jsonify({"success": True, "id": job_id, "status": "queued"}), 202
 
 
 @backtest_bp.get("/<job_id>")
@@ -53,4 +54,5 @@ def get_backtest(job_id: str) -> tuple[Response, int]:
     job = _jobs().get(job_id)
     if job is None:
         raise ApiError(404, f"no backtest job {job_id[:32]!r}", error="not_found")
-    return ok(200, job=job, id=job["id"], status=job["status"], progress=job["progress"], report=job["report"])
+    return jsonify({"success": True, "id": job["id"], "status": job["status"], "progress": job["progress"],
+                    "report": job["report"], "job": job}), 200

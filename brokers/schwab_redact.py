@@ -22,7 +22,7 @@ _PATTERNS = (
     re.compile(r'("(?:access_token|refresh_token|id_token|client_secret|accountNumber|hashValue)"\s*:\s*)"[^"]*"'),
     re.compile(r'("(?:accountNumber)"\s*:\s*)\d+'),
     # Form-encoded token requests and Authorization headers.
-    re.compile(r"((?:refresh_token|access_token|code|client_secret)=)[^&\s'\"]+"),
+    re.compile(r"((?<![A-Za-z_])(?:refresh_token|access_token|code|client_secret)=)[^&\s'\"]+"),
     re.compile(r"((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+"),
 )
 

@@ -20,7 +20,6 @@ from tests.brokers.fixtures_schwab.harness import (  # noqa: F401 - fixtures
     redirect_url_for,
     schwab_env,
     schwab_env_any_redis,
-    status_reply,
 )
 
 

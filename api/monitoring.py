@@ -59,7 +59,8 @@ def status() -> Any:
     """One document for the dashboard: mode, trading state, feeds, brokers, strategies, risk, alerts."""
     services = get_services()
     builder = services.extras.get("status") or default_status_builder(services)
-    return ok(status=builder.build())
+    # Sections at the top level of the envelope (ok()'s own `status` parameter is the HTTP code).
+    return ok(**builder.build())
 
 
 def _ledger() -> Ledger:

@@ -236,9 +236,14 @@ def load_dbn(path: str | Path) -> ReplaySource:
     of the same trade, not extra trades), else MBP records with action 'T', else OHLCV bars turned
     into synthetic O/H/L/C trades. Other records (definitions, statistics, status) are skipped."""
     import databento as db
+
+    return load_dbn_store(db.DBNStore.from_file(str(path)), str(path))
+
+
+def load_dbn_store(store: Any, path: str = "<dbn>") -> ReplaySource:
+    """`load_dbn` for an already-open `DBNStore` (e.g. a Historical API response)."""
     import databento_dbn as dbn
 
-    store = db.DBNStore.from_file(str(path))
     ids = _dbn_symbol_map(store)
     counters = FeedCounters()
     by_kind: dict[str, list[Any]] = {"trades": [], "mbo": [], "mbp": [], "ohlcv": []}

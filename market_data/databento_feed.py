@@ -65,7 +65,7 @@ class DatabentoLiveFeed(Feed):
         self._emit_lock = threading.RLock()  # serialises live, held and backfilled trades
         self._holding = False
         self._held: list[Any] = []
-        self._last_ts_event = 0
+        self._last_ts_event: dict[str, int] = {}  # per symbol: backfill drops trades at or before it
         self.backfills: list[dict[str, Any]] = []  # history of gaps, for status and tests
 
     # ---- subscriptions -------------------------------------------------------------------
@@ -97,7 +97,9 @@ class DatabentoLiveFeed(Feed):
     def _start_client(self, dataset: str, raws: list[str]) -> None:
         client = self._live_factory(self._key)
         client.add_callback(self.on_record, self._on_callback_error)
-        client.add_reconnect_callback(self.on_reconnect, self._on_callback_error)
+        # Bind the dataset so a reconnect backfills only what that session missed.
+        client.add_reconnect_callback(lambda start, end: self.on_reconnect(start, end, dataset),
+                                      self._on_callback_error)
         client.subscribe(dataset=dataset, schema="trades", stype_in="raw_symbol", symbols=raws)
         client.start()
         with self._lock:
@@ -126,7 +128,7 @@ class DatabentoLiveFeed(Feed):
                 return
             self._handle(record)
 
-    def _handle(self, record: Any, *, after_ns: int = 0) -> None:
+    def _handle(self, record: Any, *, seen_until: dict[str, int] | None = None) -> None:
         import databento_dbn as dbn
 
         if isinstance(record, dbn.SymbolMappingMsg):
@@ -137,9 +139,10 @@ class DatabentoLiveFeed(Feed):
                 self.state.error = str(getattr(record, "err", record))
             return  # heartbeats, system messages
         trade = self.to_trade(record)
-        if trade is None or trade.ts_ns <= after_ns:
+        if trade is None or (seen_until is not None and trade.ts_ns <= seen_until.get(trade.symbol, 0)):
             return
-        self._last_ts_event = max(self._last_ts_event, trade.ts_ns)
+        if trade.ts_ns > self._last_ts_event.get(trade.symbol, 0):
+            self._last_ts_event[trade.symbol] = trade.ts_ns
         self._emit(trade)
 
     def to_trade(self, record: Any) -> Trade | None:
@@ -159,43 +162,52 @@ class DatabentoLiveFeed(Feed):
         return Trade(symbol, ts, round(price * PRICE_SCALE, 9), int(record.size), int(record.sequence))
 
     # ---- reconnect and backfill ------------------------------------------------------------
-    def on_reconnect(self, gap_start: Any, gap_end: Any) -> None:
+    def on_reconnect(self, gap_start: Any, gap_end: Any, dataset: str | None = None) -> None:
         """SDK reconnect callback (event-loop thread): must not block, so backfill on a thread."""
         with self._emit_lock:
             self._holding = True
         self.state.state = "reconnecting"
-        thread = threading.Thread(target=self.backfill, args=(int(gap_start.value), int(gap_end.value)),
+        thread = threading.Thread(target=self.backfill, args=(int(gap_start.value), int(gap_end.value), dataset),
                                   name="md-databento-backfill", daemon=True)
         thread.start()
 
-    def backfill(self, start_ns: int, end_ns: int) -> None:
-        symbols = tuple(sorted(self._raw))
-        record: dict[str, Any] = {"start_ns": start_ns, "end_ns": end_ns, "trades": 0, "ok": False}
+    def backfill(self, start_ns: int, end_ns: int, dataset: str | None = None) -> None:
+        """Fetch [start_ns, end_ns) from Historical (no lock held: live records keep being queued
+        meanwhile), then emit backfilled trades, the Gap event and the held live records in order."""
+        symbols = tuple(sorted(s for s, (d, _raw) in list(self._raw.items()) if dataset in (None, d)))
+        report: dict[str, Any] = {"dataset": dataset, "start_ns": start_ns, "end_ns": end_ns, "trades": 0,
+                                  "ok": False}
+        stores: list[Any] = []
+        try:
+            historical = self._historical_factory(self._key)
+            by_dataset: dict[str, list[str]] = {}
+            for ds, raw in list(self._raw.values()):
+                if dataset in (None, ds):
+                    by_dataset.setdefault(ds, []).append(raw)
+            for ds, raws in by_dataset.items():
+                stores.append(historical.timeseries.get_range(dataset=ds, schema="trades", symbols=raws,
+                                                              stype_in="raw_symbol", start=start_ns, end=end_ns))
+            report["ok"] = True
+        except Exception as exc:  # offline, entitlement, outage: mark the bars instead
+            log.warning("databento backfill %s..%s failed: %s", start_ns, end_ns, exc)
+            report["error"] = f"{exc.__class__.__name__}: {exc}"
         with self._emit_lock:
-            after = self._last_ts_event  # trades at or before this were already delivered
+            seen_until = dict(self._last_ts_event)  # trades at or before these were already delivered
+            before = self.state.counters.trades
             try:
-                historical = self._historical_factory(self._key)
-                by_dataset: dict[str, list[str]] = {}
-                for dataset, raw in self._raw.values():
-                    by_dataset.setdefault(dataset, []).append(raw)
-                for dataset, raws in by_dataset.items():
-                    store = historical.timeseries.get_range(dataset=dataset, schema="trades", symbols=raws,
-                                                            stype_in="raw_symbol", start=start_ns, end=end_ns)
+                for store in stores:
                     self._learn_mappings(store)
                     for rec in store:
-                        before = self.state.counters.trades
-                        self._handle(rec, after_ns=after)
-                        record["trades"] += self.state.counters.trades - before
-                record["ok"] = True
-            except Exception as exc:  # offline, entitlement, outage: mark the bars instead
-                log.warning("databento backfill %s..%s failed: %s", start_ns, end_ns, exc)
-                record["error"] = f"{exc.__class__.__name__}: {exc}"
-            self._event(Gap(symbols, start_ns, end_ns, backfilled=bool(record["ok"])))
+                        self._handle(rec, seen_until=seen_until)
+            except Exception as exc:  # a corrupt response: treat as not backfilled
+                report["ok"], report["error"] = False, f"{exc.__class__.__name__}: {exc}"
+            report["trades"] = self.state.counters.trades - before
+            self._event(Gap(symbols, start_ns, end_ns, backfilled=bool(report["ok"])))
             held, self._held = self._held, []
             for rec in held:
                 self._handle(rec)
             self._holding = False
-        self.backfills.append(record)
+        self.backfills.append(report)
         if not self._stop.is_set():
             self.state.state = "running"
 

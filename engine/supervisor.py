@@ -1,0 +1,226 @@
+"""The strategy supervisor: which (strategy, ticker) threads run, and the API's entry points.
+
+- The operator's running set (`engine:running`) persists in Redis; `resume()` restarts it after a
+  service restart, and is called only after broker reconciliation.
+- start_strategy starts every enabled ticker of a strategy once (a second start reports "already
+  running"); stop_strategy stops them within a second and keeps positions.
+- Ticker edits take effect at once: a changed ticker's thread is restarted with the new config; a
+  disabled or deleted ticker that holds a position is closed (journaled as ticker_removed).
+- Manual triggers go through the same executor, risk checks and journal as signals.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from domain.intents import IntentReason, PositionTarget
+from domain.orders import BROKERS
+from domain.tickers import StrategyName, TickerConfig, parse_strategy
+from engine.executor import ExecutionReport, IntentExecutor
+from engine.runner import StrategyRunner
+from store.redis_store import Store
+from store.tickers import TickerStore
+from strategies.base import SessionClock
+
+log = logging.getLogger("engine")
+
+ZERODAY_ACTIONS = {"call": PositionTarget.LONG, "put": PositionTarget.SHORT, "close": PositionTarget.FLAT}
+EMA_ACTIONS = {"long": PositionTarget.LONG, "short": PositionTarget.SHORT, "close": PositionTarget.FLAT}
+
+
+class NothingEnabledError(ValueError):
+    """start-trading was asked for a strategy with no enabled ticker."""
+
+
+class TriggerError(ValueError):
+    """A manual trigger cannot be carried out (unknown ticker, bad action, no price)."""
+
+
+@dataclass
+class StartResult:
+    started: list[str] = field(default_factory=list)
+    already_running: list[str] = field(default_factory=list)
+
+
+class StrategySupervisor:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        tickers: TickerStore,
+        market_data: Any,
+        orders: Any,
+        executor: IntentExecutor,
+        log_dir: Path,
+        clock_provider: Callable[[int], SessionClock] | None = None,
+        on_report: Callable[[ExecutionReport], None] | None = None,
+        skip_stale_signals: bool = True,
+    ) -> None:
+        self._store = store
+        self._skip_stale_signals = skip_stale_signals
+        self._tickers = tickers
+        self._md = market_data
+        self._orders = orders
+        self._executor = executor
+        self._log_dir = log_dir
+        self._clock_provider = clock_provider
+        self._on_report = on_report
+        self._runners: dict[tuple[str, str], StrategyRunner] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def _running_key(self) -> str:
+        return self._store.key("engine", "running")
+
+    def running_strategies(self) -> set[str]:
+        return {str(s) for s in self._store.redis.smembers(self._running_key)}
+
+    # --- start / stop -----------------------------------------------------------------------
+    def start_strategy(self, strategy: str | StrategyName) -> StartResult:
+        name = parse_strategy(strategy)
+        enabled = self._tickers.enabled(name)
+        if not enabled:
+            raise NothingEnabledError(f"no enabled ticker for {name.value}; add one with trade_enabled true first")
+        result = StartResult()
+        with self._lock:
+            self._store.redis.sadd(self._running_key, name.value)
+            for config in enabled:
+                key = (name.value, config.symbol)
+                runner = self._runners.get(key)
+                if runner and runner.is_alive():
+                    result.already_running.append(config.symbol)
+                    continue
+                self._start_runner(config)
+                result.started.append(config.symbol)
+        log.info("start %s: started %s, already running %s", name.value, result.started, result.already_running)
+        return result
+
+    def stop_strategy(self, strategy: str | StrategyName) -> list[str]:
+        name = parse_strategy(strategy)
+        with self._lock:
+            self._store.redis.srem(self._running_key, name.value)
+            stopping = [(key, r) for key, r in self._runners.items() if key[0] == name.value]
+            for key, _ in stopping:
+                del self._runners[key]
+        for _, runner in stopping:
+            runner.stop()
+        symbols = [key[1] for key, _ in stopping]
+        log.info("stop %s: stopped %s (positions kept)", name.value, symbols)
+        return symbols
+
+    def resume(self) -> dict[str, StartResult]:
+        """Restart what was running before the process stopped. Call after reconciliation."""
+        resumed: dict[str, StartResult] = {}
+        for name in sorted(self.running_strategies()):
+            try:
+                resumed[name] = self.start_strategy(name)
+            except NothingEnabledError:
+                self._store.redis.srem(self._running_key, name)
+        return resumed
+
+    def shutdown(self) -> None:
+        """Graceful stop (SIGTERM): threads stop, state is saved, the running set is kept."""
+        with self._lock:
+            runners = list(self._runners.values())
+            self._runners.clear()
+        for runner in runners:
+            runner.stop()
+
+    def _start_runner(self, config: TickerConfig) -> StrategyRunner:
+        runner = self._make_runner(config)
+        self._runners[(config.strategy.value, config.symbol)] = runner
+        runner.start()
+        return runner
+
+    def _make_runner(self, config: TickerConfig) -> StrategyRunner:
+        # Only the 0DTE strategy is time-aware; the others act on bars alone.
+        clock = self._clock_provider if config.strategy is StrategyName.ZERODAY else None
+        return StrategyRunner(
+            config=config, store=self._store, market_data=self._md, executor=self._executor,
+            log_dir=self._log_dir, clock_provider=clock, on_report=self._on_report,
+            skip_stale_signals=self._skip_stale_signals,
+        )
+
+    # --- ticker edits -----------------------------------------------------------------------
+    def ticker_changed(self, config: TickerConfig) -> None:
+        key = (config.strategy.value, config.symbol)
+        with self._lock:
+            runner = self._runners.pop(key, None)
+            if runner:
+                runner.stop()
+            if not config.trade_enabled:
+                self._close_position(config, "ticker disabled")
+            if config.trade_enabled and config.strategy.value in self.running_strategies():
+                self._start_runner(config)
+
+    def ticker_removed(self, strategy: str, symbol: str, config: TickerConfig | None = None) -> None:
+        key = (parse_strategy(strategy).value, symbol)
+        with self._lock:
+            runner = self._runners.pop(key, None)
+            if runner:
+                runner.stop()
+                config = config or runner.config
+        if config is not None:
+            self._close_position(config, "ticker deleted")
+
+    def _close_position(self, config: TickerConfig, why: str) -> None:
+        if not self._holds_position(config):
+            return
+        runner = self._make_runner(config)
+        price = self._md.last_price(config.symbol) or 0.0
+        report = runner.force_target(PositionTarget.FLAT, IntentReason.TICKER_REMOVED, why, price)
+        log.info("%s %s: %s -> closed: %s", config.strategy.value, config.symbol, why, report.summary())
+
+    def _holds_position(self, config: TickerConfig) -> bool:
+        return any(self._orders.position(config.strategy.value, config.symbol, b).quantity != 0 for b in BROKERS)
+
+    # --- manual triggers --------------------------------------------------------------------
+    def manual_trigger(self, strategy: str, symbol: str, action: str) -> str:
+        name = parse_strategy(strategy)
+        table = ZERODAY_ACTIONS if name is StrategyName.ZERODAY else EMA_ACTIONS
+        target = table.get(action.strip().lower())
+        if target is None:
+            raise TriggerError(f"action must be one of {', '.join(a.upper() if name is not StrategyName.ZERODAY else a for a in table)}")
+        config = self._tickers.get_map(name).get(symbol)
+        if config is None:
+            raise TriggerError(f"{symbol} is not configured for {name.value}; add it first")
+        price = self._md.last_price(symbol)
+        if price is None:
+            raise TriggerError(f"no market price for {symbol} yet; wait for the feed")
+        with self._lock:
+            runner = self._runners.get((name.value, symbol))
+        if runner is None:  # not running: a one-off runner still uses the same path and state
+            runner = self._make_runner(config)
+        report = runner.force_target(target, IntentReason.MANUAL, f"manual {action.lower()}", float(price))
+        return f"manual {action.lower()} on {symbol}: {report.summary()}"
+
+    # --- queries ----------------------------------------------------------------------------
+    def current_position(self, strategy: str, symbol: str) -> dict[str, Any] | None:
+        name = parse_strategy(strategy)
+        held = []
+        for broker in BROKERS:
+            position = self._orders.position(name.value, symbol, broker)
+            if position.quantity != 0:
+                held.append({"broker": broker, **position.to_json()})
+        return {"strategy": name.value, "symbol": symbol, "positions": held} if held else None
+
+    def strategies_status(self) -> dict[str, Any]:
+        running = self.running_strategies()
+        out: dict[str, Any] = {}
+        for name in StrategyName:
+            configs = self._tickers.get_map(name)
+            tickers = {}
+            for symbol, config in configs.items():
+                runner = self._runners.get((name.value, symbol))
+                status = runner.status.to_json() if runner else {
+                    "strategy": name.value, "symbol": symbol, "timeframe": config.timeframe, "running": False,
+                }
+                status["running"] = bool(runner and runner.is_alive())
+                status["trade_enabled"] = config.trade_enabled
+                status["positions"] = self.current_position(name.value, symbol)
+                tickers[symbol] = status
+            out[name.value] = {"running": name.value in running, "tickers": tickers}
+        return out

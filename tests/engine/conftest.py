@@ -1,0 +1,122 @@
+"""An engine wired like production (market data service, paper brokers, order manager, strategy
+supervisor) on the test's Redis, with trades pushed synchronously through the real bar builder."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from brokers.paper import PaperBroker
+from brokers.registry import BrokerRegistry
+from config.settings import MarketDataSource, Settings
+from domain.market import Trade
+from domain.orders import BROKERS, BrokerName
+from domain.tickers import TickerConfig
+from engine.clock import spx_session_clock
+from engine.executor import IntentExecutor
+from engine.supervisor import StrategySupervisor
+from market_data.feeds import ReplayFeed
+from market_data.service import MarketDataService
+from oms.order_manager import OrderManager
+from store.redis_store import Store
+from store.tickers import TickerStore
+
+MINUTE_NS = 60_000_000_000
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class EngineRig:
+    store: Store
+    settings: Settings
+    md: MarketDataService
+    paper: dict[BrokerName, PaperBroker]
+    orders: OrderManager
+    tickers: TickerStore
+    supervisor: StrategySupervisor
+
+    def add_ticker(self, **payload: object) -> TickerConfig:
+        config = TickerConfig.from_payload(payload)
+        self.tickers.upsert(config)
+        return config
+
+    def push(self, trades: list[Trade]) -> None:
+        self.md.process_now(trades)
+
+    def push_bar_and_wait(self, strategy: str, trades: list[Trade], bar_end_ns: int) -> None:
+        """Push trades, then wait until the strategy thread has processed the bar ending at
+        `bar_end_ns` (lock-step, so paper fills see the price at that moment)."""
+        self.push(trades)
+        symbol = trades[0].symbol
+
+        def seen() -> bool:
+            runner = self.supervisor._runners.get((strategy, symbol))
+            return bool(runner and runner.status.last_bar and runner.status.last_bar["end_ns"] >= bar_end_ns)
+
+        wait_until(seen, what=f"bar ending {bar_end_ns}")
+        time.sleep(0.02)  # let the runner finish acting on the bar
+
+    def position(self, strategy: str, symbol: str, broker: str) -> int:
+        return self.orders.position(strategy, symbol, broker).quantity
+
+
+def build_rig(store: Store, settings: Settings, option_clock: Callable[[], datetime] | None = None) -> EngineRig:
+    md = MarketDataService(settings, store, source=ReplayFeed([]))
+    clock = option_clock or (lambda: datetime.now(timezone.utc))
+    paper: dict[BrokerName, PaperBroker] = {
+        name: PaperBroker(store, name, settings, md.last_price, clock=clock) for name in BROKERS
+    }
+    registry = BrokerRegistry(settings, live={}, paper=dict(paper))
+    orders = OrderManager(store, registry.trading_adapters())
+    tickers = TickerStore(store)
+    supervisor = StrategySupervisor(
+        store=store, tickers=tickers, market_data=md, orders=orders,
+        executor=IntentExecutor(orders, chain_provider=registry.option_chain), log_dir=settings.log_dir,
+        clock_provider=spx_session_clock, skip_stale_signals=False,
+    )
+    return EngineRig(store, settings, md, paper, orders, tickers, supervisor)
+
+
+@pytest.fixture
+def replay_settings(settings: Settings) -> Settings:
+    return replace(settings, market_data_source=MarketDataSource.REPLAY)
+
+
+@pytest.fixture
+def rig(real_store: Store, replay_settings: Settings) -> Iterator[EngineRig]:
+    # Real Redis only: strategy threads block in XREAD, and fakeredis misses cross-thread wake-ups
+    # once a second FakeRedis exists in the process (production's fallback has exactly one).
+    built = build_rig(real_store, replay_settings)
+    yield built
+    built.supervisor.shutdown()
+
+
+def minute_trades(symbol: str, start_ns: int, closes: list[float], per_bar: int = 3) -> list[list[Trade]]:
+    """Trades for consecutive 1-minute bars: each bar opens and closes at its close price."""
+    bars = []
+    for i, close in enumerate(closes):
+        t0 = start_ns + i * MINUTE_NS
+        bars.append([Trade(symbol, t0 + k * 1_000_000_000, close, 1) for k in range(per_bar)])
+    return bars
+
+
+def session_minute(day: str, hh: int, mm: int, tz: str = "America/New_York") -> int:
+    from zoneinfo import ZoneInfo
+
+    dt = datetime.fromisoformat(day).replace(hour=hh, minute=mm, tzinfo=ZoneInfo(tz))
+    return int(dt.timestamp()) * 1_000_000_000
+
+
+__all__ = ["EngineRig", "build_rig", "minute_trades", "session_minute", "wait_until", "MINUTE_NS", "Path"]

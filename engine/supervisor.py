@@ -145,8 +145,17 @@ class StrategySupervisor:
         )
 
     # --- ticker edits -----------------------------------------------------------------------
+    def ensure_bars_for_enabled_tickers(self) -> None:
+        """Build bars for every enabled ticker, running or not, so a trader sees bars accumulate
+        (and warm-up history exists) before starting a strategy."""
+        for name in StrategyName:
+            for config in self._tickers.enabled(name):
+                self._md.ensure(config.symbol, config.tf)
+
     def ticker_changed(self, config: TickerConfig) -> None:
         key = (config.strategy.value, config.symbol)
+        if config.trade_enabled:
+            self._md.ensure(config.symbol, config.tf)
         with self._lock:
             runner = self._runners.pop(key, None)
             if runner:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from domain.market import Bar
+from domain.market import Bar, Trade
 from store.redis_store import Store
 
 TRADES_MAXLEN = 100_000
@@ -66,7 +66,7 @@ class WriteBatch:
 
     trades: dict[str, list[str]] = field(default_factory=dict)  # symbol -> flat [id, t, p, s, q, ...]
     bars: list[tuple[str, str, Bar]] = field(default_factory=list)  # (stream id, tf_raw, bar)
-    last: dict[str, dict[str, str]] = field(default_factory=dict)  # symbol -> last-trade hash
+    last: dict[str, Trade] = field(default_factory=dict)  # symbol -> last trade (hash built at write)
     trade_count: int = 0
 
     def __bool__(self) -> bool:
@@ -131,8 +131,8 @@ class RedisMarketBuffer:
                       approximate=True)
             pipe.xadd(self.hist_key(bar.symbol, tf_raw), fields, id=stream_id, maxlen=self.hist_maxlen,
                       approximate=True)
-        for symbol, mapping in batch.last.items():
-            pipe.hset(self.last_key(symbol), mapping=mapping)
+        for symbol, trade in batch.last.items():
+            pipe.hset(self.last_key(symbol), mapping={"p": repr(trade.price), "t": str(trade.ts_ns), "s": str(trade.size)})
         results = pipe.execute(raise_on_error=False)
         out = WriteResult()
         for r in results:

@@ -368,7 +368,7 @@ class MarketDataService:
         flat += (alloc.next(trade.ts_ns // 1_000_000), str(trade.ts_ns), repr(trade.price), str(trade.size),
                  str(trade.sequence))
         batch.trade_count += 1
-        batch.last[sym] = {"p": repr(trade.price), "t": str(trade.ts_ns), "s": str(trade.size)}
+        batch.last[sym] = trade
         completed = False
         builders = self._builders.get(sym)
         if builders:

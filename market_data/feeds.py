@@ -444,3 +444,40 @@ class ReplayFeed(Feed):
             self._event(Watermark(end_ns))
         self.state.state = "finished"
         self.finished.set()
+
+
+class CompositeFeed(Feed):
+    """Several feeds behind the one interface, each owning some symbols: e.g. Databento for the
+    futures and equities plus the simulated/broker-quote feed for SPX (Databento has no index feed).
+    `route(symbol)` picks the feed a subscription goes to."""
+
+    name = "composite"
+
+    def __init__(self, feeds: list[Feed], route: Callable[[str], Feed]) -> None:
+        super().__init__()
+        self.feeds = feeds
+        self._route = route
+        self.realtime = all(f.realtime for f in feeds)
+
+    def start(self, on_trade: TradeCallback, on_event: EventCallback | None = None) -> None:
+        self.state.state = "running"
+        for feed in self.feeds:
+            feed.start(on_trade, on_event)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for feed in self.feeds:
+            feed.stop(timeout)
+        self.state.state = "stopped"
+
+    def subscribe(self, symbol: str) -> None:
+        sym = canonical_symbol(symbol)
+        self._subscribed.add(sym)
+        self._route(sym).subscribe(sym)
+
+    def _run(self) -> None:  # pragma: no cover - the member feeds run their own threads
+        return
+
+    def status(self) -> dict[str, Any]:
+        members = {f.name: f.status() for f in self.feeds}
+        return {"feed": self.name, "state": self.state.state, "realtime": self.realtime, "feeds": members,
+                "subscribed": sorted(self._subscribed)}

@@ -39,7 +39,7 @@ from config.timeframes import Timeframe
 from domain.market import Bar, Trade
 from market_data import calendars
 from market_data.bars import BarBuilder, SessionGrid, TickBarBuilder, build_bars, make_builder, resample_bars
-from market_data.feeds import (UNDEF_TIMESTAMP, Feed, FeedEvent, Gap, QuoteSource, ReplayFeed, SimulatedFeed,
+from market_data.feeds import (UNDEF_TIMESTAMP, CompositeFeed, Feed, FeedEvent, Gap, QuoteSource, ReplayFeed, SimulatedFeed,
                                Watermark, load_replay_file)
 from market_data.redis_buffer import IdAllocator, RedisMarketBuffer, WriteBatch
 from store.redis_store import Store
@@ -73,7 +73,10 @@ def build_feed(settings: Settings, quote_sources: dict[str, QuoteSource] | None 
     if source is MarketDataSource.DATABENTO:
         from market_data.databento_feed import DatabentoLiveFeed
 
-        return DatabentoLiveFeed(settings.databento_api_key or "")
+        # Databento has no index feed: SPX comes from the broker quote (when given) or the simulator.
+        databento = DatabentoLiveFeed(settings.databento_api_key or "")
+        index = SimulatedFeed(settings.simulated_trades_per_second, symbols=["SPX"], quote_sources=quote_sources)
+        return CompositeFeed([databento, index], lambda sym: index if sym == "SPX" else databento)
     return SimulatedFeed(settings.simulated_trades_per_second, quote_sources=quote_sources)
 
 
@@ -246,9 +249,12 @@ class MarketDataService:
             symbols[sym] = {"last_trade_ns": last.ts_ns if last else None, "last_trade_wall": last_wall,
                             "market_open": market_open, "stale": stale,
                             "timeframes": sorted(self._builders.get(sym, {}))}
-        feed_status = self.feed.status()
-        feed_status["stale"] = any(s["stale"] for s in symbols.values())
-        return {"source": self.feed.name, "running": self._running, "feeds": {self.feed.name: feed_status},
+        top = self.feed.status()
+        feeds: dict[str, Any] = dict(top["feeds"]) if isinstance(self.feed, CompositeFeed) else {self.feed.name: top}
+        for name, feed_status in feeds.items():
+            owned = set(feed_status.get("subscribed", ())) or set(symbols)
+            feed_status["stale"] = any(s["stale"] for sym, s in symbols.items() if sym in owned)
+        return {"source": self.feed.name, "running": self._running, "feeds": feeds,
                 "symbols": symbols, "counters": asdict(self.counters), "inbox": len(self._inbox),
                 "stale_feed_seconds": stale_after}
 

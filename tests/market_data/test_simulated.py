@@ -52,3 +52,21 @@ def test_simulated_bars_reach_a_blocked_consumer(store: Store, make_service: Ser
     assert feed._thread is not None and not feed._thread.is_alive()
     assert svc._writer is not None and not svc._writer.is_alive()
     assert svc.status()["feeds"]["simulated"]["state"] == "stopped"
+
+
+def test_databento_source_takes_spx_from_the_index_feed(settings: Settings) -> None:
+    from config.settings import MarketDataSource
+    from market_data.databento_feed import DatabentoLiveFeed
+    from market_data.feeds import CompositeFeed
+
+    quotes = {"SPX": lambda: 6000.0}
+    feed = build_feed(settings.with_overrides(market_data_source=MarketDataSource.DATABENTO,
+                                              databento_api_key="db-" + "k" * 29), quotes)
+    assert isinstance(feed, CompositeFeed)
+    databento, index = feed.feeds
+    assert isinstance(databento, DatabentoLiveFeed) and isinstance(index, SimulatedFeed)
+    feed.subscribe("SPX")
+    feed.subscribe("/MES")
+    assert index.status()["subscribed"] == ["SPX"] and databento.status()["subscribed"] == ["/MES"]
+    assert index.next_trade("SPX", 1) == Trade("SPX", 1, 6000.0, 0)
+    assert set(feed.status()["feeds"]) == {"databento", "simulated"}

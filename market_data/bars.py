@@ -132,6 +132,9 @@ class TimeBarBuilder:
         self._grid = grid
         self._bar: _OpenBar | None = None
         self._emitted_until = 0  # end of the last emitted bar: anything before it is late
+        # Bars starting before this instant may have missed trades (the builder did not exist yet,
+        # e.g. ensure() mid-bar or a service restart): they are marked gapped.
+        self.partial_before_ns = 0
         self.counters = BuilderCounters()
 
     @property
@@ -153,6 +156,8 @@ class TimeBarBuilder:
         completed = self._complete() if bar is not None else None
         start, end = self._grid.bucket(ts, self.tf)
         self._bar = _OpenBar(start, end, trade)
+        if start < self.partial_before_ns:
+            self._bar.gapped = True
         self.counters.trades += 1
         return completed
 

@@ -38,7 +38,7 @@ from config.settings import MarketDataSource, Settings
 from config.timeframes import Timeframe
 from domain.market import Bar, Trade
 from market_data import calendars
-from market_data.bars import BarBuilder, SessionGrid, TickBarBuilder, build_bars, make_builder, resample_bars
+from market_data.bars import BarBuilder, SessionGrid, TickBarBuilder, TimeBarBuilder, build_bars, make_builder, resample_bars
 from market_data.feeds import (UNDEF_TIMESTAMP, CompositeFeed, Feed, FeedEvent, Gap, QuoteSource, ReplayFeed, SimulatedFeed,
                                Watermark, load_replay_file)
 from market_data.redis_buffer import IdAllocator, RedisMarketBuffer, WriteBatch
@@ -148,7 +148,11 @@ class MarketDataService:
         with self._lock:
             per_symbol = self._builders.setdefault(sym, {})
             if timeframe.raw not in per_symbol:
-                per_symbol[timeframe.raw] = make_builder(sym, timeframe)
+                builder = make_builder(sym, timeframe)
+                if self.feed.realtime and isinstance(builder, TimeBarBuilder):
+                    # A live bar already under way when the builder starts lacks its earlier trades.
+                    builder.partial_before_ns = self._time_ns()
+                per_symbol[timeframe.raw] = builder
         self.feed.subscribe(sym)
         self._wake.set()  # the timer may need an earlier deadline
 
@@ -437,7 +441,7 @@ class MarketDataService:
                 if not retry or self._stop.wait(delay):
                     self._pending = _merge(batch, self._pending)
                     return
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 1.0)
         self.counters.flushes += 1
         self.counters.bars_rejected_duplicate += result.bars_rejected_duplicate
         if self.on_flush is not None:

@@ -77,7 +77,7 @@ def _setup(store: Store, make_service: ServiceFactory, get_range: Any) -> tuple[
 
     feed = DatabentoLiveFeed(KEY, live_factory=live_factory, historical_factory=historical_factory,
                              today=lambda: date(2024, 11, 26))
-    clock = Clock(ts("15:00:25"))
+    clock = Clock(ts("14:59:59"))  # the builders exist before the first bar starts
     svc = make_service(store, feed, time_ns=clock)
     svc.ensure("/ES", Timeframe.parse("1Min"))
     svc.ensure("NVDA", Timeframe.parse("1Min"))

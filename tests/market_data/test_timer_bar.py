@@ -46,3 +46,15 @@ def test_first_trade_past_boundary_emits_immediately(store: Store, make_service:
     feed.push(Trade("/MES", t0 + 60_000_000_000, 6002.0, 1))  # 15:01:10 -> completes 15:00
     got = svc.read_bars("/MES", tf, "0", block_ms=2000)
     assert [(b.open, b.high, b.low, b.close, b.volume) for _i, b in got] == [(6000.0, 6001.0, 6000.0, 6001.0, 3)]
+
+
+def test_bar_under_way_when_builder_starts_is_marked_gapped(store: Store, make_service: ServiceFactory) -> None:
+    now = int(pd.Timestamp("2024-11-26T15:00:30Z").value)
+    feed = ManualFeed(realtime=True)
+    clock = {"ns": now}
+    svc = make_service(store, feed, time_ns=lambda: clock["ns"])
+    tf = Timeframe.parse("1Min")
+    svc.ensure("/MES", tf)  # 30 s into the 15:00 bar: its first half was never seen
+    svc.process_now([Trade("/MES", now + 1, 6000.0, 1), Trade("/MES", now + 60_000_000_000, 6001.0, 1),
+                     Trade("/MES", now + 120_000_000_000, 6002.0, 1)])
+    assert [b.gapped for b in svc.history("/MES", tf, 10)] == [True, False]

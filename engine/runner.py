@@ -6,7 +6,19 @@ The thread blocks in a single XREAD on three Redis streams:
 - its bar stream (`md:bars:<symbol>:<tf>`): completed bars only, so signals never repaint;
 - while holding a position, the trade stream (`md:trades:<symbol>`): intrabar stops.
 When the block times out (the spec's check interval for the timeframe) it does housekeeping:
-0DTE time exits and stale-feed notes. No polling loop, no busy wait.
+0DTE time exits and stale-feed notes. Housekeeping also runs right after an event when the check
+interval has passed since the last one (a busy trade stream never postpones a 15:45 exit), and at
+once on a `tick` control message (`StrategyRunner.housekeeping_now()`). No polling loop, no busy wait.
+
+Time: every wall-clock reading (housekeeping, stale-bar and stale-feed checks, manual triggers)
+goes through the injected `time_ns` callable, so tests and replays control time.
+
+Health: `status.stale_feed` holds a note while the instrument's session is open
+(`market_data.calendars.is_open`) and no bar has arrived for more than 2 x the timeframe
+(ticks: TICK_BAR_STALE_SECONDS); it clears on the next bar. Optional callbacks:
+`on_bar_to_order(strategy, symbol, seconds)` - from the moment the thread received a bar to the
+moment the order manager returned an acknowledged order for it (filled / working / pending open);
+`on_restart(strategy, symbol)` - after a crash, before the backoff wait.
 
 State (strategy indicators, position target, last bar id) is saved to Redis after every bar, so a
 restarted process resumes where it stopped without re-trading a bar it already acted on.
@@ -28,6 +40,8 @@ from typing import Any, Callable
 import redis
 
 from config.timeframes import Timeframe
+from market_data import calendars
+from oms.models import TargetStatus
 from domain.intents import Intent, IntentReason, PositionTarget
 from domain.market import Bar, Trade
 from domain.tickers import TickerConfig
@@ -45,6 +59,11 @@ MAX_BACKOFF_SECONDS = 60.0
 # never saw.
 STALE_BAR_FACTOR = 2
 TICK_BAR_STALE_SECONDS = 300
+STALE_FEED_FACTOR = 2  # no bar for this many bar-lengths while the session is open -> stale-feed note
+ACKNOWLEDGED = (TargetStatus.FILLED, TargetStatus.WORKING, TargetStatus.PENDING_OPEN)
+
+LatencyCallback = Callable[[str, str, float], None]
+RestartCallback = Callable[[str, str], None]
 
 
 @dataclass
@@ -61,6 +80,10 @@ class RunnerStatus:
     last_error: str | None = None
     restarts: int = 0
     warmed_up: bool = False
+    alive: bool = False  # the thread is running (filled in by the supervisor's status)
+    stale_feed: str | None = None  # set while the session is open and bars stopped arriving
+    last_bar_received: str | None = None  # wall-clock time the thread last received a bar
+    last_housekeeping: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -78,8 +101,14 @@ class StrategyRunner:
         clock_provider: Callable[[int], SessionClock] | None = None,
         on_report: Callable[[ExecutionReport], None] | None = None,
         skip_stale_signals: bool = True,
+        time_ns: Callable[[], int] = time.time_ns,
+        on_bar_to_order: LatencyCallback | None = None,
+        on_restart: RestartCallback | None = None,
     ) -> None:
         self.config = config
+        self._time_ns = time_ns
+        self._on_bar_to_order = on_bar_to_order
+        self._on_restart = on_restart
         # Real-time feeds: a bar read long after it closed (catch-up) is not traded. Replay feeds
         # run history through the live path on purpose, so they turn this off.
         self._skip_stale_signals = skip_stale_signals
@@ -98,6 +127,13 @@ class StrategyRunner:
         self._bar_id = "$"
         self._trade_id = "$"
         self._prepared = False  # strategy restored or warmed up (so its saved state is meaningful)
+        self._check_ns = int(self._timeframe.check_interval_seconds * 1_000_000_000)
+        if self._timeframe.is_tick:
+            self._stale_feed_ns = TICK_BAR_STALE_SECONDS * 1_000_000_000
+        else:
+            self._stale_feed_ns = STALE_FEED_FACTOR * self._timeframe.seconds * 1_000_000_000
+        self._last_bar_wall_ns = 0  # set at start; a bar resets it
+        self._last_housekeeping_ns = 0
 
     # --- keys -------------------------------------------------------------------------------
     @property
@@ -118,7 +154,10 @@ class StrategyRunner:
             target=self._supervised, name=f"strategy-{self.config.strategy.value}-{self.config.symbol}", daemon=True
         )
         self.status.running = True
-        self.status.started_at = datetime.now(timezone.utc).isoformat()
+        now = self._time_ns()
+        self.status.started_at = _iso_full(now)
+        self._last_bar_wall_ns = now
+        self._last_housekeeping_ns = now
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -134,6 +173,10 @@ class StrategyRunner:
     def is_alive(self) -> bool:
         return bool(self._thread and self._thread.is_alive())
 
+    def housekeeping_now(self) -> None:
+        """Ask the thread to run housekeeping at once (e.g. after the wall clock jumped)."""
+        self._store.redis.xadd(self.control_key, {"cmd": "tick"}, maxlen=100, approximate=True)
+
     # --- thread body ------------------------------------------------------------------------
     def _supervised(self) -> None:
         backoff = 1.0
@@ -143,11 +186,17 @@ class StrategyRunner:
                 self._loop()
                 return
             except Exception as exc:  # the supervisor's job: log, record, restart with backoff
-                self.status.restarts += 1
-                self.status.last_error = f"{exc.__class__.__name__}: {exc}"
+                # Log first, then publish the status: whoever sees `restarts` change can read the log.
                 self.log.error("strategy loop crashed (restart %d in %.0fs):\n%s",
-                               self.status.restarts, backoff, traceback.format_exc())
+                               self.status.restarts + 1, backoff, traceback.format_exc())
+                self.status.last_error = f"{exc.__class__.__name__}: {exc}"
+                self.status.restarts += 1
                 app_log.error("%s %s crashed: %s", self.config.strategy.value, self.config.symbol, exc)
+                if self._on_restart is not None:
+                    try:
+                        self._on_restart(self.config.strategy.value, self.config.symbol)
+                    except Exception:
+                        app_log.exception("on_restart callback failed")
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -217,28 +266,39 @@ class StrategyRunner:
                 self.log.warning("redis unavailable; retrying in 1 s")
                 self._stop.wait(1.0)
                 continue
+            received = time.perf_counter()
             if not response:
                 self._housekeeping()
                 continue
+            tick = False
             for key, entries in response:
                 if not entries:
                     continue
                 if key == self.control_key:
                     control_id = entries[-1][0]
+                    tick = tick or any(fields.get("cmd") == "tick" for _id, fields in entries)
                     continue
                 if key == bars_key:
                     for entry_id, fields in entries:
-                        self._on_bar(Bar.from_fields(fields))
+                        self._on_bar(Bar.from_fields(fields), received)
                         self._bar_id = entry_id
                         self._save()
                 elif key == trades_key:
                     for entry_id, fields in entries:
                         self._trade_id = entry_id
                         self._on_trade(Trade.from_fields(self.config.symbol, fields))
+            if tick or self._time_ns() - self._last_housekeeping_ns >= self._check_ns:
+                self._housekeeping()
 
     # --- events -----------------------------------------------------------------------------
-    def _on_bar(self, bar: Bar) -> None:
+    def _on_bar(self, bar: Bar, received: float | None = None) -> None:
         with self._lock:
+            now = self._time_ns()
+            self._last_bar_wall_ns = now
+            self.status.last_bar_received = _iso_full(now)
+            if self.status.stale_feed:
+                self.log.info("bars arriving again (was: %s)", self.status.stale_feed)
+                self.status.stale_feed = None
             clock_intents = self._clock_intents(bar.end_ns)
             intents = clock_intents + self.strategy.on_bar(bar)
             values = self.strategy.indicators()
@@ -253,7 +313,7 @@ class StrategyRunner:
                 for intent in intents:
                     self.log.warning("stale bar (catch-up): NOT trading %s %s", intent.target.value, intent.detail)
                 return
-            self._act(intents)
+            self._act(intents, received)
 
     def _on_trade(self, trade: Trade) -> None:
         with self._lock:
@@ -261,7 +321,25 @@ class StrategyRunner:
 
     def _housekeeping(self) -> None:
         with self._lock:
-            self._act(self._clock_intents(time.time_ns()))
+            now = self._time_ns()
+            self._last_housekeeping_ns = now
+            self.status.last_housekeeping = _iso_full(now)
+            self._check_feed(now)
+            self._act(self._clock_intents(now))
+
+    def _check_feed(self, now_ns: int) -> None:
+        """Stale-feed note: the session is open and no bar arrived for 2 x the timeframe."""
+        silent_ns = now_ns - self._last_bar_wall_ns
+        if silent_ns <= self._stale_feed_ns or not calendars.is_open(self.config.symbol, now_ns):
+            if self.status.stale_feed and silent_ns <= self._stale_feed_ns:
+                self.status.stale_feed = None
+            return
+        note = (f"no {self.config.timeframe} bar for {silent_ns / 1e9:.0f}s while the session is open "
+                f"(limit {self._stale_feed_ns / 1e9:.0f}s); last bar received {self.status.last_bar_received or 'never'}")
+        if self.status.stale_feed is None:
+            self.log.warning("stale feed: %s", note)
+            app_log.warning("%s %s stale feed: %s", self.config.strategy.value, self.config.symbol, note)
+        self.status.stale_feed = note
 
     def _clock_intents(self, now_ns: int) -> list[Intent]:
         if self._clock_provider is None:
@@ -273,9 +351,9 @@ class StrategyRunner:
             limit_ns = TICK_BAR_STALE_SECONDS * 1_000_000_000
         else:
             limit_ns = STALE_BAR_FACTOR * self._timeframe.seconds * 1_000_000_000
-        return time.time_ns() - bar.end_ns > limit_ns
+        return self._time_ns() - bar.end_ns > limit_ns
 
-    def _act(self, intents: list[Intent]) -> None:
+    def _act(self, intents: list[Intent], received: float | None = None) -> None:
         for intent in intents:
             self.status.last_signal = f"{intent.target.value} ({intent.reason.value}): {intent.detail}"
             self.status.position = self.strategy.target.value
@@ -287,6 +365,13 @@ class StrategyRunner:
             self.log.info("orders: %s", report.summary())
             if self._on_report:
                 self._on_report(report)
+            if (received is not None and self._on_bar_to_order is not None
+                    and any(r.orders and r.status in ACKNOWLEDGED for r in report.results)):
+                try:
+                    self._on_bar_to_order(self.config.strategy.value, self.config.symbol,
+                                          time.perf_counter() - received)
+                except Exception:
+                    app_log.exception("on_bar_to_order callback failed")
         if intents:
             self._save()
 
@@ -297,7 +382,7 @@ class StrategyRunner:
             if not self._prepared:  # a one-off runner (strategy not started): load its real state
                 self._prepare()
             intent = Intent(self.config.strategy.value, self.config.symbol, target, reason, detail,
-                            time.time_ns(), price)
+                            self._time_ns(), price)
             self.strategy.set_position(target, price)
             self.status.position = target.value
             self.status.last_signal = f"{target.value} ({reason.value}): {detail}"
@@ -307,6 +392,13 @@ class StrategyRunner:
             self._save()
             return report
 
+    def sync_position(self, target: PositionTarget) -> None:
+        """The position changed outside this strategy (risk flatten, kill switch)."""
+        with self._lock:
+            self.strategy.set_position(target)
+            self.status.position = target.value
+            self._save()
+
     def _save(self) -> None:
         state = {"config": self.config.to_json(), "strategy": self.strategy.state(), "bar_id": self._bar_id,
                  "position": self.strategy.target.value}
@@ -315,6 +407,10 @@ class StrategyRunner:
 
 def _iso(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso_full(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, timezone.utc).isoformat()
 
 
 def _fmt(value: float | None) -> str:

@@ -7,11 +7,17 @@
 - Ticker edits take effect at once: a changed ticker's thread is restarted with the new config; a
   disabled or deleted ticker that holds a position is closed (journaled as ticker_removed).
 - Manual triggers go through the same executor, risk checks and journal as signals.
+
+Injection points (all optional keyword arguments): `time_ns` - the wall clock every runner uses
+for housekeeping and staleness (tests and replays control time); `on_bar_to_order(strategy,
+symbol, seconds)` - bar received by the thread -> order acknowledged latency, for metrics;
+`on_restart(strategy, symbol)` - a crashed strategy thread is restarting.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +26,7 @@ from domain.intents import IntentReason, PositionTarget
 from domain.orders import BROKERS
 from domain.tickers import StrategyName, TickerConfig, parse_strategy
 from engine.executor import ExecutionReport, IntentExecutor
-from engine.runner import StrategyRunner
+from engine.runner import LatencyCallback, RestartCallback, StrategyRunner
 from store.redis_store import Store
 from store.tickers import TickerStore
 from strategies.base import SessionClock
@@ -58,8 +64,14 @@ class StrategySupervisor:
         clock_provider: Callable[[int], SessionClock] | None = None,
         on_report: Callable[[ExecutionReport], None] | None = None,
         skip_stale_signals: bool = True,
+        time_ns: Callable[[], int] = time.time_ns,
+        on_bar_to_order: LatencyCallback | None = None,
+        on_restart: RestartCallback | None = None,
     ) -> None:
         self._store = store
+        self._time_ns = time_ns
+        self._on_bar_to_order = on_bar_to_order
+        self._on_restart = on_restart
         self._skip_stale_signals = skip_stale_signals
         self._tickers = tickers
         self._md = market_data
@@ -141,7 +153,8 @@ class StrategySupervisor:
         return StrategyRunner(
             config=config, store=self._store, market_data=self._md, executor=self._executor,
             log_dir=self._log_dir, clock_provider=clock, on_report=self._on_report,
-            skip_stale_signals=self._skip_stale_signals,
+            skip_stale_signals=self._skip_stale_signals, time_ns=self._time_ns,
+            on_bar_to_order=self._on_bar_to_order, on_restart=self._on_restart,
         )
 
     # --- ticker edits -----------------------------------------------------------------------
@@ -186,6 +199,14 @@ class StrategySupervisor:
     def _holds_position(self, config: TickerConfig) -> bool:
         return any(self._orders.position(config.strategy.value, config.symbol, b).quantity != 0 for b in BROKERS)
 
+    def mark_flat(self, strategy: str | None) -> None:
+        """Positions were closed outside the strategies (loss limit, kill switch): make running
+        strategies agree, so their next exit signal does not act on a position they no longer have."""
+        with self._lock:
+            runners = [r for (name, _), r in self._runners.items() if strategy is None or name == strategy]
+        for runner in runners:
+            runner.sync_position(PositionTarget.FLAT)
+
     # --- manual triggers --------------------------------------------------------------------
     def manual_trigger(self, strategy: str, symbol: str, action: str) -> str:
         name = parse_strategy(strategy)
@@ -205,6 +226,28 @@ class StrategySupervisor:
             runner = self._make_runner(config)
         report = runner.force_target(target, IntentReason.MANUAL, f"manual {action.lower()}", float(price))
         return f"manual {action.lower()} on {symbol}: {report.summary()}"
+
+    def housekeeping_now(self, strategy: str | None = None) -> int:
+        """Wake running threads (all, or one strategy's) to run housekeeping at once: 0DTE time
+        exits and stale-feed checks. Returns how many were woken."""
+        with self._lock:
+            runners = [r for (name, _), r in self._runners.items() if strategy is None or name == strategy]
+        for runner in runners:
+            runner.housekeeping_now()
+        return len(runners)
+
+    def runner(self, strategy: str, symbol: str) -> StrategyRunner | None:
+        with self._lock:
+            return self._runners.get((parse_strategy(strategy).value, symbol))
+
+    def health(self) -> dict[str, Any]:
+        """Liveness summary for monitoring: threads expected, alive, dead, stale feeds, restarts."""
+        with self._lock:
+            runners = dict(self._runners)
+        dead = sorted(f"{name}:{symbol}" for (name, symbol), r in runners.items() if not r.is_alive())
+        stale = sorted(f"{name}:{symbol}" for (name, symbol), r in runners.items() if r.status.stale_feed)
+        return {"threads": len(runners), "alive": len(runners) - len(dead), "dead": dead, "stale_feed": stale,
+                "restarts": sum(r.status.restarts for r in runners.values())}
 
     # --- queries ----------------------------------------------------------------------------
     def current_position(self, strategy: str, symbol: str) -> dict[str, Any] | None:
@@ -228,6 +271,7 @@ class StrategySupervisor:
                     "strategy": name.value, "symbol": symbol, "timeframe": config.timeframe, "running": False,
                 }
                 status["running"] = bool(runner and runner.is_alive())
+                status["alive"] = status["running"]
                 status["trade_enabled"] = config.trade_enabled
                 status["positions"] = self.current_position(name.value, symbol)
                 tickers[symbol] = status

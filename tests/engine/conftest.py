@@ -66,14 +66,32 @@ class EngineRig:
             return bool(runner and runner.status.last_bar and runner.status.last_bar["end_ns"] >= bar_end_ns)
 
         wait_until(seen, what=f"bar ending {bar_end_ns}")
-        time.sleep(0.02)  # let the runner finish acting on the bar
+        self.wait_idle(strategy, symbol)
+
+    def wait_idle(self, strategy: str, symbol: str) -> None:
+        """Wait until the strategy thread is back in its XREAD (it holds its lock while acting)."""
+        runner = self.supervisor._runners[(strategy, symbol)]
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            if runner._lock.acquire(timeout=0.01):
+                runner._lock.release()
+                time.sleep(0.002)
+                if runner._lock.acquire(blocking=False):
+                    runner._lock.release()
+                    return
+        raise AssertionError("strategy thread stayed busy")
 
     def position(self, strategy: str, symbol: str, broker: str) -> int:
         return self.orders.position(strategy, symbol, broker).quantity
 
 
-def build_rig(store: Store, settings: Settings, option_clock: Callable[[], datetime] | None = None) -> EngineRig:
+def build_rig(store: Store, settings: Settings, option_clock: Callable[[], datetime] | None = None, *,
+              time_ns: Callable[[], int] | None = None, **supervisor_options: object) -> EngineRig:
+    """`time_ns` is the engine's wall clock (ns); when given, the paper brokers' clock (option
+    pricing) follows it too unless `option_clock` is given."""
     md = MarketDataService(settings, store, source=ReplayFeed([]))
+    if option_clock is None and time_ns is not None:
+        option_clock = lambda: datetime.fromtimestamp(time_ns() / 1e9, timezone.utc)  # noqa: E731
     clock = option_clock or (lambda: datetime.now(timezone.utc))
     paper: dict[BrokerName, PaperBroker] = {
         name: PaperBroker(store, name, settings, md.last_price, clock=clock) for name in BROKERS
@@ -85,6 +103,7 @@ def build_rig(store: Store, settings: Settings, option_clock: Callable[[], datet
         store=store, tickers=tickers, market_data=md, orders=orders,
         executor=IntentExecutor(orders, chain_provider=registry.option_chain), log_dir=settings.log_dir,
         clock_provider=spx_session_clock, skip_stale_signals=False,
+        **({"time_ns": time_ns} if time_ns is not None else {}), **supervisor_options,  # type: ignore[arg-type]
     )
     return EngineRig(store, settings, md, paper, orders, tickers, supervisor)
 

@@ -334,7 +334,7 @@ class StrategyRunner:
             if self.status.stale_feed and silent_ns <= self._stale_feed_ns:
                 self.status.stale_feed = None
             return
-        note = (f"no {self.config.timeframe} bar for {silent_ns / 1e9:.0f}s while the session is open "
+        note = (f"no bar for {silent_ns / 1e9:.0f}s while the session is open "
                 f"(limit {self._stale_feed_ns / 1e9:.0f}s); last bar received {self.status.last_bar_received or 'never'}")
         if self.status.stale_feed is None:
             self.log.warning("stale feed: %s", note)

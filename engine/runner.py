@@ -150,6 +150,11 @@ class StrategyRunner:
             return
         self._stop.clear()
         self._md.ensure(self.config.symbol, self._timeframe)
+        if self._bar_id == "$":
+            # Pin "new bars" to the moment of start, not to whenever the thread first reads: a bar
+            # written in between (or one that crashed the loop before it was saved) is then read,
+            # not skipped. A restored or warmed-up position replaces this below.
+            self._bar_id = self._last_id(self._md.bars_key(self.config.symbol, self._timeframe))
         self._thread = threading.Thread(
             target=self._supervised, name=f"strategy-{self.config.strategy.value}-{self.config.symbol}", daemon=True
         )
@@ -331,8 +336,7 @@ class StrategyRunner:
         """Stale-feed note: the session is open and no bar arrived for 2 x the timeframe."""
         silent_ns = now_ns - self._last_bar_wall_ns
         if silent_ns <= self._stale_feed_ns or not calendars.is_open(self.config.symbol, now_ns):
-            if self.status.stale_feed and silent_ns <= self._stale_feed_ns:
-                self.status.stale_feed = None
+            self.status.stale_feed = None  # bars flowing, or the session is closed: nothing to flag
             return
         note = (f"no bar for {silent_ns / 1e9:.0f}s while the session is open "
                 f"(limit {self._stale_feed_ns / 1e9:.0f}s); last bar received {self.status.last_bar_received or 'never'}")

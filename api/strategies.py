@@ -1,0 +1,27 @@
+"""`GET /api/strategies`: per strategy and ticker, what the engine is doing.
+
+Answers `{success, data}` where `data` is `StrategySupervisor.strategies_status()`:
+`{<strategy>: {running, tickers: {<symbol>: {running, alive, timeframe, started_at, last_bar,
+indicators, position, positions, last_signal, last_error, restarts, warmed_up, stale_feed,
+last_bar_received, last_housekeeping, trade_enabled}}}}` (a ticker whose thread is not running has
+only strategy, symbol, timeframe, running, alive, trade_enabled and positions). Any logged-in user
+(viewer or admin). 503 when no strategy engine runs in this process.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from api.responses import ApiError, ok
+from api.services import get_services
+from auth.decorators import viewer_required
+
+strategies_bp = Blueprint("strategies", __name__, url_prefix="/api")
+
+
+@strategies_bp.get("/strategies")
+@viewer_required
+def strategies() -> tuple[Response, int]:
+    engine = get_services().engine
+    if engine is None:
+        raise ApiError(503, "the strategy engine is not running in this process", error="unavailable")
+    return ok(data=engine.strategies_status())

@@ -25,7 +25,8 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -37,7 +38,8 @@ from domain.market import Bar, Trade
 from domain.orders import TASTYTRADE, OrderRequest, OrderSide, PositionEffect, client_order_id
 from domain.risk import OrderContext, PreTradeCheck, allow_all
 from domain.tickers import TickerConfig
-from strategies.base import Strategy
+from market_data import calendars
+from strategies.base import SessionClock, Strategy
 
 from backtest import fills
 from backtest.data import MarketData
@@ -50,6 +52,7 @@ _TARGET = {1: PositionTarget.LONG, -1: PositionTarget.SHORT, 0: PositionTarget.F
 _CHUNK = 65_536  # bars converted to Python lists at a time: bounded memory, progress granularity
 _STOP_KEYS = ("stop", "stop_price", "trailing_stop")
 _TARGET_KEYS = ("target", "take_profit", "target_price")
+_NEW_YORK = ZoneInfo("America/New_York")
 
 
 class SimulatedClock:
@@ -106,6 +109,9 @@ class RoundTrip:
     exit_ticks: int
     exit_bar: int
     exit_reason: str
+    entry_event_ns: int = 0  # decision time of the entry (the signal bar's end: the live order's event time)
+    exit_event_ns: int = 0
+    option: str = ""  # zeroday: the option held ("SPXW 2024-07-02 5500 C"); prices are its premium
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,17 +185,25 @@ class BacktestEngine:
             tick_lo, tick_hi = _tick_ranges(data)
 
         pos = 0  # signed direction of the open position (x qty contracts)
-        entry: tuple[int, int, int, str] | None = None  # (ns, ticks, bar, reason)
+        entry: tuple[int, int, int, str, int, Any] | None = None  # (ns, ticks, bar, reason, event ns, option)
         trades: list[RoundTrip] = []
         denials: list[Denial] = []
         signals: dict[int, str] = {}
         indicators: list[dict[str, float | None]] | None = [] if record_bars else None
         pending: Intent | None = None
+        if record_bars and hasattr(strategy, "compute_atr"):
+            strategy.compute_atr = True  # bars.csv shows every indicator (results are unaffected)
+        # Time-aware strategies (zeroday) get the session clock before each bar, as live.
+        session_clock = _SessionClocks() if type(strategy).on_clock is not Strategy.on_clock else None
+        options = _OptionBook(self.instrument) if self.config.strategy.value == "zeroday" else None
+        # Tick charts complete on their own last trade: a market order decided at the close fills
+        # at that trade's price (the paper broker's last trade), not at the next bar's open.
+        tick_chart = self.config.tf.is_tick
 
         def execute(target: int, fill_ticks_of: Callable[[int], int], ts: int, bar: int, reason: str,
-                    event_ts: int) -> None:
+                    event_ts: int, spot: float = 0.0) -> None:
             """Move the position to `target` (-1/0/+1): close first, then open. `fill_ticks_of(side)`
-            prices one fill for a buy (+1) or sell (-1)."""
+            prices one fill for a buy (+1) or sell (-1); options are priced by `_OptionBook` at `spot`."""
             nonlocal pos, entry
             if target == pos:
                 return
@@ -200,16 +214,28 @@ class BacktestEngine:
                     strategy.set_position(_TARGET[pos])
                     return
                 assert entry is not None
-                trades.append(RoundTrip(pos, qty, entry[0], entry[1], entry[2], entry[3], ts, fill_ticks_of(side),
-                                        bar, reason))
+                if options is not None:
+                    contract = entry[5]
+                    trades.append(RoundTrip(1, qty, entry[0], entry[1], entry[2], entry[3], ts,
+                                            options.sell_ticks(contract, spot, ts), bar, reason, entry[4], event_ts,
+                                            options.describe(contract)))
+                else:
+                    trades.append(RoundTrip(pos, qty, entry[0], entry[1], entry[2], entry[3], ts, fill_ticks_of(side),
+                                            bar, reason, entry[4], event_ts))
                 pos, entry = 0, None
             if target != 0:
                 if check_orders and not self._allowed(strategy, target, qty, False, 0, reason, event_ts, ts, bar,
                                                       denials, "open"):
                     strategy.set_position(PositionTarget.FLAT)
                     return
-                pos, entry = target, (ts, fill_ticks_of(target), bar, reason)
+                if options is not None:
+                    contract = options.atm(target, spot, ts)
+                    pos, entry = target, (ts, options.buy_ticks(contract, spot, ts), bar, reason, event_ts, contract)
+                else:
+                    pos, entry = target, (ts, fill_ticks_of(target), bar, reason, event_ts, None)
 
+        view = _BarView(symbol, tf_raw)
+        market_fill = fills.market_fill_ticks
         t0 = time.perf_counter()
         for lo in range(0, n, _CHUNK):
             hi = min(n, lo + _CHUNK)
@@ -227,8 +253,8 @@ class BacktestEngine:
                 if pending is not None:
                     # 1. decided at the previous close, filled at this bar's open / first trade.
                     o = o_l[j]
-                    execute(_SIGN[pending.target], lambda side, o=o: fills.market_fill_ticks(o, side, tick, slip),
-                            s_l[j], i, pending.reason.value, pending.event_ts_ns)
+                    execute(_SIGN[pending.target], lambda side, o=o: market_fill(o, side, tick, slip),
+                            s_l[j], i, pending.reason.value, pending.event_ts_ns, o)
                     pending = None
                 if pos != 0 and feed_trades:
                     # 2. intrabar exits.
@@ -238,13 +264,24 @@ class BacktestEngine:
                     else:
                         self._feed_path(strategy, symbol, s_l[j], e_l[j], o_l[j], h_l[j], l_l[j], c_l[j], i,
                                         execute, lambda: pos, tick, slip)
-                # 3. the strategy at the close.
-                intents = on_bar(Bar(symbol, tf_raw, s_l[j], e_l[j], o_l[j], h_l[j], l_l[j], c_l[j], v_l[j], n_l[j]))
+                # 3. the strategy at the close (one reused bar object: strategies never keep a bar).
+                end = e_l[j]
+                view.start_ns, view.end_ns, view.open, view.high = s_l[j], end, o_l[j], h_l[j]
+                view.low, view.close, view.volume, view.trade_count = l_l[j], c_l[j], v_l[j], n_l[j]
+                if session_clock is None:
+                    intents = on_bar(view)
+                else:
+                    intents = strategy.on_clock(session_clock(end)) + on_bar(view)
                 if intents:
                     last = intents[-1]
                     signals[i] = "; ".join(f"{it.target.value} ({it.reason.value}): {it.detail}" for it in intents)
                     if _SIGN[last.target] != pos:
-                        pending = last
+                        if tick_chart:
+                            c = c_l[j]
+                            execute(_SIGN[last.target], lambda side, c=c: market_fill(c, side, tick, slip), end, i,
+                                    last.reason.value, last.event_ts_ns, c)
+                        else:
+                            pending = last
                 if indicators is not None:
                     indicators.append(strategy.indicators())
             if progress is not None:
@@ -253,11 +290,14 @@ class BacktestEngine:
             # Open at the end of the data: closed at the last close like a market order would be,
             # with costs, so net P&L equals the final equity change.
             last_close = float(bars.close[n - 1])
-            execute(0, lambda side: fills.market_fill_ticks(last_close, side, tick, slip), int(bars.end_ns[n - 1]),
-                    n - 1, "end_of_data", int(bars.end_ns[n - 1]))
+            execute(0, lambda side: market_fill(last_close, side, tick, slip), int(bars.end_ns[n - 1]),
+                    n - 1, "end_of_data", int(bars.end_ns[n - 1]), last_close)
         elapsed = time.perf_counter() - t0
 
-        equity, position = self._equity_curve(bars.close, trades, n)
+        if options is not None:
+            equity, position = self._option_equity_curve(bars, trades, n, options)
+        else:
+            equity, position = self._equity_curve(bars.close, trades, n)
         return BacktestResult(self.config, self.costs, self.instrument, data, trades, equity, position, signals,
                               indicators, denials, elapsed, strategy.warmup_bars())
 
@@ -280,7 +320,7 @@ class BacktestEngine:
                 level = _level_for(it.reason, levels)
                 px = price if level is None else fills.level_fill(level, previous, price)
                 execute(_SIGN[it.target], lambda side, px=px: fills.market_fill_ticks(px, side, tick, slip), ts, bar,
-                        it.reason.value, it.event_ts_ns)
+                        it.reason.value, it.event_ts_ns, px)
             previous = price
 
     def _feed_ticks(self, strategy: Strategy, ticks: Any, lo: int, hi: int, bar: int, execute: Callable[..., None],
@@ -297,7 +337,7 @@ class BacktestEngine:
             if intents:
                 it = intents[-1]
                 execute(_SIGN[it.target], lambda side, p=price: fills.market_fill_ticks(p, side, tick, slip), ts, bar,
-                        it.reason.value, it.event_ts_ns)
+                        it.reason.value, it.event_ts_ns, price)
 
     def _allowed(self, strategy: Strategy, side: int, qty: int, reduces: bool, current: int, reason: str,
                  event_ts: int, ts: int, bar: int, denials: list[Denial], leg: str) -> bool:
@@ -312,6 +352,33 @@ class BacktestEngine:
         if not decision.allowed:
             denials.append(Denial(ts, bar, order_side.value, effect.value, decision.reason.value, decision.detail))
         return decision.allowed
+
+    def _option_equity_curve(self, bars: Any, trades: list[RoundTrip], n: int,
+                             options: _OptionBook) -> tuple[np.ndarray, np.ndarray]:
+        """Zeroday: the held option marked at its bid (what selling it would fetch) at each bar's
+        close with the SPX level = the close; contracts held (+qty for a call or a put)."""
+        tick = float(self.instrument.tick_size)
+        mult = float(self.instrument.multiplier)
+        comm = float(self.costs.commission_per_contract)
+        flow = np.zeros(n, dtype=np.float64)
+        held = np.zeros(n, dtype=np.int64)
+        unrealised = np.zeros(n, dtype=np.float64)
+        from domain.orders import OptionContract, OptionRight
+
+        for t in trades:
+            c = comm * t.quantity
+            flow[t.entry_bar] -= c
+            flow[t.exit_bar] += (t.exit_ticks - t.entry_ticks) * tick * mult * t.quantity - c
+            if t.exit_bar > t.entry_bar:
+                root, expiry, strike, right = t.option.split()
+                contract = OptionContract(underlying="SPX", root=root, expiration=date.fromisoformat(expiry),
+                                          strike=Decimal(strike), right=OptionRight(right))
+                held[t.entry_bar:t.exit_bar] = t.quantity
+                for k in range(t.entry_bar, t.exit_bar):
+                    bid = options.quote(contract, float(bars.close[k]), int(bars.end_ns[k]))[0]
+                    unrealised[k] = (bid - t.entry_ticks * tick) * mult * t.quantity
+        equity = float(self.costs.starting_capital) + np.cumsum(flow) + unrealised
+        return equity, held
 
     def _equity_curve(self, close: np.ndarray, trades: list[RoundTrip], n: int) -> tuple[np.ndarray, np.ndarray]:
         """Equity at each bar close: capital + realised cash flows so far + open position marked at
@@ -333,6 +400,86 @@ class BacktestEngine:
         unrealised[side == 0] = 0.0
         equity = float(self.costs.starting_capital) + np.cumsum(flow) + unrealised
         return equity, side
+
+
+class _BarView:
+    """A mutable stand-in for `domain.market.Bar` reused for every bar of a backtest: building a
+    frozen dataclass per bar was a large share of the loop. Strategies read bar fields and never
+    keep a reference to the bar (they copy what they need), so reusing it is safe."""
+
+    __slots__ = ("symbol", "timeframe", "start_ns", "end_ns", "open", "high", "low", "close", "volume",
+                 "trade_count", "gapped")
+
+    def __init__(self, symbol: str, timeframe: str) -> None:
+        self.symbol, self.timeframe, self.gapped = symbol, timeframe, False
+        self.start_ns = self.end_ns = self.volume = self.trade_count = 0
+        self.open = self.high = self.low = self.close = 0.0
+
+
+class _SessionClocks:
+    """`SessionClock` at a given instant, as `engine/clock.py` builds it for the live engine: the
+    SPX regular session (NYSE calendar, early closes applied) and whether an SPXW expires that
+    New York date. Calendar look-ups are cached per date."""
+
+    def __init__(self) -> None:
+        self._days: dict[date, tuple[int | None, int | None, bool]] = {}
+        self._range = (0, 0)  # [start, end) ns of the cached New York date
+        self._today: tuple[int | None, int | None, bool] = (None, None, False)
+
+    def __call__(self, now_ns: int) -> SessionClock:
+        lo, hi = self._range
+        if not lo <= now_ns < hi:
+            day = datetime.fromtimestamp(now_ns / 1e9, _NEW_YORK).date()
+            facts = self._days.get(day)
+            if facts is None:
+                bounds = calendars.spx_session(day)
+                facts = (None, None, False) if bounds is None else (
+                    int(bounds[0].timestamp() * 1e9), int(bounds[1].timestamp() * 1e9),
+                    calendars.has_same_day_expiration(day))
+                self._days[day] = facts
+            start = datetime.combine(day, datetime.min.time(), _NEW_YORK)
+            self._range = (int(start.timestamp() * 1e9), int((start + timedelta(days=1)).timestamp() * 1e9))
+            self._today = facts
+        o, c, expires = self._today
+        return SessionClock(now_ns, o, c, expires)
+
+
+class _OptionBook:
+    """Prices zeroday entries/exits as the paper broker does with its synthetic SPXW chain
+    (`brokers/option_pricing.py`): the contract expiring on the fill's New York date with the strike
+    nearest the SPX level (5-point strikes), Black-Scholes at the fill time to the 16:00 ET expiry
+    with the paper broker's default implied volatility; buys pay the ask, sells receive the bid.
+    Prices are kept in the SPX instrument's ticks (0.01; option ticks 0.05/0.10 are multiples).
+    Slippage ticks do not apply to options (the one-tick spread is the cost)."""
+
+    def __init__(self, instrument: Instrument, iv: float | None = None) -> None:
+        from brokers import option_pricing as op
+
+        self._op = op
+        self._iv = op.DEFAULT_IV if iv is None else iv
+        self._tick = float(instrument.tick_size)
+
+    def atm(self, target: int, spot: float, ts_ns: int) -> Any:
+        from domain.orders import OptionContract, OptionRight
+
+        expiry = datetime.fromtimestamp(ts_ns / 1e9, _NEW_YORK).date()
+        right = OptionRight.CALL if target > 0 else OptionRight.PUT
+        return OptionContract(underlying="SPX", root=self._op.SPX_ROOT, expiration=expiry,
+                              strike=self._op.atm_strike(spot), right=right)
+
+    def quote(self, contract: Any, spot: float, ts_ns: int) -> tuple[float, float]:
+        priced = self._op.price_contract(contract, spot, datetime.fromtimestamp(ts_ns / 1e9, UTC), self._iv)
+        return float(priced.bid), float(priced.ask)
+
+    def buy_ticks(self, contract: Any, spot: float, ts_ns: int) -> int:
+        return fills.price_to_ticks(self.quote(contract, spot, ts_ns)[1], self._tick)
+
+    def sell_ticks(self, contract: Any, spot: float, ts_ns: int) -> int:
+        return fills.price_to_ticks(self.quote(contract, spot, ts_ns)[0], self._tick)
+
+    @staticmethod
+    def describe(contract: Any) -> str:
+        return f"{contract.root} {contract.expiration.isoformat()} {contract.strike} {contract.right.value}"
 
 
 def _level_for(reason: IntentReason, levels: dict[str, float | None]) -> float | None:

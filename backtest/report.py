@@ -151,13 +151,17 @@ def build_report(result: BacktestResult, rows: Sequence[TradeRow] | None = None)
 def write_trades(path: Path, rows: Sequence[TradeRow]) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
+        # zeroday: every trade is a bought option (side LONG); the option column names it and the
+        # prices are its premium.
+        with_option = any(r.trade.option for r in rows)
         w.writerow(["trade", "side", "quantity", "entry_time", "entry_price", "entry_reason", "exit_time",
-                    "exit_price", "exit_reason", "gross_pnl", "commission", "net_pnl", "duration_s", "bars_held"])
+                    "exit_price", "exit_reason", "gross_pnl", "commission", "net_pnl", "duration_s", "bars_held"]
+                   + (["option"] if with_option else []))
         for k, r in enumerate(rows, 1):
             t = r.trade
             w.writerow([k, "LONG" if t.side > 0 else "SHORT", t.quantity, utc_iso(t.entry_ns), r.entry_price,
                         t.entry_reason, utc_iso(t.exit_ns), r.exit_price, t.exit_reason, r.gross, r.commission, r.net,
-                        (t.exit_ns - t.entry_ns) / NS, t.exit_bar - t.entry_bar])
+                        (t.exit_ns - t.entry_ns) / NS, t.exit_bar - t.entry_bar] + ([t.option] if with_option else []))
 
 
 def write_equity(path: Path, result: BacktestResult) -> None:

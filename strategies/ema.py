@@ -129,6 +129,10 @@ class EmaCrossStrategy(PositionStrategy):
         self.fast = make_line(config.trend_line_1, config.period_1)
         self.slow = make_line(config.trend_line_2, config.period_2)
         self.atr = ATR(config.atr_period)
+        # The ATR is only maintained when a rule uses it (the ATR stop): it is ~a third of the
+        # per-bar cost otherwise. Without it `indicators()["atr"]` is None (not computed), not a
+        # stale number. Set True to compute it anyway (the backtester does for bars.csv).
+        self.compute_atr: bool = config.stop_loss_atr > 0
         self.fast_label = f"{config.trend_line_1.value}{config.period_1}"
         self.slow_label = f"{config.trend_line_2.value}{config.period_2}"
         instrument = CATALOG.get(Symbol(config.symbol))
@@ -196,12 +200,15 @@ class EmaCrossStrategy(PositionStrategy):
         return not (self.config.stop_loss_atr > 0 and self.atr.value is None)
 
     def _update_lines(self, bar: Bar) -> tuple[float | None, float | None]:
-        self.prev_fast, self.prev_slow = self.fast.value, self.slow.value
-        f = self.fast.update(bar.close)
-        s = self.slow.update(bar.close)
-        self.atr.update(bar.high, bar.low, bar.close)
+        fast, slow = self.fast, self.slow
+        self.prev_fast, self.prev_slow = fast.value, slow.value
+        close = bar.close
+        f = fast.update(close)
+        s = slow.update(close)
+        if self.compute_atr:
+            self.atr.update(bar.high, bar.low, close)
         self.last_bar_end_ns = bar.end_ns
-        self.last_close = bar.close
+        self.last_close = close
         return f, s
 
     def _cross_detail(self, side: PositionTarget, f: float, s: float) -> str:
@@ -210,16 +217,20 @@ class EmaCrossStrategy(PositionStrategy):
                 f"(prev {self.prev_fast:.6g} vs {self.prev_slow:.6g})")
 
     def on_bar(self, bar: Bar) -> list[Intent]:
-        if not self._accept_bar(bar):
-            return []
+        last = self.last_bar_end_ns
+        if (last is not None and bar.end_ns <= last) or bar.symbol != self.symbol:
+            if not self._accept_bar(bar):
+                return []
         intents: list[Intent] = []
         # 1. The bar's range happened while the position was held: stop first.
-        if self._stop_hit(bar.low, bar.high):
+        if self.stop_price is not None and self._stop_hit(bar.low, bar.high):
             intents.append(self._stop_intent(bar.end_ns, bar.close, f"bar low {bar.low} high {bar.high}"))
         # 2. Lines at the close.
         f, s = self._update_lines(bar)
         side = self._cross(f, s)
-        if side is not None and side is not self.target and self._entries_allowed():
+        if side is None:
+            return intents
+        if side is not self.target and self._entries_allowed():
             assert f is not None and s is not None
             self._enter(side, bar.close, bar.end_ns)
             self._arm_stop()
@@ -250,7 +261,9 @@ class EmaCrossStrategy(PositionStrategy):
         self._arm_stop()
 
     def indicators(self) -> dict[str, float | None]:
-        return {"fast": self.fast.value, "slow": self.slow.value, "atr": self.atr.value, "stop": self.stop_price}
+        """Latest values; "atr" is None when it is not computed (`compute_atr` False: no ATR stop)."""
+        return {"fast": self.fast.value, "slow": self.slow.value, "atr": self.atr.value if self.compute_atr else None,
+                "stop": self.stop_price}
 
     def state(self) -> dict[str, Any]:
         return {**self._base_state(), "fast": self.fast.state(), "slow": self.slow.state(), "atr": self.atr.state(),

@@ -34,6 +34,8 @@ class IndicatorStateError(ValueError):
 
 
 def _finite(*values: float) -> None:
+    """Slow path of the finiteness check (ints, rejects); the hot paths test a float inline with
+    `x.__class__ is float and x - x == 0.0` (False for NaN and +-inf) and only call this otherwise."""
     for v in values:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
             raise ValueError(f"indicator input must be a finite number, got {v!r}")
@@ -85,8 +87,9 @@ class SMA:
         self._sum = t
 
     def update(self, x: float) -> float | None:
-        _finite(x)
-        x = float(x)
+        if x.__class__ is not float or x - x != 0.0:
+            _finite(x)
+            x = float(x)
         self._window.append(x)
         self._add(x)
         if len(self._window) > self.period:
@@ -118,11 +121,13 @@ class _SeededSmoother:
     value: float | None = field(default=None, init=False)
     count: int = field(default=0, init=False)
     _seed_sum: float = field(default=0.0, init=False, repr=False)
+    _alpha: float = field(default=0.0, init=False, repr=False)  # cached `alpha` (hot path)
 
     kind = "?"
 
     def __post_init__(self) -> None:
         _check_period(self.period)
+        self._alpha = self.alpha
 
     @property
     def alpha(self) -> float:
@@ -133,17 +138,19 @@ class _SeededSmoother:
         return self.value is not None
 
     def update(self, x: float) -> float | None:
-        _finite(x)
-        x = float(x)
+        if x.__class__ is not float or x - x != 0.0:
+            _finite(x)
+            x = float(x)
         self.count += 1
-        if self.value is None:
+        value = self.value
+        if value is None:
             # Plain left-to-right sum, exactly as TA-Lib seeds (at most `period` terms).
             self._seed_sum += x
             if self.count == self.period:
-                self.value = self._seed_sum / self.period
-        else:
-            self.value = self.value + (x - self.value) * self.alpha
-        return self.value
+                self.value = value = self._seed_sum / self.period
+            return value
+        self.value = value = value + (x - value) * self._alpha
+        return value
 
     def state(self) -> dict[str, Any]:
         return {"kind": self.kind, "period": self.period, "value": self.value, "count": self.count,
@@ -220,8 +227,10 @@ class ATR:
         return self._smoother.value is not None
 
     def update(self, high: float, low: float, close: float) -> float | None:
-        _finite(high, low, close)
-        high, low, close = float(high), float(low), float(close)
+        if (high.__class__ is not float or low.__class__ is not float or close.__class__ is not float
+                or high - high + low - low + close - close != 0.0):
+            _finite(high, low, close)
+            high, low, close = float(high), float(low), float(close)
         prev = self._prev_close
         self._prev_close = close
         if prev is None:

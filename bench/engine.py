@@ -1,0 +1,248 @@
+"""Strategy engine benchmark: 30 strategy threads on replayed trades, real Redis.
+
+    .venv/bin/python bench/engine.py [--minutes 300] [--idle 10]
+
+Path measured (all production classes): trades -> MarketDataService.process_now (bar builders,
+Redis trade + bar streams) -> strategy threads blocked in XREAD -> IntentExecutor -> OrderManager ->
+PaperBroker (order acknowledged = filled). Latency = from the moment the driver hands a bar's
+closing trade to the market data service to the moment the order manager returned the
+acknowledged order (perf_counter, same process). The engine-only part (bar received by the
+thread -> order acknowledged) comes from the supervisor's `on_bar_to_order` callback.
+
+The 30 threads. The engine allows one ticker per (strategy, symbol); the catalog has 9 tradable
+symbols plus SPX, and zeroday trades SPX only. So 10 tickers per strategy (and 10 zeroday
+tickers) cannot exist in one engine. This bench runs two engine stacks (supervisor + order
+manager + paper brokers, each on its own key prefix) on one shared market data service:
+  A: ema x9 (1Min), supertrend x9 (1Min), zeroday SPX (1Min)          = 19 threads
+  B: ema x5 (2Min), supertrend x5 (2Min), zeroday SPX (2Min)           = 11 threads
+  => 30 threads: 14 ema, 14 supertrend, 2 zeroday.
+All bars of all symbols close at the same instant each minute (as live), so the 19-30 threads that
+wake together contend for 2 cores and the GIL: the tail latency includes that queueing.
+
+Idle CPU: after the replay, process CPU time (user+sys) over an idle window with every thread
+blocked in XREAD (block timeout 10 s: one housekeeping wake-up per thread per window).
+
+Real Redis at 127.0.0.1:6379 (REDIS_URL to override); unique key prefixes, deleted afterwards.
+The last line is a JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+
+from brokers.paper import PaperBroker  # noqa: E402
+from brokers.registry import BrokerRegistry  # noqa: E402
+from config.settings import MarketDataSource, Settings  # noqa: E402
+from domain.market import Trade  # noqa: E402
+from domain.orders import BROKERS  # noqa: E402
+from domain.tickers import TickerConfig  # noqa: E402
+from engine.clock import spx_session_clock  # noqa: E402
+from engine.executor import ExecutionReport, IntentExecutor  # noqa: E402
+from engine.supervisor import StrategySupervisor  # noqa: E402
+from market_data.feeds import ReplayFeed  # noqa: E402
+from market_data.service import MarketDataService  # noqa: E402
+from oms.models import TargetStatus  # noqa: E402
+from oms.order_manager import OrderManager  # noqa: E402
+from store.redis_store import Store  # noqa: E402
+from store.tickers import TickerStore  # noqa: E402
+
+NS = 1_000_000_000
+MINUTE = 60 * NS
+START_NS = int(datetime(2024, 7, 2, 13, 30, tzinfo=timezone.utc).timestamp()) * NS  # 09:30 ET, Tuesday
+SYMBOLS = ["/MES", "/ES", "/MNQ", "/NQ", "/M2K", "/RTY", "MSTR", "TSLA", "NVDA"]
+B_SYMBOLS = SYMBOLS[:5]
+LEVEL = {"/MES": 5500.0, "/ES": 5500.0, "/MNQ": 20000.0, "/NQ": 20000.0, "/M2K": 2100.0, "/RTY": 2100.0,
+         "MSTR": 350.0, "TSLA": 250.0, "NVDA": 120.0, "SPX": 5500.0}
+ACK = (TargetStatus.FILLED, TargetStatus.WORKING, TargetStatus.PENDING_OPEN)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+class Bench:
+    def __init__(self, client: redis.Redis, url: str, log_dir: Path) -> None:
+        self.run_id = uuid.uuid4().hex[:8]
+        self.prefixes = [f"bench-engine-{self.run_id}-md", f"bench-engine-{self.run_id}-a",
+                         f"bench-engine-{self.run_id}-b"]
+        self.client = client
+        md_store = Store(client, self.prefixes[0], persistent=True, url=url)
+        self.data_now = START_NS  # the engine's wall clock follows the replayed data
+        base = Settings(redis_prefix=md_store.prefix, log_dir=log_dir, market_data_source=MarketDataSource.REPLAY)
+        self.md = MarketDataService(base, md_store, source=ReplayFeed([]))
+        self.stamps: dict[tuple[str, int], int] = {}  # (symbol, bar end) -> perf_counter_ns of closing trade
+        self.latency_ms: list[float] = []
+        self.engine_ms: list[float] = []
+        self.unmatched = 0
+        self.stagger = False
+        self.lock = threading.Lock()
+        self.stacks = [self._stack(Store(client, p, persistent=True, url=url), base) for p in self.prefixes[1:]]
+
+    def _stack(self, store: Store, base: Settings) -> StrategySupervisor:
+        settings = replace(base, redis_prefix=store.prefix)
+        clock = lambda: datetime.fromtimestamp(self.data_now / NS, timezone.utc)  # noqa: E731
+        paper = {name: PaperBroker(store, name, settings, self.md.last_price, clock=clock) for name in BROKERS}
+        registry = BrokerRegistry(settings, live={}, paper=dict(paper))
+        orders = OrderManager(store, registry.trading_adapters())
+        return StrategySupervisor(
+            store=store, tickers=TickerStore(store), market_data=self.md, orders=orders,
+            executor=IntentExecutor(orders, chain_provider=registry.option_chain), log_dir=settings.log_dir,
+            clock_provider=spx_session_clock, skip_stale_signals=False, time_ns=lambda: self.data_now,
+            on_report=self._on_report, on_bar_to_order=self._on_engine_latency,
+        )
+
+    def _on_report(self, report: ExecutionReport) -> None:
+        done = time.perf_counter_ns()
+        if not any(r.orders and r.status in ACK for r in report.results):
+            return
+        stamp = self.stamps.get((report.intent.symbol, report.intent.event_ts_ns))
+        with self.lock:
+            if stamp is None:  # an intrabar stop (trade stream) or a clock exit: not a bar's order
+                self.unmatched += 1
+            else:
+                self.latency_ms.append((done - stamp) / 1e6)
+
+    def _on_engine_latency(self, _strategy: str, _symbol: str, seconds: float) -> None:
+        with self.lock:
+            self.engine_ms.append(seconds * 1e3)
+
+    def configure(self) -> int:
+        a, b = self.stacks
+        count = 0
+        for sup, symbols, tf in ((a, SYMBOLS, "1Min"), (b, B_SYMBOLS, "2Min")):
+            tickers = sup._tickers
+            for sym in symbols:
+                q = {"schwab_quantity": 0 if sym.startswith("/") else 1, "tastytrade_quantity": 1}
+                tickers.upsert(TickerConfig.from_payload(dict(strategy="ema", symbol=sym, timeframe=tf, trade_enabled=True,
+                                                              period_1=2, period_2=3, **q)))
+                tickers.upsert(TickerConfig.from_payload(dict(strategy="supertrend", symbol=sym, timeframe=tf,
+                                                              trade_enabled=True, atr_period=5, multiplier=1.0, **q)))
+                count += 2
+            tickers.upsert(TickerConfig.from_payload(dict(strategy="zeroday", symbol="SPX", timeframe=tf, trade_enabled=True,
+                                                          schwab_quantity=1, tastytrade_quantity=1, period_1=2, period_2=3)))
+            count += 1
+            for name in ("ema", "supertrend", "zeroday"):
+                sup.start_strategy(name)
+        return count
+
+    def replay(self, minutes: int, settle_s: float) -> int:
+        rng = random.Random(7)
+        prices = dict(LEVEL)
+        all_symbols = SYMBOLS + ["SPX"]
+        sent = 0
+        for m in range(minutes + 1):
+            t0 = START_NS + m * MINUTE
+            minute_trades: dict[str, list[Trade]] = {}
+            for sym in all_symbols:
+                step = LEVEL[sym] * 0.0008
+                path = []
+                for k, sec in enumerate((1, 15, 30, 45)):
+                    prices[sym] = round(prices[sym] + rng.gauss(0.0, step) + (step * 0.6 if (m // 7) % 2 else -step * 0.6) * (k == 3), 2)
+                    path.append(Trade(sym, t0 + sec * NS, prices[sym], 1))
+                minute_trades[sym] = path
+            self.data_now = t0 + 1 * NS
+            if self.stagger:  # one symbol's bar closes at a time: the uncontended path
+                for sym in all_symbols:
+                    if m > 0:
+                        self.stamps[(sym, t0)] = time.perf_counter_ns()
+                    self.md.process_now([minute_trades[sym][0]])
+                    time.sleep(settle_s)
+            else:
+                closing = [minute_trades[s][0] for s in all_symbols]
+                stamp = time.perf_counter_ns()
+                if m > 0:
+                    for sym in all_symbols:
+                        self.stamps[(sym, t0)] = stamp
+                self.md.process_now(closing)  # closes every symbol's bar(s) at once, as a live minute does
+                time.sleep(settle_s)
+            self.data_now = t0 + 45 * NS
+            self.md.process_now([t for s in all_symbols for t in minute_trades[s][1:]])
+            time.sleep(settle_s / 4)
+            sent += 4 * len(all_symbols)
+        return sent
+
+    def idle_cpu(self, seconds: float) -> float:
+        time.sleep(1.0)  # let the last bars settle
+        before = os.times()
+        time.sleep(seconds)
+        after = os.times()
+        return (after.user - before.user) + (after.system - before.system)
+
+    def close(self) -> None:
+        for sup in self.stacks:
+            sup.shutdown()
+        for prefix in self.prefixes:
+            keys = list(self.client.scan_iter(match=f"{prefix}:*", count=1000))
+            for i in range(0, len(keys), 500):
+                self.client.delete(*keys[i:i + 500])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=int, default=300, help="replayed 1-minute bars per symbol")
+    parser.add_argument("--idle", type=float, default=10.0, help="idle CPU window, seconds")
+    parser.add_argument("--settle", type=float, default=0.04, help="pause after each bar close, seconds")
+    parser.add_argument("--stagger", action="store_true",
+                        help="close one symbol's bars at a time (uncontended path) instead of all at once")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.ping()
+    with tempfile.TemporaryDirectory(prefix="bench-engine-logs-") as log_dir:
+        bench = Bench(client, url, Path(log_dir))
+        try:
+            bench.stagger = args.stagger
+            threads = bench.configure()
+            alive = sum(s.health()["alive"] for s in bench.stacks)
+            t0 = time.perf_counter()
+            trades = bench.replay(args.minutes, args.settle)
+            replay_s = time.perf_counter() - t0
+            idle = bench.idle_cpu(args.idle)
+            health = [s.health() for s in bench.stacks]
+            orders = sum(len(s._orders.orders(limit=100_000)) for s in bench.stacks)
+        finally:
+            bench.close()
+    left = sum(1 for p in bench.prefixes for _ in client.scan_iter(match=f"{p}:*", count=1000))
+    result = {
+        "threads": threads, "threads_alive": alive, "ema": 14, "supertrend": 14, "zeroday": 2,
+        "minutes_replayed": args.minutes, "mode": "staggered" if args.stagger else "simultaneous", "trades": trades, "replay_seconds": round(replay_s, 2),
+        "orders": orders, "bar_orders_measured": len(bench.latency_ms), "other_orders": bench.unmatched,
+        "close_trade_to_ack_ms_p50": round(pct(bench.latency_ms, 50), 3),
+        "close_trade_to_ack_ms_p99": round(pct(bench.latency_ms, 99), 3),
+        "close_trade_to_ack_ms_max": round(max(bench.latency_ms, default=float("nan")), 3),
+        "engine_bar_to_ack_ms_p50": round(pct(bench.engine_ms, 50), 3),
+        "engine_bar_to_ack_ms_p99": round(pct(bench.engine_ms, 99), 3),
+        "idle_window_s": args.idle, "idle_cpu_s": round(idle, 4),
+        "idle_cpu_percent_of_one_core": round(100 * idle / args.idle, 3),
+        "restarts": sum(h["restarts"] for h in health), "dead_threads": sum(len(h["dead"]) for h in health),
+        "keys_left": left, "target_p99_ms": 10.0,
+    }
+    print(f"{threads} threads ({alive} alive); {len(bench.latency_ms)} bar orders: closing trade -> ack "
+          f"p50 {result['close_trade_to_ack_ms_p50']} ms p99 {result['close_trade_to_ack_ms_p99']} ms; "
+          f"idle CPU {result['idle_cpu_s']} s over {args.idle} s")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -207,7 +207,7 @@ def _run(args: argparse.Namespace, out: Path) -> str:
     root = CATALOG[Symbol(config.symbol)].root
     load_opts = LoadOptions(tuple(paths), config.timeframe, start, end,
                             parse_columns(args.columns) if args.columns else None, args.tz, args.bar_time,
-                            args.csv_kind, args.instrument, root)
+                            args.csv_kind, args.instrument, root, config.symbol)
 
     if args.sweep:
         return _run_sweep(args, options, load_opts, costs, out)

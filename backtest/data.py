@@ -6,8 +6,11 @@ workers and the engine loop indexes plain Python lists built from them.
 Conventions:
 - Timestamps are int64 ns since the epoch, UTC. Naive CSV timestamps are read in `tz` (UTC unless
   given) and CSV bar timestamps mark the bar *start* unless `bar_time="end"`.
-- Time bars are UTC-aligned buckets `[k*tf, (k+1)*tf)`, which is what the live bar builder does
-  for minute and hour bars; tick charts close every N trades.
+- Time bars use the live bar builder's grid (`market_data.bars.SessionGrid` for the symbol): they
+  start at the session open (CME 18:00 ET, equities 09:30 ET) and step by the bar size, the last
+  bar of a session is cut at the close, daily bars are one per session; so 1h/4h/1d bars equal the
+  live ones. Without a symbol (`LoadOptions.symbol` None) `FixedGrid` (UTC-aligned) is used. Tick
+  charts close every N trades.
 - Ticks (trades) are kept beside the bars so market orders can fill at the next trade and stops
   can be checked trade by trade.
 """
@@ -87,6 +90,7 @@ class LoadOptions:
     csv_kind: str = "auto"  # "auto" | "bars" | "ticks"
     instrument: str | None = None  # raw symbol inside a multi-instrument DBN file ("ESU4")
     root: str | None = None  # catalog root ("ES") used to pick the instrument automatically
+    symbol: str | None = None  # catalog symbol: time bars on its session grid (None: UTC-aligned)
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,15 +344,58 @@ def _group_bounds(keys: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], np.flatnonzero(np.diff(keys)) + 1))
 
 
-def ticks_to_bars(ticks: TickArrays, tf: Timeframe) -> BarArrays:
-    """Aggregate trades to bars: UTC-aligned time buckets, or every N trades for tick charts."""
+def grid_buckets(ts: np.ndarray, tf: Timeframe, symbol: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """[start, end) of the live bar builder's bucket for every timestamp, vectorised: equal to
+    `market_data.bars.SessionGrid(symbol).bucket(ts, tf)` (FixedGrid when `symbol` is None)."""
+    ts = np.asarray(ts, dtype=np.int64)
+    if symbol is None:
+        size = tf.seconds * NS
+        start = ts - ts % size
+        return start, start + size
+    from market_data import calendars
+
+    if ts.shape[0] == 0:
+        return ts.copy(), ts.copy()
+    cal = calendars.calendar_for(symbol)
+    first, last = int(ts.min()), int(ts.max())
+    year = datetime.fromtimestamp(first / NS, tz=timezone.utc).year
+    for y in range(year - 1, datetime.fromtimestamp(last / NS, tz=timezone.utc).year + 2):
+        cal._load_year(y)  # noqa: SLF001 - the calendar's own cached schedule, loaded once
+    opens = np.asarray(cal._opens, dtype=np.int64)  # noqa: SLF001
+    closes = np.asarray(cal._closes, dtype=np.int64)  # noqa: SLF001
+    idx = np.searchsorted(opens, ts, "right") - 1
+    safe = np.maximum(idx, 0)
+    inside = (idx >= 0) & (ts < closes[safe])
+    day_start = np.where(inside, opens[safe], 0)
+    day_end = np.where(inside, closes[safe], 0)
+    outside = np.flatnonzero(~inside)
+    if outside.size:  # outside every session: the anchored day (SessionGrid's fallback)
+        anchor = calendars.session_anchor(symbol)
+        lo = hi = 0
+        for k in outside.tolist():
+            t = int(ts[k])
+            if not lo <= t < hi:
+                lo = calendars.anchored_day_start_ns(t, anchor)
+                hi = lo + 86_400 * NS
+            day_start[k], day_end[k] = lo, hi
+    if tf.is_daily:
+        return day_start, day_end
+    size = tf.seconds * NS
+    start = day_start + (ts - day_start) // size * size
+    return start, np.minimum(start + size, day_end)
+
+
+def ticks_to_bars(ticks: TickArrays, tf: Timeframe, symbol: str | None = None) -> BarArrays:
+    """Aggregate trades to bars: the live builder's time grid (`grid_buckets`), or every N trades
+    for tick charts."""
     n = len(ticks)
     if n == 0:
         return _empty_bars()
+    grid_end: np.ndarray | None = None
     if tf.is_tick:
         keys = np.arange(n, dtype=np.int64) // tf.size
     else:
-        keys = ticks.ts_ns // (tf.seconds * NS)
+        keys, grid_end = grid_buckets(ticks.ts_ns, tf, symbol)
     starts = _group_bounds(keys)
     ends = np.concatenate((starts[1:], [n])) - 1
     price = ticks.price
@@ -356,8 +403,9 @@ def ticks_to_bars(ticks: TickArrays, tf: Timeframe) -> BarArrays:
         start_ns = ticks.ts_ns[starts]
         end_ns = ticks.ts_ns[ends]
     else:
-        start_ns = keys[starts] * tf.seconds * NS
-        end_ns = start_ns + tf.seconds * NS
+        assert grid_end is not None
+        start_ns = keys[starts]
+        end_ns = grid_end[starts]
     return BarArrays(
         start_ns.astype(np.int64), end_ns.astype(np.int64), price[starts].copy(),
         np.maximum.reduceat(price, starts), np.minimum.reduceat(price, starts), price[ends].copy(),
@@ -365,8 +413,9 @@ def ticks_to_bars(ticks: TickArrays, tf: Timeframe) -> BarArrays:
     )
 
 
-def resample_bars(bars: BarArrays, source_seconds: int, tf: Timeframe) -> BarArrays:
-    """Resample finer bars to `tf` (UTC-aligned buckets). Equal timeframes pass through."""
+def resample_bars(bars: BarArrays, source_seconds: int, tf: Timeframe, symbol: str | None = None) -> BarArrays:
+    """Resample finer bars to `tf` on the live builder's grid (a source bar goes to the bucket
+    containing its start, as `market_data.bars.resample_bars`). Equal timeframes pass through."""
     if tf.is_tick:
         raise DataError(f"tick charts ({tf.display}) need trade data, not bars")
     if source_seconds > tf.seconds:
@@ -375,12 +424,12 @@ def resample_bars(bars: BarArrays, source_seconds: int, tf: Timeframe) -> BarArr
         return bars
     if tf.seconds % source_seconds:
         raise DataError(f"{source_seconds}s bars do not divide evenly into {tf.display} bars")
-    keys = bars.start_ns // (tf.seconds * NS)
+    keys, grid_end = grid_buckets(bars.start_ns, tf, symbol)
     starts = _group_bounds(keys)
     ends = np.concatenate((starts[1:], [len(bars)])) - 1
-    start_ns = keys[starts] * tf.seconds * NS
+    start_ns = keys[starts]
     return BarArrays(
-        start_ns, start_ns + tf.seconds * NS, bars.open[starts].copy(),
+        start_ns, grid_end[starts], bars.open[starts].copy(),
         np.maximum.reduceat(bars.high, starts), np.minimum.reduceat(bars.low, starts), bars.close[ends].copy(),
         np.add.reduceat(bars.volume, starts), np.add.reduceat(bars.trade_count, starts),
     )
@@ -435,12 +484,12 @@ def load(opts: LoadOptions) -> MarketData:
         ticks = _concat_ticks(tick_parts)
         mask = (ticks.ts_ns >= lo) & (ticks.ts_ns < hi)
         ticks = TickArrays(ticks.ts_ns[mask], ticks.price[mask], ticks.size[mask])
-        bars = ticks_to_bars(ticks, tf)
+        bars = ticks_to_bars(ticks, tf, opts.symbol)
         what = f"{len(ticks)} trades"
     else:
         raw_bars = _concat_bars(bar_parts)
         raw_bars = raw_bars.take((raw_bars.start_ns >= lo) & (raw_bars.start_ns < hi))
-        bars = resample_bars(raw_bars, seconds.pop(), tf)
+        bars = resample_bars(raw_bars, seconds.pop(), tf, opts.symbol)
         what = f"{len(raw_bars)} source bars"
     if len(bars) == 0:
         raise DataError("no data in the requested range" if (opts.start_ns or opts.end_ns) else "the data is empty")

@@ -29,9 +29,10 @@ service); a second process is safe for duplicates but its in-memory mirror would
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable
@@ -61,12 +62,17 @@ from domain.orders import (
 )
 from store.redis_store import Store
 
+log = logging.getLogger(__name__)
+
 PriceSource = Callable[[str], float | None]
+Then = Callable[[OrderUpdate], list[list[str]]]  # see PaperBroker.place_order_then
 ChainSource = Callable[[str, date], list[OptionContract]]
 _AVG_QUANT = Decimal("0.00000001")
 
 # One round trip per order: claim the id (optionally), then write order, position, account,
 # fill and open-set membership together. Returns the existing order JSON when the claim failed.
+# ARGV[11] (optional): a JSON list of the caller's own Redis commands ([["HSET", key, f, v], ...])
+# run in the same atomic call only when this write went through (see `place_order_then`).
 _WRITE_LUA = """
 if ARGV[1] == '1' then
   if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 0 then
@@ -83,6 +89,10 @@ if ARGV[6] ~= '' then
 end
 if ARGV[9] ~= '' then redis.call('XADD', KEYS[4], '*', 'fill', ARGV[9]) end
 if ARGV[10] == '1' then redis.call('SADD', KEYS[5], ARGV[2]) else redis.call('SREM', KEYS[5], ARGV[2]) end
+if ARGV[11] ~= nil and ARGV[11] ~= '' then
+  local unpack = unpack or table.unpack
+  for _, c in ipairs(cjson.decode(ARGV[11])) do redis.call(unpack(c)) end
+end
 return false
 """
 
@@ -122,7 +132,15 @@ class PaperOrder:
     created_ns: int = 0
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # Same document as json.dumps(asdict(self)) without asdict's deep copy (hot path).
+        return json.dumps({
+            "client_order_id": self.client_order_id, "broker_order_id": self.broker_order_id,
+            "symbol": self.symbol, "side": self.side, "quantity": self.quantity,
+            "position_effect": self.position_effect, "order_type": self.order_type,
+            "limit_price": self.limit_price, "stop_price": self.stop_price, "option": self.option,
+            "state": self.state, "filled_quantity": self.filled_quantity, "avg_fill_price": self.avg_fill_price,
+            "reason": self.reason, "fills": self.fills, "created_ns": self.created_ns,
+        }, separators=(",", ":"))
 
     @staticmethod
     def from_json(raw: str) -> "PaperOrder":
@@ -255,15 +273,16 @@ class PaperBroker(BrokerAdapter):
 
     def _persist(self, order: PaperOrder, *, claim: bool, position: PaperPosition | None = None,
                  position_key: str = "", account: tuple[Decimal, Decimal, Decimal] | None = None,
-                 fill: dict[str, str] | None = None) -> PaperOrder | None:
-        """Write atomically; returns the already-stored order when `claim` lost the race."""
+                 fill: dict[str, str] | None = None, then: str = "") -> PaperOrder | None:
+        """Write atomically; returns the already-stored order when `claim` lost the race (and then
+        `then`, the caller's JSON command list, was not run either)."""
         is_open = order.state in (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
         cash, realized, commissions = (str(v) for v in account) if account else ("", "", "")
         existing = self._write(
             keys=[self._k_orders, self._k_pos, self._k_account, self._k_fills, self._k_open],
             args=["1" if claim else "0", order.client_order_id, order.to_json(), position_key,
                   position.to_json() if position is not None and position.quantity != 0 else "",
-                  cash, realized, commissions, json.dumps(fill) if fill else "", "1" if is_open else "0"],
+                  cash, realized, commissions, json.dumps(fill) if fill else "", "1" if is_open else "0", then],
         )
         return PaperOrder.from_json(existing) if existing else None
 
@@ -303,8 +322,9 @@ class PaperBroker(BrokerAdapter):
         return px, ""
 
     # ------------------------------------------------------------------ fills
-    def _fill(self, order: PaperOrder, price: Decimal, ts: datetime) -> OrderUpdate:
-        """Fill the whole remaining quantity at `price`; persist, then update memory."""
+    def _fill(self, order: PaperOrder, price: Decimal, ts: datetime, then: Then | None = None) -> tuple[OrderUpdate, bool]:
+        """Fill the whole remaining quantity at `price`; persist, then update memory.
+        Returns (update, whether `then`'s commands were written with it)."""
         qty = order.quantity - order.filled_quantity
         side = OrderSide(order.side)
         signed = qty if side is OrderSide.BUY else -qty
@@ -334,11 +354,13 @@ class PaperBroker(BrokerAdapter):
         journal_fill = {**fill, "client_order_id": order.client_order_id, "key": key, "side": order.side,
                         "multiplier": str(multiplier), "realized_pnl": str(realized)}
         claim = order.client_order_id not in self._orders
+        update = filled.update()
+        extra = self._then_commands(then, update)
         existing = self._persist(filled, claim=claim, position=position, position_key=key,
-                                 account=(cash, total_realized, total_commissions), fill=journal_fill)
+                                 account=(cash, total_realized, total_commissions), fill=journal_fill, then=extra)
         if existing is not None:  # another writer owns this id: report theirs, apply nothing
             self._orders[existing.client_order_id] = existing
-            return existing.update()
+            return existing.update(), False
         self._orders[order.client_order_id] = filled
         if new_qty == 0:
             self._positions.pop(key, None)
@@ -346,20 +368,39 @@ class PaperBroker(BrokerAdapter):
             self._positions[key] = position
         self._cash, self._realized, self._commissions = cash, total_realized, total_commissions
         self._open.get(order.symbol, set()).discard(order.client_order_id)
-        return filled.update()
+        return update, bool(extra)
 
-    def _store_only(self, order: PaperOrder, *, claim: bool) -> OrderUpdate:
-        existing = self._persist(order, claim=claim)
+    @staticmethod
+    def _then_commands(then: Then | None, update: OrderUpdate) -> str:
+        """The caller's commands for `update` as JSON ("" when none, or when building them failed:
+        the caller then records the update itself, one round trip later)."""
+        if then is None:
+            return ""
+        try:
+            cmds = then(update)
+        except Exception:  # never let the caller's bookkeeping break a fill
+            log.exception("place_order_then: building the caller's commands failed; order written alone")
+            return ""
+        return json.dumps(cmds, separators=(",", ":"), ensure_ascii=False) if cmds else ""
+
+    def _store_only(self, order: PaperOrder, *, claim: bool, then: Then | None = None) -> OrderUpdate:
+        update, _ = self._store_only_then(order, claim=claim, then=then)
+        return update
+
+    def _store_only_then(self, order: PaperOrder, *, claim: bool, then: Then | None = None) -> tuple[OrderUpdate, bool]:
+        update = order.update()
+        extra = self._then_commands(then, update)
+        existing = self._persist(order, claim=claim, then=extra)
         if existing is not None:
             self._orders[existing.client_order_id] = existing
-            return existing.update()
+            return existing.update(), False
         self._orders[order.client_order_id] = order
         bucket = self._open.setdefault(order.symbol, set())
         if order.state in (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED):
             bucket.add(order.client_order_id)
         else:
             bucket.discard(order.client_order_id)
-        return order.update()
+        return update, bool(extra)
 
     def _reject(self, order: PaperOrder, reason: str) -> OrderRejected:
         stored = replace(order, state=OrderState.REJECTED.value, reason=reason)
@@ -396,10 +437,24 @@ class PaperBroker(BrokerAdapter):
                             message="paper account")
 
     def place_order(self, order: OrderRequest) -> OrderUpdate:
+        return self.place_order_then(order, None)[0]
+
+    def place_order_then(self, order: OrderRequest, then: Then | None) -> tuple[OrderUpdate, bool]:
+        """`place_order`, plus the caller's own writes in the same atomic Redis call.
+
+        `then(update)` is called (under this broker's lock) with the update about to be persisted
+        when the order is accepted or filled, and returns Redis commands (lists of strings, e.g.
+        ["HSET", key, field, value]); they run inside the paper write's Lua call, only if that write
+        goes through (never when another writer already owns the client id). Returns (update,
+        written): `written` is True iff `then`'s commands were written atomically with the order.
+        Rejections raise OrderRejected as from `place_order` (without calling `then`). The order
+        manager uses this to record SUBMITTED -> FILLED, its journal, fill and position in the same
+        round trip as the paper fill.
+        """
         with self._lock:
             existing = self._orders.get(order.client_order_id)
             if existing is not None:
-                return existing.update()  # idempotent: same client id -> same order, never a second fill
+                return existing.update(), False  # idempotent: same client id -> same order, never a second fill
             record = PaperOrder(
                 client_order_id=order.client_order_id, broker_order_id=self._next_broker_id(), symbol=order.symbol,
                 side=order.side.value, quantity=order.quantity, position_effect=order.position_effect.value,
@@ -425,13 +480,13 @@ class PaperBroker(BrokerAdapter):
                 px, why = self._executable(record)
                 if px is None:
                     raise self._reject(record, why)
-                return self._fill(record, px, now)
+                return self._fill(record, px, now, then)
             last = self._last(record.symbol)
             if last is not None:
                 px = self._crossing_price(record, last, resting=False)
                 if px is not None:
-                    return self._fill(record, px, now)
-            return self._store_only(record, claim=True)  # rests until on_trade crosses it
+                    return self._fill(record, px, now, then)
+            return self._store_only_then(record, claim=True, then=then)  # rests until on_trade crosses it
 
     def on_trade(self, symbol: str, price: float, ts_ns: int) -> list[OrderUpdate]:
         """Fill resting orders the trade crosses. Called by the engine for every trade; cheap when idle."""
@@ -447,7 +502,7 @@ class PaperBroker(BrokerAdapter):
                 order = self._orders[coid]
                 px = self._crossing_price(order, trade, resting=True)
                 if px is not None:
-                    updates.append(self._fill(order, px, ts))
+                    updates.append(self._fill(order, px, ts)[0])
             return updates
 
     def cancel_order(self, client_order_id: ClientOrderId, broker_order_id: BrokerOrderId | None) -> OrderUpdate:

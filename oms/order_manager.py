@@ -29,12 +29,13 @@ atomicity for the dedupe. Position updates assume one OMS process per Redis pref
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from brokers.base import BrokerAdapter
 from brokers.errors import (
@@ -80,30 +81,42 @@ _WORKING = (OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTIALLY_FILL
 _RANK = {OrderState.NEW: 0, OrderState.SUBMITTED: 1, OrderState.UNKNOWN: 1, OrderState.ACCEPTED: 2,
          OrderState.PARTIALLY_FILLED: 3, OrderState.FILLED: 4, OrderState.CANCELLED: 4, OrderState.REJECTED: 4}
 
-# Atomic claim: refuse if the order exists; else write the order, its journal entries, the order
-# index, the lane's working set and (first leg only) the intent record - in one round trip.
+# Atomic claim, one round trip. First leg of an intent (ARGV[1] == '1'): the lane must still be
+# what the caller planned from - no intent record yet, no working/unknown order in the lane, the
+# broker's paused flag == ARGV[3], and the position hash exactly == ARGV[2] (a JSON [f, v, ...]).
+# Otherwise nothing is written and the lane's current state is returned ({-1, pos, intent,
+# lane_active, paused}) so the caller re-plans without another read. Then: refuse (0) if the order
+# exists; else run the caller's writes (ARGV[5], JSON [[cmd, args...], ...]: the order, its NEW and
+# SUBMITTED/REJECTED journal entries, the intent, the indexes) and return 1.
 _CLAIM_LUA = """
 local unpack = unpack or table.unpack
+if ARGV[1] == '1' then
+  local stale = redis.call('EXISTS', KEYS[2]) == 1 or redis.call('SCARD', KEYS[3]) > 0
+    or (redis.call('HGET', KEYS[5], ARGV[4]) or '') ~= ARGV[3]
+  if not stale then
+    local exp = cjson.decode(ARGV[2])
+    if redis.call('HLEN', KEYS[4]) * 2 ~= #exp then
+      stale = true
+    else
+      for i = 1, #exp, 2 do
+        if redis.call('HGET', KEYS[4], exp[i]) ~= exp[i + 1] then stale = true; break end
+      end
+    end
+  end
+  if stale then
+    return {-1, redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[2]), redis.call('SMEMBERS', KEYS[3]),
+            redis.call('HGET', KEYS[5], ARGV[4]) or ''}
+  end
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local i = 4
-local n = tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], unpack(ARGV, i, i + n - 1))
-i = i + n
-for _ = 1, 2 do
-  local m = tonumber(ARGV[i]); i = i + 1
-  if m > 0 then redis.call('XADD', KEYS[3], '*', unpack(ARGV, i, i + m - 1)); i = i + m end
-end
-local m = tonumber(ARGV[i]); i = i + 1
-if m > 0 then redis.call('HSET', KEYS[5], unpack(ARGV, i, i + m - 1)); i = i + m end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-if ARGV[i] == '1' then
-  redis.call('SADD', KEYS[4], ARGV[1])
-  redis.call('SADD', KEYS[7], ARGV[1])
-end
-if ARGV[i + 1] == '1' then
-  redis.call('SADD', KEYS[6], KEYS[5])
-  redis.call('HSET', KEYS[8], 'pending_intent', KEYS[5])
-end
+for _, c in ipairs(cjson.decode(ARGV[5])) do redis.call(unpack(c)) end
+return 1
+"""
+
+# Run a JSON list of commands atomically (one argument to pack instead of hundreds).
+_EXEC_LUA = """
+local unpack = unpack or table.unpack
+for _, c in ipairs(cjson.decode(ARGV[1])) do redis.call(unpack(c)) end
 return 1
 """
 
@@ -117,6 +130,40 @@ def _flat(d: dict[str, str]) -> list[str]:
     for k, v in d.items():
         out += (k, v)
     return out
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+Listener = Callable[[str, dict[str, str]], None]
+
+
+@dataclass(slots=True)
+class _LaneState:
+    """What move_to_target plans from. `verified` False: taken from the in-process cache; the claim
+    script checks it against Redis (and hands back the real state when it differs)."""
+
+    pos_h: dict[str, str]
+    intent: dict[str, str]
+    lane_active: set[str]
+    paused: str | None
+    verified: bool
+
+
+@dataclass(slots=True)
+class _Applied:
+    """One update's writes, built before they are sent (so they can ride with the paper fill)."""
+
+    new: OrderRecord
+    cmds: list[list[str]]
+    entries: list[tuple[str, dict[str, str]]]  # (kind, entry) for the listeners, in write order
+    lane: tuple[str, str, str]
+    pos_h: dict[str, str] | None  # the lane's position hash after the write (when written)
 
 
 class OrderManager:
@@ -133,6 +180,12 @@ class OrderManager:
         self._locks: dict[tuple[str, str, str], threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._claim = self._r.register_script(_CLAIM_LUA)
+        self._exec = self._r.register_script(_EXEC_LUA)
+        # Last known position hash per lane, written only under the lane lock with what this
+        # process wrote or read. Only ever used as the claim's *expected* state: a stale entry
+        # costs a re-plan, never a wrong order.
+        self._pos_cache: dict[tuple[str, str, str], dict[str, str]] = {}
+        self._listeners: list[Listener] = []
         self.k_orders = store.key("oms", "orders")
         self.k_journal = journal_key(store)
         self.k_fills = fills_key(store)
@@ -224,7 +277,36 @@ class OrderManager:
     def unpause_broker(self, broker: str) -> None:
         """Call after the broker's login is fixed (the registry does this on a successful connect)."""
         self._r.hdel(self.k_paused, broker)
-        self._r.xadd(self.k_journal, event_entry("broker_resumed", self._clock(), broker, "", "", "login restored"))
+        entry = event_entry("broker_resumed", self._clock(), broker, "", "", "login restored")
+        self._r.xadd(self.k_journal, entry)
+        self._emit([("event", entry)])
+
+    # ------------------------------------------------------------------ listeners
+    def add_listener(self, callback: Listener) -> None:
+        """Call `callback(kind, entry)` after every journal write, with the very dict written:
+        kind "transition" (an order state change, `oms:journal`), "fill" (`oms:fills`) or "event"
+        (other journal events: position_adopted, open_abandoned, broker_paused, broker_resumed).
+        Called synchronously after the write succeeded, in write order, possibly under a lane lock:
+        keep it fast (metrics, audit line, ledger) and never call back into the order manager from
+        it. Exceptions are logged and swallowed: a listener never breaks the order path. The dict is
+        a copy per listener, so a listener cannot change what another sees."""
+        with self._locks_guard:
+            self._listeners = [*self._listeners, callback]
+
+    def remove_listener(self, callback: Listener) -> None:
+        with self._locks_guard:
+            self._listeners = [cb for cb in self._listeners if cb is not callback]
+
+    def _emit(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        listeners = self._listeners
+        if not listeners:
+            return
+        for kind, entry in entries:
+            for cb in listeners:
+                try:
+                    cb(kind, dict(entry))
+                except Exception:
+                    log.exception("order listener %r failed on %s (ignored)", cb, kind)
 
     # ------------------------------------------------------------------ main entry
     def move_all(self, targets: Iterable[TargetOrder]) -> list[TargetResult]:
@@ -255,57 +337,91 @@ class OrderManager:
                     return err(f"symbol must be canonical, e.g. {canonical_symbol(t.symbol)!r}")
             except ValueError as exc:
                 return err(str(exc))
-        with self._lock(t.strategy, t.symbol, t.broker):
+        lane = (t.strategy, t.symbol, t.broker)
+        with self._lock(*lane):
             k_intent = self._k_intent(t.strategy, t.symbol, t.broker, t.event_ts_ns)
-            pipe = self._r.pipeline(transaction=False)
-            pipe.hgetall(self._k_pos(t.strategy, t.symbol, t.broker))
-            pipe.hgetall(k_intent)
-            pipe.smembers(self._k_lane_active(t.strategy, t.symbol, t.broker))
-            pipe.hget(self.k_paused, t.broker)
-            pos_h, intent, lane_active, paused = pipe.execute()
-            pos = self._position_from(t.strategy, t.symbol, t.broker, pos_h)
-            if intent:
-                return self._resume(t, k_intent, intent, pos)
-            if lane_active:
-                return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, pos.quantity, pos.quantity,
-                                    TargetStatus.BLOCKED,
-                                    f"lane has working/unknown order(s) {', '.join(sorted(lane_active))}; "
-                                    "resolve them first")
-            if pos_h.get("pending_intent"):
-                self._abandon(pos_h["pending_intent"], "superseded by a newer intent")
-            legs = plan_legs(pos.key, pos.quantity, pos.option, t)
-            if not legs:
-                self._r.hset(k_intent, mapping={"status": "noop", "target": str(t.target_quantity)})
-                return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, pos.quantity, pos.quantity,
-                                    TargetStatus.NOOP)
-            intent_fields = {
-                "strategy": t.strategy, "symbol": t.symbol, "broker": t.broker, "event_ts_ns": str(t.event_ts_ns),
-                "target": str(t.target_quantity), "reason": t.reason, "detail": t.detail,
-                "status": "pending_open" if len(legs) == 2 else "sent",
-                "legs": ",".join(leg.leg for leg in legs),
-                "close_coid": self._coid(t, "close") if legs[0].leg == "close" else "",
-                "open_coid": self._coid(t, "open") if legs[-1].leg == "open" else "",
-                "open_qty": str(legs[-1].quantity) if legs[-1].leg == "open" else "0",
-                "open_side": legs[-1].side.value, "open_key": legs[-1].position_key,
-                "option": option_to_text(t.option),
-            }
-            rec = self._send_leg(t, legs[0], pos, k_intent, intent_fields, paused)
-            orders = [rec]
-            if len(legs) == 2 and rec.state is OrderState.FILLED:
-                orders += [o for o in self._advance(k_intent) if o.client_order_id != rec.client_order_id]
-            return self._result(t, pos.quantity, orders)
+            cached = self._pos_cache.get(lane)
+            if cached is None or cached.get("pending_intent"):
+                state = self._read_lane(t, k_intent)
+            else:  # planned from the cache; the claim script verifies it (fast path: no read)
+                state = _LaneState(dict(cached), {}, set(), None, verified=False)
+            memo: list[tuple[OrderRequest, OrderContext, bool, str]] = []
+            for _ in range(10):
+                pos_h = state.pos_h
+                pos = self._position_from(t.strategy, t.symbol, t.broker, pos_h)
+                if state.intent:
+                    return self._resume(t, k_intent, state.intent, pos)
+                if state.lane_active:
+                    return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, pos.quantity, pos.quantity,
+                                        TargetStatus.BLOCKED,
+                                        f"lane has working/unknown order(s) {', '.join(sorted(state.lane_active))}; "
+                                        "resolve them first")
+                if pos_h.get("pending_intent"):
+                    self._abandon(pos_h["pending_intent"], "superseded by a newer intent")
+                    pos_h = {k: v for k, v in pos_h.items() if k != "pending_intent"}
+                    self._pos_cache[lane] = dict(pos_h)
+                legs = plan_legs(pos.key, pos.quantity, pos.option, t)
+                if not legs:
+                    if not state.verified:
+                        state = self._read_lane(t, k_intent)
+                        continue
+                    self._r.hset(k_intent, mapping={"status": "noop", "target": str(t.target_quantity)})
+                    return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, pos.quantity, pos.quantity,
+                                        TargetStatus.NOOP)
+                intent_fields = {
+                    "strategy": t.strategy, "symbol": t.symbol, "broker": t.broker, "event_ts_ns": str(t.event_ts_ns),
+                    "target": str(t.target_quantity), "reason": t.reason, "detail": t.detail,
+                    "status": "pending_open" if len(legs) == 2 else "sent",
+                    "legs": ",".join(leg.leg for leg in legs),
+                    "close_coid": self._coid(t, "close") if legs[0].leg == "close" else "",
+                    "open_coid": self._coid(t, "open") if legs[-1].leg == "open" else "",
+                    "open_qty": str(legs[-1].quantity) if legs[-1].leg == "open" else "0",
+                    "open_side": legs[-1].side.value, "open_key": legs[-1].position_key,
+                    "option": option_to_text(t.option),
+                }
+                sent = self._send_leg(t, legs[0], pos, k_intent, intent_fields, state.paused,
+                                      expect=pos_h, memo=memo)
+                if isinstance(sent, _LaneState):  # the lane changed under the plan: re-plan from Redis's state
+                    state = sent
+                    continue
+                rec, known_status = sent
+                orders = [rec]
+                if len(legs) == 2:
+                    if rec.state is OrderState.FILLED:
+                        orders += [o for o in self._advance(k_intent) if o.client_order_id != rec.client_order_id]
+                    return self._result(t, pos.quantity, orders)
+                # One leg: the intent status and the lane's position are what this call just wrote.
+                after = self._pos_cache.get(lane)
+                known = (int(after.get("qty") or 0), known_status, intent_fields["legs"]) if after is not None else None
+                return self._result(t, pos.quantity, orders, known=known)
+            return err("lane state kept changing under the order manager; not sent, try again")
+
+    def _read_lane(self, t: TargetOrder, k_intent: str) -> _LaneState:
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hgetall(self._k_pos(t.strategy, t.symbol, t.broker))
+        pipe.hgetall(k_intent)
+        pipe.smembers(self._k_lane_active(t.strategy, t.symbol, t.broker))
+        pipe.hget(self.k_paused, t.broker)
+        pos_h, intent, lane_active, paused = pipe.execute()
+        self._pos_cache[(t.strategy, t.symbol, t.broker)] = dict(pos_h)
+        return _LaneState(dict(pos_h), dict(intent), set(lane_active), paused, verified=True)
 
     # ------------------------------------------------------------------ internals
     def _coid(self, t: TargetOrder, leg: str) -> ClientOrderId:
         return client_order_id(t.strategy, t.symbol, t.event_ts_ns, leg, BrokerName(t.broker))
 
-    def _result(self, t: TargetOrder, previous: int, orders: list[OrderRecord], duplicate: bool = False) -> TargetResult:
-        pipe = self._r.pipeline(transaction=False)
-        pipe.hget(self._k_pos(t.strategy, t.symbol, t.broker), "qty")
-        pipe.hget(self._k_intent(t.strategy, t.symbol, t.broker, t.event_ts_ns), "status")
-        pipe.hget(self._k_intent(t.strategy, t.symbol, t.broker, t.event_ts_ns), "legs")
-        qty_raw, intent_status, intent_legs = pipe.execute()
-        now_qty = int(qty_raw or 0)
+    def _result(self, t: TargetOrder, previous: int, orders: list[OrderRecord], duplicate: bool = False,
+                known: tuple[int, str, str] | None = None) -> TargetResult:
+        """`known` = (position qty, intent status, intent legs) when the caller just wrote them itself."""
+        if known is not None:
+            now_qty, intent_status, intent_legs = known
+        else:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hget(self._k_pos(t.strategy, t.symbol, t.broker), "qty")
+            pipe.hget(self._k_intent(t.strategy, t.symbol, t.broker, t.event_ts_ns), "status")
+            pipe.hget(self._k_intent(t.strategy, t.symbol, t.broker, t.event_ts_ns), "legs")
+            qty_raw, intent_status, intent_legs = pipe.execute()
+            now_qty = int(qty_raw or 0)
         last = orders[-1] if orders else None
         status, reason = TargetStatus.NOOP, ""
         if last is not None:
@@ -346,7 +462,14 @@ class OrderManager:
         return self._result(t, pos.quantity, orders, duplicate=True)
 
     def _send_leg(self, t: TargetOrder, leg: LegPlan, pos: OmsPosition, k_intent: str,
-                  intent_fields: dict[str, str] | None, paused: str | None) -> OrderRecord:
+                  intent_fields: dict[str, str] | None, paused: str | None, *,
+                  expect: dict[str, str] | None = None, pos_h: dict[str, str] | None = None,
+                  memo: list[tuple[OrderRequest, OrderContext, bool, str]] | None = None,
+                  ) -> tuple[OrderRecord, str] | _LaneState:
+        """Claim (atomic dedupe), then send one leg. With `expect` (first leg of a new intent: the
+        lane's position hash the plan came from) the claim only goes through if the lane is still
+        in that state; otherwise the lane's current state is returned and nothing was written.
+        Returns (record, intent status written)."""
         coid = self._coid(t, leg.leg)
         multiplier = SPX_OPTION_MULTIPLIER if leg.option else CATALOG[canonical_symbol(t.symbol)].multiplier
         req = OrderRequest(client_order_id=coid, symbol=t.symbol, side=leg.side, quantity=leg.quantity,
@@ -364,63 +487,124 @@ class OrderManager:
         if paused:
             decision_ok, why = False, f"paused: broker needs login ({paused})"
         else:
-            try:
-                decision = self._check(req, ctx)
-                decision_ok = decision.allowed
-                why = "" if decision.allowed else f"risk:{decision.reason.value}: {decision.detail}".rstrip(": ")
-            except Exception as exc:  # a broken risk check must fail closed, visibly
-                log.exception("pre-trade check raised")
-                decision_ok, why = False, f"risk:{RiskReason.HALTED.value}: pre-trade check error {type(exc).__name__}"
+            # A re-plan after a stale claim asks again only if the order or its context changed.
+            prior = next(((ok, w) for r, c, ok, w in (memo or ()) if r == req and c == ctx), None)
+            if prior is not None:
+                decision_ok, why = prior
+            else:
+                try:
+                    decision = self._check(req, ctx)
+                    decision_ok = decision.allowed
+                    why = "" if decision.allowed else f"risk:{decision.reason.value}: {decision.detail}".rstrip(": ")
+                except Exception as exc:  # a broken risk check must fail closed, visibly
+                    log.exception("pre-trade check raised")
+                    decision_ok, why = False, f"risk:{RiskReason.HALTED.value}: pre-trade check error {type(exc).__name__}"
+                if memo is not None:
+                    memo.append((req, ctx, decision_ok, why))
         final = replace(rec, state=OrderState.SUBMITTED if decision_ok else OrderState.REJECTED, reason=why)
         if intent_fields is not None and not decision_ok:
             intent_fields = {**intent_fields, "status": "denied"}
+        status = intent_fields["status"] if intent_fields is not None else ""
         claimed = self._claim_order(rec, final, k_intent, intent_fields,
                                     pending=decision_ok and intent_fields is not None
-                                    and intent_fields.get("status") == "pending_open")
+                                    and intent_fields.get("status") == "pending_open",
+                                    expect=expect, paused=paused)
+        if isinstance(claimed, _LaneState):
+            return claimed
         if not claimed:  # another thread/process got here first with the same intent: never send twice
             existing = self.order(coid)
             assert existing is not None
-            return existing
+            return existing, status
         if not decision_ok:
-            return final
+            return final, status
         adapter = self._adapters[BrokerName(t.broker)]
+        lane = (t.strategy, t.symbol, t.broker)
+        pos_h = expect if expect is not None else pos_h
+        place_then = getattr(adapter, "place_order_then", None)
+        built: list[_Applied | None] = []
         try:
-            update = adapter.place_order(req)
+            if place_then is not None:
+                # Paper: the fill, and our SUBMITTED -> FILLED record, journal, fill and position,
+                # are written by one atomic Lua call.
+                def then(update: OrderUpdate) -> list[list[str]]:
+                    plan = self._apply_plan(final, update, pos_h)
+                    built.append(plan)
+                    return plan.cmds if plan is not None else []
+
+                update, written = place_then(req, then)
+            else:
+                update, written = adapter.place_order(req), False
         except OrderRejected as exc:
-            return self._transition(final, OrderState.REJECTED, reason=f"rejected: {exc.reason}")
+            return self._transition(final, OrderState.REJECTED, reason=f"rejected: {exc.reason}"), status
         except AuthenticationRequired as exc:
             self._pause(t.broker, exc.message)
-            return self._transition(final, OrderState.REJECTED, reason=f"paused: authentication required ({exc.message})")
+            return (self._transition(final, OrderState.REJECTED,
+                                     reason=f"paused: authentication required ({exc.message})"), status)
         except TemporaryBrokerError as exc:  # by contract: provably never left
-            return self._transition(final, OrderState.REJECTED, reason=f"not sent: temporary broker error ({exc.message})")
+            return (self._transition(final, OrderState.REJECTED,
+                                     reason=f"not sent: temporary broker error ({exc.message})"), status)
         except BrokerConfigError as exc:
-            return self._transition(final, OrderState.REJECTED, reason=f"broker configuration: {exc.message}")
+            return self._transition(final, OrderState.REJECTED, reason=f"broker configuration: {exc.message}"), status
         except OrderOutcomeUnknown as exc:
-            return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {exc.message}")
+            return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {exc.message}"), status
         except (BrokerError, Exception) as exc:  # cannot prove it was not sent: UNKNOWN, never resent
             log.exception("place_order raised unexpectedly for %s", coid)
-            return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {type(exc).__name__}")
-        return self._apply(final, update, pos)
+            self._pos_cache.pop(lane, None)
+            return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {type(exc).__name__}"), status
+        if written and built and built[-1] is not None:
+            return self._committed(built[-1]), status
+        return self._apply(final, update, pos_h), status
 
     def _claim_order(self, new: OrderRecord, final: OrderRecord, k_intent: str,
-                     intent_fields: dict[str, str] | None, pending: bool) -> bool:
-        order_fields = _flat(final.to_fields())
-        j_new = _flat(transition_entry(new, "", new.created_ns))
-        j_final = _flat(transition_entry(final, OrderState.NEW.value, final.created_ns))
-        intent_flat = _flat(intent_fields) if intent_fields else []
-        working = final.state is OrderState.SUBMITTED
-        args: list[str] = [final.client_order_id, str(final.created_ns), str(len(order_fields)), *order_fields,
-                           str(len(j_new)), *j_new, str(len(j_final)), *j_final, str(len(intent_flat)), *intent_flat,
-                           "1" if working else "0", "1" if pending else "0"]
-        keys = [self._k_order(final.client_order_id), self.k_orders, self.k_journal, self.k_active, k_intent,
-                self.k_pending, self._k_lane_active(final.strategy, final.symbol, final.broker),
-                self._k_pos(final.strategy, final.symbol, final.broker)]  # lane remembers its pending reversal
-        return bool(self._claim(keys=keys, args=args))
+                     intent_fields: dict[str, str] | None, pending: bool, *,
+                     expect: dict[str, str] | None = None, paused: str | None = None) -> bool | _LaneState:
+        j_new = transition_entry(new, "", new.created_ns)
+        j_final = transition_entry(final, OrderState.NEW.value, final.created_ns)
+        coid = final.client_order_id
+        k_order = self._k_order(coid)
+        k_pos = self._k_pos(final.strategy, final.symbol, final.broker)
+        k_lane_active = self._k_lane_active(final.strategy, final.symbol, final.broker)
+        cmds: list[list[str]] = [
+            ["HSET", k_order, *_flat(final.to_fields())],
+            ["XADD", self.k_journal, "*", *_flat(j_new)],
+            ["XADD", self.k_journal, "*", *_flat(j_final)],
+        ]
+        if intent_fields:
+            cmds.append(["HSET", k_intent, *_flat(intent_fields)])
+        cmds.append(["ZADD", self.k_orders, str(final.created_ns), coid])
+        if final.state is OrderState.SUBMITTED:
+            cmds.append(["SADD", self.k_active, coid])
+            cmds.append(["SADD", k_lane_active, coid])
+        if pending:  # the lane remembers its pending reversal
+            cmds.append(["SADD", self.k_pending, k_intent])
+            cmds.append(["HSET", k_pos, "pending_intent", k_intent])
+        keys = [k_order, k_intent, k_lane_active, k_pos, self.k_paused]
+        args = ["1" if expect is not None else "0", _dumps(_flat(expect)) if expect is not None else "[]",
+                paused or "", final.broker, _dumps(cmds)]
+        lane = (final.strategy, final.symbol, final.broker)
+        try:
+            out = self._claim(keys=keys, args=args)
+        except Exception:
+            self._pos_cache.pop(lane, None)
+            raise
+        if isinstance(out, list):  # the lane is not what the plan assumed: nothing written
+            pos_h, intent, lane_active, now_paused = _pairs(out[1]), _pairs(out[2]), set(out[3]), out[4] or None
+            self._pos_cache[lane] = dict(pos_h)
+            return _LaneState(pos_h, intent, lane_active, now_paused, verified=True)
+        if not out:
+            return False
+        if pending:
+            cached = self._pos_cache.get(lane)
+            if cached is not None:
+                cached["pending_intent"] = k_intent
+        self._emit([("transition", j_new), ("transition", j_final)])
+        return True
 
     def _pause(self, broker: str, message: str) -> None:
         self._r.hset(self.k_paused, broker, message[:200])
-        self._r.xadd(self.k_journal, event_entry("broker_paused", self._clock(), broker, "", "",
-                                                 f"authentication required: {message[:200]}"))
+        entry = event_entry("broker_paused", self._clock(), broker, "", "", f"authentication required: {message[:200]}")
+        self._r.xadd(self.k_journal, entry)
+        self._emit([("event", entry)])
         log.error("broker %s paused: authentication required", broker)
 
     def _transition(self, rec: OrderRecord, state: OrderState, reason: str) -> OrderRecord:
@@ -428,11 +612,34 @@ class OrderManager:
         return self._apply(rec, OrderUpdate(ClientOrderId(rec.client_order_id),
                                             None, state, rec.filled_quantity, rec.avg_fill_price, reason))
 
-    def _apply(self, rec: OrderRecord, update: OrderUpdate, pos_hint: OmsPosition | None = None) -> OrderRecord:
-        """Record a broker update: state, journal, fills, strategy position - one MULTI. Caller holds the lane lock."""
+    def _apply(self, rec: OrderRecord, update: OrderUpdate, pos_h: dict[str, str] | None = None) -> OrderRecord:
+        """Record a broker update: state, journal, fills, strategy position - one atomic call. Caller
+        holds the lane lock. `pos_h`: the lane's position hash read under that lock (saves a read)."""
+        plan = self._apply_plan(rec, update, pos_h)
+        if plan is None:
+            return rec
+        try:
+            self._exec(keys=[], args=[_dumps(plan.cmds)])
+        except Exception:
+            self._pos_cache.pop(plan.lane, None)
+            raise
+        return self._committed(plan)
+
+    def _committed(self, plan: _Applied) -> OrderRecord:
+        """After `plan`'s writes went through: mirror the position, tell the listeners."""
+        if plan.pos_h is not None:
+            self._pos_cache[plan.lane] = plan.pos_h
+        self._emit(plan.entries)
+        if plan.new.state is OrderState.UNKNOWN:
+            log.warning("order %s outcome unknown at %s: not resent; reconciliation will resolve it",
+                        plan.new.client_order_id, plan.new.broker)
+        return plan.new
+
+    def _apply_plan(self, rec: OrderRecord, update: OrderUpdate, pos_h: dict[str, str] | None) -> _Applied | None:
+        """The writes that record `update` on `rec` (None: nothing to record). No writes here."""
         new_state = update.state
         if rec.state.is_terminal:
-            return rec  # terminal is final; a late or repeated update changes nothing
+            return None  # terminal is final; a late or repeated update changes nothing
         if rec.state is not OrderState.UNKNOWN and _RANK[new_state] < _RANK[rec.state]:
             new_state = rec.state  # never move backwards (e.g. a stale ACCEPTED after PARTIALLY_FILLED)
         if new_state in (OrderState.NEW, OrderState.SUBMITTED) and rec.state is OrderState.UNKNOWN:
@@ -456,58 +663,63 @@ class OrderManager:
                       commission=rec.commission + commission, reason=reason or "", updated_ns=now,
                       fill_ids=rec.fill_ids + tuple(f.fill_id for f in new_fills))
         if new == replace(rec, updated_ns=now):
-            return rec  # nothing changed: no journal noise from polling
-        pipe = self._r.pipeline(transaction=True)
+            return None  # nothing changed: no journal noise from polling
+        coid = rec.client_order_id
+        lane = (rec.strategy, rec.symbol, rec.broker)
         # Only the fields an update can change: fewer bytes to pack and send per order.
         f = new.to_fields()
-        pipe.hset(self._k_order(rec.client_order_id), mapping={k: f[k] for k in _MUTABLE_FIELDS})
-        pipe.xadd(self.k_journal, transition_entry(new, rec.state.value, now, price))
-        lane_active = self._k_lane_active(rec.strategy, rec.symbol, rec.broker)
+        journal = transition_entry(new, rec.state.value, now, price)
+        cmds: list[list[str]] = [["HSET", self._k_order(coid), *(x for k in _MUTABLE_FIELDS for x in (k, f[k]))],
+                                 ["XADD", self.k_journal, "*", *_flat(journal)]]
+        entries: list[tuple[str, dict[str, str]]] = [("transition", journal)]
+        lane_active = self._k_lane_active(*lane)
         if new_state.is_terminal:
-            pipe.srem(self.k_active, rec.client_order_id)
-            pipe.srem(self.k_unknown, rec.client_order_id)
-            pipe.srem(lane_active, rec.client_order_id)
+            cmds += [["SREM", self.k_active, coid], ["SREM", self.k_unknown, coid], ["SREM", lane_active, coid]]
         elif new_state is OrderState.UNKNOWN:
-            pipe.sadd(self.k_unknown, rec.client_order_id)
+            cmds.append(["SADD", self.k_unknown, coid])
         else:
-            pipe.srem(self.k_unknown, rec.client_order_id)
+            cmds.append(["SREM", self.k_unknown, coid])
+        new_pos_h: dict[str, str] | None = None
         if delta:
             if price is None:  # a broker reporting a fill without any price: keep quantities right, flag it
-                log.error("fill without price for %s; position average left unchanged", rec.client_order_id)
-            pos_key = self._k_pos(rec.strategy, rec.symbol, rec.broker)
-            # The hint is the lane position read under this same lane lock (saves a round trip).
-            pos = pos_hint if pos_hint is not None else self._position_from(
-                rec.strategy, rec.symbol, rec.broker, self._r.hgetall(pos_key))
+                log.error("fill without price for %s; position average left unchanged", coid)
+            pos_key = self._k_pos(*lane)
+            if pos_h is None:
+                pos_h = self._r.hgetall(pos_key)
+            pos = self._position_from(rec.strategy, rec.symbol, rec.broker, pos_h)
             signed = delta if new.side.value == "BUY" else -delta
             cur_qty = pos.quantity if pos.key == rec.position_key else 0
             if pos.quantity and pos.key != rec.position_key:
-                log.error("fill for %s on key %s while lane holds %s", rec.client_order_id, rec.position_key, pos.key)
+                log.error("fill for %s on key %s while lane holds %s", coid, rec.position_key, pos.key)
             qty, avg_px, realized = apply_fill(cur_qty, pos.avg_price if cur_qty else Decimal(0), signed,
                                                price if price is not None else pos.avg_price, rec.multiplier)
-            pipe.hset(pos_key, mapping={
+            mapping = {
                 "key": rec.position_key if qty else rec.symbol, "qty": str(qty), "avg_price": str(avg_px),
                 "multiplier": str(rec.multiplier), "option": option_to_text(rec.option) if qty else "",
                 "updated_ns": str(now),
-            })
-            pipe.sadd(self.k_lanes, "\x1f".join((rec.strategy, rec.symbol, rec.broker)))
-            pipe.xadd(self.k_fills, fill_entry(new, delta, price if price is not None else Decimal(0), commission,
-                                               realized, now))
-        pipe.execute()
-        if new_state is OrderState.UNKNOWN:
-            log.warning("order %s outcome unknown at %s: not resent; reconciliation will resolve it",
-                        rec.client_order_id, rec.broker)
-        return new
+            }
+            new_pos_h = {**pos_h, **mapping}
+            fill = fill_entry(new, delta, price if price is not None else Decimal(0), commission, realized, now)
+            cmds += [["HSET", pos_key, *_flat(mapping)], ["SADD", self.k_lanes, "\x1f".join(lane)],
+                     ["XADD", self.k_fills, "*", *_flat(fill)]]
+            entries.append(("fill", fill))
+        return _Applied(new, cmds, entries, lane, new_pos_h)
 
     def _abandon(self, k_intent: str, why: str) -> None:
         intent = self._r.hgetall(k_intent)
         pipe = self._r.pipeline(transaction=True)
         pipe.srem(self.k_pending, k_intent)
+        entry: dict[str, str] | None = None
         if intent:
+            self._pos_cache.pop((intent["strategy"], intent["symbol"], intent["broker"]), None)
             pipe.hset(k_intent, "status", "abandoned")
             pipe.hdel(self._k_pos(intent["strategy"], intent["symbol"], intent["broker"]), "pending_intent")
-            pipe.xadd(self.k_journal, event_entry("open_abandoned", self._clock(), intent["broker"], intent["strategy"],
-                                                  intent["symbol"], why, client_order_id=intent.get("open_coid", "")))
+            entry = event_entry("open_abandoned", self._clock(), intent["broker"], intent["strategy"],
+                                intent["symbol"], why, client_order_id=intent.get("open_coid", ""))
+            pipe.xadd(self.k_journal, entry)
         pipe.execute()
+        if entry is not None:
+            self._emit([("event", entry)])
 
     def _advance(self, k_intent: str) -> list[OrderRecord]:
         """Send a reversal's open leg once its close has FILLED. Idempotent; returns the orders touched."""
@@ -530,7 +742,8 @@ class OrderManager:
                 return [close]
             if close.state is not OrderState.FILLED:
                 return []  # still working or UNKNOWN: wait
-            pos = self.position(strategy, symbol, broker)
+            pos_h = self._r.hgetall(self._k_pos(strategy, symbol, broker))
+            pos = self._position_from(strategy, symbol, broker, pos_h)
             t = TargetOrder(strategy=strategy, symbol=symbol, broker=BrokerName(broker),
                             target_quantity=int(intent["target"]), event_ts_ns=int(intent["event_ts_ns"]),
                             reason=intent.get("reason", ""), detail=intent.get("detail", ""),
@@ -544,12 +757,16 @@ class OrderManager:
             pipe.srem(self.k_pending, k_intent)
             pipe.hdel(self._k_pos(strategy, symbol, broker), "pending_intent")
             pipe.execute()
+            pos_h = {k: v for k, v in pos_h.items() if k != "pending_intent"}
+            self._pos_cache[(strategy, symbol, broker)] = dict(pos_h)
             if existing is not None:
                 return [close, existing]
             leg = LegPlan("open", OrderSide(intent["open_side"]), int(intent["open_qty"]), PositionEffect.OPEN,
                           intent["open_key"], t.option)
             paused = self._r.hget(self.k_paused, broker)
-            return [close, self._send_leg(t, leg, pos, k_intent, None, paused)]
+            sent = self._send_leg(t, leg, pos, k_intent, None, paused, pos_h=pos_h)
+            assert not isinstance(sent, _LaneState)  # no expectation given: the claim never reports a stale lane
+            return [close, sent[0]]
 
     def _refresh(self, rec: OrderRecord) -> OrderRecord:
         """Ask the broker about one order by client id and apply the answer."""
@@ -683,9 +900,12 @@ class OrderManager:
                 "key": key if quantity else symbol, "qty": str(quantity), "avg_price": str(avg_price),
                 "multiplier": str(multiplier), "option": option_text if quantity else "", "updated_ns": str(now)})
             pipe.sadd(self.k_lanes, "\x1f".join((strategy, symbol, broker)))
-            pipe.xadd(self.k_journal, event_entry("position_adopted", now, broker, strategy, symbol, reason, key=key,
-                                                  before=str(before.quantity), after=str(quantity)))
+            entry = event_entry("position_adopted", now, broker, strategy, symbol, reason, key=key,
+                                before=str(before.quantity), after=str(quantity))
+            pipe.xadd(self.k_journal, entry)
+            self._pos_cache.pop((strategy, symbol, broker), None)
             pipe.execute()
+            self._emit([("event", entry)])
             return self.position(strategy, symbol, broker)
 
     @property

@@ -12,13 +12,22 @@ Event order per bar i (the same order the live engine sees things in):
    when the bar gaps through it.
 3. `on_bar(bar)` at the close; its intents become the order for step 1 of bar i+1.
 
+Market-order rule shared with the live paper broker (proved by tests/backtest/test_live_parity.py):
+a market order fills at the last trade when the signal's bar completed. A time bar completes on the
+first trade of the next bar, so that is the next bar's open (step 1 above); a tick chart completes on
+its own N-th trade, so its orders fill at that bar's close, at the closing trade's time.
+
+zeroday: `on_clock(SessionClock)` is called before every bar (SPX session from the NYSE calendar,
+same-day SPXW expiration), as engine/clock.py does live; a LONG/SHORT target holds the ATM call/put
+priced by `_OptionBook` (the paper broker's synthetic chain); trades carry the option and premiums.
+
 Stop-and-reverse is two fills at the same price: close, then open (two commissions). Every order
 goes through the `PreTradeCheck` first; a denial is recorded and the strategy is told the real
 position (`set_position`), exactly like the order manager does.
 
 The loop keeps prices as integer ticks and records only events (fills, signals); the equity
-curve is rebuilt with numpy afterwards. That keeps the per-bar cost to building one `Bar` and the
-strategy's own O(1) update.
+curve is rebuilt with numpy afterwards. That keeps the per-bar cost to refilling one reused bar
+object (`_BarView`) and the strategy's own O(1) update.
 """
 from __future__ import annotations
 

@@ -219,6 +219,7 @@ def main() -> int:
             replay_s = time.perf_counter() - t0
             idle = bench.idle_cpu(args.idle)
             health = [s.health() for s in bench.stacks]
+            errors = sorted({r.status.last_error for s in bench.stacks for r in s._runners.values() if r.status.last_error})
             orders = sum(len(s._orders.orders(limit=100_000)) for s in bench.stacks)
         finally:
             bench.close()
@@ -235,7 +236,7 @@ def main() -> int:
         "idle_window_s": args.idle, "idle_cpu_s": round(idle, 4),
         "idle_cpu_percent_of_one_core": round(100 * idle / args.idle, 3),
         "restarts": sum(h["restarts"] for h in health), "dead_threads": sum(len(h["dead"]) for h in health),
-        "keys_left": left, "target_p99_ms": 10.0,
+        "keys_left": left, "errors": errors[:5], "target_p99_ms": 10.0,
     }
     print(f"{threads} threads ({alive} alive); {len(bench.latency_ms)} bar orders: closing trade -> ack "
           f"p50 {result['close_trade_to_ack_ms_p50']} ms p99 {result['close_trade_to_ack_ms_p99']} ms; "

@@ -267,6 +267,11 @@ class StrategyRunner:
                 self._trade_id = "$"
             try:
                 response = self._store.redis.xread(streams, block=block_ms, count=500)
+            except redis.TimeoutError:
+                # The client's socket timeout ended the block before Redis did: same as a block
+                # timeout (housekeeping), not a crash. Keep socket_timeout above the block time.
+                self._housekeeping()
+                continue
             except redis.ConnectionError:
                 self.log.warning("redis unavailable; retrying in 1 s")
                 self._stop.wait(1.0)

@@ -80,6 +80,9 @@ def _symbol_for_key(key: str) -> str:
         return key
 
 
+symbol_for_key = _symbol_for_key  # public: position key (symbol / OCC) -> catalog symbol
+
+
 def reconcile(om: OrderManager, ts_ns: int | None = None) -> ReconciliationReport:
     recovered = om.recover()  # resolve UNKNOWN / in-flight orders before comparing
     unknown_left = tuple(sorted(om.store.redis.smembers(om.k_unknown)))

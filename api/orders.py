@@ -1,0 +1,291 @@
+"""Orders, positions, the OMS journal and reconciliation (blueprint `orders_bp`, prefix /api).
+
+GET  /api/orders              viewer  ?strategy=&symbol=&broker=&state=&offset=0&limit=50 (newest first)
+GET  /api/positions           viewer  the OMS book per (strategy, symbol, broker) + each broker's own positions
+GET  /api/journal             viewer  ?limit=100&stream=journal|fills (newest first)
+GET  /api/reconcile           viewer  the last reconciliation report, halted tickers, paused brokers
+POST /api/reconcile           admin   run reconciliation now
+POST /api/reconcile/adopt     admin   {broker, key, strategy, symbol?}: the OMS book takes the broker's position
+POST /api/reconcile/flatten   admin   {broker, key}: close the broker's whole position at key
+
+Reads `services.orders` (oms.order_manager.OrderManager; 503 when absent), `services.extras["runtime"]`
+(runtime.TradingRuntime: reconcile_now(), last_reconciliation) and `services.extras["halts"]`
+(runtime.Halts). Adopt/flatten clear the halts of the (strategy, symbol) pairs the resolved
+mismatch affected, except pairs another unresolved mismatch of the last report still affects.
+No trading logic here: the OMS and oms.reconcile do the work. Broker errors are reported by
+exception type only (never a broker message that could carry an account number).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from api.responses import ApiError, ok
+from api.services import get_services
+from auth.decorators import admin_required, viewer_required
+from config.instruments import canonical_symbol
+from domain.orders import BROKERS, OrderState
+from domain.tickers import StrategyName
+from oms.journal import read_fills, read_journal
+from oms.reconcile import RECONCILE_STRATEGY, adopt_broker_position, flatten_mismatch, symbol_for_key
+
+log = logging.getLogger(__name__)
+
+orders_bp = Blueprint("orders", __name__, url_prefix="/api")
+
+MAX_LIMIT = 1000
+MAX_OFFSET = 100_000
+STRATEGIES = tuple(s.value for s in StrategyName) + (RECONCILE_STRATEGY,)
+_KEY_RE = re.compile(r"^[A-Za-z0-9/ .\-]{1,40}$")
+
+
+# ---------------------------------------------------------------------------- helpers
+def _orders() -> Any:
+    om = get_services().orders
+    if om is None:
+        raise ApiError(503, "the order manager is not running", error="unavailable")
+    return om
+
+
+def _runtime(required: bool) -> Any:
+    runtime = get_services().extras.get("runtime")
+    if runtime is None and required:
+        raise ApiError(503, "the trading runtime is not running", error="unavailable")
+    return runtime
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a whole number", field=name) from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"{name} must be between {lo} and {hi}", field=name)
+    return value
+
+
+def _strategy(value: Any, field: str = "strategy") -> str:
+    if not isinstance(value, str) or value not in STRATEGIES:
+        raise ApiError(400, f"{field} must be one of {', '.join(STRATEGIES)}", field=field)
+    return value
+
+
+def _symbol(value: Any, field: str = "symbol") -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 20:
+        raise ApiError(400, f"{field} must be a catalog symbol", field=field)
+    try:
+        return canonical_symbol(value.strip())
+    except ValueError:
+        raise ApiError(400, f"unknown symbol {value.strip()[:20]!r}", field=field) from None
+
+
+def _broker(value: Any, om: Any | None = None) -> str:
+    names = tuple(om.adapters) if om is not None else BROKERS
+    if not isinstance(value, str) or value not in names:
+        raise ApiError(400, f"broker must be one of {', '.join(names) or '(none configured)'}", field="broker")
+    return value
+
+
+def _state(value: str) -> OrderState:
+    try:
+        return OrderState(value.strip().upper())
+    except ValueError:
+        raise ApiError(400, f"state must be one of {', '.join(s.value for s in OrderState)}", field="state") from None
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "body must be a JSON object", field="body")
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object", field="body")
+    return body
+
+
+def _key(value: Any) -> str:
+    if not isinstance(value, str) or not _KEY_RE.match(value):
+        raise ApiError(400, "key must be the broker's position key (symbol or OCC option symbol)", field="key")
+    return value
+
+
+def _halts_json() -> list[dict[str, str]]:
+    halts = get_services().extras.get("halts")
+    if halts is None:
+        return []
+    out = []
+    for pair, reason in sorted(halts.all().items()):
+        strategy, _, symbol = pair.partition("|")
+        out.append({"strategy": strategy, "symbol": symbol, "reason": reason})
+    return out
+
+
+def _last_report() -> Any:
+    runtime = _runtime(required=False)
+    return getattr(runtime, "last_reconciliation", None) if runtime is not None else None
+
+
+def _clear_halts(broker: str, key: str, pairs: set[tuple[str, str]]) -> list[list[str]]:
+    """Clear the halts of `pairs`, except those another mismatch of the last report still affects."""
+    halts = get_services().extras.get("halts")
+    if halts is None:
+        return []
+    still: set[tuple[str, str]] = set()
+    report = _last_report()
+    if report is not None:
+        for b in report.brokers:
+            for m in b.mismatches:
+                if (m.broker, m.key) != (broker, key):
+                    still |= {tuple(a) for a in m.affected}  # type: ignore[misc]
+    cleared = []
+    for strategy, symbol in sorted(pairs - still):
+        if halts.clear(strategy, symbol):
+            cleared.append([strategy, symbol])
+    return cleared
+
+
+def _affected(om: Any, broker: str, key: str, symbol: str | None = None) -> set[tuple[str, str]]:
+    """(strategy, symbol) pairs a mismatch at (broker, key) concerns: the last report's, plus the
+    OMS lanes holding that key."""
+    pairs: set[tuple[str, str]] = set()
+    report = _last_report()
+    if report is not None:
+        for b in report.brokers:
+            for m in b.mismatches:
+                if (m.broker, m.key) == (broker, key):
+                    pairs |= {(str(s), str(sym)) for s, sym in m.affected}
+    pairs |= {(p.strategy, p.symbol) for p in om.positions() if p.broker == broker and p.key == key}
+    if symbol:
+        pairs.add((RECONCILE_STRATEGY, symbol))
+    return pairs
+
+
+# ---------------------------------------------------------------------------- reads
+@orders_bp.get("/orders")
+@viewer_required
+def list_orders() -> Any:
+    """Orders newest first. Filters: strategy, symbol, broker, state; paging: offset, limit (1..1000)."""
+    om = _orders()
+    filters: dict[str, str] = {}
+    if request.args.get("strategy"):
+        filters["strategy"] = _strategy(request.args["strategy"])
+    if request.args.get("symbol"):
+        filters["symbol"] = _symbol(request.args["symbol"])
+    if request.args.get("broker"):
+        filters["broker"] = _broker(request.args["broker"])
+    if request.args.get("state"):
+        filters["state"] = _state(request.args["state"]).value
+    offset = _int_arg("offset", 0, 0, MAX_OFFSET)
+    limit = _int_arg("limit", 50, 1, MAX_LIMIT)
+    rows = om.orders(offset=offset, limit=limit + 1, **filters)  # one extra row tells has_more (< limit 1000)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return ok(orders=[o.to_json() for o in rows], count=len(rows), offset=offset, limit=limit,
+              has_more=has_more, filters=filters)
+
+
+@orders_bp.get("/positions")
+@viewer_required
+def positions() -> Any:
+    """The OMS book (non-flat lanes; ?include_flat=true for all) and each trading broker's own
+    positions; a broker that cannot be read is reported as such, per broker."""
+    om = _orders()
+    include_flat = request.args.get("include_flat", "").lower() in ("1", "true", "yes")
+    book = [p.to_json() for p in om.positions(include_flat=include_flat)]
+    brokers: dict[str, Any] = {}
+    for name, adapter in om.adapters.items():
+        try:
+            held = adapter.positions()
+        except Exception as exc:  # one broker failing never hides the other
+            log.warning("positions() failed at %s: %s", name, type(exc).__name__)
+            brokers[name] = {"ok": False, "error": type(exc).__name__, "positions": []}
+            continue
+        brokers[name] = {"ok": True, "error": "", "positions": [
+            {"key": p.key, "quantity": p.quantity, "avg_price": str(p.avg_price), "multiplier": str(p.multiplier)}
+            for p in held]}
+    return ok(positions=book, brokers=brokers, paused_brokers=om.paused_brokers())
+
+
+@orders_bp.get("/journal")
+@viewer_required
+def journal() -> Any:
+    """OMS journal entries (every order transition and OMS event), newest first; ?stream=fills for fills."""
+    om = _orders()
+    limit = _int_arg("limit", 100, 1, MAX_LIMIT)
+    stream = request.args.get("stream", "journal")
+    if stream not in ("journal", "fills"):
+        raise ApiError(400, "stream must be journal or fills", field="stream")
+    entries = read_journal(om.store, limit) if stream == "journal" else read_fills(om.store, limit)
+    return ok(entries=entries, count=len(entries), limit=limit, stream=stream)
+
+
+@orders_bp.get("/reconcile")
+@viewer_required
+def last_reconciliation() -> Any:
+    """The last reconciliation report (null before the first run), halted tickers, paused brokers."""
+    om = _orders()
+    report = _last_report()
+    return ok(report=report.to_json() if report is not None else None, halts=_halts_json(),
+              paused_brokers=om.paused_brokers())
+
+
+# ---------------------------------------------------------------------------- operator actions
+@orders_bp.post("/reconcile")
+@admin_required
+def reconcile_now() -> Any:
+    """Run reconciliation now (resolves UNKNOWN orders first); mismatches halt their tickers."""
+    _orders()
+    report = _runtime(required=True).reconcile_now()
+    return ok(report=report.to_json(), halts=_halts_json())
+
+
+@orders_bp.post("/reconcile/adopt")
+@admin_required
+def adopt() -> Any:
+    """Make the OMS book match the broker at `key`: `strategy`'s lane absorbs the difference."""
+    om = _orders()
+    body = _body()
+    broker = _broker(body.get("broker"), om)
+    key = _key(body.get("key"))
+    strategy = _strategy(body.get("strategy"))
+    symbol = _symbol(body["symbol"]) if body.get("symbol") is not None else None
+    pairs = _affected(om, broker, key)
+    try:
+        position = adopt_broker_position(om, broker, key, strategy, symbol)
+    except Exception as exc:
+        log.warning("adopt at %s %s failed: %s", broker, key, type(exc).__name__)
+        raise ApiError(502, f"could not read positions at {broker}: {type(exc).__name__}", error="broker_error") from None
+    pairs.add((position.strategy, position.symbol))
+    return ok(position=position.to_json(), cleared_halts=_clear_halts(broker, key, pairs), halts=_halts_json())
+
+
+@orders_bp.post("/reconcile/flatten")
+@admin_required
+def flatten() -> Any:
+    """Close the broker's whole position at `key` through the normal order path (adopting any
+    unexplained remainder first). Halts are cleared only when every close order went through."""
+    om = _orders()
+    body = _body()
+    broker = _broker(body.get("broker"), om)
+    key = _key(body.get("key"))
+    pairs = _affected(om, broker, key, symbol_for_key(key))
+    try:
+        report = flatten_mismatch(om, broker, key)
+    except Exception as exc:
+        log.warning("flatten at %s %s failed: %s", broker, key, type(exc).__name__)
+        raise ApiError(502, f"could not flatten at {broker}: {type(exc).__name__}", error="broker_error") from None
+    pairs |= {(r.strategy, r.symbol) for r in report.results}
+    if not report.ok:
+        body_out = {"success": False, "error": "flatten_incomplete",
+                    "message": f"flatten at {broker} {key} did not complete; halts kept",
+                    "report": report.to_json(), "cleared_halts": [], "halts": _halts_json()}
+        return jsonify(body_out), 502
+    return ok(report=report.to_json(), cleared_halts=_clear_halts(broker, key, pairs), halts=_halts_json())
+
+
+__all__ = ["orders_bp"]

@@ -24,6 +24,20 @@ Exactly-once rules
 - A lane with a working or UNKNOWN order from an earlier intent refuses new intents (BLOCKED):
   never stack a second close on top of one whose outcome is not known.
 
+Round trips (paper, steady state: 2 per order)
+- The lane's position hash is cached in process (written only with what this process just wrote or
+  read, under the lane lock). A new intent is planned from the cache and the Lua claim verifies it
+  atomically together with "no intent yet", "no working/unknown order in the lane" and the broker's
+  paused flag; if anything differs nothing is written and the script returns the lane's real state,
+  from which the plan (and, only if the order or its context changed, the risk check) is redone.
+  A stale cache therefore costs a re-plan, never a wrong or duplicate order.
+- With a paper adapter (`place_order_then`), the OMS's SUBMITTED -> FILLED record, journal entry,
+  fill and position update run inside the paper broker's own fill script: one atomic call.
+- Write payloads go to Lua as one JSON argument (cjson) instead of hundreds of arguments.
+
+Listeners: `add_listener(cb)`; cb(kind, entry) after each journal write ("transition", "fill",
+"event"), with the same dict written to the stream; exceptions are logged and swallowed.
+
 Threading: one RLock per (strategy, symbol, broker) lane; the Redis scripts give cross-process
 atomicity for the dedupe. Position updates assume one OMS process per Redis prefix.
 """

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import signal
 import sys
+from datetime import datetime
+from decimal import Decimal
 
 from flask import Flask
 from flask_cors import CORS
 
 from api.auth_routes import auth_bp
+from api.backtest import backtest_bp
+from api.bars import bars_bp
 from api.brokers import brokers_bp
 from api.errors import register_error_handlers
 from api.meta import meta_bp
+from api.monitoring import monitoring_bp
+from api.orders import orders_bp
+from api.risk import risk_bp
+from api.strategies import strategies_bp
 from api.services import Services
 from api.tickers import tickers_bp
 from api.trading import trading_bp
@@ -25,9 +34,19 @@ from auth.cli import users_cli
 from auth.limiter import build_limiter
 from auth.tokens import init_jwt
 from auth.users import UserStore
+from backtest.jobs import BacktestJobs
 from config.settings import Settings, SettingsError, load_settings
+from ledger.trades import Ledger
+from ledger.pnl import session_pnl
+from market_data import calendars
+from monitoring.alerts import Alerter
+from monitoring.audit import AuditLog
+from monitoring.metrics import Metrics
+from risk.engine import RiskEngine
 from store.redis_store import Store, StoreUnavailableError, build_store
+from store.instance_lock import InstanceLockError, acquire_instance_lock
 from store.tickers import TickerStore
+from runtime import TradingRuntime
 
 log = logging.getLogger("app")
 
@@ -87,10 +106,40 @@ def configure_logging(settings: Settings) -> None:
 
 
 # --- wiring --------------------------------------------------------------------------------------
+def _session_start(symbol: str, now: datetime) -> datetime:
+    """Start of the trading session containing `now` (or the last one): loss limits reset here."""
+    calendar = calendars.calendar_for(symbol)
+    session = calendar.session_at(now) or calendar.previous_session(now)
+    return session.open if session else now
+
+
 def build_services(settings: Settings, store: Store) -> Services:
-    """The service container. Later issues attach market_data, brokers, orders, risk and engine
-    here (or in `main()` before serving); endpoints treat a None component as "not available"."""
-    return Services(settings=settings, store=store, users=UserStore(store), tickers=TickerStore(store))
+    """The service container with everything that needs no background thread: auth, tickers,
+    risk, ledger, metrics, audit and backtest jobs. `main()` adds the trading runtime (market
+    data, brokers, order manager, strategy engine) and the alerter, which own threads."""
+    services = Services(settings=settings, store=store, users=UserStore(store), tickers=TickerStore(store))
+    metrics = Metrics()
+    audit = AuditLog(settings, store)
+    ledger = Ledger(store)
+    services.extras.update(metrics=metrics, audit=audit, ledger=ledger)
+    services.extras["mark_price"] = lambda key: _mark_price(services, key)
+    services.risk = RiskEngine(
+        store, settings, calendar_session_start=_session_start, audit=audit, metrics=metrics,
+        pnl_source=lambda start: session_pnl(ledger, start, services.extras["mark_price"]),
+    )
+    services.backtests = BacktestJobs(store)
+    return services
+
+
+def _mark_price(services: Services, key: str) -> Decimal | None:
+    """Latest trade price for a catalog symbol (options have no live mark here: reported missing)."""
+    if services.market_data is None:
+        return None
+    try:
+        price = services.market_data.last_price(key)
+    except ValueError:  # an OCC option symbol is not a catalog symbol
+        return None
+    return None if price is None else Decimal(str(price))
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
@@ -121,7 +170,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     limiter = build_limiter(app, store)
     # Login and update-credentials both check a password: limit the whole auth blueprint.
     limiter.limit(settings.login_rate_limit)(auth_bp)
-    for blueprint in (auth_bp, tickers_bp, trading_bp, brokers_bp, meta_bp):
+    for blueprint in (auth_bp, tickers_bp, trading_bp, brokers_bp, meta_bp, bars_bp, risk_bp, monitoring_bp,
+                      backtest_bp, orders_bp, strategies_bp):
         app.register_blueprint(blueprint)
     app.cli.add_command(users_cli)
 
@@ -156,15 +206,75 @@ def main() -> int:
     if generated is not None:
         announce_generated_admin(generated)
 
-    # Later issues: start market data, brokers, order manager, risk and the strategy engine here
-    # and attach them to `services` before serving.
+    try:  # two processes must never trade the same state (and so the same accounts)
+        lock = acquire_instance_lock(store, f"{settings.trading_mode.value}")
+    except InstanceLockError as exc:
+        print(f"startup error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_ERROR
+    services.extras["instance_lock"] = lock
 
-    log.info("serving on http://%s:%d (mode=%s, redis=%s, prefix=%s)", settings.host, settings.port,
-             settings.trading_mode.value, store.url, settings.redis_prefix)
-    from waitress import serve
+    alerter = Alerter(settings, store)
+    alerter.start()
+    services.extras["alerter"] = alerter
+    services.risk.alerter = alerter
+    runtime = TradingRuntime.build(services)
+    attach_monitoring(services, runtime)
 
-    serve(app, host=settings.host, port=settings.port, threads=WAITRESS_THREADS)
+    def on_sigterm(signum: int, frame: object) -> None:
+        # Unwinds waitress's serve loop in the main thread; `finally` below stops everything.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        runtime.start()
+        log.info("serving on http://%s:%d (mode=%s, data=%s, redis=%s, prefix=%s)", settings.host, settings.port,
+                 settings.trading_mode.value, settings.market_data_source.value, store.url, settings.redis_prefix)
+        from waitress import serve
+
+        serve(app, host=settings.host, port=settings.port, threads=WAITRESS_THREADS)
+    except (SystemExit, KeyboardInterrupt):
+        log.info("stopping: strategy threads, market data and brokers (positions and state are kept)")
+    finally:
+        runtime.stop()
+        alerter.stop()
+        lock.release()
+        log.info("stopped")
     return 0
+
+
+def attach_monitoring(services: Services, runtime: TradingRuntime) -> None:
+    """Connect the order path, brokers and engine to metrics, audit and alerts."""
+    metrics: Metrics = services.extras["metrics"]
+    audit: AuditLog = services.extras["audit"]
+    alerter: Alerter = services.extras["alerter"]
+
+    def connection_changed(broker: str, status: dict[str, object]) -> None:
+        connected = bool(status.get("connected"))
+        audit.broker_connection(broker, connected, str(status.get("message") or ""))
+        metrics.set_broker(broker, connected)
+        if not connected:
+            alerter.alert("broker_disconnected", f"{broker}: {status.get('message') or 'not connected'}", "warning",
+                          dedupe_key=f"broker:{broker}")
+
+    def order_event(kind: str, entry: dict[str, str]) -> None:
+        # Called inside the order path: cheap, never raises back into it (the OMS catches anyway).
+        if kind == "transition":
+            metrics.order_transition(entry.get("broker", ""), entry.get("state", ""))
+            audit.order_transition(entry)
+        elif kind == "fill":
+            metrics.fill(entry.get("broker", ""), entry.get("strategy", ""), entry.get("symbol", ""),
+                         int(entry.get("qty") or entry.get("quantity") or 0))
+        elif kind == "event":
+            audit.record("order_event", **entry)
+
+    runtime.orders.add_listener(order_event)
+    runtime.registry.on_connection_change = connection_changed
+    for name, adapter in runtime.registry.live.items():
+        if hasattr(adapter, "on_latency"):
+            adapter.on_latency = metrics.latency_hook(name)
+    runtime.on_reconciliation = lambda report: None if report.ok else alerter.alert(
+        "reconciliation_mismatch", f"reconciliation found mismatches: {report.affected}", "critical",
+        dedupe_key="reconcile")
 
 
 if __name__ == "__main__":

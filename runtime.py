@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from api.services import Services
 from brokers.base import BrokerAdapter
@@ -27,6 +28,8 @@ from engine.clock import spx_session_clock
 from engine.executor import IntentExecutor
 from engine.supervisor import StrategySupervisor
 from market_data.service import MarketDataService
+from domain.risk import allow_all
+from oms.models import TargetOrder
 from oms.order_manager import OrderManager
 from oms.reconcile import ReconciliationReport, reconcile
 from store.redis_store import Store
@@ -34,7 +37,7 @@ from store.redis_store import Store
 log = logging.getLogger("runtime")
 
 RECONCILE_INTERVAL_SECONDS = 180.0  # "every few minutes"
-ORDER_POLL_INTERVAL_SECONDS = 2.0  # live brokers: advance working orders / pending open legs
+MAINTENANCE_INTERVAL_SECONDS = 5.0  # ledger sync, loss limits, live order polling
 
 
 @dataclass
@@ -86,6 +89,7 @@ class TradingRuntime:
         self.supervisor = supervisor
         self.halts = halts
         self.last_reconciliation: ReconciliationReport | None = None
+        self.on_reconciliation: Callable[[ReconciliationReport], None] | None = None  # alerts hook
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
 
@@ -100,16 +104,21 @@ class TradingRuntime:
             name: PaperBroker(store, name, settings, md.last_price) for name in BROKERS
         }
         registry = BrokerRegistry(settings, live=live, paper=paper)
-        orders = OrderManager(store, registry.trading_adapters())
+        orders = OrderManager(store, registry.trading_adapters(), pre_trade_check=services.risk or allow_all)
         halts = Halts(store)
+        metrics = services.extras.get("metrics")
         executor = IntentExecutor(orders, chain_provider=registry.option_chain, halted=halts.reason)
         supervisor = StrategySupervisor(
             store=store, tickers=services.tickers, market_data=md, orders=orders, executor=executor,
             log_dir=settings.log_dir, clock_provider=spx_session_clock,
             skip_stale_signals=settings.market_data_source is not MarketDataSource.REPLAY,
+            on_bar_to_order=metrics.observe_bar_to_order if metrics else None,
+            on_restart=metrics.strategy_restarted if metrics else None,
         )
         runtime = TradingRuntime(services, market_data=md, registry=registry, orders=orders,
                                  supervisor=supervisor, halts=halts)
+        if services.risk is not None:  # a breached loss limit flattens its scope through the OMS
+            services.risk.flatten_callback = runtime.flatten_scope
         services.market_data = md
         services.brokers = registry
         services.orders = orders
@@ -127,6 +136,7 @@ class TradingRuntime:
             except BrokerError as exc:  # a misconfigured broker must not stop paper trading
                 log.error("%s connect failed: %s", name, exc.message)
         self.market_data.add_trade_listener(self._on_trade)
+        self.supervisor.ensure_bars_for_enabled_tickers()
         self.market_data.start()
         self.reconcile_now()
         resumed = self.supervisor.resume()
@@ -154,9 +164,23 @@ class TradingRuntime:
                 if not self.services.settings.is_live:
                     self.orders.on_order_update(name, update)
 
+    def flatten_scope(self, strategy: str | None, reason: str) -> dict[str, Any]:
+        """Close every position of one strategy (or of all, when None) through the normal order
+        path, and tell the strategies they are flat. Used by loss limits and the kill switch."""
+        now = time.time_ns()
+        targets = [
+            TargetOrder(p.strategy, p.symbol, BrokerName(p.broker), 0, now, reason, f"{reason}: flatten")
+            for p in self.orders.positions() if strategy is None or p.strategy == strategy
+        ]
+        results = self.orders.move_all(targets)
+        self.supervisor.mark_flat(strategy)
+        return {"orders": [r.to_json() for r in results], "ok": all(r.ok for r in results)}
+
     def reconcile_now(self) -> ReconciliationReport:
         report = reconcile(self.orders)
         self.last_reconciliation = report
+        if self.on_reconciliation is not None:
+            self.on_reconciliation(report)
         for broker in report.brokers:
             for mismatch in broker.mismatches:
                 for strategy, symbol in mismatch.affected:
@@ -169,15 +193,20 @@ class TradingRuntime:
         return report
 
     def _maintain(self) -> None:
-        """Timer thread (Event.wait, not a busy loop): advance live working orders, and
-        reconcile every few minutes."""
+        """Timer thread (Event.wait, not a busy loop). Every few seconds: fold new fills into the
+        trade ledger and evaluate loss limits on realized + unrealized P&L; in live mode advance
+        working orders. Every few minutes: reconcile with the brokers."""
         since_reconcile = 0.0
-        interval = ORDER_POLL_INTERVAL_SECONDS if self.services.settings.is_live else RECONCILE_INTERVAL_SECONDS
-        while not self._stop.wait(interval):
+        while not self._stop.wait(MAINTENANCE_INTERVAL_SECONDS):
+            since_reconcile += MAINTENANCE_INTERVAL_SECONDS
             try:
                 if self.services.settings.is_live:
                     self.orders.poll_open_orders()
-                since_reconcile += interval
+                ledger = self.services.extras.get("ledger")
+                if ledger is not None:
+                    ledger.sync()
+                if self.services.risk is not None:
+                    self.services.risk.refresh_pnl()
                 if since_reconcile >= RECONCILE_INTERVAL_SECONDS:
                     since_reconcile = 0.0
                     self.reconcile_now()

@@ -38,7 +38,7 @@ class BrokerRegistry:
         self._settings = settings
         self.live = live
         self.paper = paper
-        self._on_connection_change = on_connection_change
+        self.on_connection_change = on_connection_change
 
     def trading_adapters(self) -> dict[BrokerName, BrokerAdapter]:
         """The adapters orders go to: paper accounts in paper mode, real brokers in live mode."""
@@ -97,8 +97,8 @@ class BrokerRegistry:
         return out
 
     def _changed(self, broker: BrokerName, status: dict[str, Any]) -> None:
-        if self._on_connection_change:
-            self._on_connection_change(broker, status)
+        if self.on_connection_change:
+            self.on_connection_change(broker, status)
 
     # --- data sources ------------------------------------------------------------------------
     def option_chain(self, broker: BrokerName, underlying: str, expiration: date) -> list[OptionContract]:

@@ -86,7 +86,8 @@ def test_validation(jobs: BacktestJobs, data_dir: Path) -> None:
 @pytest.fixture
 def app(settings: Settings, fake_store: Store, jobs: BacktestJobs) -> Flask:
     application = create_app(settings, fake_store)
-    application.register_blueprint(backtest_bp)
+    if "backtest" not in application.blueprints:
+        application.register_blueprint(backtest_bp)
     application.extensions["services"].backtests = jobs
     application.config["TESTING"] = True
     return application

@@ -210,8 +210,23 @@ class TradingRuntime:
                 if since_reconcile >= RECONCILE_INTERVAL_SECONDS:
                     since_reconcile = 0.0
                     self.reconcile_now()
+                    self._alert_on_broker_tokens()
             except Exception:  # keep the maintenance thread alive; the error is in the log
                 log.exception("maintenance pass failed")
+
+    def _alert_on_broker_tokens(self) -> None:
+        """Token expiry warnings (Schwab's 7-day refresh token from day 6) and disconnects."""
+        alerter = self.services.extras.get("alerter")
+        if alerter is None:
+            return
+        for name, adapter in self.registry.live.items():
+            try:
+                status = adapter.status()
+            except BrokerError as exc:
+                alerter.alert("broker_error", f"{name}: {exc.message}", "warning", dedupe_key=f"status:{name}")
+                continue
+            for warning in status.warnings:
+                alerter.alert("token_expiry", f"{name}: {warning}", "warning", dedupe_key=f"token:{name}")
 
     def status(self) -> dict[str, Any]:
         return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response
+from flask import request, Blueprint, Response
 
 from api.responses import ApiError, ok
 from api.services import get_services
@@ -39,10 +39,15 @@ def login() -> tuple[Response, int]:
     password = _string(payload, "password", MAX_PASSWORD_LENGTH)
     services = get_services()
     user = services.users.authenticate(email, password)
+    audit = services.extras.get("audit")
     if user is None:
         log.warning("failed login for %r", email.strip().lower()[:MAX_EMAIL_LENGTH])
+        if audit is not None:
+            audit.login(email.strip().lower()[:MAX_EMAIL_LENGTH], False, request.remote_addr)
         raise ApiError(401, "invalid email or password", error="invalid credentials")
     log.info("login %s (%s)", user.email, user.role.value)
+    if audit is not None:
+        audit.login(user.email, True, request.remote_addr)
     return ok(token=issue_token(user, services.users), role=user.role.value)
 
 
@@ -78,4 +83,7 @@ def update_credentials() -> tuple[Response, int]:
     except UserError as exc:
         raise ApiError(400, exc.message, field=exc.field) from None
     log.info("credentials changed for %s (now %s); earlier tokens revoked", email, user.email)
+    if services.extras.get("audit") is not None:
+        changed = ", ".join(n for n, v in (("email", new_email), ("password", new_password)) if v is not None)
+        services.extras["audit"].credential_change(user.email, f"changed {changed}", actor=email)
     return ok(message="credentials updated; earlier tokens are revoked", token=issue_token(user, services.users))

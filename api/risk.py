@@ -67,7 +67,16 @@ def kill_switch() -> Any:
     engine = _engine()
     orders = get_services().orders
     cancel = (lambda: _json(orders.cancel_all())) if orders is not None else None
-    flatten = (lambda reason: _json(orders.flatten_all(reason))) if orders is not None else None
+    services = get_services()
+
+    def flatten(reason: str) -> Any:
+        report = _json(orders.flatten_all(reason))
+        if services.engine is not None:  # running strategies must not believe they still hold positions
+            services.engine.mark_flat(None)
+        return report
+
+    if orders is None:
+        flatten = None  # type: ignore[assignment]
     report = engine.kill_switch(cancel, flatten, actor=current_user_email())
     return ok(report=report)
 

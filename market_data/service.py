@@ -224,11 +224,20 @@ class MarketDataService:
         return merged[-n:]
 
     def _warmup_from_replay(self, sym: str, tf: Timeframe) -> list[Bar]:
+        """Bars from the replay files that lie before the replay's current position. When the
+        replay is the live source, later bars are the strategy's future: handing them over as
+        history would make it skip the very bars the replay is about to emit."""
         trades: list[Trade] = []
         for path in self.settings.replay_files:
             trades.extend(t for _ts, t in load_replay_file(path).trades if t.symbol == sym)
         trades.sort(key=lambda t: t.ts_ns)
-        return build_bars(trades, sym, tf)
+        if self.settings.market_data_source is not MarketDataSource.REPLAY:
+            return build_bars(trades, sym, tf)
+        seen = self._last_trade.get(sym)
+        if seen is None:  # the replay has not reached this symbol yet: no history exists
+            return []
+        position = seen.ts_ns
+        return [b for b in build_bars([t for t in trades if t.ts_ns <= position], sym, tf) if b.end_ns <= position]
 
     def _warmup_from_databento(self, sym: str, tf: Timeframe, n: int) -> list[Bar]:
         from market_data.databento_feed import historical_bars

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 from datetime import datetime
@@ -51,6 +52,7 @@ from runtime import TradingRuntime
 log = logging.getLogger("app")
 
 EXIT_STARTUP_ERROR = 2
+EXIT_LOCK_LOST = 3  # the instance lock expired or was taken over while running
 WAITRESS_THREADS = 8
 LOG_FILE_NAME = "strategy_consumer.log"
 LOG_FILE_BYTES = 10 * 1024 * 1024
@@ -206,8 +208,13 @@ def main() -> int:
     if generated is not None:
         announce_generated_admin(generated)
 
+    def on_lock_lost(message: str) -> None:
+        # Another process may now trade the same accounts: stop this one through the SIGTERM path.
+        log.critical("%s: stopping this instance", message)
+        os.kill(os.getpid(), signal.SIGTERM)
+
     try:  # two processes must never trade the same state (and so the same accounts)
-        lock = acquire_instance_lock(store, f"{settings.trading_mode.value}")
+        lock = acquire_instance_lock(store, f"{settings.trading_mode.value}", on_lost=on_lock_lost)
     except InstanceLockError as exc:
         print(f"startup error: {exc}", file=sys.stderr)
         return EXIT_STARTUP_ERROR
@@ -233,13 +240,14 @@ def main() -> int:
 
         serve(app, host=settings.host, port=settings.port, threads=WAITRESS_THREADS)
     except (SystemExit, KeyboardInterrupt):
-        log.info("stopping: strategy threads, market data and brokers (positions and state are kept)")
+        pass  # raised before serving; once serving, waitress swallows both and serve() just returns
     finally:
+        log.info("stopping: strategy threads, market data and brokers (positions and state are kept)")
         runtime.stop()
         alerter.stop()
         lock.release()
         log.info("stopped")
-    return 0
+    return EXIT_LOCK_LOST if lock.lost else 0
 
 
 def attach_monitoring(services: Services, runtime: TradingRuntime) -> None:

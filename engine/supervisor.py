@@ -203,9 +203,18 @@ class StrategySupervisor:
         """Positions were closed outside the strategies (loss limit, kill switch): make running
         strategies agree, so their next exit signal does not act on a position they no longer have."""
         with self._lock:
-            runners = [r for (name, _), r in self._runners.items() if strategy is None or name == strategy]
-        for runner in runners:
-            runner.sync_position(PositionTarget.FLAT)
+            running = dict(self._runners)
+        for (name, _), runner in running.items():
+            if strategy is None or name == strategy:
+                runner.sync_position(PositionTarget.FLAT)
+        # Stopped tickers too (e.g. traded by a manual trigger only): their saved state is what the
+        # next start-trading resumes from, and it must not still say LONG/SHORT.
+        for strategy_name in StrategyName:
+            if strategy is not None and strategy_name.value != strategy:
+                continue
+            for symbol, config in self._tickers.get_map(strategy_name).items():
+                if (strategy_name.value, symbol) not in running:
+                    self._make_runner(config).sync_saved_position(PositionTarget.FLAT)
 
     # --- manual triggers --------------------------------------------------------------------
     def manual_trigger(self, strategy: str, symbol: str, action: str) -> str:

@@ -46,7 +46,7 @@ from domain.intents import Intent, IntentReason, PositionTarget
 from domain.market import Bar, Trade
 from domain.tickers import TickerConfig
 from engine.executor import ExecutionReport, IntentExecutor
-from engine.logs import ticker_logger
+from engine.logs import emit_batch, record, ticker_logger
 from store.redis_store import Store
 from strategies import build_strategy
 from strategies.base import SessionClock, Strategy
@@ -106,6 +106,8 @@ class StrategyRunner:
         on_restart: RestartCallback | None = None,
     ) -> None:
         self.config = config
+        self._control_key = store.key("engine", "ctl", config.strategy.value, config.symbol)
+        self._state_key = store.key("engine", "state", config.strategy.value, config.symbol)
         self._time_ns = time_ns
         self._on_bar_to_order = on_bar_to_order
         self._on_restart = on_restart
@@ -123,6 +125,11 @@ class StrategyRunner:
         self._thread: threading.Thread | None = None
         self.log = ticker_logger(log_dir, config.strategy.value, config.symbol)
         self.strategy: Strategy = build_strategy(config)
+        # The config is frozen: its JSON (asdict + dumps) is built once, and so is the constant head
+        # of the saved-state document (see `_state_json`).
+        self._config_json = config.to_json()
+        self._state_head = '{"config": ' + json.dumps(self._config_json) + ', "strategy": '
+        self._log_batch: list[logging.LogRecord] = []  # this event's ticker-log lines, one write
         self.status = RunnerStatus(config.strategy.value, config.symbol, config.timeframe)
         self._bar_id = "$"
         self._trade_id = "$"
@@ -138,11 +145,11 @@ class StrategyRunner:
     # --- keys -------------------------------------------------------------------------------
     @property
     def control_key(self) -> str:
-        return self._store.key("engine", "ctl", self.config.strategy.value, self.config.symbol)
+        return self._control_key
 
     @property
     def state_key(self) -> str:
-        return self._store.key("engine", "state", self.config.strategy.value, self.config.symbol)
+        return self._state_key
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -213,7 +220,7 @@ class StrategyRunner:
             saved = self._store.redis.get(self.state_key)
             if saved:
                 data = json.loads(saved)
-                if data.get("config") == self.config.to_json():
+                if data.get("config") == self._config_json:
                     try:
                         self.strategy.restore(data["strategy"])
                     except ValueError as exc:  # saved state from another version: rebuild it
@@ -302,32 +309,38 @@ class StrategyRunner:
 
     # --- events -----------------------------------------------------------------------------
     def _on_bar(self, bar: Bar, received: float | None = None) -> None:
+        """One completed bar: indicators, decisions, orders. The bar line (OHLCV + indicator values)
+        and each decision line are stamped when they happen and written to the ticker log in one
+        write once the orders are out (also when acting raises). The caller saves the state."""
         with self._lock:
-            now = self._time_ns()
-            self._last_bar_wall_ns = now
-            self.status.last_bar_received = _iso_full(now)
-            if self.status.stale_feed:
-                self.log.info("bars arriving again (was: %s)", self.status.stale_feed)
-                self.status.stale_feed = None
-            clock_intents = self._clock_intents(bar.end_ns)
-            intents = clock_intents + self.strategy.on_bar(bar)
-            values = self.strategy.indicators()
-            self.status.last_bar = bar.to_json()
-            self.status.indicators = values
-            self.log.info(
-                "bar %s O=%s H=%s L=%s C=%s V=%s n=%s%s | %s",
-                _iso(bar.end_ns), bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count,
-                " GAPPED" if bar.gapped else "", " ".join(f"{k}={_fmt(v)}" for k, v in values.items()),
-            )
-            if self._skip_stale_signals and self._is_stale(bar):
-                for intent in intents:
-                    self.log.warning("stale bar (catch-up): NOT trading %s %s", intent.target.value, intent.detail)
-                return
-            self._act(intents, received)
+            try:
+                now = self._time_ns()
+                self._last_bar_wall_ns = now
+                self.status.last_bar_received = _iso_full(now)
+                if self.status.stale_feed:
+                    self._note(logging.INFO, f"bars arriving again (was: {self.status.stale_feed})")
+                    self.status.stale_feed = None
+                clock_intents = self._clock_intents(bar.end_ns)
+                intents = clock_intents + self.strategy.on_bar(bar)
+                values = self.strategy.indicators()
+                self.status.last_bar = bar.to_json()
+                self.status.indicators = values
+                self._note(logging.INFO, _bar_line(bar, values))
+                if self._skip_stale_signals and self._is_stale(bar):
+                    for intent in intents:
+                        self._note(logging.WARNING,
+                                   f"stale bar (catch-up): NOT trading {intent.target.value} {intent.detail}")
+                    return
+                self._act(intents, received, save=False)
+            finally:
+                self._flush_log()
 
     def _on_trade(self, trade: Trade) -> None:
         with self._lock:
-            self._act(self.strategy.on_trade(trade))
+            try:
+                self._act(self.strategy.on_trade(trade))
+            finally:
+                self._flush_log()
 
     def _housekeeping(self) -> None:
         with self._lock:
@@ -335,7 +348,10 @@ class StrategyRunner:
             self._last_housekeeping_ns = now
             self.status.last_housekeeping = _iso_full(now)
             self._check_feed(now)
-            self._act(self._clock_intents(now))
+            try:
+                self._act(self._clock_intents(now))
+            finally:
+                self._flush_log()
 
     def _check_feed(self, now_ns: int) -> None:
         """Stale-feed note: the session is open and no bar arrived for 2 x the timeframe."""
@@ -362,16 +378,18 @@ class StrategyRunner:
             limit_ns = STALE_BAR_FACTOR * self._timeframe.seconds * 1_000_000_000
         return self._time_ns() - bar.end_ns > limit_ns
 
-    def _act(self, intents: list[Intent], received: float | None = None) -> None:
+    def _act(self, intents: list[Intent], received: float | None = None, save: bool = True) -> None:
+        """Execute intents; their log lines go to the batch the caller flushes. `save=False`: the
+        caller saves the state right after (the bar loop, which also records the bar id)."""
         for intent in intents:
             self.status.last_signal = f"{intent.target.value} ({intent.reason.value}): {intent.detail}"
             self.status.position = self.strategy.target.value
             if not self.config.trade_enabled:
-                self.log.info("signal %s (trading disabled, no order)", self.status.last_signal)
+                self._note(logging.INFO, f"signal {self.status.last_signal} (trading disabled, no order)")
                 continue
-            self.log.info("signal %s", self.status.last_signal)
+            self._note(logging.INFO, f"signal {self.status.last_signal}")
             report = self._executor.execute(intent, self.config)
-            self.log.info("orders: %s", report.summary())
+            self._note(logging.INFO, f"orders: {report.summary()}")
             if self._on_report:
                 self._on_report(report)
             if (received is not None and self._on_bar_to_order is not None
@@ -381,8 +399,17 @@ class StrategyRunner:
                                           time.perf_counter() - received)
                 except Exception:
                     app_log.exception("on_bar_to_order callback failed")
-        if intents:
+        if intents and save:
             self._save()
+
+    def _note(self, level: int, msg: str) -> None:
+        rec = record(self.log, level, msg)
+        if rec is not None:
+            self._log_batch.append(rec)
+
+    def _flush_log(self) -> None:
+        batch, self._log_batch = self._log_batch, []
+        emit_batch(self.log, batch)
 
     # --- external commands (manual trigger, ticker removal) ---------------------------------
     def force_target(self, target: PositionTarget, reason: IntentReason, detail: str, price: float) -> ExecutionReport:
@@ -428,9 +455,13 @@ class StrategyRunner:
             return True
 
     def _save(self) -> None:
-        state = {"config": self.config.to_json(), "strategy": self.strategy.state(), "bar_id": self._bar_id,
-                 "position": self.strategy.target.value}
-        self._store.redis.set(self.state_key, json.dumps(state))
+        self._store.redis.set(self._state_key, self._state_json())
+
+    def _state_json(self) -> str:
+        """json.dumps({"config", "strategy", "bar_id", "position"}), the same document, with the
+        constant config part encoded once per runner."""
+        return (f'{self._state_head}{json.dumps(self.strategy.state())}, "bar_id": {json.dumps(self._bar_id)}, '
+                f'"position": {json.dumps(self.strategy.target.value)}}}')
 
 
 def _iso(ts_ns: int) -> str:
@@ -443,3 +474,10 @@ def _iso_full(ts_ns: int) -> str:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _bar_line(bar: Bar, values: dict[str, float | None]) -> str:
+    indicators = " ".join([f"{k}={_fmt(v)}" for k, v in values.items()])
+    gapped = " GAPPED" if bar.gapped else ""
+    return (f"bar {_iso(bar.end_ns)} O={bar.open} H={bar.high} L={bar.low} C={bar.close} V={bar.volume} "
+            f"n={bar.trade_count}{gapped} | {indicators}")

@@ -45,6 +45,7 @@ from oms.models import TargetStatus
 from domain.intents import Intent, IntentReason, PositionTarget
 from domain.market import Bar, Trade
 from domain.tickers import TickerConfig
+from oms.models import TargetStatus
 from engine.executor import ExecutionReport, IntentExecutor
 from engine.logs import emit_batch, record, ticker_logger
 from store.redis_store import Store
@@ -419,12 +420,17 @@ class StrategyRunner:
                 self._prepare()
             intent = Intent(self.config.strategy.value, self.config.symbol, target, reason, detail,
                             self._time_ns(), price)
-            self.strategy.set_position(target, price)
-            self.status.position = target.value
-            self.status.last_signal = f"{target.value} ({reason.value}): {detail}"
             self.log.info("%s -> %s: %s", reason.value, target.value, detail)
             report = self._executor.execute(intent, self.config)
             self.log.info("orders: %s", report.summary())
+            # The strategy adopts the new position only if some broker is moving to it. When every
+            # broker denied or rejected it (e.g. HALTED), the book did not move and neither do we.
+            if any(r.ok or r.status is TargetStatus.UNKNOWN for r in report.results):
+                self.strategy.set_position(target, price)
+                self.status.position = target.value
+                self.status.last_signal = f"{target.value} ({reason.value}): {detail}"
+            else:
+                self.status.last_signal = f"{target.value} ({reason.value}) not done: {report.summary()}"
             self._save()
             return report
 

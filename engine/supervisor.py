@@ -15,6 +15,7 @@ symbol, seconds)` - bar received by the thread -> order acknowledged latency, fo
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -268,6 +269,16 @@ class StrategySupervisor:
                 held.append({"broker": broker, **position.to_json()})
         return {"strategy": name.value, "symbol": symbol, "positions": held} if held else None
 
+    def _saved_position(self, strategy: str, symbol: str) -> str:
+        """The position a stopped ticker's strategy will resume with (FLAT when never saved)."""
+        raw = self._store.redis.get(self._store.key("engine", "state", strategy, symbol))
+        if not raw:
+            return PositionTarget.FLAT.value
+        try:
+            return str(json.loads(raw).get("position") or PositionTarget.FLAT.value)
+        except ValueError:
+            return PositionTarget.FLAT.value
+
     def strategies_status(self) -> dict[str, Any]:
         running = self.running_strategies()
         out: dict[str, Any] = {}
@@ -278,6 +289,7 @@ class StrategySupervisor:
                 runner = self._runners.get((name.value, symbol))
                 status = runner.status.to_json() if runner else {
                     "strategy": name.value, "symbol": symbol, "timeframe": config.timeframe, "running": False,
+                    "position": self._saved_position(name.value, symbol),
                 }
                 status["running"] = bool(runner and runner.is_alive())
                 status["alive"] = status["running"]

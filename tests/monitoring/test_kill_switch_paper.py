@@ -187,6 +187,9 @@ def test_kill_switch_flattens_both_paper_brokers_halts_and_resume_reactivates(
     assert {name: real_store.redis.hlen(real_store.key("paper", name, "orders")) for name in _paper(app)} == broker_orders
     assert all("HALTED" in o.reason for o in denied), [o.reason for o in denied]
     assert _open_orders(app) == {SCHWAB: [], TASTYTRADE: []}
+    # The strategy did not adopt a position no broker took.
+    nvda = client.get("/api/strategies", headers=admin).json["data"]["ema"]["tickers"]["NVDA"]
+    assert nvda["position"] == "FLAT", nvda
 
     resumed = client.post("/api/resume", headers=admin)
     assert resumed.status_code == 200 and resumed.json["state"]["state"] == "ACTIVE", resumed.json

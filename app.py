@@ -278,8 +278,7 @@ def attach_monitoring(services: Services, runtime: TradingRuntime) -> None:
     runtime.orders.add_listener(order_event)
     runtime.registry.on_connection_change = connection_changed
     for name, adapter in runtime.registry.live.items():
-        if hasattr(adapter, "on_latency"):
-            adapter.on_latency = metrics.latency_hook(name)
+        adapter.on_latency = metrics.latency_hook(name)  # both real adapters expose this hook
     runtime.on_reconciliation = lambda report: None if report.ok else alerter.alert(
         "reconciliation_mismatch", f"reconciliation found mismatches: {report.affected}", "critical",
         dedupe_key="reconcile")

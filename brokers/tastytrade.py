@@ -133,7 +133,7 @@ class TastytradeAdapter(BrokerAdapter):
         self._transport = transport
         self._clock = clock
         self._sleep = sleep
-        self._on_latency = on_latency
+        self.on_latency = on_latency
         self._http_timeout = http_timeout
         self._call_timeout = call_timeout
         self._max_read_attempts = max(1, max_read_attempts)
@@ -707,10 +707,10 @@ class TastytradeAdapter(BrokerAdapter):
         return self._redactor.redact(text)
 
     def _latency(self, label: str, seconds: float) -> None:
-        if self._on_latency is None:
+        if self.on_latency is None:
             return
         try:
-            self._on_latency(label, seconds)
+            self.on_latency(label, seconds)
         except Exception:  # noqa: BLE001 - a metrics hook must never break trading
             log.debug("on_latency hook failed for %s", label)
 

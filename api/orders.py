@@ -23,6 +23,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
+from api.validation import json_body
 from api.responses import ApiError, ok
 from api.services import get_services
 from auth.decorators import admin_required, viewer_required
@@ -97,15 +98,6 @@ def _state(value: str) -> OrderState:
         return OrderState(value.strip().upper())
     except ValueError:
         raise ApiError(400, f"state must be one of {', '.join(s.value for s in OrderState)}", field="state") from None
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "body must be a JSON object", field="body")
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object", field="body")
-    return body
 
 
 def _key(value: Any) -> str:
@@ -249,7 +241,7 @@ def reconcile_now() -> Any:
 def adopt() -> Any:
     """Make the OMS book match the broker at `key`: `strategy`'s lane absorbs the difference."""
     om = _orders()
-    body = _body()
+    body = json_body()
     broker = _broker(body.get("broker"), om)
     key = _key(body.get("key"))
     strategy = _strategy(body.get("strategy"))
@@ -270,7 +262,7 @@ def flatten() -> Any:
     """Close the broker's whole position at `key` through the normal order path (adopting any
     unexplained remainder first). Halts are cleared only when every close order went through."""
     om = _orders()
-    body = _body()
+    body = json_body()
     broker = _broker(body.get("broker"), om)
     key = _key(body.get("key"))
     pairs = _affected(om, broker, key, symbol_for_key(key))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint
 
+from api.validation import json_body
 from api.responses import ApiError, ok
 from api.services import get_services
 from auth.decorators import admin_required, current_user_email, viewer_required
@@ -25,17 +26,6 @@ def _engine() -> Any:
     if engine is None:
         raise ApiError(503, "the risk engine is not running", error="unavailable")
     return engine
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if body is None and request.data:
-        raise ApiError(400, "body must be JSON", field="body")
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object", field="body")
-    return body
 
 
 @risk_bp.get("/risk")
@@ -54,7 +44,7 @@ def put_risk() -> Any:
     """Update risk limits (partial: only the fields sent change; null removes a limit). Admin only."""
     engine = _engine()
     try:
-        limits = engine.update_limits(_body(), actor=current_user_email())
+        limits = engine.update_limits(json_body(required=False), actor=current_user_email())
     except LimitsValidationError as exc:
         raise ApiError(400, exc.message, field=exc.field) from None
     return ok(limits=limits.to_json())
@@ -85,7 +75,7 @@ def kill_switch() -> Any:
 @admin_required
 def resume() -> Any:
     """Return to ACTIVE (global by default; body {"scope": "<strategy>"} for one strategy). Admin only."""
-    scope = _body().get("scope", GLOBAL_SCOPE)
+    scope = json_body(required=False).get("scope", GLOBAL_SCOPE)
     if not isinstance(scope, str) or scope not in (GLOBAL_SCOPE, "ema", "supertrend", "zeroday"):
         raise ApiError(400, "scope must be global, ema, supertrend or zeroday", field="scope")
     state = _engine().resume(scope, actor=current_user_email())

@@ -1,14 +1,15 @@
 """One thread per running (strategy, ticker).
 
-The thread blocks in a single XREAD on three Redis streams:
-- its control stream (`engine:ctl:<strategy>:<symbol>`): stop / reload requests wake it at once,
-  so stop-trading takes effect within a second although the block timeout is 10-60 s;
+The thread blocks on its inbox, fed by the engine's `StreamHub` (one XREAD for every thread) from
+two Redis streams:
 - its bar stream (`md:bars:<symbol>:<tf>`): completed bars only, so signals never repaint;
 - while holding a position, the trade stream (`md:trades:<symbol>`): intrabar stops.
-When the block times out (the spec's check interval for the timeframe) it does housekeeping:
+Stop and housekeeping requests are put straight into the inbox, so stop-trading takes effect at
+once although the wait times out only after 10-60 s.
+When the wait times out (the spec's check interval for the timeframe) it does housekeeping:
 0DTE time exits and stale-feed notes. Housekeeping also runs right after an event when the check
 interval has passed since the last one (a busy trade stream never postpones a 15:45 exit), and at
-once on a `tick` control message (`StrategyRunner.housekeeping_now()`). No polling loop, no busy wait.
+once on a `tick` inbox message (`StrategyRunner.housekeeping_now()`). No polling loop, no busy wait.
 
 Time: every wall-clock reading (housekeeping, stale-bar and stale-feed checks, manual triggers)
 goes through the injected `time_ns` callable, so tests and replays control time.
@@ -20,8 +21,10 @@ Health: `status.stale_feed` holds a note while the instrument's session is open
 moment the order manager returned an acknowledged order for it (filled / working / pending open);
 `on_restart(strategy, symbol)` - after a crash, before the backoff wait.
 
-State (strategy indicators, position target, last bar id) is saved to Redis after every bar, so a
-restarted process resumes where it stopped without re-trading a bar it already acted on.
+State (strategy indicators, position target, last bar id) is saved after every bar through the
+engine's `StateWriter` (write-behind, one pipeline for all threads), so a restarted process resumes
+where it stopped; a bar whose state had not reached Redis yet is read again and its intent is
+recognised by the order manager as already sent, so nothing is traded twice.
 
 A crash inside the loop is logged with its traceback, recorded as `last_error`, and the loop
 restarts with exponential backoff (1 s .. 60 s); `stop()` interrupts the backoff.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 import traceback
@@ -37,7 +41,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-import redis
 
 from config.timeframes import Timeframe
 from market_data import calendars
@@ -48,6 +51,8 @@ from domain.tickers import TickerConfig
 from oms.models import TargetStatus
 from engine.executor import ExecutionReport, IntentExecutor
 from engine.logs import emit_batch, record, ticker_logger
+from engine.state_writer import StateWriter
+from engine.stream_hub import StreamHub
 from store.redis_store import Store
 from strategies import build_strategy
 from strategies.base import SessionClock, Strategy
@@ -62,6 +67,10 @@ STALE_BAR_FACTOR = 2
 TICK_BAR_STALE_SECONDS = 300
 STALE_FEED_FACTOR = 2  # no bar for this many bar-lengths while the session is open -> stale-feed note
 ACKNOWLEDGED = (TargetStatus.FILLED, TargetStatus.WORKING, TargetStatus.PENDING_OPEN)
+
+# In-process inbox messages besides the hub's stream entries.
+_STOP = "stop"
+_TICK = "tick"
 
 LatencyCallback = Callable[[str, str, float], None]
 RestartCallback = Callable[[str, str], None]
@@ -96,6 +105,8 @@ class StrategyRunner:
         *,
         config: TickerConfig,
         store: Store,
+        hub: StreamHub,
+        states: StateWriter,
         market_data: Any,
         executor: IntentExecutor,
         log_dir: Any,
@@ -107,7 +118,9 @@ class StrategyRunner:
         on_restart: RestartCallback | None = None,
     ) -> None:
         self.config = config
-        self._control_key = store.key("engine", "ctl", config.strategy.value, config.symbol)
+        self._hub = hub
+        self._states = states
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()  # replaced by each subscription
         self._state_key = store.key("engine", "state", config.strategy.value, config.symbol)
         self._time_ns = time_ns
         self._on_bar_to_order = on_bar_to_order
@@ -145,10 +158,6 @@ class StrategyRunner:
 
     # --- keys -------------------------------------------------------------------------------
     @property
-    def control_key(self) -> str:
-        return self._control_key
-
-    @property
     def state_key(self) -> str:
         return self._state_key
 
@@ -175,12 +184,10 @@ class StrategyRunner:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        try:  # wake the blocking XREAD immediately
-            self._store.redis.xadd(self.control_key, {"cmd": "stop"}, maxlen=100, approximate=True)
-        except redis.RedisError:
-            pass
+        self._inbox.put(_STOP)  # wakes the waiting thread at once
         if self._thread and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        self._states.flush(timeout)  # the state it stopped with is in Redis when stop returns
         self.status.running = False
 
     def is_alive(self) -> bool:
@@ -188,7 +195,7 @@ class StrategyRunner:
 
     def housekeeping_now(self) -> None:
         """Ask the thread to run housekeeping at once (e.g. after the wall clock jumped)."""
-        self._store.redis.xadd(self.control_key, {"cmd": "tick"}, maxlen=100, approximate=True)
+        self._inbox.put(_TICK)
 
     # --- thread body ------------------------------------------------------------------------
     def _supervised(self) -> None:
@@ -218,7 +225,7 @@ class StrategyRunner:
         """Restore saved state, else warm up from history (warm-up bars never trade)."""
         with self._lock:
             self._prepared = True
-            saved = self._store.redis.get(self.state_key)
+            saved = self._states.get(self.state_key)
             if saved:
                 data = json.loads(saved)
                 if data.get("config") == self._config_json:
@@ -259,54 +266,52 @@ class StrategyRunner:
         return str(latest[0][0]) if latest else "0-0"
 
     def _loop(self) -> None:
-        block_ms = int(self._timeframe.check_interval_seconds * 1000)
+        wait_s = self._timeframe.check_interval_seconds
         bars_key = self._md.bars_key(self.config.symbol, self._timeframe)
         trades_key = self._md.trades_key(self.config.symbol)
-        control_id = self._last_id(self.control_key)
         if self._bar_id == "$":
             self._bar_id = self._last_id(bars_key)
-        while not self._stop.is_set():
-            streams = {self.control_key: control_id, bars_key: self._bar_id}
-            if self.strategy.target is not PositionTarget.FLAT:
-                if self._trade_id == "$":  # start watching trades from now on
-                    self._trade_id = self._last_id(trades_key)
-                streams[trades_key] = self._trade_id
-            else:
-                self._trade_id = "$"
-            try:
-                response = self._store.redis.xread(streams, block=block_ms, count=500)
-            except redis.TimeoutError:
-                # The client's socket timeout ended the block before Redis did: same as a block
-                # timeout (housekeeping), not a crash. Keep socket_timeout above the block time.
-                self._housekeeping()
-                continue
-            except redis.ConnectionError:
-                self.log.warning("redis unavailable; retrying in 1 s")
-                self._stop.wait(1.0)
-                continue
-            received = time.perf_counter()
-            if not response:
-                self._housekeeping()
-                continue
-            tick = False
-            for key, entries in response:
-                if not entries:
+        # A fresh subscription (and inbox) from the saved bar id: after a crash, entries delivered
+        # to the old inbox but never handled are simply delivered again.
+        sub = self._hub.subscribe(threading.current_thread().name, {bars_key: self._bar_id})
+        self._inbox = inbox = sub.inbox  # before the stop check below: stop() then always reaches it
+        watching_trades = False
+        try:
+            while not self._stop.is_set():
+                in_position = self.strategy.target is not PositionTarget.FLAT
+                if in_position and not watching_trades:
+                    if self._trade_id == "$":  # start watching trades from now on
+                        self._trade_id = self._last_id(trades_key)
+                    self._hub.watch(sub, trades_key, self._trade_id)
+                    watching_trades = True
+                elif not in_position:
+                    if watching_trades:
+                        self._hub.unwatch(sub, trades_key)
+                        watching_trades = False
+                    self._trade_id = "$"
+                try:
+                    message = inbox.get(timeout=wait_s)
+                except queue.Empty:
+                    self._housekeeping()
                     continue
-                if key == self.control_key:
-                    control_id = entries[-1][0]
-                    tick = tick or any(fields.get("cmd") == "tick" for _id, fields in entries)
-                    continue
-                if key == bars_key:
-                    for entry_id, fields in entries:
-                        self._on_bar(Bar.from_fields(fields), received)
-                        self._bar_id = entry_id
-                        self._save()
-                elif key == trades_key:
-                    for entry_id, fields in entries:
-                        self._trade_id = entry_id
-                        self._on_trade(Trade.from_fields(self.config.symbol, fields))
-            if tick or self._time_ns() - self._last_housekeeping_ns >= self._check_ns:
-                self._housekeeping()
+                received = time.perf_counter()
+                tick = message == _TICK
+                if message in (_STOP, _TICK):
+                    message = []
+                for key, entries in message:
+                    if key == bars_key:
+                        for entry_id, fields in entries:
+                            self._on_bar(Bar.from_fields(fields), received)
+                            self._bar_id = entry_id
+                            self._save()
+                    elif key == trades_key and watching_trades:  # (trades queued before an unwatch: stale)
+                        for entry_id, fields in entries:
+                            self._trade_id = entry_id
+                            self._on_trade(Trade.from_fields(self.config.symbol, fields))
+                if not self._stop.is_set() and (tick or self._time_ns() - self._last_housekeeping_ns >= self._check_ns):
+                    self._housekeeping()
+        finally:
+            self._hub.unsubscribe(sub)
 
     # --- events -----------------------------------------------------------------------------
     def _on_bar(self, bar: Bar, received: float | None = None) -> None:
@@ -445,7 +450,7 @@ class StrategyRunner:
         """`sync_position` for a ticker whose thread is not running: rewrite its saved state (what
         the next start resumes from) when it holds another position. Nothing saved: nothing to do."""
         with self._lock:
-            raw = self._store.redis.get(self.state_key)
+            raw = self._states.get(self.state_key)
             if not raw:
                 return False
             data = json.loads(raw)
@@ -456,12 +461,14 @@ class StrategyRunner:
                 self.sync_position(target)
             else:  # parameters changed since: the next start warms up again and keeps only "position"
                 data["position"] = target.value
-                self._store.redis.set(self.state_key, json.dumps(data))
+                self._states.put(self.state_key, json.dumps(data))
             self.log.info("position set to %s while stopped (closed outside the strategy)", target.value)
             return True
 
     def _save(self) -> None:
-        self._store.redis.set(self._state_key, self._state_json())
+        # Write-behind (engine/state_writer.py): no round trip on the bar path; safe because acting
+        # on a bar again after a crash is idempotent.
+        self._states.put(self._state_key, self._state_json())
 
     def _state_json(self) -> str:
         """json.dumps({"config", "strategy", "bar_id", "position"}), the same document, with the

@@ -28,6 +28,8 @@ from domain.orders import BROKERS
 from domain.tickers import StrategyName, TickerConfig, parse_strategy
 from engine.executor import ExecutionReport, IntentExecutor
 from engine.runner import LatencyCallback, RestartCallback, StrategyRunner
+from engine.state_writer import StateWriter
+from engine.stream_hub import StreamHub
 from store.redis_store import Store
 from store.tickers import TickerStore
 from strategies.base import SessionClock
@@ -83,6 +85,8 @@ class StrategySupervisor:
         self._on_report = on_report
         self._runners: dict[tuple[str, str], StrategyRunner] = {}
         self._lock = threading.RLock()
+        self._hub = StreamHub(store)  # the one XREAD every strategy thread's bars and trades come through
+        self._states = StateWriter(store)  # write-behind of every thread's saved state
 
     @property
     def _running_key(self) -> str:
@@ -141,8 +145,12 @@ class StrategySupervisor:
             self._runners.clear()
         for runner in runners:
             runner.stop()
+        self._hub.stop()
+        self._states.stop()
 
     def _start_runner(self, config: TickerConfig) -> StrategyRunner:
+        self._hub.start()  # no-op while it runs; restarts it should it ever have died
+        self._states.start()
         runner = self._make_runner(config)
         self._runners[(config.strategy.value, config.symbol)] = runner
         runner.start()
@@ -152,7 +160,7 @@ class StrategySupervisor:
         # Only the 0DTE strategy is time-aware; the others act on bars alone.
         clock = self._clock_provider if config.strategy is StrategyName.ZERODAY else None
         return StrategyRunner(
-            config=config, store=self._store, market_data=self._md, executor=self._executor,
+            config=config, store=self._store, hub=self._hub, states=self._states, market_data=self._md, executor=self._executor,
             log_dir=self._log_dir, clock_provider=clock, on_report=self._on_report,
             skip_stale_signals=self._skip_stale_signals, time_ns=self._time_ns,
             on_bar_to_order=self._on_bar_to_order, on_restart=self._on_restart,
@@ -255,6 +263,10 @@ class StrategySupervisor:
         with self._lock:
             runners = dict(self._runners)
         dead = sorted(f"{name}:{symbol}" for (name, symbol), r in runners.items() if not r.is_alive())
+        if runners and not self._hub.alive:
+            dead.append("stream-hub")  # every thread's bars come through it
+        if runners and not self._states.alive:
+            dead.append("state-writer")
         stale = sorted(f"{name}:{symbol}" for (name, symbol), r in runners.items() if r.status.stale_feed)
         return {"threads": len(runners), "alive": len(runners) - len(dead), "dead": dead, "stale_feed": stale,
                 "restarts": sum(r.status.restarts for r in runners.values())}
@@ -271,7 +283,7 @@ class StrategySupervisor:
 
     def _saved_position(self, strategy: str, symbol: str) -> str:
         """The position a stopped ticker's strategy will resume with (FLAT when never saved)."""
-        raw = self._store.redis.get(self._store.key("engine", "state", strategy, symbol))
+        raw = self._states.get(self._store.key("engine", "state", strategy, symbol))
         if not raw:
             return PositionTarget.FLAT.value
         try:

@@ -84,7 +84,8 @@ class MarketDataService:
     # Bars of a real-time feed close this long after their boundary when no trade crosses it, to let
     # trades stamped just before the boundary arrive (network + gateway latency).
     TIMER_GRACE_NS = 200_000_000
-    FLUSH_MAX_TRADES = 2_000  # trades per pipeline: bounds the time a completed bar waits behind trades
+    FLUSH_MAX_TRADES = 2_000  # trades per pipeline
+    BAR_FLUSH_MAX_TRADES = 256  # a completed bar waits behind at most this many further trades
     INBOX_HIGH_WATER = 50_000  # a non-real-time feed (replay) blocks above this: bounded memory
 
     def __init__(self, settings: Settings, store: Store, source: Feed | None = None, *,
@@ -193,15 +194,20 @@ class MarketDataService:
         return [Bar.from_fields(fields) for _id, fields in reversed(entries)]
 
     def last_price(self, symbol: str) -> float | None:
+        """The latest trade price: this process's own feed when it has seen a trade (no round trip,
+        and never older than what it published), else the last one published to Redis (e.g. right
+        after a restart, before the first trade)."""
         sym = canonical_symbol(symbol)
+        trade = self._last_trade.get(sym)
+        if trade is not None:
+            return trade.price
         try:
             price = self.store.redis.hget(self.buffer.last_key(sym), "p")
             if price is not None:
                 return float(price)
         except redis.RedisError:
             pass
-        trade = self._last_trade.get(sym)
-        return trade.price if trade else None
+        return None
 
     def warmup(self, symbol: str, tf: Timeframe, n: int) -> list[Bar]:
         """At least `n` completed bars when any source has them: Redis history, else Databento
@@ -317,16 +323,29 @@ class MarketDataService:
         except Exception:
             log.warning("final market data flush failed", exc_info=True)
 
-    def _drain(self) -> None:
-        inbox = self._inbox
+    def _drain(self, inbox: deque[Trade | FeedEvent] | None = None) -> None:
+        """Apply everything queued. A completed bar is published as soon as the trades already
+        received are applied (microseconds), not the moment it completes: bars of many symbols
+        closing together then reach Redis - and wake the strategy threads - in one round trip
+        instead of one each, which is what keeps the last of them fast when 30 tickers share the
+        GIL. BAR_FLUSH_MAX_TRADES bounds how long a bar can wait behind a backlog."""
+        inbox = self._inbox if inbox is None else inbox
+        since_bar = -1  # trades applied since the oldest unpublished completed bar (-1: none)
         while inbox:
             item = inbox.popleft()
             if isinstance(item, Trade):
-                if self._process(item) or self._pending.trade_count >= self.FLUSH_MAX_TRADES:
+                if self._process(item) and since_bar < 0:
+                    since_bar = 0
+                elif since_bar >= 0:
+                    since_bar += 1
+                if ((since_bar >= 0 and (not inbox or since_bar >= self.BAR_FLUSH_MAX_TRADES))
+                        or self._pending.trade_count >= self.FLUSH_MAX_TRADES):
                     self._flush()
+                    since_bar = -1
             elif isinstance(item, Watermark):
                 self._close_due(item.ts_ns)
                 self._flush()
+                since_bar = -1
             elif isinstance(item, Gap):
                 self._mark_gap(item)
             if len(inbox) < self.INBOX_HIGH_WATER // 2:
@@ -459,9 +478,7 @@ class MarketDataService:
     # ---- helpers for tests / offline use -------------------------------------------------
     def process_now(self, trades: list[Trade]) -> None:
         """Run trades through the same path synchronously (no threads). For tests and tools."""
-        for trade in trades:
-            if self._process(trade) or self._pending.trade_count >= self.FLUSH_MAX_TRADES:
-                self._flush()
+        self._drain(deque(trades))
         self._flush()
 
 

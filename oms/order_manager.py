@@ -402,6 +402,11 @@ class OrderManager:
                 orders = [rec]
                 if len(legs) == 2:
                     if rec.state is OrderState.FILLED:
+                        opened = self._open_after_close(t, k_intent, intent_fields)
+                        if opened is not None:
+                            after = self._pos_cache.get(lane)
+                            known = (int(after.get("qty") or 0), "sent", intent_fields["legs"]) if after is not None else None
+                            return self._result(t, pos.quantity, [rec, opened], known=known)
                         orders += [o for o in self._advance(k_intent) if o.client_order_id != rec.client_order_id]
                     return self._result(t, pos.quantity, orders)
                 # One leg: the intent status and the lane's position are what this call just wrote.
@@ -409,6 +414,28 @@ class OrderManager:
                 known = (int(after.get("qty") or 0), known_status, intent_fields["legs"]) if after is not None else None
                 return self._result(t, pos.quantity, orders, known=known)
             return err("lane state kept changing under the order manager; not sent, try again")
+
+    def _open_after_close(self, t: TargetOrder, k_intent: str, intent_fields: dict[str, str]) -> OrderRecord | None:
+        """A reversal's open leg, right after its close FILLED within this same call (paper, or a
+        broker that fills at once). The lane lock is still held and everything the open leg needs
+        is what this call just wrote, so nothing is read back; the open leg's claim also clears the
+        intent's pending mark in the same atomic script (no window where the intent says "sent"
+        but no open order exists). None when the lane is not flat as expected: `_advance` then
+        takes the careful path (abandon or resume)."""
+        lane = (t.strategy, t.symbol, t.broker)
+        cached = self._pos_cache.get(lane)
+        if cached is None or int(cached.get("qty") or 0) != 0:
+            return None
+        pos_h = {k: v for k, v in cached.items() if k != "pending_intent"}
+        pos = self._position_from(t.strategy, t.symbol, t.broker, pos_h)
+        leg = LegPlan("open", OrderSide(intent_fields["open_side"]), int(intent_fields["open_qty"]),
+                      PositionEffect.OPEN, intent_fields["open_key"], t.option)
+        clear = [["HSET", k_intent, "status", "sent"], ["SREM", self.k_pending, k_intent],
+                 ["HDEL", self._k_pos(*lane), "pending_intent"]]
+        # Not paused: the close leg's claim verified the broker's paused flag a moment ago.
+        sent = self._send_leg(t, leg, pos, k_intent, None, None, pos_h=pos_h, extra_cmds=clear)
+        assert not isinstance(sent, _LaneState)  # no expectation given: the claim never reports a stale lane
+        return sent[0]
 
     def _read_lane(self, t: TargetOrder, k_intent: str) -> _LaneState:
         pipe = self._r.pipeline(transaction=False)
@@ -479,10 +506,12 @@ class OrderManager:
                   intent_fields: dict[str, str] | None, paused: str | None, *,
                   expect: dict[str, str] | None = None, pos_h: dict[str, str] | None = None,
                   memo: list[tuple[OrderRequest, OrderContext, bool, str]] | None = None,
+                  extra_cmds: list[list[str]] | None = None,
                   ) -> tuple[OrderRecord, str] | _LaneState:
         """Claim (atomic dedupe), then send one leg. With `expect` (first leg of a new intent: the
         lane's position hash the plan came from) the claim only goes through if the lane is still
         in that state; otherwise the lane's current state is returned and nothing was written.
+        `extra_cmds` ride along with the claim's writes (atomically, only if the claim succeeds).
         Returns (record, intent status written)."""
         coid = self._coid(t, leg.leg)
         multiplier = SPX_OPTION_MULTIPLIER if leg.option else CATALOG[canonical_symbol(t.symbol)].multiplier
@@ -522,7 +551,7 @@ class OrderManager:
         claimed = self._claim_order(rec, final, k_intent, intent_fields,
                                     pending=decision_ok and intent_fields is not None
                                     and intent_fields.get("status") == "pending_open",
-                                    expect=expect, paused=paused)
+                                    expect=expect, paused=paused, extra_cmds=extra_cmds)
         if isinstance(claimed, _LaneState):
             return claimed
         if not claimed:  # another thread/process got here first with the same intent: never send twice
@@ -571,7 +600,8 @@ class OrderManager:
 
     def _claim_order(self, new: OrderRecord, final: OrderRecord, k_intent: str,
                      intent_fields: dict[str, str] | None, pending: bool, *,
-                     expect: dict[str, str] | None = None, paused: str | None = None) -> bool | _LaneState:
+                     expect: dict[str, str] | None = None, paused: str | None = None,
+                     extra_cmds: list[list[str]] | None = None) -> bool | _LaneState:
         j_new = transition_entry(new, "", new.created_ns)
         j_final = transition_entry(final, OrderState.NEW.value, final.created_ns)
         coid = final.client_order_id
@@ -592,6 +622,7 @@ class OrderManager:
         if pending:  # the lane remembers its pending reversal
             cmds.append(["SADD", self.k_pending, k_intent])
             cmds.append(["HSET", k_pos, "pending_intent", k_intent])
+        cmds += extra_cmds or []
         keys = [k_order, k_intent, k_lane_active, k_pos, self.k_paused]
         args = ["1" if expect is not None else "0", _dumps(_flat(expect)) if expect is not None else "[]",
                 paused or "", final.broker, _dumps(cmds)]

@@ -173,6 +173,30 @@ def test_a_paper_order_costs_two_redis_round_trips(real_store, monkeypatch):
     assert len(_stream(real_store, "journal")) == 3 * 21 and len(_stream(real_store, "fills")) == 21
 
 
+def test_a_paper_reversal_costs_four_round_trips_and_clears_its_pending_mark_atomically(real_store, monkeypatch):
+    om = make_om(real_store, paper_pair(real_store, {"/MES": 6000.0}))
+    om.move_to_target(T(2, 1))
+    sent: list[bytes] = []
+    orig = redis.connection.Connection.send_packed_command
+
+    def counted(conn, command, check_health=True):  # type: ignore[no-untyped-def]
+        sent.append(command)
+        return orig(conn, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    r = om.move_to_target(T(-3, 2))
+    monkeypatch.undo()
+    assert r.status is TargetStatus.FILLED and [o.leg for o in r.orders] == ["close", "open"]
+    assert len(sent) == 4  # claim + fill of the close, claim (with the pending mark cleared) + fill of the open
+    k_intent = real_store.key("oms", "intent", "ema", "/MES", SCHWAB, 2)
+    assert real_store.redis.hget(k_intent, "status") == "sent"
+    assert not real_store.redis.sismember(real_store.key("oms", "pending"), k_intent)
+    assert "pending_intent" not in real_store.redis.hgetall(real_store.key("oms", "pos", "ema", "/MES", SCHWAB))
+    assert om.position("ema", "/MES", SCHWAB).quantity == -3
+    # the lane cache agrees with Redis: the next intent is planned without a read and goes through
+    assert om.move_to_target(T(1, 3)).status is TargetStatus.FILLED and om.position("ema", "/MES", SCHWAB).quantity == 1
+
+
 # ------------------------------------------------------------------ paper place_order_then
 def _req(coid: str, qty: int = 1) -> OrderRequest:
     return OrderRequest(client_order_id=ClientOrderId(coid), symbol="/MES", side=OrderSide.BUY, quantity=qty,

@@ -1,0 +1,49 @@
+"""Bars that close together are published together: one Redis write wakes every strategy at once;
+a backlog never holds a completed bar back for more than BAR_FLUSH_MAX_TRADES trades."""
+from __future__ import annotations
+
+import pandas as pd
+
+from config.timeframes import Timeframe
+from domain.market import Trade
+from market_data.redis_buffer import WriteBatch
+from market_data.service import MarketDataService
+from store.redis_store import Store
+from tests.market_data.conftest import ServiceFactory
+from tests.market_data.helpers import ManualFeed
+
+NS = 1_000_000_000
+T0 = int(pd.Timestamp("2024-07-02T14:00:00Z").value)  # a Tuesday, 10:00 New York
+SYMBOLS = ("/MES", "/ES", "NVDA", "TSLA")
+
+
+def _service(store: Store, make_service: ServiceFactory) -> tuple[MarketDataService, list[WriteBatch]]:
+    svc = make_service(store, ManualFeed(realtime=False))
+    for sym in SYMBOLS:
+        svc.ensure(sym, Timeframe.parse("1Min"))
+    writes: list[WriteBatch] = []
+    svc.on_flush = writes.append
+    return svc, writes
+
+
+def test_bars_closing_in_one_batch_are_written_in_one_round_trip(store: Store, make_service: ServiceFactory) -> None:
+    svc, writes = _service(store, make_service)
+    svc.process_now([Trade(sym, T0 + 5 * NS, 100.0 + i, 1) for i, sym in enumerate(SYMBOLS)])
+    writes.clear()
+    closing = [Trade(sym, T0 + 60 * NS + i * 1_000_000, 101.0 + i, 2) for i, sym in enumerate(SYMBOLS)]
+    svc.process_now(closing)
+    assert len(writes) == 1  # not one write per completed bar
+    assert sorted(bar.symbol for _, _, bar in writes[0].bars) == sorted(SYMBOLS)
+    for sym in SYMBOLS:
+        (_, bar), = svc.read_bars(sym, Timeframe.parse("1Min"), "0")
+        assert bar.end_ns == T0 + 60 * NS
+
+
+def test_a_backlog_does_not_hold_a_completed_bar_back(store: Store, make_service: ServiceFactory) -> None:
+    svc, writes = _service(store, make_service)
+    svc.process_now([Trade("/MES", T0 + 5 * NS, 6000.0, 1)])
+    writes.clear()
+    backlog = [Trade("/MES", T0 + 60 * NS + k * 1000, 6001.0, 1) for k in range(3 * MarketDataService.BAR_FLUSH_MAX_TRADES)]
+    svc.process_now(backlog)  # the first trade completes the bar; many more follow in the same batch
+    first_with_bar = next(i for i, w in enumerate(writes) if w.bars)
+    assert first_with_bar == 0 and writes[0].trade_count == MarketDataService.BAR_FLUSH_MAX_TRADES + 1

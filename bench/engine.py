@@ -3,7 +3,8 @@
     .venv/bin/python bench/engine.py [--minutes 300] [--idle 10]
 
 Path measured (all production classes): trades -> MarketDataService.process_now (bar builders,
-Redis trade + bar streams) -> strategy threads blocked in XREAD -> IntentExecutor -> OrderManager ->
+Redis trade + bar streams) -> the engine's StreamHub (one XREAD) -> strategy threads (in-process
+inbox) -> IntentExecutor -> OrderManager ->
 PaperBroker (order acknowledged = filled). Latency = from the moment the driver hands a bar's
 closing trade to the market data service to the moment the order manager returned the
 acknowledged order (perf_counter, same process), two ways:
@@ -24,8 +25,12 @@ manager + paper brokers, each on its own key prefix) on one shared market data s
 All bars of all symbols close at the same instant each minute (as live), so the 19-30 threads that
 wake together contend for 2 cores and the GIL: the tail latency includes that queueing.
 
-Idle CPU: after the replay, process CPU time (user+sys) over an idle window with every thread
-blocked in XREAD (block timeout 10 s: one housekeeping wake-up per thread per window).
+Idle CPU: after the replay, process CPU time (user+sys) over an idle window with every strategy
+thread waiting on its inbox (timeout 10 s: one housekeeping wake-up per thread per window) and the
+hub blocked in XREAD.
+
+Not included: the production pre-trade risk check and the audit/metrics listeners (the OMS is
+built with allow_all and no listeners); with them each order costs a few more Redis round trips.
 
 Real Redis at 127.0.0.1:6379 (REDIS_URL to override); unique key prefixes, deleted afterwards.
 The last line is a JSON object.

@@ -41,10 +41,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-
 from config.timeframes import Timeframe
 from market_data import calendars
-from oms.models import TargetStatus
 from domain.intents import Intent, IntentReason, PositionTarget
 from domain.market import Bar, Trade
 from domain.tickers import TickerConfig

@@ -74,6 +74,19 @@ LatencyCallback = Callable[[str, str, float], None]
 RestartCallback = Callable[[str, str], None]
 
 
+@dataclass(frozen=True)
+class RunnerHooks:
+    """What every runner of one supervisor shares: the clock and the callbacks.
+    `skip_stale_signals`: real-time feeds do not trade a bar read long after it closed (catch-up);
+    replay feeds run history through the live path on purpose, so they turn it off."""
+
+    on_report: Callable[[ExecutionReport], None] | None = None
+    skip_stale_signals: bool = True
+    time_ns: Callable[[], int] = time.time_ns
+    on_bar_to_order: LatencyCallback | None = None
+    on_restart: RestartCallback | None = None
+
+
 @dataclass
 class RunnerStatus:
     strategy: str
@@ -109,28 +122,22 @@ class StrategyRunner:
         executor: IntentExecutor,
         log_dir: Any,
         clock_provider: Callable[[int], SessionClock] | None = None,
-        on_report: Callable[[ExecutionReport], None] | None = None,
-        skip_stale_signals: bool = True,
-        time_ns: Callable[[], int] = time.time_ns,
-        on_bar_to_order: LatencyCallback | None = None,
-        on_restart: RestartCallback | None = None,
+        hooks: RunnerHooks = RunnerHooks(),
     ) -> None:
         self.config = config
         self._hub = hub
         self._states = states
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()  # replaced by each subscription
         self._state_key = store.key("engine", "state", config.strategy.value, config.symbol)
-        self._time_ns = time_ns
-        self._on_bar_to_order = on_bar_to_order
-        self._on_restart = on_restart
-        # Real-time feeds: a bar read long after it closed (catch-up) is not traded. Replay feeds
-        # run history through the live path on purpose, so they turn this off.
-        self._skip_stale_signals = skip_stale_signals
+        self._time_ns = hooks.time_ns
+        self._on_bar_to_order = hooks.on_bar_to_order
+        self._on_restart = hooks.on_restart
+        self._skip_stale_signals = hooks.skip_stale_signals
         self._store = store
         self._md = market_data
         self._executor = executor
         self._clock_provider = clock_provider
-        self._on_report = on_report
+        self._on_report = hooks.on_report
         self._timeframe = Timeframe.parse(config.timeframe)
         self._stop = threading.Event()
         self._lock = threading.RLock()  # guards the strategy between the thread and manual triggers

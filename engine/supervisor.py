@@ -27,7 +27,7 @@ from domain.intents import IntentReason, PositionTarget
 from domain.orders import BROKERS
 from domain.tickers import StrategyName, TickerConfig, parse_strategy
 from engine.executor import ExecutionReport, IntentExecutor
-from engine.runner import LatencyCallback, RestartCallback, StrategyRunner
+from engine.runner import LatencyCallback, RestartCallback, RunnerHooks, StrategyRunner
 from engine.state_writer import StateWriter
 from engine.stream_hub import StreamHub
 from store.redis_store import Store
@@ -72,17 +72,14 @@ class StrategySupervisor:
         on_restart: RestartCallback | None = None,
     ) -> None:
         self._store = store
-        self._time_ns = time_ns
-        self._on_bar_to_order = on_bar_to_order
-        self._on_restart = on_restart
-        self._skip_stale_signals = skip_stale_signals
+        self._hooks = RunnerHooks(on_report=on_report, skip_stale_signals=skip_stale_signals, time_ns=time_ns,
+                                  on_bar_to_order=on_bar_to_order, on_restart=on_restart)
         self._tickers = tickers
         self._md = market_data
         self._orders = orders
         self._executor = executor
         self._log_dir = log_dir
         self._clock_provider = clock_provider
-        self._on_report = on_report
         self._runners: dict[tuple[str, str], StrategyRunner] = {}
         self._lock = threading.RLock()
         self._hub = StreamHub(store)  # the one XREAD every strategy thread's bars and trades come through
@@ -161,9 +158,7 @@ class StrategySupervisor:
         clock = self._clock_provider if config.strategy is StrategyName.ZERODAY else None
         return StrategyRunner(
             config=config, store=self._store, hub=self._hub, states=self._states, market_data=self._md, executor=self._executor,
-            log_dir=self._log_dir, clock_provider=clock, on_report=self._on_report,
-            skip_stale_signals=self._skip_stale_signals, time_ns=self._time_ns,
-            on_bar_to_order=self._on_bar_to_order, on_restart=self._on_restart,
+            log_dir=self._log_dir, clock_provider=clock, hooks=self._hooks,
         )
 
     # --- ticker edits -----------------------------------------------------------------------

@@ -23,6 +23,15 @@ Idempotency: the client order id is claimed with HSETNX inside the same Lua call
 fill, so the same client order id placed twice (even from two processes) returns the existing
 order and never fills twice.
 
+One round trip with the caller's claim (`place_order_after`): the order manager must durably claim
+a client id before an order is sent. For a market order that fills at once, the claim and the fill
+go to Redis together in one MULTI/EXEC, and the fill script writes only if the claim's nonce is
+in the claimed order afterwards. A claim that lost (a duplicate, or a lane that changed) therefore
+writes no fill either.
+
+A write whose outcome is unknown (connection lost mid-call) leaves Redis possibly ahead of memory;
+the account is then reloaded from Redis before its next use.
+
 Concurrency: one lock per instance. One process should own a paper account at a time (the
 service); a second process is safe for duplicates but its in-memory mirror would be stale.
 """
@@ -36,6 +45,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable
+
+import redis
 
 from brokers.base import BrokerAdapter
 from brokers.errors import OrderRejected
@@ -73,7 +84,12 @@ _AVG_QUANT = Decimal("0.00000001")
 # fill and open-set membership together. Returns the existing order JSON when the claim failed.
 # ARGV[11] (optional): a JSON list of the caller's own Redis commands ([["HSET", key, f, v], ...])
 # run in the same atomic call only when this write went through (see `place_order_then`).
+# KEYS[6] (optional): write nothing and return 0 unless HGET(KEYS[6], ARGV[12]) == ARGV[13] (the
+# guard of `place_order_after`: the caller's claim, sent just before in the same transaction).
 _WRITE_LUA = """
+if KEYS[6] ~= nil and redis.call('HGET', KEYS[6], ARGV[12]) ~= ARGV[13] then
+  return 0
+end
 if ARGV[1] == '1' then
   if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 0 then
     return redis.call('HGET', KEYS[1], ARGV[2])
@@ -95,6 +111,45 @@ if ARGV[11] ~= nil and ARGV[11] ~= '' then
 end
 return false
 """
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimFirst:
+    """An atomic write a paper order depends on (the order manager's claim of its client id): a
+    loaded Lua script's sha with its keys and args. `place_order_after` sends it ahead of the fill
+    in one MULTI/EXEC; the fill is written only if afterwards HGET(guard_key, guard_field) ==
+    guard_value (a nonce only a successful claim writes)."""
+
+    sha: str
+    keys: list[str]
+    args: list[str]
+    guard_key: str
+    guard_field: str
+    guard_value: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedAfter:
+    """What `place_order_after` did. `first_result`: the claim script's reply. `update` is None
+    when the guard failed (the claim did not go through): then no fill was written either.
+    `written`: the caller's `then` commands went in with the fill."""
+
+    first_result: Any
+    update: OrderUpdate | None
+    written: bool
+
+
+def _noscript(reply: Any) -> bool:
+    return isinstance(reply, redis.exceptions.NoScriptError) or (
+        isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"))
+
+
+class _GuardFailed(Exception):
+    """Internal: the `ClaimFirst` guard did not hold, nothing of the fill was written."""
+
+    def __init__(self, first_result: Any) -> None:
+        super().__init__("claim did not go through")
+        self.first_result = first_result
 
 
 def contract_to_json(c: OptionContract | None) -> dict[str, str] | None:
@@ -237,6 +292,7 @@ class PaperBroker(BrokerAdapter):
         self._k_open = store.key("paper", name, "open")
         self._k_seq = store.key("paper", name, "seq")
         self._write = store.redis.register_script(_WRITE_LUA)
+        self._stale = False  # a write's outcome is unknown: reload from Redis before the next use
         self._load()
 
     # ------------------------------------------------------------------ state
@@ -273,18 +329,47 @@ class PaperBroker(BrokerAdapter):
 
     def _persist(self, order: PaperOrder, *, claim: bool, position: PaperPosition | None = None,
                  position_key: str = "", account: tuple[Decimal, Decimal, Decimal] | None = None,
-                 fill: dict[str, str] | None = None, then: str = "") -> PaperOrder | None:
-        """Write atomically; returns the already-stored order when `claim` lost the race (and then
-        `then`, the caller's JSON command list, was not run either)."""
+                 fill: dict[str, str] | None = None, then: str = "", first: ClaimFirst | None = None,
+                 ) -> tuple[PaperOrder | None, Any]:
+        """Write atomically; returns (the already-stored order when `claim` lost the race - and then
+        `then`, the caller's JSON command list, was not run either -, `first`'s reply). With
+        `first`: raises _GuardFailed when its claim did not go through (nothing written)."""
         is_open = order.state in (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
         cash, realized, commissions = (str(v) for v in account) if account else ("", "", "")
-        existing = self._write(
-            keys=[self._k_orders, self._k_pos, self._k_account, self._k_fills, self._k_open],
-            args=["1" if claim else "0", order.client_order_id, order.to_json(), position_key,
-                  position.to_json() if position is not None and position.quantity != 0 else "",
-                  cash, realized, commissions, json.dumps(fill) if fill else "", "1" if is_open else "0", then],
-        )
-        return PaperOrder.from_json(existing) if existing else None
+        keys = [self._k_orders, self._k_pos, self._k_account, self._k_fills, self._k_open]
+        args = ["1" if claim else "0", order.client_order_id, order.to_json(), position_key,
+                position.to_json() if position is not None and position.quantity != 0 else "",
+                cash, realized, commissions, json.dumps(fill) if fill else "", "1" if is_open else "0", then]
+        try:
+            if first is None:
+                existing, first_result = self._write(keys=keys, args=args), None
+            else:
+                existing, first_result = self._write_after(first, keys, args)
+        except _GuardFailed:
+            raise
+        except Exception:
+            self._stale = True  # the write may or may not have happened: memory cannot be trusted
+            raise
+        return (PaperOrder.from_json(existing) if existing else None), first_result
+
+    def _write_after(self, first: ClaimFirst, keys: list[str], args: list[str]) -> tuple[Any, Any]:
+        """`first`, then the guarded write, in one MULTI/EXEC (EVALSHA directly: redis-py's Script
+        in a pipeline would add a SCRIPT EXISTS round trip). Returns (write reply, first's reply);
+        raises _GuardFailed when the guard did not hold (nothing written)."""
+        r = self._store.redis
+        pipe = r.pipeline(transaction=True)
+        pipe.evalsha(first.sha, len(first.keys), *first.keys, *first.args)
+        pipe.evalsha(self._write.sha, len(keys) + 1, *keys, first.guard_key, *args,
+                     first.guard_field, first.guard_value)
+        first_result, reply = pipe.execute(raise_on_error=False)
+        if _noscript(reply):  # Redis lost its scripts (a restart): load ours, write (guarded) alone
+            r.script_load(_WRITE_LUA)
+            reply = self._write(keys=[*keys, first.guard_key], args=[*args, first.guard_field, first.guard_value])
+        if isinstance(reply, Exception):
+            raise reply
+        if reply == 0:
+            raise _GuardFailed(first_result)
+        return reply, first_result
 
     # ------------------------------------------------------------------ pricing
     def _instrument(self, symbol: str) -> Instrument:
@@ -322,9 +407,11 @@ class PaperBroker(BrokerAdapter):
         return px, ""
 
     # ------------------------------------------------------------------ fills
-    def _fill(self, order: PaperOrder, price: Decimal, ts: datetime, then: Then | None = None) -> tuple[OrderUpdate, bool]:
+    def _fill(self, order: PaperOrder, price: Decimal, ts: datetime, then: Then | None = None,
+              first: ClaimFirst | None = None) -> tuple[OrderUpdate, bool, Any]:
         """Fill the whole remaining quantity at `price`; persist, then update memory.
-        Returns (update, whether `then`'s commands were written with it)."""
+        Returns (update, whether `then`'s commands were written with it, `first`'s reply). With
+        `first`, see `place_order_after` (raises _GuardFailed when its claim did not go through)."""
         qty = order.quantity - order.filled_quantity
         side = OrderSide(order.side)
         signed = qty if side is OrderSide.BUY else -qty
@@ -356,11 +443,12 @@ class PaperBroker(BrokerAdapter):
         claim = order.client_order_id not in self._orders
         update = filled.update()
         extra = self._then_commands(then, update)
-        existing = self._persist(filled, claim=claim, position=position, position_key=key,
-                                 account=(cash, total_realized, total_commissions), fill=journal_fill, then=extra)
+        existing, first_result = self._persist(
+            filled, claim=claim, position=position, position_key=key,
+            account=(cash, total_realized, total_commissions), fill=journal_fill, then=extra, first=first)
         if existing is not None:  # another writer owns this id: report theirs, apply nothing
             self._orders[existing.client_order_id] = existing
-            return existing.update(), False
+            return existing.update(), False, first_result
         self._orders[order.client_order_id] = filled
         if new_qty == 0:
             self._positions.pop(key, None)
@@ -368,7 +456,7 @@ class PaperBroker(BrokerAdapter):
             self._positions[key] = position
         self._cash, self._realized, self._commissions = cash, total_realized, total_commissions
         self._open.get(order.symbol, set()).discard(order.client_order_id)
-        return update, bool(extra)
+        return update, bool(extra), first_result
 
     @staticmethod
     def _then_commands(then: Then | None, update: OrderUpdate) -> str:
@@ -390,7 +478,7 @@ class PaperBroker(BrokerAdapter):
     def _store_only_then(self, order: PaperOrder, *, claim: bool, then: Then | None = None) -> tuple[OrderUpdate, bool]:
         update = order.update()
         extra = self._then_commands(then, update)
-        existing = self._persist(order, claim=claim, then=extra)
+        existing, _ = self._persist(order, claim=claim, then=extra)
         if existing is not None:
             self._orders[existing.client_order_id] = existing
             return existing.update(), False
@@ -452,47 +540,91 @@ class PaperBroker(BrokerAdapter):
         round trip as the paper fill.
         """
         with self._lock:
+            self._reload_if_stale()
             existing = self._orders.get(order.client_order_id)
             if existing is not None:
                 return existing.update(), False  # idempotent: same client id -> same order, never a second fill
-            record = PaperOrder(
-                client_order_id=order.client_order_id, broker_order_id=self._next_broker_id(), symbol=order.symbol,
-                side=order.side.value, quantity=order.quantity, position_effect=order.position_effect.value,
-                order_type=order.order_type.value,
-                limit_price=str(order.limit_price) if order.limit_price is not None else None,
-                stop_price=str(order.stop_price) if order.stop_price is not None else None,
-                option=contract_to_json(order.option), state=OrderState.ACCEPTED.value, created_ns=time.time_ns(),
-            )
-            if order.option is not None:
-                if order.option.underlying not in CATALOG:
-                    raise self._reject(record, f"unknown option underlying {order.option.underlying!r}")
-                if order.order_type is OrderType.STOP:
-                    raise self._reject(record, "paper broker does not support stop orders on options")
-            else:
-                try:
-                    canonical = canonical_symbol(order.symbol)
-                except ValueError:
-                    raise self._reject(record, f"unknown symbol {order.symbol[:20]!r}") from None
-                if canonical != order.symbol:
-                    record = replace(record, symbol=canonical)
+            record, problem = self._new_record(order)
+            if problem:
+                raise self._reject(record, problem)
             now = self._clock()
             if order.order_type is OrderType.MARKET:
                 px, why = self._executable(record)
                 if px is None:
                     raise self._reject(record, why)
-                return self._fill(record, px, now, then)
+                return self._fill(record, px, now, then)[:2]
             last = self._last(record.symbol)
             if last is not None:
                 px = self._crossing_price(record, last, resting=False)
                 if px is not None:
-                    return self._fill(record, px, now, then)
+                    return self._fill(record, px, now, then)[:2]
             return self._store_only_then(record, claim=True, then=then)  # rests until on_trade crosses it
+
+    def place_order_after(self, order: OrderRequest, then: Then | None, first: ClaimFirst) -> PlacedAfter | None:
+        """`place_order_then` in the same round trip (one MULTI/EXEC) as `first`, the caller's claim
+        of the client id, for a market order that fills at once. The fill is written only if the
+        claim went through (its guard nonce is there afterwards).
+
+        None - nothing sent, nothing written - when the order would not simply fill now (not a
+        market order, no price, unknown symbol, a client id this account already knows, or Redis
+        had lost the claim script): the caller then claims on its own and uses `place_order_then`,
+        whose answer (a rejection, a resting order, the existing order) needs its claim first.
+        """
+        if order.order_type is not OrderType.MARKET:
+            return None
+        with self._lock:
+            self._reload_if_stale()
+            if order.client_order_id in self._orders:
+                return None
+            record, problem = self._new_record(order)
+            if problem:
+                return None
+            px, _ = self._executable(record)
+            if px is None:
+                return None
+            try:
+                update, written, first_result = self._fill(record, px, self._clock(), then, first)
+            except _GuardFailed as failed:
+                if _noscript(failed.first_result):
+                    return None
+                return PlacedAfter(failed.first_result, None, False)
+            return PlacedAfter(first_result, update, written)
+
+    def _new_record(self, order: OrderRequest) -> tuple[PaperOrder, str]:
+        """The account's record of a new order, and why it cannot be accepted ("" when it can)."""
+        record = PaperOrder(
+            client_order_id=order.client_order_id, broker_order_id=self._next_broker_id(), symbol=order.symbol,
+            side=order.side.value, quantity=order.quantity, position_effect=order.position_effect.value,
+            order_type=order.order_type.value,
+            limit_price=str(order.limit_price) if order.limit_price is not None else None,
+            stop_price=str(order.stop_price) if order.stop_price is not None else None,
+            option=contract_to_json(order.option), state=OrderState.ACCEPTED.value, created_ns=time.time_ns(),
+        )
+        if order.option is not None:
+            if order.option.underlying not in CATALOG:
+                return record, f"unknown option underlying {order.option.underlying!r}"
+            if order.order_type is OrderType.STOP:
+                return record, "paper broker does not support stop orders on options"
+            return record, ""
+        try:
+            canonical = canonical_symbol(order.symbol)
+        except ValueError:
+            return record, f"unknown symbol {order.symbol[:20]!r}"
+        if canonical != order.symbol:
+            record = replace(record, symbol=canonical)
+        return record, ""
+
+    def _reload_if_stale(self) -> None:
+        if self._stale:
+            self._load()  # raises while Redis is unreachable: nothing is placed on a state we cannot trust
+            self._stale = False
 
     def on_trade(self, symbol: str, price: float, ts_ns: int) -> list[OrderUpdate]:
         """Fill resting orders the trade crosses. Called by the engine for every trade; cheap when idle."""
-        if not self._open.get(symbol):
+        if not self._open.get(symbol) and not self._stale:
             return []
         with self._lock:
+            self._reload_if_stale()
             trade = Decimal(str(price))
             if not trade.is_finite() or trade <= 0:
                 return []
@@ -507,6 +639,7 @@ class PaperBroker(BrokerAdapter):
 
     def cancel_order(self, client_order_id: ClientOrderId, broker_order_id: BrokerOrderId | None) -> OrderUpdate:
         with self._lock:
+            self._reload_if_stale()
             order = self._orders.get(client_order_id)
             if order is None:
                 raise OrderRejected("no such order", broker=f"paper:{self.name}", reason="unknown client order id")
@@ -526,19 +659,23 @@ class PaperBroker(BrokerAdapter):
 
     def open_orders(self) -> list[OrderUpdate]:
         with self._lock:
+            self._reload_if_stale()
             return [self._orders[c].update() for ids in self._open.values() for c in sorted(ids)]
 
     def positions(self) -> list[BrokerPosition]:
         with self._lock:
+            self._reload_if_stale()
             return [BrokerPosition(key=p.key, quantity=p.quantity, avg_price=p.avg_price, multiplier=p.multiplier)
                     for p in sorted(self._positions.values(), key=lambda p: p.key) if p.quantity != 0]
 
     def position_details(self) -> list[PaperPosition]:
         with self._lock:
+            self._reload_if_stale()
             return list(self._positions.values())
 
     def balances(self) -> Balances:
         with self._lock:
+            self._reload_if_stale()
             equity = self._cash
             for p in self._positions.values():
                 mark = self._mark(p)
@@ -562,6 +699,7 @@ class PaperBroker(BrokerAdapter):
 
     def account_summary(self) -> dict[str, Any]:
         with self._lock:
+            self._reload_if_stale()
             return {"broker": self.name, "cash": str(self._cash), "realized_pnl_gross": str(self._realized),
                     "commissions": str(self._commissions)}
 

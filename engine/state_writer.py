@@ -4,7 +4,10 @@ Every strategy thread saves its state after every bar. Done inline, that is one 
 per thread per bar, and at a bar close 30 threads make theirs at the same moment, each giving up
 and re-taking the GIL around it while the threads that must send orders wait. Instead a thread
 hands its document to this writer (a dict assignment) and goes back to waiting; one writer thread
-sends whatever is pending in one pipeline, a moment later.
+sends whatever is pending in one MSET, LINGER_SECONDS after the first document of a batch arrived.
+The linger is what keeps the write out of the bar-close burst: the threads of one minute hand in
+their documents within a few milliseconds, while some of them are still sending orders, and the
+writer then makes one write after them instead of several in the middle of them.
 
 Why that is safe: the saved state is a resume point, and acting on a bar is idempotent (the
 order manager keys every intent by strategy, symbol, broker and bar time). If the process dies
@@ -16,8 +19,8 @@ Guarantees
 - Per key, the newest document wins; documents of one key are written in the order given.
 - `get(key)` sees a pending document before Redis does (a restart inside the process resumes
   from the newest state).
-- `flush(timeout)` returns once everything handed in before the call is in Redis (stop and
-  shutdown call it, so a stopped thread's state is durable when stop returns).
+- `flush(timeout)` cuts the linger short and returns once everything handed in before the call is
+  in Redis (stop and shutdown call it, so a stopped thread's state is durable when stop returns).
 - A Redis error keeps the batch (newer documents given meanwhile win) and retries every second.
 """
 from __future__ import annotations
@@ -33,11 +36,14 @@ from store.redis_store import Store
 log = logging.getLogger("engine")
 
 RETRY_SECONDS = 1.0
+LINGER_SECONDS = 0.05  # longer than a bar-close burst, far shorter than any bar
 
 
 class StateWriter:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, linger_s: float = LINGER_SECONDS) -> None:
         self._r = store.redis
+        self._linger_s = linger_s
+        self._urgent = False  # a flush is waiting: write without lingering
         self._pending: dict[str, str] = {}
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()  # one batch in flight at a time: a key's documents stay in order
@@ -86,6 +92,8 @@ class StateWriter:
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._generation
+            self._urgent = True
+            self._cond.notify_all()
             while self._written < target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self.alive:
@@ -103,6 +111,13 @@ class StateWriter:
                     self._cond.wait()
                 if self._stop and not self._pending:
                     return
+                deadline = time.monotonic() + self._linger_s
+                while not self._stop and not self._urgent:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                self._urgent = False
             if not self._write_pending():
                 with self._cond:
                     self._cond.wait(RETRY_SECONDS)
@@ -114,10 +129,7 @@ class StateWriter:
                 generation = self._generation
             if batch:
                 try:
-                    pipe = self._r.pipeline(transaction=False)
-                    for key, document in batch.items():
-                        pipe.set(key, document)
-                    pipe.execute()
+                    self._r.mset(batch)
                 except redis.RedisError as exc:
                     self.errors += 1
                     log.warning("saving strategy state failed (%s); retrying", type(exc).__name__)

@@ -117,10 +117,15 @@ class RedisMarketBuffer:
         return self.allocator(self.bars_key(bar.symbol, bar.timeframe)).next(bar.start_ns // 1_000_000)
 
     def write(self, batch: WriteBatch) -> WriteResult:
-        """One pipeline round trip. Raises redis.ConnectionError/TimeoutError (caller retries)."""
+        """One round trip, one MULTI/EXEC. Raises redis.ConnectionError/TimeoutError (caller retries).
+
+        The transaction is for the readers: a client blocked in XREAD is served after each command
+        outside a transaction, so the engine's hub would wake for the first stream written and read
+        again for the rest. In MULTI/EXEC every stream of the batch is ready when it is served: one
+        wake-up and one reply for all the bars that closed together."""
         if batch.trades and self._sha is None:
             self._sha = self.store.redis.script_load(_XADD_TRADES)
-        pipe = self.store.redis.pipeline(transaction=False)
+        pipe = self.store.redis.pipeline(transaction=True)
         for symbol, flat in batch.trades.items():
             # EVALSHA directly (not redis-py's Script in a pipeline, which adds a SCRIPT EXISTS
             # round trip to every flush); NOSCRIPT after a Redis restart -> reload and re-send.

@@ -24,15 +24,19 @@ Exactly-once rules
 - A lane with a working or UNKNOWN order from an earlier intent refuses new intents (BLOCKED):
   never stack a second close on top of one whose outcome is not known.
 
-Round trips (paper, steady state: 2 per order)
+Round trips (paper, steady state: 1 per order)
 - The lane's position hash is cached in process (written only with what this process just wrote or
   read, under the lane lock). A new intent is planned from the cache and the Lua claim verifies it
   atomically together with "no intent yet", "no working/unknown order in the lane" and the broker's
   paused flag; if anything differs nothing is written and the script returns the lane's real state,
   from which the plan (and, only if the order or its context changed, the risk check) is redone.
   A stale cache therefore costs a re-plan, never a wrong or duplicate order.
-- With a paper adapter (`place_order_then`), the OMS's SUBMITTED -> FILLED record, journal entry,
-  fill and position update run inside the paper broker's own fill script: one atomic call.
+- With a paper adapter, a market order that fills at once goes with its claim in one MULTI/EXEC
+  (`place_order_after`): the paper fill script writes only if the claim's nonce is in the order
+  afterwards, so a claim that lost (stale lane, duplicate) writes no fill. The OMS's SUBMITTED ->
+  FILLED record, journal entry, fill and position run inside that same fill script
+  (`place_order_then`'s commands). Anything else (a resting order, a rejection) claims first and
+  places after, as with a live broker, where the claim must be durable before the order leaves.
 - Write payloads go to Lua as one JSON argument (cjson) instead of hundreds of arguments.
 
 Listeners: `add_listener(cb)`; cb(kind, entry) after each journal write ("transition", "fill",
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -52,6 +57,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable
 
 from brokers.base import BrokerAdapter
+from brokers.paper import ClaimFirst, PlacedAfter
 from brokers.errors import (
     AuthenticationRequired,
     BrokerConfigError,
@@ -167,6 +173,20 @@ class _LaneState:
     lane_active: set[str]
     paused: str | None
     verified: bool
+
+
+@dataclass(slots=True)
+class _Claim:
+    """One order's claim: the script call, and what to remember once it went through."""
+
+    keys: list[str]
+    args: list[str]
+    k_order: str
+    nonce: str
+    lane: tuple[str, str, str]
+    k_intent: str
+    pending: bool
+    entries: list[tuple[str, dict[str, str]]]  # the NEW and SUBMITTED/REJECTED journal entries
 
 
 @dataclass(slots=True)
@@ -548,10 +568,41 @@ class OrderManager:
         if intent_fields is not None and not decision_ok:
             intent_fields = {**intent_fields, "status": "denied"}
         status = intent_fields["status"] if intent_fields is not None else ""
-        claimed = self._claim_order(rec, final, k_intent, intent_fields,
-                                    pending=decision_ok and intent_fields is not None
-                                    and intent_fields.get("status") == "pending_open",
-                                    expect=expect, paused=paused, extra_cmds=extra_cmds)
+        claim = self._claim_spec(rec, final, k_intent, intent_fields,
+                                 pending=decision_ok and intent_fields is not None
+                                 and intent_fields.get("status") == "pending_open",
+                                 expect=expect, paused=paused, extra_cmds=extra_cmds)
+        adapter = self._adapters[BrokerName(t.broker)]
+        lane = (t.strategy, t.symbol, t.broker)
+        pos_h = expect if expect is not None else pos_h
+        built: list[_Applied | None] = []
+
+        def then(update: OrderUpdate) -> list[list[str]]:
+            # The SUBMITTED -> FILLED record, journal, fill and position, written by the paper
+            # broker's own atomic call together with its fill.
+            plan = self._apply_plan(final, update, pos_h)
+            built.append(plan)
+            return plan.cmds if plan is not None else []
+
+        placed: PlacedAfter | None = None
+        place_after = getattr(adapter, "place_order_after", None) if decision_ok else None
+        if place_after is not None:
+            # Paper, an order that fills at once: claim and fill in one round trip (one MULTI/EXEC;
+            # the fill is written only if the claim went through).
+            try:
+                placed = place_after(req, then, ClaimFirst(self._claim.sha, claim.keys, claim.args,
+                                                           claim.k_order, "claim", claim.nonce))
+            except Exception:
+                self._pos_cache.pop(lane, None)
+                raise
+        if placed is not None:
+            if placed.update is None and isinstance(placed.first_result, Exception):
+                self._pos_cache.pop(lane, None)
+                raise placed.first_result
+            # A written fill proves the claim (its nonce was there): otherwise the claim's reply says why not.
+            claimed = self._claim_outcome(claim, 1 if placed.update is not None else placed.first_result)
+        else:
+            claimed = self._claim_order(claim)
         if isinstance(claimed, _LaneState):
             return claimed
         if not claimed:  # another thread/process got here first with the same intent: never send twice
@@ -560,56 +611,50 @@ class OrderManager:
             return existing, status
         if not decision_ok:
             return final, status
-        adapter = self._adapters[BrokerName(t.broker)]
-        lane = (t.strategy, t.symbol, t.broker)
-        pos_h = expect if expect is not None else pos_h
-        place_then = getattr(adapter, "place_order_then", None)
-        built: list[_Applied | None] = []
-        try:
-            if place_then is not None:
-                # Paper: the fill, and our SUBMITTED -> FILLED record, journal, fill and position,
-                # are written by one atomic Lua call.
-                def then(update: OrderUpdate) -> list[list[str]]:
-                    plan = self._apply_plan(final, update, pos_h)
-                    built.append(plan)
-                    return plan.cmds if plan is not None else []
-
-                update, written = place_then(req, then)
-            else:
-                update, written = adapter.place_order(req), False
-        except OrderRejected as exc:
-            return self._transition(final, OrderState.REJECTED, reason=f"rejected: {exc.reason}"), status
-        except AuthenticationRequired as exc:
-            self._pause(t.broker, exc.message)
-            return (self._transition(final, OrderState.REJECTED,
-                                     reason=f"paused: authentication required ({exc.message})"), status)
-        except TemporaryBrokerError as exc:  # by contract: provably never left
-            return (self._transition(final, OrderState.REJECTED,
-                                     reason=f"not sent: temporary broker error ({exc.message})"), status)
-        except BrokerConfigError as exc:
-            return self._transition(final, OrderState.REJECTED, reason=f"broker configuration: {exc.message}"), status
-        except OrderOutcomeUnknown as exc:
-            return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {exc.message}"), status
-        except (BrokerError, Exception) as exc:  # cannot prove it was not sent: UNKNOWN, never resent
-            log.exception("place_order raised unexpectedly for %s", coid)
-            self._pos_cache.pop(lane, None)
-            return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {type(exc).__name__}"), status
+        if placed is not None and placed.update is not None:
+            update, written = placed.update, placed.written
+        else:
+            place_then = getattr(adapter, "place_order_then", None)
+            try:
+                if place_then is not None:
+                    update, written = place_then(req, then)
+                else:
+                    update, written = adapter.place_order(req), False
+            except OrderRejected as exc:
+                return self._transition(final, OrderState.REJECTED, reason=f"rejected: {exc.reason}"), status
+            except AuthenticationRequired as exc:
+                self._pause(t.broker, exc.message)
+                return (self._transition(final, OrderState.REJECTED,
+                                         reason=f"paused: authentication required ({exc.message})"), status)
+            except TemporaryBrokerError as exc:  # by contract: provably never left
+                return (self._transition(final, OrderState.REJECTED,
+                                         reason=f"not sent: temporary broker error ({exc.message})"), status)
+            except BrokerConfigError as exc:
+                return self._transition(final, OrderState.REJECTED, reason=f"broker configuration: {exc.message}"), status
+            except OrderOutcomeUnknown as exc:
+                return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {exc.message}"), status
+            except (BrokerError, Exception) as exc:  # cannot prove it was not sent: UNKNOWN, never resent
+                log.exception("place_order raised unexpectedly for %s", coid)
+                self._pos_cache.pop(lane, None)
+                return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {type(exc).__name__}"), status
         if written and built and built[-1] is not None:
             return self._committed(built[-1]), status
         return self._apply(final, update, pos_h), status
 
-    def _claim_order(self, new: OrderRecord, final: OrderRecord, k_intent: str,
-                     intent_fields: dict[str, str] | None, pending: bool, *,
-                     expect: dict[str, str] | None = None, paused: str | None = None,
-                     extra_cmds: list[list[str]] | None = None) -> bool | _LaneState:
+    def _claim_spec(self, new: OrderRecord, final: OrderRecord, k_intent: str,
+                    intent_fields: dict[str, str] | None, pending: bool, *,
+                    expect: dict[str, str] | None = None, paused: str | None = None,
+                    extra_cmds: list[list[str]] | None = None) -> _Claim:
+        """The claim script's call for one order (see _CLAIM_LUA); nothing is sent here."""
         j_new = transition_entry(new, "", new.created_ns)
         j_final = transition_entry(final, OrderState.NEW.value, final.created_ns)
         coid = final.client_order_id
         k_order = self._k_order(coid)
         k_pos = self._k_pos(final.strategy, final.symbol, final.broker)
         k_lane_active = self._k_lane_active(final.strategy, final.symbol, final.broker)
+        nonce = os.urandom(8).hex()  # only this claim writes it: the guard of a fill sent with it
         cmds: list[list[str]] = [
-            ["HSET", k_order, *_flat(final.to_fields())],
+            ["HSET", k_order, *_flat(final.to_fields()), "claim", nonce],
             ["XADD", self.k_journal, "*", *_flat(j_new)],
             ["XADD", self.k_journal, "*", *_flat(j_final)],
         ]
@@ -626,23 +671,31 @@ class OrderManager:
         keys = [k_order, k_intent, k_lane_active, k_pos, self.k_paused]
         args = ["1" if expect is not None else "0", _dumps(_flat(expect)) if expect is not None else "[]",
                 paused or "", final.broker, _dumps(cmds)]
-        lane = (final.strategy, final.symbol, final.broker)
+        return _Claim(keys, args, k_order, nonce, (final.strategy, final.symbol, final.broker), k_intent, pending,
+                      [("transition", j_new), ("transition", j_final)])
+
+    def _claim_order(self, claim: _Claim) -> bool | _LaneState:
         try:
-            out = self._claim(keys=keys, args=args)
+            out = self._claim(keys=claim.keys, args=claim.args)
         except Exception:
-            self._pos_cache.pop(lane, None)
+            self._pos_cache.pop(claim.lane, None)
             raise
-        if isinstance(out, list):  # the lane is not what the plan assumed: nothing written
+        return self._claim_outcome(claim, out)
+
+    def _claim_outcome(self, claim: _Claim, out: Any) -> bool | _LaneState:
+        """The claim script's reply: 1 claimed, 0 the order exists already, or the lane's real state
+        when it was not what the plan assumed (nothing written)."""
+        if isinstance(out, list):
             pos_h, intent, lane_active, now_paused = _pairs(out[1]), _pairs(out[2]), set(out[3]), out[4] or None
-            self._pos_cache[lane] = dict(pos_h)
+            self._pos_cache[claim.lane] = dict(pos_h)
             return _LaneState(pos_h, intent, lane_active, now_paused, verified=True)
         if not out:
             return False
-        if pending:
-            cached = self._pos_cache.get(lane)
+        if claim.pending:
+            cached = self._pos_cache.get(claim.lane)
             if cached is not None:
-                cached["pending_intent"] = k_intent
-        self._emit([("transition", j_new), ("transition", j_final)])
+                cached["pending_intent"] = claim.k_intent
+        self._emit(claim.entries)
         return True
 
     def _pause(self, broker: str, message: str) -> None:

@@ -1,7 +1,9 @@
-"""Write-behind of the strategy threads' saved state: newest wins, flush is durable, errors retry."""
+"""Write-behind of the strategy threads' saved state: newest wins, flush is durable, errors retry,
+documents handed in together go in one write after the linger."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Iterator
 
 import pytest
@@ -48,7 +50,7 @@ def test_a_redis_error_keeps_the_batch_and_a_newer_document_still_wins(store: St
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     writer = StateWriter(store)
     key = store.key("engine", "state", "supertrend", "NVDA")
-    original = store.redis.pipeline
+    original = store.redis.mset
     calls = {"n": 0}
 
     def failing_once(*args: object, **kwargs: object) -> object:
@@ -57,7 +59,7 @@ def test_a_redis_error_keeps_the_batch_and_a_newer_document_still_wins(store: St
             raise redis.ConnectionError("redis went away")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(store.redis, "pipeline", failing_once)
+    monkeypatch.setattr(store.redis, "mset", failing_once)
     writer._pending[key] = "old"
     assert writer._write_pending() is False and writer.errors == 1
     writer.put(key, "new")  # not started: written inline, merged over the kept batch
@@ -76,3 +78,36 @@ def test_documents_from_many_threads_all_land(store: Store, writer: StateWriter)
         t.join()
     assert writer.flush(5.0)
     assert store.redis.mget([store.key("engine", "state", "ema", f"T{n}") for n in range(8)]) == ["99"] * 8
+
+
+def test_documents_handed_in_within_the_linger_go_in_one_write(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = StateWriter(store, linger_s=0.2)
+    writes: list[dict[str, str]] = []
+    original = store.redis.mset
+    monkeypatch.setattr(store.redis, "mset", lambda mapping: (writes.append(dict(mapping)), original(mapping))[1])
+    writer.start()
+    try:
+        keys = [store.key("engine", "state", "ema", f"L{i}") for i in range(30)]
+        for key in keys:  # a bar close: every thread saves within a few milliseconds
+            writer.put(key, "1")
+            time.sleep(0.001)
+        assert writes == []  # still lingering
+        deadline = time.monotonic() + 5
+        while not writes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(writes) == 1 and sorted(writes[0]) == sorted(keys)
+    finally:
+        writer.stop()
+
+
+def test_flush_does_not_wait_for_the_linger(store: Store) -> None:
+    writer = StateWriter(store, linger_s=30.0)
+    writer.start()
+    try:
+        key = store.key("engine", "state", "ema", "/NQ")
+        writer.put(key, "x")
+        started = time.monotonic()
+        assert writer.flush(5.0)
+        assert time.monotonic() - started < 1.0 and store.redis.get(key) == "x"
+    finally:
+        writer.stop()

@@ -2,7 +2,12 @@
 a backlog never holds a completed bar back for more than BAR_FLUSH_MAX_TRADES trades."""
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
 import pandas as pd
+import redis
 
 from config.timeframes import Timeframe
 from domain.market import Trade
@@ -47,3 +52,33 @@ def test_a_backlog_does_not_hold_a_completed_bar_back(store: Store, make_service
     svc.process_now(backlog)  # the first trade completes the bar; many more follow in the same batch
     first_with_bar = next(i for i, w in enumerate(writes) if w.bars)
     assert first_with_bar == 0 and writes[0].trade_count == MarketDataService.BAR_FLUSH_MAX_TRADES + 1
+
+
+def test_a_blocked_reader_woken_by_a_batch_finds_all_of_it_written(real_store: Store, real_redis_url: str,
+                                                                    make_service: ServiceFactory) -> None:
+    # The batch is one MULTI/EXEC: a reader blocked on every stream (the engine's hub) is woken once
+    # the whole batch is in, so its next read finds every bar; it never wakes into half a batch.
+    # (Redis 7.0 answers a multi-stream block with the first stream only; 7.2+ with all of them.)
+    svc, _ = _service(real_store, make_service)
+    svc.process_now([Trade(sym, T0 + 5 * NS, 100.0 + i, 1) for i, sym in enumerate(SYMBOLS)])
+    tf = Timeframe.parse("1Min")
+    keys = [svc.trades_key(sym) for sym in SYMBOLS] + [svc.bars_key(sym, tf) for sym in SYMBOLS]
+    cursors = {k: (real_store.redis.xrevrange(k, count=1) or [("0-0", {})])[0][0] for k in keys}
+    reader = redis.Redis.from_url(real_redis_url, decode_responses=True)
+    name = f"blocked-{real_store.prefix}"
+    reader.client_setname(name)
+    replies: list[list[Any]] = []
+    thread = threading.Thread(target=lambda: replies.append(reader.xread(dict(cursors), block=5000)))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not any(c.get("name") == name and "b" in c.get("flags", "") for c in real_store.redis.client_list()):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    svc.process_now([Trade(sym, T0 + 60 * NS + i * 1_000_000, 101.0 + i, 2) for i, sym in enumerate(SYMBOLS)])
+    thread.join(5)
+    (woken,) = replies
+    for key, entries in woken:
+        cursors[key] = entries[-1][0]
+    rest = reader.xread(cursors)  # right after waking, not blocking
+    reader.close()
+    assert sorted({k for k, _ in woken} | {k for k, _ in rest}) == sorted(keys)

@@ -77,6 +77,13 @@ def app(settings: Settings, real_store: Store, monkeypatch: pytest.MonkeyPatch) 
             return _original(order, then)
 
         monkeypatch.setattr(adapter, "place_order_then", resting)
+        original_after = adapter.place_order_after
+
+        def not_at_once(order: OrderRequest, then: Any, first: Any, _original: Any = original_after) -> Any:
+            # This symbol's orders rest (above), so they cannot go the fill-at-once path.
+            return None if order.symbol == WORKING_SYMBOL and order.option is None else _original(order, then, first)
+
+        monkeypatch.setattr(adapter, "place_order_after", not_at_once)
     yield application
     runtime.supervisor.shutdown()
 

@@ -1,4 +1,4 @@
-"""Order listeners, and the 2-round-trip order path's guarantees: the in-process lane cache is only
+"""Order listeners, and the 1-round-trip paper order path's guarantees: the in-process lane cache is only
 ever an expectation the Lua claim verifies, so another process (or anyone) changing the lane makes
 the order manager re-plan from Redis's state - never a wrong or duplicate order."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import redis
 
-from brokers.paper import PaperBroker, PaperOrder
+from brokers.paper import ClaimFirst, PaperBroker, PaperOrder
 from config.settings import Settings
 from domain.orders import (
     SCHWAB, TASTYTRADE, ClientOrderId, OrderRequest, OrderSide, OrderState, OrderType, OrderUpdate, PositionEffect,
@@ -154,7 +154,7 @@ def test_same_intent_from_another_process_is_a_duplicate_not_a_second_order(stor
     assert a.position("ema", "/MES", SCHWAB).quantity == 3
 
 
-def test_a_paper_order_costs_two_redis_round_trips(real_store, monkeypatch):
+def test_a_paper_order_costs_one_redis_round_trip(real_store, monkeypatch):
     om = make_om(real_store, paper_pair(real_store, {"/MES": 6000.0, "NVDA": 180.0}))
     om.move_to_target(T(1, 1))  # first use of the lane reads it
     sent: list[bytes] = []
@@ -168,12 +168,13 @@ def test_a_paper_order_costs_two_redis_round_trips(real_store, monkeypatch):
     for i in range(10):  # +1 -> 0 -> +1 ...: every intent is one paper MARKET order that fills
         assert om.move_to_target(T(0, 10 + 2 * i)).status is TargetStatus.FILLED
         assert om.move_to_target(T(1, 11 + 2 * i)).status is TargetStatus.FILLED
-    assert len(sent) == 2 * 20  # the claim (verifying the cached lane) + the paper fill carrying our writes
+    # one MULTI/EXEC per order: the claim (verifying the cached lane) + the paper fill carrying our writes
+    assert len(sent) == 20 and all(c[0].startswith(b"*1\r\n$5\r\nMULTI") for c in sent)
     assert om.position("ema", "/MES", SCHWAB).quantity == 1
     assert len(_stream(real_store, "journal")) == 3 * 21 and len(_stream(real_store, "fills")) == 21
 
 
-def test_a_paper_reversal_costs_four_round_trips_and_clears_its_pending_mark_atomically(real_store, monkeypatch):
+def test_a_paper_reversal_costs_two_round_trips_and_clears_its_pending_mark_atomically(real_store, monkeypatch):
     om = make_om(real_store, paper_pair(real_store, {"/MES": 6000.0}))
     om.move_to_target(T(2, 1))
     sent: list[bytes] = []
@@ -187,7 +188,7 @@ def test_a_paper_reversal_costs_four_round_trips_and_clears_its_pending_mark_ato
     r = om.move_to_target(T(-3, 2))
     monkeypatch.undo()
     assert r.status is TargetStatus.FILLED and [o.leg for o in r.orders] == ["close", "open"]
-    assert len(sent) == 4  # claim + fill of the close, claim (with the pending mark cleared) + fill of the open
+    assert len(sent) == 2  # claim + fill of the close, claim (with the pending mark cleared) + fill of the open
     k_intent = real_store.key("oms", "intent", "ema", "/MES", SCHWAB, 2)
     assert real_store.redis.hget(k_intent, "status") == "sent"
     assert not real_store.redis.sismember(real_store.key("oms", "pending"), k_intent)
@@ -195,6 +196,80 @@ def test_a_paper_reversal_costs_four_round_trips_and_clears_its_pending_mark_ato
     assert om.position("ema", "/MES", SCHWAB).quantity == -3
     # the lane cache agrees with Redis: the next intent is planned without a read and goes through
     assert om.move_to_target(T(1, 3)).status is TargetStatus.FILLED and om.position("ema", "/MES", SCHWAB).quantity == 1
+
+
+def test_a_claim_that_finds_the_lane_changed_writes_no_fill_and_the_order_is_replanned(store):
+    # Two order managers (think: two processes) share one paper account. b plans from its cached
+    # lane (+1); a has closed it meanwhile. b's claim, sent with the fill in one transaction, sees
+    # the change: the fill is not written, b re-plans from the real lane and buys 2, not 1.
+    paper = paper_pair(store, {"/MES": 6000.0})
+    a, b = make_om(store, paper), make_om(store, paper)
+    assert b.move_to_target(T(1, 1)).status is TargetStatus.FILLED
+    assert a.move_to_target(T(0, 2)).status is TargetStatus.FILLED
+    r = b.move_to_target(T(2, 3))
+    assert r.status is TargetStatus.FILLED and r.previous_quantity == 0 and r.quantity == 2
+    assert [(o.leg, o.quantity) for o in r.orders] == [("open", 2)]
+    fills = _stream(store, "fills")
+    assert [f["quantity"] for f in fills] == ["1", "1", "2"]
+    assert {p.key: p.quantity for p in paper[SCHWAB].positions()} == {"/MES": 2}
+    raw = store.redis.hget(store.key("paper", SCHWAB, "positions"), "/MES")
+    assert json.loads(raw)["quantity"] == 2
+
+
+def test_a_duplicate_claim_sent_with_a_fill_writes_nothing(store):
+    # The claim script refuses an order id that exists; the fill sent with it must not be written.
+    paper = PaperBroker(store, SCHWAB, Settings(), {"/MES": 6000.0}.get, clock=CLOCK)
+    om = make_om(store, {SCHWAB: paper})
+    om.move_to_target(T(1, 1))
+    coid = next(iter(store.redis.zrange(store.key("oms", "orders"), 0, -1)))
+    first = ClaimFirst(om._claim.sha, [store.key("oms", "order", coid)], ["0", "[]", "", SCHWAB, "[]"],
+                       store.key("oms", "order", coid), "claim", "not-the-nonce")
+    before = (store.redis.xlen(store.key("paper", SCHWAB, "fills")), paper.positions())
+    placed = paper.place_order_after(_req("fresh-id"), None, first)
+    assert placed is not None and placed.update is None and placed.first_result == 0
+    assert (store.redis.xlen(store.key("paper", SCHWAB, "fills")), paper.positions()) == before
+    assert store.redis.hget(store.key("paper", SCHWAB, "orders"), "fresh-id") is None
+
+
+def test_missing_scripts_fall_back_to_the_two_step_path(real_store):
+    paper = PaperBroker(real_store, SCHWAB, Settings(), {"/MES": 6000.0}.get, clock=CLOCK)
+    # The claim script unknown to Redis: nothing sent, nothing written, the caller claims itself.
+    first = ClaimFirst("0" * 40, [real_store.key("x")], [], real_store.key("x"), "claim", "n")
+    assert paper.place_order_after(_req("c-9"), None, first) is None
+    assert paper.positions() == [] and real_store.redis.hget(real_store.key("paper", SCHWAB, "orders"), "c-9") is None
+    # The fill script unknown to Redis (as after a restart): reloaded, the order still fills once.
+    om = make_om(real_store, {SCHWAB: paper})
+    om.move_to_target(T(1, 1))
+    paper._write.sha = "f" * 40
+    r = om.move_to_target(T(3, 2))
+    assert r.status is TargetStatus.FILLED and om.position("ema", "/MES", SCHWAB).quantity == 3
+    assert {p.key: p.quantity for p in paper.positions()} == {"/MES": 3}
+    assert [f["quantity"] for f in _stream(real_store, "fills")] == ["1", "2"]
+
+
+def test_a_lost_reply_reloads_the_paper_account_before_its_next_fill(real_store, monkeypatch):
+    # The transaction reaches Redis but its reply is lost: the outcome is unknown to the caller.
+    # The account must not go on from its in-memory state (it would write a wrong cash balance).
+    settings = Settings(paper_commission_per_contract="1")
+    paper = PaperBroker(real_store, SCHWAB, settings, {"/MES": 6000.0}.get, clock=CLOCK)
+    om = make_om(real_store, {SCHWAB: paper})
+    om.move_to_target(T(1, 1))
+    orig = redis.client.Pipeline.execute
+
+    def lost_reply(self, raise_on_error=True):  # type: ignore[no-untyped-def]
+        orig(self, raise_on_error)
+        raise redis.ConnectionError("reply lost")
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", lost_reply)
+    result = om.move_all([T(2, 2)])[0]
+    monkeypatch.undo()
+    assert result.status is TargetStatus.ERROR  # not known to the caller ...
+    assert om.position("ema", "/MES", SCHWAB).quantity == 2  # ... but it did happen, once
+    # The next order starts from Redis's account, not the stale memory.
+    assert om.move_to_target(T(0, 3)).status is TargetStatus.FILLED
+    account = real_store.redis.hgetall(real_store.key("paper", SCHWAB, "account"))
+    assert Decimal(account["commissions"]) == Decimal(4)  # 1 + 1 + 2 contracts at 1 each
+    assert paper.positions() == [] and Decimal(paper.account_summary()["commissions"]) == Decimal(4)
 
 
 # ------------------------------------------------------------------ paper place_order_then

@@ -110,6 +110,8 @@ def canonical_symbol(raw: object) -> Symbol:
 
     Raises UnknownSymbolError for anything not in the catalog, including path-like input.
     """
+    if type(raw) is str and raw in CATALOG:  # already canonical (the hot path: every order and trade)
+        return raw  # type: ignore[return-value]
     if not isinstance(raw, str):
         raise UnknownSymbolError("symbol must be a string")
     text = raw.strip().upper()

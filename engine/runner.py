@@ -21,10 +21,16 @@ Health: `status.stale_feed` holds a note while the instrument's session is open
 moment the order manager returned an acknowledged order for it (filled / working / pending open);
 `on_restart(strategy, symbol)` - after a crash, before the backoff wait.
 
-State (strategy indicators, position target, last bar id) is saved after every bar through the
-engine's `StateWriter` (write-behind, one pipeline for all threads), so a restarted process resumes
-where it stopped; a bar whose state had not reached Redis yet is read again and its intent is
-recognised by the order manager as already sent, so nothing is traded twice.
+Hot work first: for a bar the thread makes its decisions and sends its orders at once, then tells
+the hub it is done (`StreamHub.done`); its bookkeeping - status, writing the ticker log, saving the
+state - waits until every thread woken by the same bar close has sent its orders
+(`StreamHub.wait_quiet`, at most BOOKKEEPING_WAIT_SECONDS, cut short by its own next message).
+
+State (strategy indicators, position target, last bar id) is saved after the bars of each message
+through the engine's `StateWriter` (write-behind, one write for all threads), so a restarted
+process resumes where it stopped; a bar whose state had not reached Redis yet is read again and its
+intent is recognised by the order manager as already sent, so nothing is traded twice. A crash
+does not save the (possibly half-updated) state: the restart resumes from the last saved one.
 
 A crash inside the loop is logged with its traceback, recorded as `last_error`, and the loop
 restarts with exponential backoff (1 s .. 60 s); `stop()` interrupts the backoff.
@@ -58,6 +64,9 @@ from strategies.base import SessionClock, Strategy
 app_log = logging.getLogger("engine")
 
 MAX_BACKOFF_SECONDS = 60.0
+# How long a thread's bookkeeping after a bar (status, ticker-log write, saved state) may wait for
+# the other threads of the same bar close to send their orders (see StreamHub.wait_quiet).
+BOOKKEEPING_WAIT_SECONDS = 0.05
 # A bar older than this many bar-lengths when we read it (catch-up after downtime) still updates
 # indicators but its signal is not traded: acting on a stale signal trades at a price the strategy
 # never saw.
@@ -149,6 +158,7 @@ class StrategyRunner:
         self._config_json = config.to_json()
         self._state_head = '{"config": ' + json.dumps(self._config_json) + ', "strategy": '
         self._log_batch: list[logging.LogRecord] = []  # this event's ticker-log lines, one write
+        self._last_bar_seen: tuple[Bar, dict[str, float | None], int] | None = None  # for the status
         self.status = RunnerStatus(config.strategy.value, config.symbol, config.timeframe)
         self._bar_id = "$"
         self._trade_id = "$"
@@ -281,6 +291,7 @@ class StrategyRunner:
         sub = self._hub.subscribe(threading.current_thread().name, {bars_key: self._bar_id})
         self._inbox = inbox = sub.inbox  # before the stop check below: stop() then always reaches it
         watching_trades = False
+        bookkeeping_since: float | None = None  # bars acted on whose status, log and state are not written yet
         try:
             while not self._stop.is_set():
                 in_position = self.strategy.target is not PositionTarget.FLAT
@@ -295,56 +306,89 @@ class StrategyRunner:
                         watching_trades = False
                     self._trade_id = "$"
                 try:
-                    message = inbox.get(timeout=wait_s)
+                    message = inbox.get(timeout=0 if bookkeeping_since is not None else wait_s)
                 except queue.Empty:
-                    self._housekeeping()
-                    continue
+                    if bookkeeping_since is None:
+                        self._housekeeping()
+                        continue
+                    message = None  # only the pending bookkeeping below
                 received = time.perf_counter()
                 tick = message == _TICK
-                if message in (_STOP, _TICK):
-                    message = []
-                for key, entries in message:
-                    if key == bars_key:
-                        for entry_id, fields in entries:
-                            self._on_bar(Bar.from_fields(fields), received)
-                            self._bar_id = entry_id
-                            self._save()
-                    elif key == trades_key and watching_trades:  # (trades queued before an unwatch: stale)
-                        for entry_id, fields in entries:
-                            self._trade_id = entry_id
-                            self._on_trade(Trade.from_fields(self.config.symbol, fields))
+                if message is not None and message not in (_STOP, _TICK):
+                    try:
+                        for key, entries in message:
+                            if key == bars_key:
+                                for entry_id, fields in entries:
+                                    self._on_bar(Bar.from_fields(fields), received)
+                                    self._bar_id = entry_id
+                                    if bookkeeping_since is None:
+                                        bookkeeping_since = time.monotonic()
+                            elif key == trades_key and watching_trades:  # (trades queued before an unwatch: stale)
+                                for entry_id, fields in entries:
+                                    self._trade_id = entry_id
+                                    self._on_trade(Trade.from_fields(self.config.symbol, fields))
+                    finally:
+                        self._hub.done(sub)
+                if bookkeeping_since is not None:
+                    left = BOOKKEEPING_WAIT_SECONDS - (time.monotonic() - bookkeeping_since)
+                    if self._stop.is_set() or self._hub.wait_quiet(sub, max(0.0, left)) != "input" or left <= 0:
+                        bookkeeping_since = None
+                        self._after_bars()
+                    else:
+                        continue  # our next message first; the bookkeeping stays due
                 if not self._stop.is_set() and (tick or self._time_ns() - self._last_housekeeping_ns >= self._check_ns):
                     self._housekeeping()
+        except BaseException:
+            # A crash: the state may be half-updated, so it is not saved; the restart resumes from the
+            # last saved state and acting on those bars again is idempotent (intent ids).
+            bookkeeping_since = None
+            raise
         finally:
+            if bookkeeping_since is not None:
+                self._after_bars()  # stopping: what was acted on is logged and saved before stop returns
             self._hub.unsubscribe(sub)
 
     # --- events -----------------------------------------------------------------------------
     def _on_bar(self, bar: Bar, received: float | None = None) -> None:
-        """One completed bar: indicators, decisions, orders. The bar line (OHLCV + indicator values)
-        and each decision line are stamped when they happen and written to the ticker log in one
-        write once the orders are out (also when acting raises). The caller saves the state."""
+        """One completed bar, the time-critical part: indicators, decisions, orders. The bar line
+        (OHLCV + indicator values) and each decision line are stamped when they happen; formatting
+        them, writing the ticker log, the status and the saved state are `_after_bars`, which the
+        loop runs once every thread woken by the same close has sent its orders."""
         with self._lock:
             try:
                 now = self._time_ns()
                 self._last_bar_wall_ns = now
-                self.status.last_bar_received = _iso_full(now)
                 if self.status.stale_feed:
                     self._note(logging.INFO, f"bars arriving again (was: {self.status.stale_feed})")
                     self.status.stale_feed = None
                 clock_intents = self._clock_intents(bar.end_ns)
                 intents = clock_intents + self.strategy.on_bar(bar)
                 values = self.strategy.indicators()
-                self.status.last_bar = bar.to_json()
-                self.status.indicators = values
-                self._note(logging.INFO, _bar_line(bar, values))
+                self._last_bar_seen = (bar, values, now)
+                self._note(logging.INFO, _BarLine(bar, values))
                 if self._skip_stale_signals and self._is_stale(bar):
                     for intent in intents:
                         self._note(logging.WARNING,
                                    f"stale bar (catch-up): NOT trading {intent.target.value} {intent.detail}")
                     return
                 self._act(intents, received, save=False)
+            except BaseException:
+                self._flush_log()  # the lines leading up to a crash are in the log with its traceback
+                raise
+
+    def _after_bars(self) -> None:
+        """Bookkeeping for the bars acted on: status, the ticker-log write, the saved state."""
+        with self._lock:
+            try:
+                seen = self._last_bar_seen
+                if seen is not None:
+                    bar, values, received_ns = seen
+                    self.status.last_bar_received = _iso_full(received_ns)
+                    self.status.last_bar = bar.to_json()
+                    self.status.indicators = values
             finally:
                 self._flush_log()
+            self._save()
 
     def _on_trade(self, trade: Trade) -> None:
         with self._lock:
@@ -413,7 +457,7 @@ class StrategyRunner:
         if intents and save:
             self._save()
 
-    def _note(self, level: int, msg: str) -> None:
+    def _note(self, level: int, msg: object) -> None:
         rec = record(self.log, level, msg)
         if rec is not None:
             self._log_batch.append(rec)
@@ -499,3 +543,15 @@ def _bar_line(bar: Bar, values: dict[str, float | None]) -> str:
     gapped = " GAPPED" if bar.gapped else ""
     return (f"bar {_iso(bar.end_ns)} O={bar.open} H={bar.high} L={bar.low} C={bar.close} V={bar.volume} "
             f"n={bar.trade_count}{gapped} | {indicators}")
+
+
+class _BarLine:
+    """A bar's log line, formatted only when the log is written (logging calls str() on it)."""
+
+    __slots__ = ("bar", "values")
+
+    def __init__(self, bar: Bar, values: dict[str, float | None]) -> None:
+        self.bar, self.values = bar, values
+
+    def __str__(self) -> str:
+        return _bar_line(self.bar, self.values)

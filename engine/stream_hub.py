@@ -20,6 +20,14 @@ Contract
 - Subscriptions hold only cursors, never state: a strategy thread that crashes and restarts
   subscribes again from its saved bar id with a fresh inbox, so nothing is lost or doubled.
 
+Hot work first: the hub counts the messages it delivered that their thread has not yet acted on.
+A strategy thread calls `done(sub)` once it has made its decisions and sent its orders for a
+message, and `wait_quiet(sub, timeout)` before its bookkeeping (status, ticker-log write, saved
+state). When a minute closes, 30 threads wake at once on 2 cores and one GIL; if each wrote its log
+and state while others were still sending orders, every order would wait behind all of that. With
+the count, bookkeeping starts once every thread woken by the close has sent its orders (or its own
+next message arrives, or the timeout passes: a slow broker call never holds bookkeeping for long).
+
 Failure: Redis errors are logged and retried (1 s); any other exception is logged and the loop goes
 on. `alive` and `errors` are exposed for health checks; `start()` restarts a dead thread.
 """
@@ -28,6 +36,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +61,7 @@ class Subscription:
     name: str
     inbox: "queue.SimpleQueue[Any]"
     cursors: dict[str, str] = field(default_factory=dict)  # stream key -> last id delivered
+    outstanding: int = 0  # messages delivered, not yet reported done
 
 
 class StreamHub:
@@ -63,6 +73,8 @@ class StreamHub:
         self._wake_key = store.key("engine", "hub", uuid.uuid4().hex[:12])
         self._subs: list[Subscription] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a delivery or a `done`
+        self._outstanding = 0  # sum of the subscriptions' outstanding messages
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors = 0
@@ -121,7 +133,38 @@ class StreamHub:
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
             self._subs = [s for s in self._subs if s is not sub]
+            self._release(sub, sub.outstanding)
         self._wake()
+
+    # --- hot work first ---------------------------------------------------------------------
+    def done(self, sub: Subscription) -> None:
+        """The subscriber has acted on one delivered message (its decisions and orders)."""
+        with self._lock:
+            self._release(sub, 1)
+
+    def wait_quiet(self, sub: Subscription, timeout: float) -> str:
+        """Wait until every delivered message has been acted on ("quiet"), a message for `sub`
+        arrives ("input") or `timeout` passes ("timeout"). Returns which."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                if sub.outstanding > 0:
+                    return "input"
+                if self._outstanding <= 0:
+                    return "quiet"
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return "timeout"
+                self._changed.wait(remaining)
+
+    def _release(self, sub: Subscription, n: int) -> None:
+        n = min(n, sub.outstanding)
+        if n <= 0:
+            return
+        sub.outstanding -= n
+        self._outstanding -= n
+        if self._outstanding <= 0:
+            self._changed.notify_all()
 
     def _wake(self) -> None:
         try:
@@ -180,7 +223,10 @@ class StreamHub:
                     message.append((key, entries))
                     sub.cursors[key] = entries[-1][0]
                 if message:
+                    sub.outstanding += 1
+                    self._outstanding += 1
                     sub.inbox.put(message)
+            self._changed.notify_all()
 
 
 def _concrete(stream_id: str) -> str:

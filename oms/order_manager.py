@@ -756,12 +756,15 @@ class OrderManager:
                 price = sum((f.price * f.quantity for f in new_fills), Decimal(0)) / sum(f.quantity for f in new_fills)
         avg = update.avg_fill_price if update.avg_fill_price is not None else rec.avg_fill_price
         reason = update.reason if update.reason is not None else rec.reason
-        new = replace(rec, state=new_state, broker_order_id=update.broker_order_id or rec.broker_order_id,
-                      filled_quantity=rec.filled_quantity + delta, avg_fill_price=avg,
-                      commission=rec.commission + commission, reason=reason or "", updated_ns=now,
-                      fill_ids=rec.fill_ids + tuple(f.fill_id for f in new_fills))
-        if new == replace(rec, updated_ns=now):
+        broker_order_id = update.broker_order_id or rec.broker_order_id
+        reason = reason or ""
+        if (new_state is rec.state and broker_order_id == rec.broker_order_id and not delta and avg == rec.avg_fill_price
+                and not new_fills and reason == rec.reason):
             return None  # nothing changed: no journal noise from polling
+        new = replace(rec, state=new_state, broker_order_id=broker_order_id,
+                      filled_quantity=rec.filled_quantity + delta, avg_fill_price=avg,
+                      commission=rec.commission + commission, reason=reason, updated_ns=now,
+                      fill_ids=rec.fill_ids + tuple(f.fill_id for f in new_fills))
         coid = rec.client_order_id
         lane = (rec.strategy, rec.symbol, rec.broker)
         # Only the fields an update can change: fewer bytes to pack and send per order.

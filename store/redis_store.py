@@ -35,7 +35,7 @@ class Store:
     url: str  # with any password removed; safe to show
 
     def key(self, *parts: object) -> str:
-        return ":".join((self.prefix, *(str(p) for p in parts)))
+        return ":".join((self.prefix, *map(str, parts)))
 
     def ping(self) -> bool:
         try:

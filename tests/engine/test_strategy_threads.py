@@ -194,3 +194,37 @@ def _payload(config) -> dict[str, object]:
             "trade_enabled": config.trade_enabled, "schwab_quantity": config.schwab_quantity,
             "tastytrade_quantity": config.tastytrade_quantity, "trend_line_1": config.trend_line_1.value,
             "period_1": config.period_1, "trend_line_2": config.trend_line_2.value, "period_2": config.period_2}
+
+
+def test_bookkeeping_after_a_bar_waits_for_the_threads_still_sending_orders(rig: EngineRig, monkeypatch) -> None:
+    # Two tickers close a bar together. While one is still acting on it (think: sending orders),
+    # the other has made its decision but writes its log, status and state only afterwards.
+    import threading
+
+    import engine.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "BOOKKEEPING_WAIT_SECONDS", 10.0)
+    for symbol in ("/MES", "/ES"):
+        rig.add_ticker(strategy="ema", symbol=symbol, timeframe="1Min", trade_enabled=True, schwab_quantity=0,
+                       tastytrade_quantity=1, trend_line_1="EMA", period_1=2, trend_line_2="EMA", period_2=4)
+    rig.supervisor.start_strategy("ema")
+    busy, quick = rig.supervisor._runners[("ema", "/MES")], rig.supervisor._runners[("ema", "/ES")]
+    wait_until(lambda: busy.is_alive() and quick.is_alive() and busy.status.warmed_up is not None)
+    release, acting = threading.Event(), threading.Event()
+    real_on_bar = busy.strategy.on_bar
+
+    def slow_on_bar(bar):  # type: ignore[no-untyped-def]
+        acting.set()
+        release.wait(10)
+        return real_on_bar(bar)
+
+    monkeypatch.setattr(busy.strategy, "on_bar", slow_on_bar)
+    rig.push([Trade(s, START + 1_000_000_000, 6000.0, 1) for s in ("/MES", "/ES")])
+    rig.push([Trade(s, START + MINUTE_NS + 1_000_000_000, 6001.0, 1) for s in ("/MES", "/ES")])  # closes both bars
+    assert acting.wait(5)
+    time.sleep(0.3)
+    assert quick.status.last_bar is None  # decided, but its bookkeeping waits for /MES
+    release.set()
+    wait_until(lambda: quick.status.last_bar is not None and busy.status.last_bar is not None, timeout=5)
+    assert quick.status.last_bar["end_ns"] == START + MINUTE_NS
+    assert "bar " in (rig.settings.log_dir / "ema" / "ES.log").read_text()

@@ -129,3 +129,54 @@ def test_stop_ends_the_thread_and_removes_its_wake_stream(real_store: Store) -> 
     hub.stop()
     assert not hub.alive and time.monotonic() - started < 2.0  # the wake stream interrupts the 30 s block
     assert not list(real_store.redis.scan_iter(match=real_store.key("engine", "hub", "*")))
+
+
+# ------------------------------------------------------------------ hot work first (done / wait_quiet)
+def test_bookkeeping_waits_until_every_woken_thread_has_acted(real_store: Store, hub: StreamHub) -> None:
+    a_key, b_key = real_store.key("md", "bars", "/MES", "1"), real_store.key("md", "bars", "/ES", "1")
+    a = hub.subscribe("ema-/MES", {a_key: "0-0"})
+    b = hub.subscribe("ema-/ES", {b_key: "0-0"})
+    pipe = real_store.redis.pipeline(transaction=True)  # one bar close: both bars at once
+    pipe.xadd(a_key, {"c": "1"}, id="1000-0")
+    pipe.xadd(b_key, {"c": "1"}, id="1000-0")
+    pipe.execute()
+    _take(a)
+    _take(b)
+    hub.done(a)  # a has sent its orders; b is still sending
+    started = time.monotonic()
+    assert hub.wait_quiet(a, 0.2) == "timeout" and time.monotonic() - started >= 0.19
+    waited: list[str] = []
+    waiter = threading.Thread(target=lambda: waited.append(hub.wait_quiet(a, 5.0)))
+    waiter.start()
+    time.sleep(0.05)
+    assert waited == []  # still waiting for b ...
+    hub.done(b)
+    waiter.join(2.0)
+    assert waited == ["quiet"]  # ... and released the moment b is done
+
+
+def test_a_new_message_for_the_waiting_thread_ends_its_wait(real_store: Store, hub: StreamHub) -> None:
+    a_key, b_key = real_store.key("md", "bars", "NVDA", "1"), real_store.key("md", "trades", "NVDA")
+    a = hub.subscribe("supertrend-NVDA", {a_key: "0-0"})
+    b = hub.subscribe("ema-NVDA", {b_key: "0-0"})
+    real_store.redis.xadd(b_key, {"p": "1"}, id="1000-0")
+    _take(b)  # b busy (not done): a would wait for it ...
+    waited: list[str] = []
+    waiter = threading.Thread(target=lambda: waited.append(hub.wait_quiet(a, 5.0)))
+    waiter.start()
+    time.sleep(0.05)
+    real_store.redis.xadd(a_key, {"c": "1"}, id="2000-0")  # ... until a has a message of its own
+    waiter.join(2.0)
+    assert waited == ["input"]
+    _take(a)
+
+
+def test_unsubscribing_releases_what_the_thread_never_acted_on(real_store: Store, hub: StreamHub) -> None:
+    key = real_store.key("md", "bars", "TSLA", "1")
+    crashed = hub.subscribe("ema-TSLA", {key: "0-0"})
+    other = hub.subscribe("supertrend-TSLA", {real_store.key("md", "bars", "MSTR", "1"): "0-0"})
+    real_store.redis.xadd(key, {"c": "1"}, id="1000-0")
+    _take(crashed)
+    assert hub.wait_quiet(other, 0.05) == "timeout"
+    hub.unsubscribe(crashed)  # a thread that crashed mid-message never reports done
+    assert hub.wait_quiet(other, 1.0) == "quiet"

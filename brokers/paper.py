@@ -46,6 +46,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable
 
+import orjson
 import redis
 
 from brokers.base import BrokerAdapter
@@ -187,15 +188,16 @@ class PaperOrder:
     created_ns: int = 0
 
     def to_json(self) -> str:
-        # Same document as json.dumps(asdict(self)) without asdict's deep copy (hot path).
-        return json.dumps({
+        # Same document as json.dumps(asdict(self), separators=(",", ":")) without asdict's deep
+        # copy, encoded by orjson (hot path: once per fill).
+        return orjson.dumps({
             "client_order_id": self.client_order_id, "broker_order_id": self.broker_order_id,
             "symbol": self.symbol, "side": self.side, "quantity": self.quantity,
             "position_effect": self.position_effect, "order_type": self.order_type,
             "limit_price": self.limit_price, "stop_price": self.stop_price, "option": self.option,
             "state": self.state, "filled_quantity": self.filled_quantity, "avg_fill_price": self.avg_fill_price,
             "reason": self.reason, "fills": self.fills, "created_ns": self.created_ns,
-        }, separators=(",", ":"))
+        }).decode()
 
     @staticmethod
     def from_json(raw: str) -> "PaperOrder":
@@ -236,9 +238,9 @@ class PaperPosition:
     option: dict[str, str] | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"key": self.key, "symbol": self.symbol, "quantity": self.quantity,
-                           "avg_price": str(self.avg_price), "multiplier": str(self.multiplier),
-                           "is_future": self.is_future, "option": self.option}, separators=(",", ":"))
+        return orjson.dumps({"key": self.key, "symbol": self.symbol, "quantity": self.quantity,
+                             "avg_price": str(self.avg_price), "multiplier": str(self.multiplier),
+                             "is_future": self.is_future, "option": self.option}).decode()
 
     @staticmethod
     def from_json(raw: str) -> "PaperPosition":
@@ -329,7 +331,7 @@ class PaperBroker(BrokerAdapter):
 
     def _persist(self, order: PaperOrder, *, claim: bool, position: PaperPosition | None = None,
                  position_key: str = "", account: tuple[Decimal, Decimal, Decimal] | None = None,
-                 fill: dict[str, str] | None = None, then: str = "", first: ClaimFirst | None = None,
+                 fill: dict[str, str] | None = None, then: bytes = b"", first: ClaimFirst | None = None,
                  ) -> tuple[PaperOrder | None, Any]:
         """Write atomically; returns (the already-stored order when `claim` lost the race - and then
         `then`, the caller's JSON command list, was not run either -, `first`'s reply). With
@@ -339,7 +341,7 @@ class PaperBroker(BrokerAdapter):
         keys = [self._k_orders, self._k_pos, self._k_account, self._k_fills, self._k_open]
         args = ["1" if claim else "0", order.client_order_id, order.to_json(), position_key,
                 position.to_json() if position is not None and position.quantity != 0 else "",
-                cash, realized, commissions, json.dumps(fill) if fill else "", "1" if is_open else "0", then]
+                cash, realized, commissions, orjson.dumps(fill) if fill else "", "1" if is_open else "0", then]
         try:
             if first is None:
                 existing, first_result = self._write(keys=keys, args=args), None
@@ -459,17 +461,17 @@ class PaperBroker(BrokerAdapter):
         return update, bool(extra), first_result
 
     @staticmethod
-    def _then_commands(then: Then | None, update: OrderUpdate) -> str:
+    def _then_commands(then: Then | None, update: OrderUpdate) -> bytes:
         """The caller's commands for `update` as JSON ("" when none, or when building them failed:
         the caller then records the update itself, one round trip later)."""
         if then is None:
-            return ""
+            return b""
         try:
             cmds = then(update)
         except Exception:  # never let the caller's bookkeeping break a fill
             log.exception("place_order_then: building the caller's commands failed; order written alone")
-            return ""
-        return json.dumps(cmds, separators=(",", ":"), ensure_ascii=False) if cmds else ""
+            return b""
+        return orjson.dumps(cmds) if cmds else b""
 
     def _store_only(self, order: PaperOrder, *, claim: bool, then: Then | None = None) -> OrderUpdate:
         update, _ = self._store_only_then(order, claim=claim, then=then)

@@ -50,6 +50,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+
+import orjson
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -156,8 +158,10 @@ def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2]))
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+def _dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON for the Lua scripts (orjson: about 10x the stdlib's speed; it runs
+    several times per order)."""
+    return orjson.dumps(obj)
 
 
 Listener = Callable[[str, dict[str, str]], None]

@@ -126,16 +126,19 @@ class RedisMarketBuffer:
         if batch.trades and self._sha is None:
             self._sha = self.store.redis.script_load(_XADD_TRADES)
         pipe = self.store.redis.pipeline(transaction=True)
-        for symbol, flat in batch.trades.items():
-            # EVALSHA directly (not redis-py's Script in a pipeline, which adds a SCRIPT EXISTS
-            # round trip to every flush); NOSCRIPT after a Redis restart -> reload and re-send.
-            pipe.evalsha(self._sha, 1, self.trades_key(symbol), self.trades_maxlen, *flat)
+        # Bars before trades: a reader woken by this write (Redis 7.0 answers a blocked multi-stream
+        # XREAD with the first stream written) acts on the completed bar before the next bar's
+        # first trade, the order in which they happened.
         for stream_id, tf_raw, bar in batch.bars:
             fields = bar.to_fields()
             pipe.xadd(self.bars_key(bar.symbol, tf_raw), fields, id=stream_id, maxlen=self.bars_maxlen,
                       approximate=True)
             pipe.xadd(self.hist_key(bar.symbol, tf_raw), fields, id=stream_id, maxlen=self.hist_maxlen,
                       approximate=True)
+        for symbol, flat in batch.trades.items():
+            # EVALSHA directly (not redis-py's Script in a pipeline, which adds a SCRIPT EXISTS
+            # round trip to every flush); NOSCRIPT after a Redis restart -> reload and re-send.
+            pipe.evalsha(self._sha, 1, self.trades_key(symbol), self.trades_maxlen, *flat)
         for symbol, trade in batch.last.items():
             pipe.hset(self.last_key(symbol), mapping={"p": repr(trade.price), "t": str(trade.ts_ns), "s": str(trade.size)})
         results = pipe.execute(raise_on_error=False)
@@ -144,13 +147,6 @@ class RedisMarketBuffer:
             if isinstance(r, (redis.ConnectionError, redis.TimeoutError)):
                 raise r
         i = 0
-        for _ in batch.trades:
-            r = results[i]
-            if isinstance(r, redis.ResponseError) and "NOSCRIPT" in str(r):
-                self._sha = None
-                return self.write(batch)  # IDs are explicit, so re-sending cannot duplicate
-            out.trades_added += int(r) if isinstance(r, int) else 0
-            i += 1
         for _ in batch.bars:
             bar_result = results[i]
             if isinstance(bar_result, redis.ResponseError):
@@ -160,4 +156,14 @@ class RedisMarketBuffer:
             else:
                 out.bars_added += 1
             i += 2
+        for _ in batch.trades:
+            r = results[i]
+            if isinstance(r, redis.exceptions.NoScriptError) or (isinstance(r, redis.ResponseError)
+                                                                 and str(r).startswith("NOSCRIPT")):
+                self._sha = None
+                return self.write(batch)  # IDs are explicit, so re-sending cannot duplicate
+            if isinstance(r, redis.ResponseError):
+                raise r
+            out.trades_added += int(r) if isinstance(r, int) else 0
+            i += 1
         return out

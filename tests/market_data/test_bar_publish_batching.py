@@ -82,3 +82,16 @@ def test_a_blocked_reader_woken_by_a_batch_finds_all_of_it_written(real_store: S
     rest = reader.xread(cursors)  # right after waking, not blocking
     reader.close()
     assert sorted({k for k, _ in woken} | {k for k, _ in rest}) == sorted(keys)
+
+
+def test_trades_are_still_written_after_redis_lost_its_scripts(store: Store, make_service: ServiceFactory) -> None:
+    # After a Redis restart the trade script is gone (NOSCRIPT); redis-py 8 reports that as
+    # NoScriptError("No matching script..."). The write must reload it, not drop the trades.
+    svc, _ = _service(store, make_service)
+    svc.process_now([Trade("/MES", T0 + 5 * NS, 6000.0, 1)])
+    svc.buffer._sha = "0" * 40  # as if the server had restarted
+    svc.process_now([Trade("/MES", T0 + 6 * NS, 6001.0, 2), Trade("/MES", T0 + 61 * NS, 6002.0, 3)])
+    prices = [fields["p"] for _, fields in store.redis.xrange(svc.trades_key("/MES"))]
+    assert prices == ["6000.0", "6001.0", "6002.0"]
+    (_, bar), = svc.read_bars("/MES", Timeframe.parse("1Min"), "0")
+    assert bar.close == 6001.0

@@ -4,10 +4,10 @@ Every strategy thread saves its state after every bar. Done inline, that is one 
 per thread per bar, and at a bar close 30 threads make theirs at the same moment, each giving up
 and re-taking the GIL around it while the threads that must send orders wait. Instead a thread
 hands its document to this writer (a dict assignment) and goes back to waiting; one writer thread
-sends whatever is pending in one MSET, LINGER_SECONDS after the first document of a batch arrived.
-The linger is what keeps the write out of the bar-close burst: the threads of one minute hand in
-their documents within a few milliseconds, while some of them are still sending orders, and the
-writer then makes one write after them instead of several in the middle of them.
+sends whatever is pending in one MSET once no document has arrived for QUIET_SECONDS (at most
+LINGER_SECONDS after the first one of the batch). That keeps the write out of the bar-close burst:
+the threads of one minute hand in their documents within a few milliseconds of each other, and the
+writer makes one write after the last of them instead of several in the middle of them.
 
 Why that is safe: the saved state is a resume point, and acting on a bar is idempotent (the
 order manager keys every intent by strategy, symbol, broker and bar time). If the process dies
@@ -36,14 +36,17 @@ from store.redis_store import Store
 log = logging.getLogger("engine")
 
 RETRY_SECONDS = 1.0
-LINGER_SECONDS = 0.05  # longer than a bar-close burst, far shorter than any bar
+QUIET_SECONDS = 0.01  # no new document for this long: the burst is over, write
+LINGER_SECONDS = 0.1  # a steady stream of documents (tick bars) is still written this often
 
 
 class StateWriter:
-    def __init__(self, store: Store, *, linger_s: float = LINGER_SECONDS) -> None:
+    def __init__(self, store: Store, *, linger_s: float = LINGER_SECONDS, quiet_s: float = QUIET_SECONDS) -> None:
         self._r = store.redis
         self._linger_s = linger_s
+        self._quiet_s = min(quiet_s, linger_s)
         self._urgent = False  # a flush is waiting: write without lingering
+        self._idle = False  # the writer waits for a first document (only then does a put wake it)
         self._pending: dict[str, str] = {}
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()  # one batch in flight at a time: a key's documents stay in order
@@ -78,7 +81,8 @@ class StateWriter:
         with self._cond:
             self._pending[key] = document
             self._generation += 1
-            self._cond.notify_all()
+            if self._idle:  # while lingering the writer wakes on its own: no wake-up per document
+                self._cond.notify_all()
         if not self.alive:  # not started (or died): never lose a save, write it inline
             self._write_pending()
 
@@ -107,8 +111,10 @@ class StateWriter:
     def _run(self) -> None:
         while True:
             with self._cond:
+                self._idle = True
                 while not self._pending and not self._stop:
                     self._cond.wait()
+                self._idle = False
                 if self._stop and not self._pending:
                     return
                 deadline = time.monotonic() + self._linger_s
@@ -116,7 +122,10 @@ class StateWriter:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
-                    self._cond.wait(remaining)
+                    seen = self._generation
+                    self._cond.wait(min(self._quiet_s, remaining))
+                    if self._generation == seen and not self._urgent:
+                        break  # nothing new for QUIET_SECONDS
                 self._urgent = False
             if not self._write_pending():
                 with self._cond:

@@ -81,7 +81,7 @@ def test_documents_from_many_threads_all_land(store: Store, writer: StateWriter)
 
 
 def test_documents_handed_in_within_the_linger_go_in_one_write(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    writer = StateWriter(store, linger_s=0.2)
+    writer = StateWriter(store, linger_s=1.0, quiet_s=0.2)
     writes: list[dict[str, str]] = []
     original = store.redis.mset
     monkeypatch.setattr(store.redis, "mset", lambda mapping: (writes.append(dict(mapping)), original(mapping))[1])
@@ -109,5 +109,23 @@ def test_flush_does_not_wait_for_the_linger(store: Store) -> None:
         started = time.monotonic()
         assert writer.flush(5.0)
         assert time.monotonic() - started < 1.0 and store.redis.get(key) == "x"
+    finally:
+        writer.stop()
+
+
+def test_a_steady_stream_of_documents_is_still_written_every_linger(store: Store) -> None:
+    writer = StateWriter(store, linger_s=0.1, quiet_s=0.05)
+    writer.start()
+    try:
+        key = store.key("engine", "state", "ema", "/RTY")
+        deadline = time.monotonic() + 0.6
+        i = 0
+        while time.monotonic() < deadline:  # never quiet for 50 ms
+            writer.put(key, str(i))
+            i += 1
+            time.sleep(0.005)
+            if store.redis.get(key) is not None:
+                break
+        assert store.redis.get(key) is not None  # written within the linger although never quiet
     finally:
         writer.stop()

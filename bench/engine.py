@@ -13,7 +13,9 @@ acknowledged order (perf_counter, same process), two ways:
 - per intent (`close_trade_to_all_acks_ms_*`): when the last broker's order of the intent is
   acknowledged (the executor sends to the brokers one after the other).
 The engine-only part (bar received by the thread -> all orders acknowledged) comes from the
-supervisor's `on_bar_to_order` callback.
+supervisor's `on_bar_to_order` callback. `orders_per_close_*`: how many orders one bar close
+produced across all 30 threads (the strategies' short periods make many tickers signal in the same
+minute: a stress case, and what the tail latency is made of).
 
 The 30 threads. The engine allows one ticker per (strategy, symbol); the catalog has 9 tradable
 symbols plus SPX, and zeroday trades SPX only. So 10 tickers per strategy (and 10 zeroday
@@ -103,6 +105,7 @@ class Bench:
         self.latency_ms: list[float] = []  # per intent: all its brokers' orders acknowledged
         self.order_ms: list[float] = []  # per order: one broker's order acknowledged
         self.engine_ms: list[float] = []
+        self.per_close: dict[int, int] = {}  # bar end -> orders acknowledged for that close (all tickers)
         self.unmatched = 0
         self.stagger = False
         self.lock = threading.Lock()
@@ -123,6 +126,7 @@ class Bench:
                 if stamp is not None and result.orders and result.status in ACK:
                     with bench.lock:
                         bench.order_ms.append((done - stamp) / 1e6)
+                        bench.per_close[t.event_ts_ns] = bench.per_close.get(t.event_ts_ns, 0) + len(result.orders)
                 return result
 
         orders = TimedOrderManager(store, registry.trading_adapters())
@@ -251,6 +255,8 @@ def main() -> int:
         "threads": threads, "threads_alive": alive, "ema": 14, "supertrend": 14, "zeroday": 2,
         "minutes_replayed": args.minutes, "mode": "staggered" if args.stagger else "simultaneous", "trades": trades, "replay_seconds": round(replay_s, 2),
         "orders": orders, "bar_orders_measured": len(bench.order_ms), "bar_intents_measured": len(bench.latency_ms),
+        "orders_per_close_p50": pct(list(bench.per_close.values()), 50),
+        "orders_per_close_max": max(bench.per_close.values(), default=0),
         "other_intents": bench.unmatched,
         "close_trade_to_ack_ms_p50": round(pct(bench.order_ms, 50), 3),
         "close_trade_to_ack_ms_p99": round(pct(bench.order_ms, 99), 3),

@@ -64,6 +64,7 @@ class DatabentoLiveFeed(Feed):
         self._ids: dict[int, str | None] = {}  # instrument_id -> catalog symbol
         self._emit_lock = threading.RLock()  # serialises live, held and backfilled trades
         self._holding = False
+        self._holding_from_ns: int | None = None  # gap start of the backfill in flight
         self._held: list[Any] = []
         self._last_ts_event: dict[str, int] = {}  # per symbol: backfill drops trades at or before it
         self.backfills: list[dict[str, Any]] = []  # history of gaps, for status and tests
@@ -166,6 +167,8 @@ class DatabentoLiveFeed(Feed):
         """SDK reconnect callback (event-loop thread): must not block, so backfill on a thread."""
         with self._emit_lock:
             self._holding = True
+            start = int(gap_start.value)
+            self._holding_from_ns = start if self._holding_from_ns is None else min(self._holding_from_ns, start)
         self.state.state = "reconnecting"
         thread = threading.Thread(target=self.backfill, args=(int(gap_start.value), int(gap_end.value), dataset),
                                   name="md-databento-backfill", daemon=True)
@@ -207,9 +210,13 @@ class DatabentoLiveFeed(Feed):
             for rec in held:
                 self._handle(rec)
             self._holding = False
+            self._holding_from_ns = None
         self.backfills.append(report)
         if not self._stop.is_set():
             self.state.state = "running"
+
+    def backfill_from_ns(self) -> int | None:
+        return self._holding_from_ns
 
     def _learn_mappings(self, store: Any) -> None:
         for raw, intervals in (store.metadata.mappings or {}).items():

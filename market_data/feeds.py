@@ -86,6 +86,11 @@ class Feed(ABC):
         self.state = FeedState()
 
     # -- interface ------------------------------------------------------------------------
+    def backfill_from_ns(self) -> int | None:
+        """Start of a gap whose backfill is in flight (None: none). Trades after it are still to
+        come, so bar timers must not close bars past it yet (see MarketDataService)."""
+        return None
+
     def start(self, on_trade: TradeCallback, on_event: EventCallback | None = None) -> None:
         self._on_trade = on_trade
         self._on_event = on_event
@@ -473,6 +478,10 @@ class CompositeFeed(Feed):
         sym = canonical_symbol(symbol)
         self._subscribed.add(sym)
         self._route(sym).subscribe(sym)
+
+    def backfill_from_ns(self) -> int | None:
+        pending = [ns for ns in (f.backfill_from_ns() for f in self.feeds) if ns is not None]
+        return min(pending) if pending else None
 
     def _run(self) -> None:  # pragma: no cover - the member feeds run their own threads
         return

@@ -299,6 +299,9 @@ class MarketDataService:
         with self._lock:
             deadlines = [b.deadline_ns for per in self._builders.values() for b in per.values()
                          if b.deadline_ns is not None]
+        gap_from = self.feed.backfill_from_ns()
+        if gap_from is not None:  # bars past the gap wait for the backfill, whose events wake us
+            deadlines = [d for d in deadlines if d <= gap_from]
         if not deadlines:
             return None
         due = min(deadlines) + self.TIMER_GRACE_NS
@@ -311,7 +314,11 @@ class MarketDataService:
             try:
                 self._drain()
                 if self.feed.realtime:
-                    self._close_due(self._time_ns() - self.TIMER_GRACE_NS)
+                    watermark = self._time_ns() - self.TIMER_GRACE_NS
+                    gap_from = self.feed.backfill_from_ns()
+                    if gap_from is not None:  # a backfill is in flight: its trades may belong to these bars
+                        watermark = min(watermark, gap_from)
+                    self._close_due(watermark)
                 self._flush()
             except Exception:  # never let the writer die: log, count, keep going
                 log.exception("market data writer error")

@@ -5,6 +5,7 @@ backfilled before any later live trade is emitted; a failed backfill marks the b
 from __future__ import annotations
 
 import threading
+import time
 from datetime import date
 from typing import Any
 
@@ -188,3 +189,30 @@ def test_historical_warmup_resamples_ohlcv_1m(shared_data: Any) -> None:
 @pytest.fixture(autouse=True)
 def _quiet_sdk_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("ERROR", logger="databento")
+
+
+def test_bar_timer_waits_for_a_backfill_in_flight(store: Store, make_service: ServiceFactory) -> None:
+    # The wall clock passes the bar's end while the gap inside that bar is still being fetched:
+    # closing it now would publish a bar without the gap's trades and without the gapped mark.
+    release = threading.Event()
+
+    def get_range(**kwargs: Any) -> db.DBNStore:
+        release.wait(5)
+        raise db.BentoServerError(http_status=503, message="unavailable")
+
+    svc, clients, clock = _setup(store, make_service, get_range)
+    es = _es_client(clients)
+    es.deliver(rec.mapping())
+    es.deliver(rec.trade(ts("15:00:10"), 6001.0, sequence=1))
+    assert wait_until(lambda: svc.counters.trades_accepted == 1)
+    es.drop_and_reconnect(ts("15:00:10"), ts("15:00:40"))
+    es.deliver(rec.trade(ts("15:00:45"), 6002.0, sequence=9))  # held until the backfill is done
+    clock.ns = ts("15:01:30")  # well past the bar's end and the timer's grace
+    svc._wake.set()  # the writer makes its timer pass now
+    time.sleep(0.3)
+    tf = Timeframe.parse("1Min")
+    assert svc.history("/ES", tf, 10) == []  # not closed while its gap is being fetched
+    release.set()
+    assert wait_until(lambda: len(svc.history("/ES", tf, 10)) == 1)
+    bar = svc.history("/ES", tf, 10)[0]
+    assert bar.gapped is True and bar.volume == 2 and bar.close == 6002.0

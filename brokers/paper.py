@@ -69,7 +69,6 @@ from domain.orders import (
     OrderState,
     OrderType,
     OrderUpdate,
-    PositionEffect,
     Quote,
 )
 from store.redis_store import Store

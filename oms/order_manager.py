@@ -47,7 +47,6 @@ atomicity for the dedupe. Position updates assume one OMS process per Redis pref
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -640,7 +639,8 @@ class OrderManager:
             except (BrokerError, Exception) as exc:  # cannot prove it was not sent: UNKNOWN, never resent
                 log.exception("place_order raised unexpectedly for %s", coid)
                 self._pos_cache.pop(lane, None)
-                return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {type(exc).__name__}"), status
+                return (self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {type(exc).__name__}"),
+                        status)
         if written and built and built[-1] is not None:
             return self._committed(built[-1]), status
         return self._apply(final, update, pos_h), status

@@ -331,11 +331,11 @@ class StrategyRunner:
                         self._hub.done(sub)
                 if bookkeeping_since is not None:
                     left = BOOKKEEPING_WAIT_SECONDS - (time.monotonic() - bookkeeping_since)
-                    if self._stop.is_set() or self._hub.wait_quiet(sub, max(0.0, left)) != "input" or left <= 0:
-                        bookkeeping_since = None
-                        self._after_bars()
-                    else:
+                    outcome = "stop" if self._stop.is_set() else self._hub.wait_quiet(sub, max(0.0, left))
+                    if outcome == "input" and left > 0:
                         continue  # our next message first; the bookkeeping stays due
+                    bookkeeping_since = None
+                    self._after_bars()
                 if not self._stop.is_set() and (tick or self._time_ns() - self._last_housekeeping_ns >= self._check_ns):
                     self._housekeeping()
         except BaseException:

@@ -353,7 +353,7 @@ class PaperBroker(BrokerAdapter):
             raise
         return (PaperOrder.from_json(existing) if existing else None), first_result
 
-    def _write_after(self, first: ClaimFirst, keys: list[str], args: list[str]) -> tuple[Any, Any]:
+    def _write_after(self, first: ClaimFirst, keys: list[str], args: list[str | bytes]) -> tuple[Any, Any]:
         """`first`, then the guarded write, in one MULTI/EXEC (EVALSHA directly: redis-py's Script
         in a pipeline would add a SCRIPT EXISTS round trip). Returns (write reply, first's reply);
         raises _GuardFailed when the guard did not hold (nothing written)."""

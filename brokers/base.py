@@ -13,11 +13,18 @@ Contract for implementers:
   order can be resolved after a restart.
 - Read methods may retry `TemporaryBrokerError` internally with bounded backoff.
 - No method logs or returns tokens, secrets or full account numbers.
+
+Optional capability (duck-typed; the order manager looks for it): an adapter whose orders live in
+the same Redis as the order manager (the paper broker) may offer
+`place_order_after(order, then, first: ClaimFirst) -> PlacedAfter | None`: the order manager's
+claim and the fill in one transaction, so a paper order costs one round trip.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from domain.orders import (
     Balances,
@@ -31,6 +38,32 @@ from domain.orders import (
     OrderUpdate,
     Quote,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimFirst:
+    """An atomic write an order depends on (the order manager's claim of its client id): a loaded
+    Lua script's sha with its keys and args. `place_order_after` sends it ahead of the fill in one
+    MULTI/EXEC; the fill is written only if afterwards HGET(guard_key, guard_field) == guard_value
+    (a nonce only a successful claim writes)."""
+
+    sha: str
+    keys: list[str]
+    args: list[str]
+    guard_key: str
+    guard_field: str
+    guard_value: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedAfter:
+    """What `place_order_after` did. `first_result`: the claim script's reply. `update` is None
+    when the guard failed (the claim did not go through): then no fill was written either.
+    `written`: the caller's `then` commands went in with the fill."""
+
+    first_result: Any
+    update: OrderUpdate | None
+    written: bool
 
 
 class BrokerAdapter(ABC):

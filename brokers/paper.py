@@ -49,7 +49,7 @@ from typing import Any, Callable
 import orjson
 import redis
 
-from brokers.base import BrokerAdapter
+from brokers.base import BrokerAdapter, ClaimFirst, PlacedAfter
 from brokers.errors import OrderRejected
 from brokers.option_pricing import DEFAULT_IV, price_contract, synthetic_chain
 from config.instruments import CATALOG, SPX_OPTION_MULTIPLIER, AssetClass, Instrument, Symbol, canonical_symbol
@@ -71,7 +71,7 @@ from domain.orders import (
     OrderUpdate,
     Quote,
 )
-from store.redis_store import Store
+from store.redis_store import Store, is_noscript
 
 log = logging.getLogger(__name__)
 
@@ -111,37 +111,6 @@ if ARGV[11] ~= nil and ARGV[11] ~= '' then
 end
 return false
 """
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimFirst:
-    """An atomic write a paper order depends on (the order manager's claim of its client id): a
-    loaded Lua script's sha with its keys and args. `place_order_after` sends it ahead of the fill
-    in one MULTI/EXEC; the fill is written only if afterwards HGET(guard_key, guard_field) ==
-    guard_value (a nonce only a successful claim writes)."""
-
-    sha: str
-    keys: list[str]
-    args: list[str]
-    guard_key: str
-    guard_field: str
-    guard_value: str
-
-
-@dataclass(frozen=True, slots=True)
-class PlacedAfter:
-    """What `place_order_after` did. `first_result`: the claim script's reply. `update` is None
-    when the guard failed (the claim did not go through): then no fill was written either.
-    `written`: the caller's `then` commands went in with the fill."""
-
-    first_result: Any
-    update: OrderUpdate | None
-    written: bool
-
-
-def _noscript(reply: Any) -> bool:
-    return isinstance(reply, redis.exceptions.NoScriptError) or (
-        isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"))
 
 
 class _GuardFailed(Exception):
@@ -363,7 +332,7 @@ class PaperBroker(BrokerAdapter):
         pipe.evalsha(self._write.sha, len(keys) + 1, *keys, first.guard_key, *args,
                      first.guard_field, first.guard_value)
         first_result, reply = pipe.execute(raise_on_error=False)
-        if _noscript(reply):  # Redis lost its scripts (a restart): load ours, write (guarded) alone
+        if is_noscript(reply):  # Redis lost its scripts (a restart): load ours, write (guarded) alone
             r.script_load(_WRITE_LUA)
             reply = self._write(keys=[*keys, first.guard_key], args=[*args, first.guard_field, first.guard_value])
         if isinstance(reply, Exception):
@@ -586,7 +555,7 @@ class PaperBroker(BrokerAdapter):
             try:
                 update, written, first_result = self._fill(record, px, self._clock(), then, first)
             except _GuardFailed as failed:
-                if _noscript(failed.first_result):
+                if is_noscript(failed.first_result):
                     return None
                 return PlacedAfter(failed.first_result, None, False)
             return PlacedAfter(first_result, update, written)

@@ -194,15 +194,24 @@ class StreamHub:
                     current = merged.get(key)
                     if current is None or parse_id(cursor) < parse_id(current):
                         merged[key] = cursor
-        response = self._r.xread({self._wake_key: wake_id, **merged}, block=self._block_ms, count=READ_COUNT)
+        streams = {self._wake_key: wake_id, **merged}
+        response = self._r.xread(streams, block=self._block_ms, count=READ_COUNT)
         if not response:
             return wake_id
+        if len(streams) > 1:
+            # Redis < 7.2 answers a blocked multi-stream XREAD with the first stream written only.
+            # What else is already there (the rest of one market-data batch) is read now, so the
+            # bars that closed together are delivered together and `wait_quiet` counts them all.
+            for key, entries in response:
+                if entries:
+                    streams[key] = entries[-1][0]
+            response = [*response, *(self._r.xread(streams, count=READ_COUNT) or [])]
         by_key: dict[str, StreamEntries] = {}
         for key, entries in response:
             if key == self._wake_key:
                 wake_id = entries[-1][0] if entries else wake_id
             elif entries:
-                by_key[key] = entries
+                by_key.setdefault(key, []).extend(entries)
         if by_key:
             self._deliver(by_key)
         return wake_id

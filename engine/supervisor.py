@@ -157,8 +157,8 @@ class StrategySupervisor:
         # Only the 0DTE strategy is time-aware; the others act on bars alone.
         clock = self._clock_provider if config.strategy is StrategyName.ZERODAY else None
         return StrategyRunner(
-            config=config, store=self._store, hub=self._hub, states=self._states, market_data=self._md, executor=self._executor,
-            log_dir=self._log_dir, clock_provider=clock, hooks=self._hooks,
+            config=config, store=self._store, hub=self._hub, states=self._states, market_data=self._md,
+            executor=self._executor, log_dir=self._log_dir, clock_provider=clock, hooks=self._hooks,
         )
 
     # --- ticker edits -----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import redis
 
 from domain.market import Bar, Trade
-from store.redis_store import Store
+from store.redis_store import Store, is_noscript
 
 TRADES_MAXLEN = 100_000
 BARS_MAXLEN = 5_000
@@ -158,8 +158,7 @@ class RedisMarketBuffer:
             i += 2
         for _ in batch.trades:
             r = results[i]
-            if isinstance(r, redis.exceptions.NoScriptError) or (isinstance(r, redis.ResponseError)
-                                                                 and str(r).startswith("NOSCRIPT")):
+            if is_noscript(r):
                 self._sha = None
                 return self.write(batch)  # IDs are explicit, so re-sending cannot duplicate
             if isinstance(r, redis.ResponseError):

@@ -47,6 +47,7 @@ from store.redis_store import Store
 log = logging.getLogger(__name__)
 
 TradeListener = Callable[[Trade], None]
+_NO_LIMIT_NS = 2**63 - 1
 NS = 1_000_000_000
 
 
@@ -293,15 +294,20 @@ class MarketDataService:
         self._wake.set()
 
     # ---- writer thread ------------------------------------------------------------------
+    def _timer_limit_ns(self) -> int:
+        """How far bar timers may close bars: up to the start of a gap whose backfill is in flight
+        (its trades may belong to those bars), else without limit."""
+        gap_from = self.feed.backfill_from_ns()
+        return _NO_LIMIT_NS if gap_from is None else gap_from
+
     def _next_timeout(self) -> float | None:
         if not self.feed.realtime:
             return None
         with self._lock:
             deadlines = [b.deadline_ns for per in self._builders.values() for b in per.values()
                          if b.deadline_ns is not None]
-        gap_from = self.feed.backfill_from_ns()
-        if gap_from is not None:  # bars past the gap wait for the backfill, whose events wake us
-            deadlines = [d for d in deadlines if d <= gap_from]
+        limit = self._timer_limit_ns()  # bars past it wait for the backfill, whose events wake us
+        deadlines = [d for d in deadlines if d <= limit]
         if not deadlines:
             return None
         due = min(deadlines) + self.TIMER_GRACE_NS
@@ -314,11 +320,7 @@ class MarketDataService:
             try:
                 self._drain()
                 if self.feed.realtime:
-                    watermark = self._time_ns() - self.TIMER_GRACE_NS
-                    gap_from = self.feed.backfill_from_ns()
-                    if gap_from is not None:  # a backfill is in flight: its trades may belong to these bars
-                        watermark = min(watermark, gap_from)
-                    self._close_due(watermark)
+                    self._close_due(min(self._time_ns() - self.TIMER_GRACE_NS, self._timer_limit_ns()))
                 self._flush()
             except Exception:  # never let the writer die: log, count, keep going
                 log.exception("market data writer error")

@@ -57,8 +57,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
-from brokers.base import BrokerAdapter
-from brokers.paper import ClaimFirst, PlacedAfter
+from brokers.base import BrokerAdapter, ClaimFirst, PlacedAfter
 from brokers.errors import (
     AuthenticationRequired,
     BrokerConfigError,
@@ -617,33 +616,40 @@ class OrderManager:
         if placed is not None and placed.update is not None:
             update, written = placed.update, placed.written
         else:
-            place_then = getattr(adapter, "place_order_then", None)
             try:
-                if place_then is not None:
-                    update, written = place_then(req, then)
-                else:
-                    update, written = adapter.place_order(req), False
-            except OrderRejected as exc:
-                return self._transition(final, OrderState.REJECTED, reason=f"rejected: {exc.reason}"), status
-            except AuthenticationRequired as exc:
-                self._pause(t.broker, exc.message)
-                return (self._transition(final, OrderState.REJECTED,
-                                         reason=f"paused: authentication required ({exc.message})"), status)
-            except TemporaryBrokerError as exc:  # by contract: provably never left
-                return (self._transition(final, OrderState.REJECTED,
-                                         reason=f"not sent: temporary broker error ({exc.message})"), status)
-            except BrokerConfigError as exc:
-                return self._transition(final, OrderState.REJECTED, reason=f"broker configuration: {exc.message}"), status
-            except OrderOutcomeUnknown as exc:
-                return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {exc.message}"), status
-            except (BrokerError, Exception) as exc:  # cannot prove it was not sent: UNKNOWN, never resent
-                log.exception("place_order raised unexpectedly for %s", coid)
-                self._pos_cache.pop(lane, None)
-                return (self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {type(exc).__name__}"),
-                        status)
+                update, written = self._place(adapter, req, then)
+            except Exception as exc:
+                return self._placement_failed(final, t, exc), status
         if written and built and built[-1] is not None:
             return self._committed(built[-1]), status
         return self._apply(final, update, pos_h), status
+
+    @staticmethod
+    def _place(adapter: BrokerAdapter, req: OrderRequest,
+               then: Callable[[OrderUpdate], list[list[str]]]) -> tuple[OrderUpdate, bool]:
+        """Send one claimed order: (update, whether `then`'s commands were written with it)."""
+        place_then = getattr(adapter, "place_order_then", None)
+        if place_then is not None:
+            return place_then(req, then)  # type: ignore[no-any-return]
+        return adapter.place_order(req), False
+
+    def _placement_failed(self, final: OrderRecord, t: TargetOrder, exc: Exception) -> OrderRecord:
+        """Record a claimed order whose placement raised; the exception decides what is known."""
+        if isinstance(exc, OrderRejected):
+            return self._transition(final, OrderState.REJECTED, reason=f"rejected: {exc.reason}")
+        if isinstance(exc, AuthenticationRequired):
+            self._pause(t.broker, exc.message)
+            return self._transition(final, OrderState.REJECTED, reason=f"paused: authentication required ({exc.message})")
+        if isinstance(exc, TemporaryBrokerError):  # by contract: provably never left
+            return self._transition(final, OrderState.REJECTED, reason=f"not sent: temporary broker error ({exc.message})")
+        if isinstance(exc, BrokerConfigError):
+            return self._transition(final, OrderState.REJECTED, reason=f"broker configuration: {exc.message}")
+        if isinstance(exc, OrderOutcomeUnknown):
+            return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {exc.message}")
+        # Anything else: we cannot prove it was not sent, so UNKNOWN and never resent.
+        log.error("place_order raised unexpectedly for %s", final.client_order_id, exc_info=exc)
+        self._pos_cache.pop((t.strategy, t.symbol, t.broker), None)
+        return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {type(exc).__name__}")
 
     def _claim_spec(self, new: OrderRecord, final: OrderRecord, k_intent: str,
                     intent_fields: dict[str, str] | None, pending: bool, *,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -42,6 +43,14 @@ class Store:
             return bool(self.redis.ping())
         except redis.RedisError:
             return False
+
+
+def is_noscript(reply: Any) -> bool:
+    """A script call's reply (or a pipeline's error entry) saying Redis lost the script (restart,
+    SCRIPT FLUSH). redis-py 8 raises it as NoScriptError("No matching script..."), without the
+    NOSCRIPT prefix older versions kept, so a text match alone misses it."""
+    return isinstance(reply, redis.exceptions.NoScriptError) or (
+        isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"))
 
 
 def _redacted(url: str) -> str:

@@ -209,7 +209,7 @@ def test_bookkeeping_after_a_bar_waits_for_the_threads_still_sending_orders(rig:
                        tastytrade_quantity=1, trend_line_1="EMA", period_1=2, trend_line_2="EMA", period_2=4)
     rig.supervisor.start_strategy("ema")
     busy, quick = rig.supervisor._runners[("ema", "/MES")], rig.supervisor._runners[("ema", "/ES")]
-    wait_until(lambda: busy.is_alive() and quick.is_alive() and busy.status.warmed_up is not None)
+    wait_until(lambda: len(rig.supervisor._hub._subs) == 2, what="both threads reading their bars")
     release, acting = threading.Event(), threading.Event()
     real_on_bar = busy.strategy.on_bar
 

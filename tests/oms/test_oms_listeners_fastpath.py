@@ -10,7 +10,8 @@ from decimal import Decimal
 
 import redis
 
-from brokers.paper import ClaimFirst, PaperBroker, PaperOrder
+from brokers.base import ClaimFirst
+from brokers.paper import PaperBroker, PaperOrder
 from config.settings import Settings
 from domain.orders import (
     SCHWAB, TASTYTRADE, ClientOrderId, OrderRequest, OrderSide, OrderState, OrderType, OrderUpdate, PositionEffect,
@@ -22,6 +23,19 @@ from tests.oms.helpers import CLOCK, FakeAdapter, make_om, paper_pair
 
 def T(qty: int, ts: int, broker=SCHWAB, symbol="/MES", strategy="ema") -> TargetOrder:
     return TargetOrder(strategy, symbol, broker, qty, ts, "signal", "test")
+
+
+def record_round_trips(monkeypatch) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """Every request sent to Redis from now on (one per command, pipeline or transaction)."""
+    sent: list[bytes] = []
+    orig = redis.connection.Connection.send_packed_command
+
+    def counted(conn, command, check_health=True):  # type: ignore[no-untyped-def]
+        sent.append(command)
+        return orig(conn, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    return sent
 
 
 def _stream(store, name: str) -> list[dict[str, str]]:
@@ -157,14 +171,7 @@ def test_same_intent_from_another_process_is_a_duplicate_not_a_second_order(stor
 def test_a_paper_order_costs_one_redis_round_trip(real_store, monkeypatch):
     om = make_om(real_store, paper_pair(real_store, {"/MES": 6000.0, "NVDA": 180.0}))
     om.move_to_target(T(1, 1))  # first use of the lane reads it
-    sent: list[bytes] = []
-    orig = redis.connection.Connection.send_packed_command
-
-    def counted(conn, command, check_health=True):  # type: ignore[no-untyped-def]
-        sent.append(command)
-        return orig(conn, command, check_health)
-
-    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    sent = record_round_trips(monkeypatch)
     for i in range(10):  # +1 -> 0 -> +1 ...: every intent is one paper MARKET order that fills
         assert om.move_to_target(T(0, 10 + 2 * i)).status is TargetStatus.FILLED
         assert om.move_to_target(T(1, 11 + 2 * i)).status is TargetStatus.FILLED
@@ -177,14 +184,7 @@ def test_a_paper_order_costs_one_redis_round_trip(real_store, monkeypatch):
 def test_a_paper_reversal_costs_two_round_trips_and_clears_its_pending_mark_atomically(real_store, monkeypatch):
     om = make_om(real_store, paper_pair(real_store, {"/MES": 6000.0}))
     om.move_to_target(T(2, 1))
-    sent: list[bytes] = []
-    orig = redis.connection.Connection.send_packed_command
-
-    def counted(conn, command, check_health=True):  # type: ignore[no-untyped-def]
-        sent.append(command)
-        return orig(conn, command, check_health)
-
-    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    sent = record_round_trips(monkeypatch)
     r = om.move_to_target(T(-3, 2))
     monkeypatch.undo()
     assert r.status is TargetStatus.FILLED and [o.leg for o in r.orders] == ["close", "open"]

@@ -71,7 +71,7 @@ from market_data.feeds import ReplayFeed  # noqa: E402
 from market_data.service import MarketDataService  # noqa: E402
 from oms.models import TargetOrder, TargetResult, TargetStatus  # noqa: E402
 from oms.order_manager import OrderManager  # noqa: E402
-from store.redis_store import Store  # noqa: E402
+from store.redis_store import Store, connect  # noqa: E402
 from store.tickers import TickerStore  # noqa: E402
 
 NS = 1_000_000_000
@@ -233,7 +233,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = connect(url)  # configured as the service configures it
     client.ping()
     with tempfile.TemporaryDirectory(prefix="bench-engine-logs-") as log_dir:
         bench = Bench(client, url, Path(log_dir))

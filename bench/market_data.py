@@ -41,7 +41,7 @@ from config.timeframes import Timeframe  # noqa: E402
 from domain.market import Trade  # noqa: E402
 from market_data.feeds import ReplayFeed  # noqa: E402
 from market_data.service import MarketDataService  # noqa: E402
-from store.redis_store import Store  # noqa: E402
+from store.redis_store import Store, connect  # noqa: E402
 
 NS = 1_000_000_000
 START_NS = 1_732_633_200 * NS  # 2024-11-26 15:00 UTC (CME session open)
@@ -191,7 +191,7 @@ def main() -> None:
     url = args.redis_url
     if args.private:
         proc, url, workdir = private_server()
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = connect(url)  # configured as the service configures it
     prefix = f"bench-{uuid.uuid4().hex[:10]}"
     store = Store(client, prefix, persistent=True, url=url)
     spacing = int(args.spacing_ms * 1e6)

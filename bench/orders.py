@@ -26,7 +26,7 @@ from config.settings import Settings  # noqa: E402
 from domain.orders import SCHWAB, TASTYTRADE  # noqa: E402
 from oms.models import TargetOrder  # noqa: E402
 from oms.order_manager import OrderManager  # noqa: E402
-from store.redis_store import Store  # noqa: E402
+from store.redis_store import Store, connect  # noqa: E402
 
 
 class _RoundTrips:
@@ -46,7 +46,7 @@ class _RoundTrips:
 
 def run_once(url: str, n_orders: int, trips: _RoundTrips) -> dict[str, object]:
     prefix = f"bench-orders-{uuid.uuid4().hex[:10]}"
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = connect(url)  # configured as the service configures it
     store = Store(client, prefix, persistent=True, url=url)
     prices = {"/MES": 6000.0, "NVDA": 180.0}
     settings = Settings(paper_slippage_ticks=1, paper_commission_per_contract="0.62")

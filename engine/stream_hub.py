@@ -68,7 +68,7 @@ class StreamHub:
     def __init__(self, store: Store, *, block_ms: int = BLOCK_MS) -> None:
         self._store = store
         self._r = store.redis
-        self._block_ms = block_ms
+        self._block_ms = store.safe_block_ms(block_ms)
         # Per hub instance, so two engines on one Redis (tests, the bench) never wake each other.
         self._wake_key = store.key("engine", "hub", uuid.uuid4().hex[:12])
         self._subs: list[Subscription] = []

@@ -180,7 +180,8 @@ class MarketDataService:
         """Bars after `last_id` ("$" = only new ones; "0" = from the start), waiting up to
         `block_ms` (XREAD BLOCK; 0 = do not block) for the first one."""
         key = self.bars_key(symbol, tf)
-        reply = self.store.redis.xread({key: last_id}, block=block_ms if block_ms > 0 else None, count=1000)
+        block = self.store.safe_block_ms(block_ms) if block_ms > 0 else None
+        reply = self.store.redis.xread({key: last_id}, block=block, count=1000)
         out: list[tuple[str, Bar]] = []
         for _key, entries in reply or []:
             out.extend((entry_id, Bar.from_fields(fields)) for entry_id, fields in entries)

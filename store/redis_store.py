@@ -44,6 +44,28 @@ class Store:
         except redis.RedisError:
             return False
 
+    def safe_block_ms(self, wanted_ms: int) -> int:
+        """A blocking read's BLOCK time that ends before the client's socket timeout. redis-py 8
+        gives a client 5 s unless told otherwise; a longer XREAD BLOCK on it would end in a
+        TimeoutError that looks like Redis being down."""
+        timeout = _socket_timeout(self.redis)
+        if timeout is None:
+            return wanted_ms
+        return max(1, min(wanted_ms, int(timeout * 1000 / 2)))  # half: Redis ends a BLOCK late
+
+
+def _socket_timeout(client: Any) -> float | None:
+    """The socket timeout the client's connections get (None: they wait forever). Read off an
+    unconnected connection object, so it costs no round trip and works while Redis is down."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        return None
+    try:
+        timeout = getattr(pool.connection_class(**pool.connection_kwargs), "socket_timeout", None)
+    except Exception:  # an exotic pool: keep the wanted time
+        return None
+    return float(timeout) if timeout else None
+
 
 def is_noscript(reply: Any) -> bool:
     """A script call's reply (or a pipeline's error entry) saying Redis lost the script (restart,
@@ -60,7 +82,9 @@ def _redacted(url: str) -> str:
     return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
-def _connect(url: str) -> redis.Redis:
+def connect(url: str) -> redis.Redis:
+    """A client as the service uses it: decoded replies, no socket timeout (blocking reads wait
+    their own BLOCK time), a health check on idle connections, and a ping to prove it answers."""
     client = redis.Redis.from_url(
         url, decode_responses=True, socket_connect_timeout=2, socket_timeout=None,
         health_check_interval=30, retry_on_timeout=True,
@@ -79,14 +103,14 @@ def fake_store(prefix: str = "tst") -> Store:
 def build_store(settings: Settings) -> Store:
     if settings.redis_url:
         try:
-            client = _connect(settings.redis_url)
+            client = connect(settings.redis_url)
         except (redis.RedisError, ValueError) as exc:
             raise StoreUnavailableError(
                 f"REDIS_URL {_redacted(settings.redis_url)} is not reachable: {exc.__class__.__name__}"
             ) from None
         return Store(client, settings.redis_prefix, persistent=True, url=_redacted(settings.redis_url))
     try:
-        client = _connect(DEFAULT_LOCAL_URL)
+        client = connect(DEFAULT_LOCAL_URL)
         return Store(client, settings.redis_prefix, persistent=True, url=DEFAULT_LOCAL_URL)
     except redis.RedisError:
         if settings.is_live:

@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from config.settings import Settings  # noqa: E402
-from store.redis_store import Store  # noqa: E402
+from store.redis_store import Store, connect  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -119,7 +119,7 @@ def _real(prefix: str) -> Iterator[Store]:
         if os.environ.get("REQUIRE_REAL_REDIS") == "1":
             pytest.fail("real Redis required but unavailable")
         pytest.skip("no real Redis available")
-    client = redis.Redis.from_url(_real_url, decode_responses=True)
+    client = connect(_real_url)  # configured as the service configures it
     yield Store(client, prefix, persistent=True, url=_real_url)
     _cleanup(client, prefix)
     client.close()

@@ -7,6 +7,7 @@ import time
 from typing import Any, Iterator
 
 import pytest
+import redis
 
 from engine.stream_hub import StreamHub, Subscription
 from store.redis_store import Store
@@ -180,3 +181,31 @@ def test_unsubscribing_releases_what_the_thread_never_acted_on(real_store: Store
     assert hub.wait_quiet(other, 0.05) == "timeout"
     hub.unsubscribe(crashed)  # a thread that crashed mid-message never reports done
     assert hub.wait_quiet(other, 1.0) == "quiet"
+
+
+def test_an_idle_hub_on_a_client_with_a_socket_timeout_reads_on_without_errors(real_store: Store) -> None:
+    # redis-py 8 gives a client a 5 s socket timeout unless told otherwise. A BLOCK longer than it
+    # ended every idle read in a TimeoutError, logged as "redis unavailable", and a 1 s pause in
+    # which a bar close was not delivered.
+    short = redis.Redis.from_url(_url(real_store),
+                                 decode_responses=True, socket_timeout=0.6)
+    store = Store(short, real_store.prefix, persistent=True, url=real_store.url)
+    hub = StreamHub(store, block_ms=30_000)
+    hub.start()
+    try:
+        key = store.key("md", "bars", "/MNQ", "1")
+        sub = hub.subscribe("ema-/MNQ", {key: "0-0"})
+        time.sleep(2.0)  # several socket timeouts long
+        short.xadd(key, {"c": "1"}, id="1000-0")
+        started = time.monotonic()
+        assert _ids(_take(sub), key) == ["1000-0"]
+        assert time.monotonic() - started < 0.5
+        assert hub.errors == 0
+    finally:
+        hub.stop()
+        short.close()
+
+
+def _url(store: Store) -> str:
+    kwargs = store.redis.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"

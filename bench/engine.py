@@ -20,7 +20,8 @@ minute: a stress case, and what the tail latency is made of).
 The 30 threads. The engine allows one ticker per (strategy, symbol); the catalog has 9 tradable
 symbols plus SPX, and zeroday trades SPX only. So 10 tickers per strategy (and 10 zeroday
 tickers) cannot exist in one engine. This bench runs two engine stacks (supervisor + order
-manager + paper brokers, each on its own key prefix) on one shared market data service:
+manager + paper brokers, each on its own key prefix) on one shared market data service and one
+shared stream hub (the service has one reader for all its threads, and so does the bench):
   A: ema x9 (1Min), supertrend x9 (1Min), zeroday SPX (1Min)          = 19 threads
   B: ema x5 (2Min), supertrend x5 (2Min), zeroday SPX (2Min)           = 11 threads
   => 30 threads: 14 ema, 14 supertrend, 2 zeroday.
@@ -66,6 +67,7 @@ from domain.orders import BROKERS  # noqa: E402
 from domain.tickers import TickerConfig  # noqa: E402
 from engine.clock import spx_session_clock  # noqa: E402
 from engine.executor import ExecutionReport, IntentExecutor  # noqa: E402
+from engine.stream_hub import StreamHub  # noqa: E402
 from engine.supervisor import StrategySupervisor  # noqa: E402
 from market_data.feeds import ReplayFeed  # noqa: E402
 from market_data.service import MarketDataService  # noqa: E402
@@ -109,6 +111,10 @@ class Bench:
         self.unmatched = 0
         self.stagger = False
         self.lock = threading.Lock()
+        # One reader for all 30 threads, as in the service (one supervisor, one hub): the two
+        # stacks exist only because a symbol has one ticker per strategy.
+        self.hub = StreamHub(md_store)
+        self.hub.start()
         self.stacks = [self._stack(Store(client, p, persistent=True, url=url), base) for p in self.prefixes[1:]]
 
     def _stack(self, store: Store, base: Settings) -> StrategySupervisor:
@@ -134,7 +140,7 @@ class Bench:
             store=store, tickers=TickerStore(store), market_data=self.md, orders=orders,
             executor=IntentExecutor(orders, chain_provider=registry.option_chain), log_dir=settings.log_dir,
             clock_provider=spx_session_clock, skip_stale_signals=False, time_ns=lambda: self.data_now,
-            on_report=self._on_report, on_bar_to_order=self._on_engine_latency,
+            on_report=self._on_report, on_bar_to_order=self._on_engine_latency, hub=self.hub,
         )
 
     def _on_report(self, report: ExecutionReport) -> None:
@@ -217,6 +223,7 @@ class Bench:
     def close(self) -> None:
         for sup in self.stacks:
             sup.shutdown()
+        self.hub.stop()
         for prefix in self.prefixes:
             keys = list(self.client.scan_iter(match=f"{prefix}:*", count=1000))
             for i in range(0, len(keys), 500):

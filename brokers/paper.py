@@ -29,11 +29,20 @@ go to Redis together in one MULTI/EXEC, and the fill script writes only if the c
 in the claimed order afterwards. A claim that lost (a duplicate, or a lane that changed) therefore
 writes no fill either.
 
+Group commit: market orders that arrive while the account is busy writing (many strategies acting
+on one bar close) go to Redis together, claims and fills in one MULTI/EXEC (`place_order_after`).
+
+The account's `seq`: cash, P&L and positions are computed in memory and written as absolute values,
+so every fill names the `seq` it was computed on and the script writes nothing (-1) if Redis holds
+another. In a batch that means: once one fill is not written (its claim lost), the ones after it are
+not written either and their callers place them alone; never a fill on a wrong balance. A second
+instance writing the same account (another process) is caught the same way: the stale one
+reloads and computes its fill again.
+
 A write whose outcome is unknown (connection lost mid-call) leaves Redis possibly ahead of memory;
 the account is then reloaded from Redis before its next use.
 
-Concurrency: one lock per instance. One process should own a paper account at a time (the
-service); a second process is safe for duplicates but its in-memory mirror would be stale.
+Concurrency: one lock per instance, held from computing a write until memory has applied it.
 """
 from __future__ import annotations
 
@@ -50,7 +59,7 @@ import orjson
 import redis
 
 from brokers.base import BrokerAdapter, ClaimFirst, PlacedAfter
-from brokers.errors import OrderRejected
+from brokers.errors import OrderRejected, TemporaryBrokerError
 from brokers.option_pricing import DEFAULT_IV, price_contract, synthetic_chain
 from config.instruments import CATALOG, SPX_OPTION_MULTIPLIER, AssetClass, Instrument, Symbol, canonical_symbol
 from config.settings import Settings
@@ -81,14 +90,21 @@ ChainSource = Callable[[str, date], list[OptionContract]]
 _AVG_QUANT = Decimal("0.00000001")
 
 # One round trip per order: claim the id (optionally), then write order, position, account,
-# fill and open-set membership together. Returns the existing order JSON when the claim failed.
-# ARGV[11] (optional): a JSON list of the caller's own Redis commands ([["HSET", key, f, v], ...])
-# run in the same atomic call only when this write went through (see `place_order_then`).
-# KEYS[6] (optional): write nothing and return 0 unless HGET(KEYS[6], ARGV[12]) == ARGV[13] (the
+# fill and open-set membership together. Returns the existing order JSON when the claim failed,
+# nil (Lua false) when written.
+# ARGV[11]: a JSON list of the caller's own Redis commands ([["HSET", key, f, v], ...]) run in the
+# same atomic call only when this write went through (see `place_order_then`); '' for none.
+# ARGV[12]: the account's `seq` the write was computed on ('' when the account is not written).
+# Cash, P&L and positions are written as absolute values, so a write computed on another state
+# writes nothing and returns -1; every account write bumps `seq`.
+# KEYS[6] (optional): write nothing and return 0 unless HGET(KEYS[6], ARGV[13]) == ARGV[14] (the
 # guard of `place_order_after`: the caller's claim, sent just before in the same transaction).
 _WRITE_LUA = """
-if KEYS[6] ~= nil and redis.call('HGET', KEYS[6], ARGV[12]) ~= ARGV[13] then
+if KEYS[6] ~= nil and redis.call('HGET', KEYS[6], ARGV[13]) ~= ARGV[14] then
   return 0
+end
+if ARGV[12] ~= '' and (redis.call('HGET', KEYS[3], 'seq') or '0') ~= ARGV[12] then
+  return -1
 end
 if ARGV[1] == '1' then
   if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 0 then
@@ -102,10 +118,11 @@ if ARGV[4] ~= '' then
 end
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[3], 'cash', ARGV[6], 'realized_pnl', ARGV[7], 'commissions', ARGV[8])
+  redis.call('HINCRBY', KEYS[3], 'seq', 1)
 end
 if ARGV[9] ~= '' then redis.call('XADD', KEYS[4], '*', 'fill', ARGV[9]) end
 if ARGV[10] == '1' then redis.call('SADD', KEYS[5], ARGV[2]) else redis.call('SREM', KEYS[5], ARGV[2]) end
-if ARGV[11] ~= nil and ARGV[11] ~= '' then
+if ARGV[11] ~= '' then
   local unpack = unpack or table.unpack
   for _, c in ipairs(cjson.decode(ARGV[11])) do redis.call(unpack(c)) end
 end
@@ -113,12 +130,47 @@ return false
 """
 
 
-class _GuardFailed(Exception):
-    """Internal: the `ClaimFirst` guard did not hold, nothing of the fill was written."""
+_WRITTEN, _GUARD_FAILED, _ACCOUNT_MOVED = None, 0, -1  # the write script's replies (or the existing order)
+_ACCOUNT_RETRIES = 3
 
-    def __init__(self, first_result: Any) -> None:
-        super().__init__("claim did not go through")
-        self.first_result = first_result
+
+class _AccountMoved(Exception):
+    """Internal: the account in Redis is not the state a fill was computed on (another writer);
+    nothing was written and memory has been reloaded."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Account:
+    cash: Decimal
+    realized: Decimal  # gross of commissions
+    commissions: Decimal
+    seq: int  # bumped in Redis by every account write
+
+
+@dataclass(frozen=True, slots=True)
+class _PreparedFill:
+    """A fill computed on one account state, ready to send: nothing is written or applied yet."""
+
+    filled: PaperOrder
+    position: PaperPosition  # quantity 0: the position is removed
+    before: _Account
+    after: _Account
+    journal_fill: dict[str, str]
+    update: OrderUpdate
+    extra: bytes  # the caller's `then` commands, JSON ("" for none)
+    claim: bool  # a new order: claimed by the write (HSETNX)
+
+
+@dataclass(slots=True)
+class _AfterRequest:
+    """One thread's `place_order_after` call, waiting to be sent with whatever else is waiting."""
+
+    order: OrderRequest
+    then: Then | None
+    first: ClaimFirst
+    done: bool = False
+    result: PlacedAfter | None = None
+    error: BaseException | None = None
 
 
 def contract_to_json(c: OptionContract | None) -> dict[str, str] | None:
@@ -254,13 +306,14 @@ class PaperBroker(BrokerAdapter):
         self._iv = option_iv if option_iv is not None else float(settings.extra.get("PAPER_OPTION_IV", DEFAULT_IV))
         self._slippage_ticks = settings.paper_slippage_ticks
         self._commission = Decimal(settings.paper_commission_per_contract)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the account: held from computing a write until it is applied
+        self._pending: list[_AfterRequest] = []  # see place_order_after
+        self._pending_lock = threading.Lock()
         self._k_orders = store.key("paper", name, "orders")
         self._k_pos = store.key("paper", name, "positions")
         self._k_account = store.key("paper", name, "account")
         self._k_fills = store.key("paper", name, "fills")
         self._k_open = store.key("paper", name, "open")
-        self._k_seq = store.key("paper", name, "seq")
         self._write = store.redis.register_script(_WRITE_LUA)
         self._stale = False  # a write's outcome is unknown: reload from Redis before the next use
         self._load()
@@ -284,9 +337,8 @@ class PaperBroker(BrokerAdapter):
             pipe.hsetnx(self._k_account, "commissions", "0")
             pipe.hgetall(self._k_account)
             account = pipe.execute()[-1]
-        self._cash = Decimal(account["cash"])
-        self._realized = Decimal(account.get("realized_pnl", "0"))
-        self._commissions = Decimal(account.get("commissions", "0"))
+        self._account = _Account(cash=Decimal(account["cash"]), realized=Decimal(account.get("realized_pnl", "0")),
+                                 commissions=Decimal(account.get("commissions", "0")), seq=int(account.get("seq", "0")))
         self._open: dict[str, set[str]] = {}
         for coid in open_ids:
             order = self._orders.get(coid)
@@ -297,49 +349,60 @@ class PaperBroker(BrokerAdapter):
         # Unique across restarts without a Redis round trip: time-based, plus the name.
         return f"paper-{self.name}-{time.time_ns():x}-{threading.get_ident() % 10000:04d}"
 
-    def _persist(self, order: PaperOrder, *, claim: bool, position: PaperPosition | None = None,
-                 position_key: str = "", account: tuple[Decimal, Decimal, Decimal] | None = None,
-                 fill: dict[str, str] | None = None, then: bytes = b"", first: ClaimFirst | None = None,
-                 ) -> tuple[PaperOrder | None, Any]:
-        """Write atomically; returns (the already-stored order when `claim` lost the race - and then
-        `then`, the caller's JSON command list, was not run either -, `first`'s reply). With
-        `first`: raises _GuardFailed when its claim did not go through (nothing written)."""
+    # ------------------------------------------------------------------ writes
+    def _write_spec(self, order: PaperOrder, *, claim: bool, position: PaperPosition | None = None,
+                    account: _Account | None = None, expected_seq: int | None = None,
+                    fill: dict[str, str] | None = None, then: bytes = b"") -> tuple[list[str], list[str | bytes]]:
+        """The write script's keys and args for storing `order` (and, for a fill, its position,
+        the account computed on `expected_seq`, and the fill's journal entry)."""
         is_open = order.state in (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
-        cash, realized, commissions = (str(v) for v in account) if account else ("", "", "")
+        cash, realized, commissions = (
+            (str(account.cash), str(account.realized), str(account.commissions)) if account else ("", "", ""))
         keys = [self._k_orders, self._k_pos, self._k_account, self._k_fills, self._k_open]
-        args = ["1" if claim else "0", order.client_order_id, order.to_json(), position_key,
-                position.to_json() if position is not None and position.quantity != 0 else "",
-                cash, realized, commissions, orjson.dumps(fill) if fill else "", "1" if is_open else "0", then]
+        args: list[str | bytes] = [
+            "1" if claim else "0", order.client_order_id, order.to_json(), position.key if position else "",
+            position.to_json() if position is not None and position.quantity != 0 else "",
+            cash, realized, commissions, orjson.dumps(fill) if fill else "", "1" if is_open else "0", then,
+            "" if expected_seq is None else str(expected_seq)]
+        return keys, args
+
+    def _send(self, keys: list[str], args: list[str | bytes], guard: ClaimFirst | None = None) -> Any:
+        """One write script call (guarded by `guard`'s nonce when given); its raw reply."""
+        if guard is not None:
+            keys, args = [*keys, guard.guard_key], [*args, guard.guard_field, guard.guard_value]
         try:
-            if first is None:
-                existing, first_result = self._write(keys=keys, args=args), None
-            else:
-                existing, first_result = self._write_after(first, keys, args)
-        except _GuardFailed:
-            raise
+            return self._write(keys=keys, args=args)
         except Exception:
             self._stale = True  # the write may or may not have happened: memory cannot be trusted
             raise
-        return (PaperOrder.from_json(existing) if existing else None), first_result
 
-    def _write_after(self, first: ClaimFirst, keys: list[str], args: list[str | bytes]) -> tuple[Any, Any]:
-        """`first`, then the guarded write, in one MULTI/EXEC (EVALSHA directly: redis-py's Script
-        in a pipeline would add a SCRIPT EXISTS round trip). Returns (write reply, first's reply);
-        raises _GuardFailed when the guard did not hold (nothing written)."""
+    def _send_after(self, items: list[tuple[ClaimFirst, list[str], list[str | bytes]]]) -> list[tuple[Any, Any]]:
+        """Each item's claim, then its guarded write, all in one MULTI/EXEC (EVALSHA directly:
+        redis-py's Script in a pipeline would add a SCRIPT EXISTS round trip). Returns each item's
+        (claim reply, write reply); a write Redis had lost the script for is sent again alone
+        (guarded: written only if its claim went through) once the script is loaded."""
         r = self._store.redis
         pipe = r.pipeline(transaction=True)
-        pipe.evalsha(first.sha, len(first.keys), *first.keys, *first.args)
-        pipe.evalsha(self._write.sha, len(keys) + 1, *keys, first.guard_key, *args,
-                     first.guard_field, first.guard_value)
-        first_result, reply = pipe.execute(raise_on_error=False)
-        if is_noscript(reply):  # Redis lost its scripts (a restart): load ours, write (guarded) alone
-            r.script_load(_WRITE_LUA)
-            reply = self._write(keys=[*keys, first.guard_key], args=[*args, first.guard_field, first.guard_value])
-        if isinstance(reply, Exception):
-            raise reply
-        if reply == 0:
-            raise _GuardFailed(first_result)
-        return reply, first_result
+        for first, keys, args in items:
+            pipe.evalsha(first.sha, len(first.keys), *first.keys, *first.args)
+            pipe.evalsha(self._write.sha, len(keys) + 1, *keys, first.guard_key, *args,
+                         first.guard_field, first.guard_value)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+            out: list[tuple[Any, Any]] = []
+            loaded = False
+            for i, (first, keys, args) in enumerate(items):
+                first_result, reply = replies[2 * i], replies[2 * i + 1]
+                if is_noscript(reply):  # Redis lost its scripts (a restart): load ours, write alone
+                    if not loaded:
+                        r.script_load(_WRITE_LUA)
+                        loaded = True
+                    reply = self._send(keys, args, guard=first)
+                out.append((first_result, reply))
+            return out
+        except Exception:
+            self._stale = True
+            raise
 
     # ------------------------------------------------------------------ pricing
     def _instrument(self, symbol: str) -> Instrument:
@@ -377,11 +440,10 @@ class PaperBroker(BrokerAdapter):
         return px, ""
 
     # ------------------------------------------------------------------ fills
-    def _fill(self, order: PaperOrder, price: Decimal, ts: datetime, then: Then | None = None,
-              first: ClaimFirst | None = None) -> tuple[OrderUpdate, bool, Any]:
-        """Fill the whole remaining quantity at `price`; persist, then update memory.
-        Returns (update, whether `then`'s commands were written with it, `first`'s reply). With
-        `first`, see `place_order_after` (raises _GuardFailed when its claim did not go through)."""
+    def _prepare_fill(self, order: PaperOrder, price: Decimal, ts: datetime, then: Then | None,
+                      account: _Account, positions: dict[str, PaperPosition]) -> _PreparedFill:
+        """Fill the whole remaining quantity at `price`, computed on `account` and `positions`
+        (memory, or memory plus the fills ahead of it in a batch). Calls `then`; writes nothing."""
         qty = order.quantity - order.filled_quantity
         side = OrderSide(order.side)
         signed = qty if side is OrderSide.BUY else -qty
@@ -392,16 +454,16 @@ class PaperBroker(BrokerAdapter):
             inst = self._instrument(order.symbol)
             multiplier, is_future = inst.multiplier, inst.asset_class is AssetClass.FUTURE
         key = order.position_key
-        old = self._positions.get(key)
+        old = positions.get(key)
         new_qty, new_avg, realized = apply_fill_to_position(
             old.quantity if old else 0, old.avg_price if old else Decimal(0), signed, price, multiplier)
         commission = self._commission * qty
         if is_future:
-            cash = self._cash + realized - commission
+            cash = account.cash + realized - commission
         else:
-            cash = self._cash - Decimal(signed) * price * multiplier - commission
-        total_realized = self._realized + realized
-        total_commissions = self._commissions + commission
+            cash = account.cash - Decimal(signed) * price * multiplier - commission
+        after = _Account(cash=cash, realized=account.realized + realized,
+                         commissions=account.commissions + commission, seq=account.seq + 1)
         position = PaperPosition(key=key, symbol=order.symbol, quantity=new_qty, avg_price=new_avg,
                                  multiplier=multiplier, is_future=is_future, option=order.option)
         fill = {"fill_id": f"{order.broker_order_id}-{len(order.fills) + 1}", "quantity": str(qty),
@@ -410,23 +472,49 @@ class PaperBroker(BrokerAdapter):
                          avg_fill_price=str(price), fills=[*order.fills, fill])
         journal_fill = {**fill, "client_order_id": order.client_order_id, "key": key, "side": order.side,
                         "multiplier": str(multiplier), "realized_pnl": str(realized)}
-        claim = order.client_order_id not in self._orders
         update = filled.update()
-        extra = self._then_commands(then, update)
-        existing, first_result = self._persist(
-            filled, claim=claim, position=position, position_key=key,
-            account=(cash, total_realized, total_commissions), fill=journal_fill, then=extra, first=first)
-        if existing is not None:  # another writer owns this id: report theirs, apply nothing
-            self._orders[existing.client_order_id] = existing
-            return existing.update(), False, first_result
-        self._orders[order.client_order_id] = filled
-        if new_qty == 0:
-            self._positions.pop(key, None)
+        return _PreparedFill(filled=filled, position=position, before=account, after=after, journal_fill=journal_fill,
+                             update=update, extra=self._then_commands(then, update),
+                             claim=order.client_order_id not in self._orders)
+
+    def _fill_spec(self, prep: _PreparedFill) -> tuple[list[str], list[str | bytes]]:
+        return self._write_spec(prep.filled, claim=prep.claim, position=prep.position, account=prep.after,
+                                expected_seq=prep.before.seq, fill=prep.journal_fill, then=prep.extra)
+
+    def _apply_fill(self, prep: _PreparedFill) -> None:
+        """Memory follows a fill Redis has taken."""
+        order = prep.filled
+        self._orders[order.client_order_id] = order
+        if prep.position.quantity == 0:
+            self._positions.pop(prep.position.key, None)
         else:
-            self._positions[key] = position
-        self._cash, self._realized, self._commissions = cash, total_realized, total_commissions
+            self._positions[prep.position.key] = prep.position
+        self._account = prep.after
         self._open.get(order.symbol, set()).discard(order.client_order_id)
-        return update, bool(extra), first_result
+
+    def _adopt(self, raw: str) -> PaperOrder:
+        """Another writer owns this client id: its order is the answer, nothing of ours applies."""
+        existing = PaperOrder.from_json(raw)
+        self._orders[existing.client_order_id] = existing
+        return existing
+
+    def _fill(self, order: PaperOrder, price: Decimal, ts: datetime, then: Then | None = None) -> tuple[OrderUpdate, bool]:
+        """Fill the whole remaining quantity at `price`; persist, then update memory. Returns
+        (update, whether `then`'s commands were written with it). Raises _AccountMoved (nothing
+        written, memory reloaded) when the account in Redis was not the one in memory."""
+        prep = self._prepare_fill(order, price, ts, then, self._account, self._positions)
+        keys, args = self._fill_spec(prep)
+        reply = self._send(keys, args)
+        if isinstance(reply, Exception):
+            raise reply
+        if reply == _ACCOUNT_MOVED:
+            self._stale = True
+            self._reload_if_stale()
+            raise _AccountMoved(f"paper {self.name}: account changed by another writer")
+        if isinstance(reply, str):
+            return self._adopt(reply).update(), False
+        self._apply_fill(prep)
+        return prep.update, bool(prep.extra)
 
     @staticmethod
     def _then_commands(then: Then | None, update: OrderUpdate) -> bytes:
@@ -448,10 +536,11 @@ class PaperBroker(BrokerAdapter):
     def _store_only_then(self, order: PaperOrder, *, claim: bool, then: Then | None = None) -> tuple[OrderUpdate, bool]:
         update = order.update()
         extra = self._then_commands(then, update)
-        existing, _ = self._persist(order, claim=claim, then=extra)
-        if existing is not None:
-            self._orders[existing.client_order_id] = existing
-            return existing.update(), False
+        reply = self._send(*self._write_spec(order, claim=claim, then=extra))
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(reply, str):
+            return self._adopt(reply).update(), False
         self._orders[order.client_order_id] = order
         bucket = self._open.setdefault(order.symbol, set())
         if order.state in (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED):
@@ -510,25 +599,34 @@ class PaperBroker(BrokerAdapter):
         round trip as the paper fill.
         """
         with self._lock:
-            self._reload_if_stale()
-            existing = self._orders.get(order.client_order_id)
-            if existing is not None:
-                return existing.update(), False  # idempotent: same client id -> same order, never a second fill
-            record, problem = self._new_record(order)
-            if problem:
-                raise self._reject(record, problem)
-            now = self._clock()
-            if order.order_type is OrderType.MARKET:
-                px, why = self._executable(record)
-                if px is None:
-                    raise self._reject(record, why)
-                return self._fill(record, px, now, then)[:2]
-            last = self._last(record.symbol)
-            if last is not None:
-                px = self._crossing_price(record, last, resting=False)
-                if px is not None:
-                    return self._fill(record, px, now, then)[:2]
-            return self._store_only_then(record, claim=True, then=then)  # rests until on_trade crosses it
+            for _ in range(_ACCOUNT_RETRIES):
+                try:
+                    return self._place_now(order, then)
+                except _AccountMoved:
+                    continue  # nothing was written; memory is reloaded: decide again on the real state
+        raise TemporaryBrokerError(f"paper {self.name}: the account kept changing under another writer; "
+                                   "order not placed", broker=f"paper:{self.name}")
+
+    def _place_now(self, order: OrderRequest, then: Then | None) -> tuple[OrderUpdate, bool]:
+        self._reload_if_stale()
+        existing = self._orders.get(order.client_order_id)
+        if existing is not None:
+            return existing.update(), False  # idempotent: same client id -> same order, never a second fill
+        record, problem = self._new_record(order)
+        if problem:
+            raise self._reject(record, problem)
+        now = self._clock()
+        if order.order_type is OrderType.MARKET:
+            px, why = self._executable(record)
+            if px is None:
+                raise self._reject(record, why)
+            return self._fill(record, px, now, then)
+        last = self._last(record.symbol)
+        if last is not None:
+            px = self._crossing_price(record, last, resting=False)
+            if px is not None:
+                return self._fill(record, px, now, then)
+        return self._store_only_then(record, claim=True, then=then)  # rests until on_trade crosses it
 
     def place_order_after(self, order: OrderRequest, then: Then | None, first: ClaimFirst) -> PlacedAfter | None:
         """`place_order_then` in the same round trip (one MULTI/EXEC) as `first`, the caller's claim
@@ -539,26 +637,93 @@ class PaperBroker(BrokerAdapter):
         market order, no price, unknown symbol, a client id this account already knows, or Redis
         had lost the claim script): the caller then claims on its own and uses `place_order_then`,
         whose answer (a rejection, a resting order, the existing order) needs its claim first.
+        A PlacedAfter without an update: the fill was not written; the claim's reply says whether
+        the claim went through (then the caller places the order itself with `place_order_then`).
+
+        Group commit: orders that arrive while this account is writing (many strategies acting on
+        one bar close) wait and go to Redis together, in one MULTI/EXEC, each fill computed on the
+        account as the fills ahead of it leave it. Every fill names the account `seq` it was
+        computed on, so when one of them is not written (its claim lost) the ones after it write
+        nothing either and are answered "claimed, not placed"; never a fill on a wrong balance.
         """
         if order.order_type is not OrderType.MARKET:
             return None
+        request = _AfterRequest(order, then, first)
+        with self._pending_lock:
+            self._pending.append(request)
         with self._lock:
+            if not request.done:  # nobody took it along: send what waits, this one included
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._place_batch(batch)
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _place_batch(self, batch: list[_AfterRequest]) -> None:
+        """Claims and fills of `batch` in one MULTI/EXEC (see place_order_after). Caller holds the
+        lock. Every request ends done, with a result or an error; nothing is raised here, so the
+        thread sending the batch gets its own answer like the others."""
+        try:
             self._reload_if_stale()
-            if order.client_order_id in self._orders:
-                return None
-            record, problem = self._new_record(order)
-            if problem:
-                return None
-            px, _ = self._executable(record)
-            if px is None:
-                return None
-            try:
-                update, written, first_result = self._fill(record, px, self._clock(), then, first)
-            except _GuardFailed as failed:
-                if is_noscript(failed.first_result):
-                    return None
-                return PlacedAfter(failed.first_result, None, False)
-            return PlacedAfter(first_result, update, written)
+            account, positions = self._account, dict(self._positions)
+            prepared: list[tuple[_AfterRequest, _PreparedFill]] = []
+            seen: set[str] = set()
+            for request in batch:
+                prep = self._prepare_after(request.order, request.then, account, positions, seen)
+                if prep is None:
+                    request.done = True  # result None: the caller claims and places on its own
+                    continue
+                prepared.append((request, prep))
+                account = prep.after
+                positions[prep.position.key] = prep.position
+            if not prepared:
+                return
+            replies = self._send_after([(request.first, *self._fill_spec(prep)) for request, prep in prepared])
+            in_order = True  # every fill ahead was written: a seq mismatch then means another writer
+            for (request, prep), (first_result, reply) in zip(prepared, replies):
+                try:
+                    request.result, written = self._after_outcome(prep, first_result, reply, in_order)
+                except Exception as exc:
+                    request.error, written = exc, False
+                in_order = in_order and written
+                request.done = True
+        except BaseException as exc:  # nothing (or not all) known: each waiting caller gets the error
+            self._stale = True  # and memory is reloaded from Redis before the next use
+            for request in batch:
+                if not request.done:
+                    request.error, request.done = exc, True
+
+    def _prepare_after(self, order: OrderRequest, then: Then | None, account: _Account,
+                       positions: dict[str, PaperPosition], seen: set[str]) -> _PreparedFill | None:
+        """The fill of a market order that fills at once, or None when it would not simply fill."""
+        if order.client_order_id in self._orders or order.client_order_id in seen:
+            return None
+        record, problem = self._new_record(order)
+        if problem:
+            return None
+        px, _ = self._executable(record)
+        if px is None:
+            return None
+        seen.add(order.client_order_id)
+        return self._prepare_fill(record, px, self._clock(), then, account, positions)
+
+    def _after_outcome(self, prep: _PreparedFill, first_result: Any, reply: Any,
+                       in_order: bool) -> tuple[PlacedAfter | None, bool]:
+        """One batch item's answer from its replies, applied to memory; and whether it was written."""
+        if isinstance(reply, Exception):
+            self._stale = True  # not a script answer: what happened is unknown
+            raise reply
+        if reply == _GUARD_FAILED:  # the claim did not go through: nothing written
+            return (None if is_noscript(first_result) else PlacedAfter(first_result, None, False)), False
+        if reply == _ACCOUNT_MOVED:  # claimed, fill not written: the caller places it alone
+            if in_order:
+                self._stale = True  # another writer changed the account: reload before the next use
+            return PlacedAfter(first_result, None, False), False
+        if isinstance(reply, str):
+            return PlacedAfter(first_result, self._adopt(reply).update(), False), False
+        self._apply_fill(prep)
+        return PlacedAfter(first_result, prep.update, bool(prep.extra)), True
 
     def _new_record(self, order: OrderRequest) -> tuple[PaperOrder, str]:
         """The account's record of a new order, and why it cannot be accepted ("" when it can)."""
@@ -604,7 +769,10 @@ class PaperBroker(BrokerAdapter):
                 order = self._orders[coid]
                 px = self._crossing_price(order, trade, resting=True)
                 if px is not None:
-                    updates.append(self._fill(order, px, ts)[0])
+                    try:
+                        updates.append(self._fill(order, px, ts)[0])
+                    except _AccountMoved:
+                        break  # memory is reloaded; the next trade checks the real orders again
             return updates
 
     def cancel_order(self, client_order_id: ClientOrderId, broker_order_id: BrokerOrderId | None) -> OrderUpdate:
@@ -646,15 +814,16 @@ class PaperBroker(BrokerAdapter):
     def balances(self) -> Balances:
         with self._lock:
             self._reload_if_stale()
-            equity = self._cash
+            account = self._account
+            equity = account.cash
             for p in self._positions.values():
                 mark = self._mark(p)
                 if p.is_future:
                     equity += (mark - p.avg_price) * p.quantity * p.multiplier
                 else:
                     equity += mark * p.quantity * p.multiplier
-            return Balances(cash=self._cash, equity=equity, buying_power=equity,
-                            realized_pnl=self._realized - self._commissions)
+            return Balances(cash=account.cash, equity=equity, buying_power=equity,
+                            realized_pnl=account.realized - account.commissions)
 
     def _mark(self, p: PaperPosition) -> Decimal:
         contract = contract_from_json(p.option)
@@ -670,8 +839,9 @@ class PaperBroker(BrokerAdapter):
     def account_summary(self) -> dict[str, Any]:
         with self._lock:
             self._reload_if_stale()
-            return {"broker": self.name, "cash": str(self._cash), "realized_pnl_gross": str(self._realized),
-                    "commissions": str(self._commissions)}
+            account = self._account
+            return {"broker": self.name, "cash": str(account.cash), "realized_pnl_gross": str(account.realized),
+                    "commissions": str(account.commissions)}
 
     def quote(self, symbol: str) -> Quote:
         last = self._last(symbol)

@@ -70,7 +70,10 @@ class StrategySupervisor:
         time_ns: Callable[[], int] = time.time_ns,
         on_bar_to_order: LatencyCallback | None = None,
         on_restart: RestartCallback | None = None,
+        hub: StreamHub | None = None,
     ) -> None:
+        """`hub`: a reader shared with another supervisor on the same market data (the engine
+        bench runs two); its owner starts and stops it. By default the supervisor has its own."""
         self._store = store
         self._hooks = RunnerHooks(on_report=on_report, skip_stale_signals=skip_stale_signals, time_ns=time_ns,
                                   on_bar_to_order=on_bar_to_order, on_restart=on_restart)
@@ -82,7 +85,8 @@ class StrategySupervisor:
         self._clock_provider = clock_provider
         self._runners: dict[tuple[str, str], StrategyRunner] = {}
         self._lock = threading.RLock()
-        self._hub = StreamHub(store)  # the one XREAD every strategy thread's bars and trades come through
+        self._owns_hub = hub is None
+        self._hub = hub or StreamHub(store)  # the one XREAD every strategy thread's bars and trades come through
         self._states = StateWriter(store)  # write-behind of every thread's saved state
 
     @property
@@ -142,7 +146,8 @@ class StrategySupervisor:
             self._runners.clear()
         for runner in runners:
             runner.stop()
-        self._hub.stop()
+        if self._owns_hub:
+            self._hub.stop()
         self._states.stop()
 
     def _start_runner(self, config: TickerConfig) -> StrategyRunner:

@@ -198,6 +198,47 @@ def test_a_paper_reversal_costs_two_round_trips_and_clears_its_pending_mark_atom
     assert om.move_to_target(T(1, 3)).status is TargetStatus.FILLED and om.position("ema", "/MES", SCHWAB).quantity == 1
 
 
+def test_intents_of_several_lanes_waiting_on_one_paper_account_go_in_one_round_trip(store, monkeypatch):
+    # A bar close where three strategies signal at once: their orders queue behind the account and
+    # are claimed and filled together; each lane still gets exactly its own records.
+    import threading
+    import time
+
+    paper = paper_pair(store, {"/MES": 6000.0, "NVDA": 180.0})
+    om = make_om(store, paper)
+    lanes = [("ema", "/MES", 2), ("supertrend", "/MES", -1), ("ema", "NVDA", 5)]
+    for strategy, symbol, _ in lanes:  # first use of each lane reads it; a reversal comes next
+        om.move_to_target(T(1, 1, symbol=symbol, strategy=strategy))
+    account = paper[SCHWAB]
+    sent = record_round_trips(monkeypatch)
+    results: dict[str, object] = {}
+
+    def move(strategy: str, symbol: str, qty: int) -> None:
+        results[f"{strategy}{symbol}"] = om.move_to_target(T(qty, 2, symbol=symbol, strategy=strategy))
+
+    threads = []
+    with account._lock:
+        for i, lane in enumerate(lanes):
+            threads.append(threading.Thread(target=move, args=lane))
+            threads[-1].start()
+            deadline = time.monotonic() + 5
+            while len(account._pending) < i + 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.002)
+    for thread in threads:
+        thread.join(5)
+    monkeypatch.undo()
+    # the supertrend reversal's open leg follows its close, alone: 1 batch + 1
+    assert len(sent) == 2
+    assert all(r.status is TargetStatus.FILLED for r in results.values())  # type: ignore[attr-defined]
+    assert {(s, sym): om.position(s, sym, SCHWAB).quantity for s, sym, _ in lanes} == {
+        ("ema", "/MES"): 2, ("supertrend", "/MES"): -1, ("ema", "NVDA"): 5}
+    assert {p.key: p.quantity for p in account.positions()} == {"/MES": 1, "NVDA": 5}
+    journal = _stream(store, "journal")
+    assert len(journal) == 3 * (3 + 4)  # 3 opening orders, then 4: two adds and a close + open
+    assert all(len([e for e in journal if e["client_order_id"] == c]) == 3 for c in {e["client_order_id"] for e in journal})
+
+
 def test_a_claim_that_finds_the_lane_changed_writes_no_fill_and_the_order_is_replanned(store):
     # Two order managers (think: two processes) share one paper account. b plans from its cached
     # lane (+1); a has closed it meanwhile. b's claim, sent with the fill in one transaction, sees

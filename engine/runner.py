@@ -329,6 +329,9 @@ class StrategyRunner:
                                     self._on_trade(Trade.from_fields(self.config.symbol, fields))
                     finally:
                         self._hub.done(sub)
+                    if bookkeeping_since is None:  # trades only: no bookkeeping is due to write their lines
+                        with self._lock:
+                            self._flush_log()
                 if bookkeeping_since is not None:
                     left = BOOKKEEPING_WAIT_SECONDS - (time.monotonic() - bookkeeping_since)
                     outcome = "stop" if self._stop.is_set() else self._hub.wait_quiet(sub, max(0.0, left))
@@ -391,11 +394,14 @@ class StrategyRunner:
             self._save()
 
     def _on_trade(self, trade: Trade) -> None:
+        """A trade (while in a position): stops. Its log lines are written by the loop after the
+        message (or by the bookkeeping of the bar that came with it), not before `done`."""
         with self._lock:
             try:
                 self._act(self.strategy.on_trade(trade))
-            finally:
-                self._flush_log()
+            except BaseException:
+                self._flush_log()  # the lines leading up to a crash are in the log with its traceback
+                raise
 
     def _housekeeping(self) -> None:
         with self._lock:

@@ -196,10 +196,16 @@ def _payload(config) -> dict[str, object]:
             "period_1": config.period_1, "trend_line_2": config.trend_line_2.value, "period_2": config.period_2}
 
 
-def test_bookkeeping_after_a_bar_waits_for_the_threads_still_sending_orders(rig: EngineRig, monkeypatch) -> None:
+@pytest.mark.parametrize("quick_in_position", [False, True])
+def test_bookkeeping_after_a_bar_waits_for_the_threads_still_sending_orders(rig: EngineRig, monkeypatch,
+                                                                            quick_in_position: bool) -> None:
     # Two tickers close a bar together. While one is still acting on it (think: sending orders),
-    # the other has made its decision but writes its log, status and state only afterwards.
+    # the other has made its decision but writes its log, status and state only afterwards. In a
+    # position, the quick one also gets the closing trade (stops) with its bar: that does not
+    # write its log early either.
     import threading
+
+    from domain.intents import IntentReason, PositionTarget
 
     import engine.runner as runner_module
 
@@ -220,10 +226,18 @@ def test_bookkeeping_after_a_bar_waits_for_the_threads_still_sending_orders(rig:
 
     monkeypatch.setattr(busy.strategy, "on_bar", slow_on_bar)
     rig.push([Trade(s, START + 1_000_000_000, 6000.0, 1) for s in ("/MES", "/ES")])
+    if quick_in_position:
+        wait_until(lambda: rig.md.last_price("/ES") is not None, what="a price for /ES")
+        quick.force_target(PositionTarget.LONG, IntentReason.MANUAL, "test", 6000.0)
+        (quick_sub,) = [s for s in rig.supervisor._hub._subs if "/ES" in s.name]
+        wait_until(lambda: len(quick_sub.cursors) == 2, what="the /ES thread watching its trades")
+    log_before = (rig.settings.log_dir / "ema" / "ES.log").read_text() if quick_in_position else ""
     rig.push([Trade(s, START + MINUTE_NS + 1_000_000_000, 6001.0, 1) for s in ("/MES", "/ES")])  # closes both bars
     assert acting.wait(5)
     time.sleep(0.3)
     assert quick.status.last_bar is None  # decided, but its bookkeeping waits for /MES
+    if quick_in_position:
+        assert (rig.settings.log_dir / "ema" / "ES.log").read_text() == log_before
     release.set()
     wait_until(lambda: quick.status.last_bar is not None and busy.status.last_bar is not None, timeout=5)
     assert quick.status.last_bar["end_ns"] == START + MINUTE_NS

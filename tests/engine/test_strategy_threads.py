@@ -242,3 +242,34 @@ def test_bookkeeping_after_a_bar_waits_for_the_threads_still_sending_orders(rig:
     wait_until(lambda: quick.status.last_bar is not None and busy.status.last_bar is not None, timeout=5)
     assert quick.status.last_bar["end_ns"] == START + MINUTE_NS
     assert "bar " in (rig.settings.log_dir / "ema" / "ES.log").read_text()
+
+
+def test_only_strategies_with_time_rules_look_up_the_session_clock(real_store, replay_settings) -> None:
+    # The calendar lookup costs every thread something on every bar; ema and supertrend have no
+    # time rules, so only zeroday asks for it.
+    from engine.clock import spx_session_clock
+
+    asked: list[int] = []
+
+    def counting_clock(now_ns: int):  # type: ignore[no-untyped-def]
+        asked.append(now_ns)
+        return spx_session_clock(now_ns)
+
+    rig = build_rig(real_store, replay_settings, clock_provider=counting_clock)
+    try:
+        rig.add_ticker(strategy="ema", symbol="/MES", timeframe="1Min", trade_enabled=True,
+                       schwab_quantity=0, tastytrade_quantity=1, trend_line_1="EMA", period_1=2, trend_line_2="EMA", period_2=4)
+        rig.supervisor.start_strategy("ema")
+        wait_until(lambda: len(rig.supervisor._hub._subs) == 1, what="the thread reading its bars")
+        rig.push_bar_and_wait("ema", [Trade("/MES", START + 1_000_000_000, 6000.0, 1),
+                                      Trade("/MES", START + MINUTE_NS + 1_000_000_000, 6001.0, 1)], START + MINUTE_NS)
+        assert asked == []
+        rig.add_ticker(strategy="zeroday", symbol="SPX", timeframe="1Min", trade_enabled=True,
+                       schwab_quantity=1, tastytrade_quantity=0, period_1=2, period_2=4)
+        rig.supervisor.start_strategy("zeroday")
+        rig.push_bar_and_wait("zeroday", [Trade("SPX", START + 2 * MINUTE_NS + 1_000_000_000, 5500.0, 1),
+                                          Trade("SPX", START + 3 * MINUTE_NS + 1_000_000_000, 5501.0, 1)],
+                              START + 3 * MINUTE_NS)
+        assert asked  # before its bar (and at housekeeping)
+    finally:
+        rig.supervisor.shutdown()

@@ -11,8 +11,10 @@ Redis rejects an ID that is not above the stream's top, and we ignore exactly th
 - tick bars and trades: `<ts ms>-<n>`, n counting up within the same millisecond (the allocator is
   seeded from the stream's top on first use so restarts continue above it).
 
-Trades are written with one Lua call per batch and symbol (a loop of XADDs inside Redis): that is
-what makes >= 100k trades/s possible from Python without hiredis.
+A batch (the bars that closed, the trades, the last prices) is one Lua call: one command to pack
+and one reply to parse instead of one per stream, which is what makes >= 100k trades/s possible
+and keeps the Python cost of a bar close (many symbols' bars at once) small. A script is atomic,
+so a reader blocked on these streams is woken once, with every stream of the batch ready.
 """
 from __future__ import annotations
 
@@ -27,15 +29,48 @@ TRADES_MAXLEN = 100_000
 BARS_MAXLEN = 5_000
 HIST_MAXLEN = 20_000
 
-_XADD_TRADES = """
-local maxlen = ARGV[1]
-local added = 0
-for i = 2, #ARGV, 5 do
-  local ok = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen, ARGV[i],
-                         't', ARGV[i+1], 'p', ARGV[i+2], 's', ARGV[i+3], 'q', ARGV[i+4])
-  if type(ok) == 'string' then added = added + 1 end
+# KEYS: per bar its bars and hist streams, then per symbol its trades stream, then per symbol its
+# last-price hash. ARGV: n bars, n trade symbols, n last prices, bars/hist/trades MAXLEN, then per
+# bar its id, field count and fields; per trade symbol its trade count and (id, t, p, s, q) each;
+# per last price p, t, s. Bars are written before trades: a reader acts on a completed bar before
+# the next bar's first trade, the order in which they happened. Returns {bars added, bars
+# rejected as already there (same id: idempotent re-send), trades added}; any other XADD error
+# of a bar is returned as the error.
+_WRITE_BATCH = """
+local n_bars, n_trades, n_last = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local bars_max, hist_max, trades_max = ARGV[4], ARGV[5], ARGV[6]
+local k, a = 1, 7
+local added, dup, trades = 0, 0, 0
+local unpack = unpack or table.unpack
+for _ = 1, n_bars do
+  local id, nf = ARGV[a], tonumber(ARGV[a + 1])
+  local fields = {unpack(ARGV, a + 2, a + 1 + nf)}
+  local ok = redis.pcall('XADD', KEYS[k], 'MAXLEN', '~', bars_max, id, unpack(fields))
+  if type(ok) == 'table' and ok.err then
+    if not string.find(tostring(ok.err), 'equal or smaller', 1, true) then return ok end
+    dup = dup + 1
+  else
+    added = added + 1
+  end
+  redis.pcall('XADD', KEYS[k + 1], 'MAXLEN', '~', hist_max, id, unpack(fields))
+  k, a = k + 2, a + 2 + nf
 end
-return added
+for _ = 1, n_trades do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for _ = 1, n do
+    local ok = redis.pcall('XADD', KEYS[k], 'MAXLEN', '~', trades_max, ARGV[a],
+                           't', ARGV[a + 1], 'p', ARGV[a + 2], 's', ARGV[a + 3], 'q', ARGV[a + 4])
+    if type(ok) == 'string' then trades = trades + 1 end
+    a = a + 5
+  end
+  k = k + 1
+end
+for _ = 1, n_last do
+  redis.call('HSET', KEYS[k], 'p', ARGV[a], 't', ARGV[a + 1], 's', ARGV[a + 2])
+  k, a = k + 1, a + 3
+end
+return {added, dup, trades}
 """
 
 
@@ -117,52 +152,39 @@ class RedisMarketBuffer:
         return self.allocator(self.bars_key(bar.symbol, bar.timeframe)).next(bar.start_ns // 1_000_000)
 
     def write(self, batch: WriteBatch) -> WriteResult:
-        """One round trip, one MULTI/EXEC. Raises redis.ConnectionError/TimeoutError (caller retries).
+        """One round trip, one atomic Lua call. Raises redis.ConnectionError/TimeoutError (caller
+        retries: IDs are explicit, so re-sending cannot duplicate).
 
-        The transaction is for the readers: a client blocked in XREAD is served after each command
-        outside a transaction, so the engine's hub would wake for the first stream written and read
-        again for the rest. In MULTI/EXEC every stream of the batch is ready when it is served: one
-        wake-up and one reply for all the bars that closed together."""
-        if batch.trades and self._sha is None:
-            self._sha = self.store.redis.script_load(_XADD_TRADES)
-        pipe = self.store.redis.pipeline(transaction=True)
-        # Bars before trades: a reader woken by this write (Redis 7.0 answers a blocked multi-stream
-        # XREAD with the first stream written) acts on the completed bar before the next bar's
-        # first trade, the order in which they happened.
+        Atomic for the readers: a client blocked in XREAD is served after each command, so the
+        engine's hub would otherwise wake for the first stream written and read again for the
+        rest. After one script every stream of the batch is ready: one wake-up and one reply for
+        all the bars that closed together."""
+        if not batch:
+            return WriteResult()
+        keys: list[str] = []
+        args: list[str | int] = [len(batch.bars), len(batch.trades), len(batch.last),
+                                 self.bars_maxlen, self.hist_maxlen, self.trades_maxlen]
         for stream_id, tf_raw, bar in batch.bars:
+            keys += (self.bars_key(bar.symbol, tf_raw), self.hist_key(bar.symbol, tf_raw))
             fields = bar.to_fields()
-            pipe.xadd(self.bars_key(bar.symbol, tf_raw), fields, id=stream_id, maxlen=self.bars_maxlen,
-                      approximate=True)
-            pipe.xadd(self.hist_key(bar.symbol, tf_raw), fields, id=stream_id, maxlen=self.hist_maxlen,
-                      approximate=True)
+            args += (stream_id, 2 * len(fields))
+            for name, value in fields.items():
+                args += (name, value)
         for symbol, flat in batch.trades.items():
-            # EVALSHA directly (not redis-py's Script in a pipeline, which adds a SCRIPT EXISTS
-            # round trip to every flush); NOSCRIPT after a Redis restart -> reload and re-send.
-            pipe.evalsha(self._sha, 1, self.trades_key(symbol), self.trades_maxlen, *flat)
+            keys.append(self.trades_key(symbol))
+            args.append(len(flat) // 5)
+            args += flat
         for symbol, trade in batch.last.items():
-            pipe.hset(self.last_key(symbol), mapping={"p": repr(trade.price), "t": str(trade.ts_ns), "s": str(trade.size)})
-        results = pipe.execute(raise_on_error=False)
-        out = WriteResult()
-        for r in results:
-            if isinstance(r, (redis.ConnectionError, redis.TimeoutError)):
-                raise r
-        i = 0
-        for _ in batch.bars:
-            bar_result = results[i]
-            if isinstance(bar_result, redis.ResponseError):
-                if "equal or smaller" not in str(bar_result):
-                    raise bar_result
-                out.bars_rejected_duplicate += 1
-            else:
-                out.bars_added += 1
-            i += 2
-        for _ in batch.trades:
-            r = results[i]
-            if is_noscript(r):
-                self._sha = None
-                return self.write(batch)  # IDs are explicit, so re-sending cannot duplicate
-            if isinstance(r, redis.ResponseError):
-                raise r
-            out.trades_added += int(r) if isinstance(r, int) else 0
-            i += 1
-        return out
+            keys.append(self.last_key(symbol))
+            args += (repr(trade.price), str(trade.ts_ns), str(trade.size))
+        r = self.store.redis
+        if self._sha is None:
+            self._sha = r.script_load(_WRITE_BATCH)
+        try:
+            added, duplicate, trades = r.evalsha(self._sha, len(keys), *keys, *args)
+        except redis.ResponseError as exc:
+            if not is_noscript(exc):
+                raise
+            self._sha = None  # Redis lost it (a restart): load it again and re-send
+            return self.write(batch)
+        return WriteResult(trades_added=int(trades), bars_added=int(added), bars_rejected_duplicate=int(duplicate))

@@ -44,6 +44,36 @@ def test_bars_closing_in_one_batch_are_written_in_one_round_trip(store: Store, m
         assert bar.end_ns == T0 + 60 * NS
 
 
+def test_a_bar_close_of_many_symbols_is_one_command_to_redis(store: Store, make_service: ServiceFactory,
+                                                             monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from tests.oms.test_oms_listeners_fastpath import record_round_trips
+
+    svc, writes = _service(store, make_service)
+    svc.process_now([Trade(sym, T0 + 5 * NS, 100.0 + i, 1) for i, sym in enumerate(SYMBOLS)])  # script loaded
+    writes.clear()
+    sent = record_round_trips(monkeypatch)
+    svc.process_now([Trade(sym, T0 + 60 * NS + i * 1_000_000, 101.0 + i, 2) for i, sym in enumerate(SYMBOLS)])
+    monkeypatch.undo()
+    if store.persistent:  # (fakeredis has no sockets to count)
+        assert len(sent) == 1 and sent[0][0].startswith(b"*") and b"EVALSHA" in sent[0][0]
+    assert len(writes) == 1
+    for sym in SYMBOLS:
+        assert [bar.close for _, bar in svc.read_bars(sym, Timeframe.parse("1Min"), "0")] == [100.0 + SYMBOLS.index(sym)]
+        assert svc.last_price(sym) == 101.0 + SYMBOLS.index(sym)
+        assert len(store.redis.xrange(svc.trades_key(sym))) == 2
+
+
+def test_a_bar_write_that_fails_for_another_reason_than_a_resend_is_raised(store: Store,
+                                                                          make_service: ServiceFactory) -> None:
+    import pytest
+
+    svc, _ = _service(store, make_service)
+    svc.process_now([Trade("/MES", T0 + 5 * NS, 100.0, 1)])
+    store.redis.set(svc.bars_key("/MES", Timeframe.parse("1Min")), "not a stream")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        svc.process_now([Trade("/MES", T0 + 65 * NS, 101.0, 1)])  # closes the bar: its XADD fails
+
+
 def test_a_backlog_does_not_hold_a_completed_bar_back(store: Store, make_service: ServiceFactory) -> None:
     svc, writes = _service(store, make_service)
     svc.process_now([Trade("/MES", T0 + 5 * NS, 6000.0, 1)])
@@ -56,7 +86,7 @@ def test_a_backlog_does_not_hold_a_completed_bar_back(store: Store, make_service
 
 def test_a_blocked_reader_woken_by_a_batch_finds_all_of_it_written(real_store: Store, real_redis_url: str,
                                                                     make_service: ServiceFactory) -> None:
-    # The batch is one MULTI/EXEC: a reader blocked on every stream (the engine's hub) is woken once
+    # The batch is one atomic script: a reader blocked on every stream (the engine's hub) is woken once
     # the whole batch is in, so its next read finds every bar; it never wakes into half a batch.
     # (Redis 7.0 answers a multi-stream block with the first stream only; 7.2+ with all of them.)
     svc, _ = _service(real_store, make_service)

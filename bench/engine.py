@@ -110,6 +110,7 @@ class Bench:
         self.per_close: dict[int, int] = {}  # bar end -> orders acknowledged for that close (all tickers)
         self.unmatched = 0
         self.stagger = False
+        self.trader_defaults = False  # EMA 9/21 and Supertrend 10/3.0 instead of the stress periods
         self.lock = threading.Lock()
         # One reader for all 30 threads, as in the service (one supervisor, one hub): the two
         # stacks exist only because a symbol has one ticker per strategy.
@@ -161,17 +162,19 @@ class Bench:
     def configure(self) -> int:
         a, b = self.stacks
         count = 0
+        ema = {"period_1": 9, "period_2": 21} if self.trader_defaults else {"period_1": 2, "period_2": 3}
+        supertrend = {"atr_period": 10, "multiplier": 3.0} if self.trader_defaults else {"atr_period": 5, "multiplier": 1.0}
         for sup, symbols, tf in ((a, SYMBOLS, "1Min"), (b, B_SYMBOLS, "2Min")):
             tickers = sup._tickers
             for sym in symbols:
                 q = {"schwab_quantity": 0 if sym.startswith("/") else 1, "tastytrade_quantity": 1}
                 tickers.upsert(TickerConfig.from_payload(dict(strategy="ema", symbol=sym, timeframe=tf, trade_enabled=True,
-                                                              period_1=2, period_2=3, **q)))
+                                                              **ema, **q)))
                 tickers.upsert(TickerConfig.from_payload(dict(strategy="supertrend", symbol=sym, timeframe=tf,
-                                                              trade_enabled=True, atr_period=5, multiplier=1.0, **q)))
+                                                              trade_enabled=True, **supertrend, **q)))
                 count += 2
             tickers.upsert(TickerConfig.from_payload(dict(strategy="zeroday", symbol="SPX", timeframe=tf, trade_enabled=True,
-                                                          schwab_quantity=1, tastytrade_quantity=1, period_1=2, period_2=3)))
+                                                          schwab_quantity=1, tastytrade_quantity=1, **ema)))
             count += 1
             for name in ("ema", "supertrend", "zeroday"):
                 sup.start_strategy(name)
@@ -235,6 +238,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=int, default=300, help="replayed 1-minute bars per symbol")
     parser.add_argument("--idle", type=float, default=10.0, help="idle CPU window, seconds")
     parser.add_argument("--settle", type=float, default=0.04, help="pause after each bar close, seconds")
+    parser.add_argument("--trader-defaults", action="store_true",
+                        help="EMA 9/21 and Supertrend 10/3.0 (what a trader runs) instead of the stress periods "
+                             "EMA 2/3 and Supertrend 5/1.0, which make many tickers signal at the same close")
     parser.add_argument("--stagger", action="store_true",
                         help="close one symbol's bars at a time (uncontended path) instead of all at once")
     args = parser.parse_args()
@@ -246,6 +252,7 @@ def main() -> int:
         bench = Bench(client, url, Path(log_dir))
         try:
             bench.stagger = args.stagger
+            bench.trader_defaults = args.trader_defaults
             threads = bench.configure()
             alive = sum(s.health()["alive"] for s in bench.stacks)
             t0 = time.perf_counter()
@@ -260,7 +267,9 @@ def main() -> int:
     left = sum(1 for p in bench.prefixes for _ in client.scan_iter(match=f"{p}:*", count=1000))
     result = {
         "threads": threads, "threads_alive": alive, "ema": 14, "supertrend": 14, "zeroday": 2,
-        "minutes_replayed": args.minutes, "mode": "staggered" if args.stagger else "simultaneous", "trades": trades, "replay_seconds": round(replay_s, 2),
+        "minutes_replayed": args.minutes, "mode": "staggered" if args.stagger else "simultaneous",
+        "parameters": "trader defaults (EMA 9/21, Supertrend 10/3.0)" if args.trader_defaults else "stress (EMA 2/3, Supertrend 5/1.0)",
+        "trades": trades, "replay_seconds": round(replay_s, 2),
         "orders": orders, "bar_orders_measured": len(bench.order_ms), "bar_intents_measured": len(bench.latency_ms),
         "orders_per_close_p50": pct(list(bench.per_close.values()), 50),
         "orders_per_close_max": max(bench.per_close.values(), default=0),

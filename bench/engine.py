@@ -1,6 +1,10 @@
 """Strategy engine benchmark: 30 strategy threads on replayed trades, real Redis.
 
-    .venv/bin/python bench/engine.py [--minutes 300] [--idle 10]
+    .venv/bin/python bench/engine.py [--minutes 300] [--idle 10] [--trader-defaults] [--stagger]
+
+By default the strategies run stress periods (EMA 2/3, Supertrend 5/1.0): a median of 9 and up
+to 23 orders leave per bar close, as in a market-wide reversal. `--trader-defaults` runs EMA 9/21
+and Supertrend 10/3.0 instead (fewer signals: use --minutes 1200 for as many orders).
 
 Path measured (all production classes): trades -> MarketDataService.process_now (bar builders,
 Redis trade + bar streams) -> the engine's StreamHub (one XREAD) -> strategy threads (in-process

@@ -58,8 +58,9 @@ class ClaimFirst:
 @dataclass(frozen=True, slots=True)
 class PlacedAfter:
     """What `place_order_after` did. `first_result`: the claim script's reply. `update` is None
-    when the guard failed (the claim did not go through): then no fill was written either.
-    `written`: the caller's `then` commands went in with the fill."""
+    when no fill was written: the claim did not go through, or it did but the fill was computed on
+    an account state that changed (the claim's reply tells which; in the second case the caller
+    places the order itself). `written`: the caller's `then` commands went in with the fill."""
 
     first_result: Any
     update: OrderUpdate | None

@@ -130,7 +130,7 @@ return false
 """
 
 
-_WRITTEN, _GUARD_FAILED, _ACCOUNT_MOVED = None, 0, -1  # the write script's replies (or the existing order)
+_GUARD_FAILED, _ACCOUNT_MOVED = 0, -1  # the write script's refusals (written: nil; claim lost: the existing order)
 _ACCOUNT_RETRIES = 3
 
 
@@ -380,29 +380,26 @@ class PaperBroker(BrokerAdapter):
         """Each item's claim, then its guarded write, all in one MULTI/EXEC (EVALSHA directly:
         redis-py's Script in a pipeline would add a SCRIPT EXISTS round trip). Returns each item's
         (claim reply, write reply); a write Redis had lost the script for is sent again alone
-        (guarded: written only if its claim went through) once the script is loaded."""
+        (guarded: written only if its claim went through) once the script is loaded. Raises when
+        the outcome is unknown (the caller, `_place_batch`, marks the account stale)."""
         r = self._store.redis
         pipe = r.pipeline(transaction=True)
         for first, keys, args in items:
             pipe.evalsha(first.sha, len(first.keys), *first.keys, *first.args)
             pipe.evalsha(self._write.sha, len(keys) + 1, *keys, first.guard_key, *args,
                          first.guard_field, first.guard_value)
-        try:
-            replies = pipe.execute(raise_on_error=False)
-            out: list[tuple[Any, Any]] = []
-            loaded = False
-            for i, (first, keys, args) in enumerate(items):
-                first_result, reply = replies[2 * i], replies[2 * i + 1]
-                if is_noscript(reply):  # Redis lost its scripts (a restart): load ours, write alone
-                    if not loaded:
-                        r.script_load(_WRITE_LUA)
-                        loaded = True
-                    reply = self._send(keys, args, guard=first)
-                out.append((first_result, reply))
-            return out
-        except Exception:
-            self._stale = True
-            raise
+        replies = pipe.execute(raise_on_error=False)
+        out: list[tuple[Any, Any]] = []
+        loaded = False
+        for i, (first, keys, args) in enumerate(items):
+            first_result, reply = replies[2 * i], replies[2 * i + 1]
+            if is_noscript(reply):  # Redis lost its scripts (a restart): load ours, write alone
+                if not loaded:
+                    r.script_load(_WRITE_LUA)
+                    loaded = True
+                reply = self._send(keys, args, guard=first)
+            out.append((first_result, reply))
+        return out
 
     # ------------------------------------------------------------------ pricing
     def _instrument(self, symbol: str) -> Instrument:
@@ -505,8 +502,6 @@ class PaperBroker(BrokerAdapter):
         prep = self._prepare_fill(order, price, ts, then, self._account, self._positions)
         keys, args = self._fill_spec(prep)
         reply = self._send(keys, args)
-        if isinstance(reply, Exception):
-            raise reply
         if reply == _ACCOUNT_MOVED:
             self._stale = True
             self._reload_if_stale()
@@ -537,8 +532,6 @@ class PaperBroker(BrokerAdapter):
         update = order.update()
         extra = self._then_commands(then, update)
         reply = self._send(*self._write_spec(order, claim=claim, then=extra))
-        if isinstance(reply, Exception):
-            raise reply
         if isinstance(reply, str):
             return self._adopt(reply).update(), False
         self._orders[order.client_order_id] = order

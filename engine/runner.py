@@ -56,7 +56,7 @@ from oms.models import TargetStatus
 from engine.executor import ExecutionReport, IntentExecutor
 from engine.logs import emit_batch, record, ticker_logger
 from engine.state_writer import StateWriter
-from engine.stream_hub import StreamHub
+from engine.stream_hub import InboxMessage, StreamHub
 from store.redis_store import Store
 from strategies import build_strategy
 from strategies.base import SessionClock, Strategy
@@ -312,23 +312,14 @@ class StrategyRunner:
                         self._housekeeping()
                         continue
                     message = None  # only the pending bookkeeping below
-                received = time.perf_counter()
                 tick = message == _TICK
                 if message is not None and message not in (_STOP, _TICK):
                     try:
-                        for key, entries in message:
-                            if key == bars_key:
-                                for entry_id, fields in entries:
-                                    self._on_bar(Bar.from_fields(fields), received)
-                                    self._bar_id = entry_id
-                                    if bookkeeping_since is None:
-                                        bookkeeping_since = time.monotonic()
-                            elif key == trades_key and watching_trades:  # (trades queued before an unwatch: stale)
-                                for entry_id, fields in entries:
-                                    self._trade_id = entry_id
-                                    self._on_trade(Trade.from_fields(self.config.symbol, fields))
+                        had_bars = self._handle(message, bars_key, trades_key if watching_trades else None)
                     finally:
                         self._hub.done(sub)
+                    if had_bars and bookkeeping_since is None:
+                        bookkeeping_since = time.monotonic()
                     if bookkeeping_since is None:  # trades only: no bookkeeping is due to write their lines
                         with self._lock:
                             self._flush_log()
@@ -352,6 +343,23 @@ class StrategyRunner:
             self._hub.unsubscribe(sub)
 
     # --- events -----------------------------------------------------------------------------
+    def _handle(self, message: InboxMessage, bars_key: str, trades_key: str | None) -> bool:
+        """Act on one delivered message: its bars, then (when watching) its trades. Returns
+        whether it held a bar (bookkeeping is then due)."""
+        received = time.perf_counter()
+        had_bars = False
+        for key, entries in message:
+            if key == bars_key:
+                for entry_id, fields in entries:
+                    self._on_bar(Bar.from_fields(fields), received)
+                    self._bar_id = entry_id
+                    had_bars = True
+            elif key == trades_key:  # (None when not watching: trades queued before an unwatch are stale)
+                for entry_id, fields in entries:
+                    self._trade_id = entry_id
+                    self._on_trade(Trade.from_fields(self.config.symbol, fields))
+        return had_bars
+
     def _on_bar(self, bar: Bar, received: float | None = None) -> None:
         """One completed bar, the time-critical part: indicators, decisions, orders. The bar line
         (OHLCV + indicator values) and each decision line are stamped when they happen; formatting

@@ -49,13 +49,13 @@ from __future__ import annotations
 
 import logging
 import os
-
-import orjson
 import threading
 import time
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Callable, Iterable
+
+import orjson
 
 from brokers.base import BrokerAdapter, ClaimFirst, PlacedAfter
 from brokers.errors import (

@@ -152,6 +152,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     services = build_services(settings, store)
 
     app = Flask(__name__)
+    # No "//" -> "/" redirect: werkzeug answers it with an HTML 308 page (routing redirects bypass
+    # the error handlers); a mistyped path gets the JSON 404 instead.
+    app.url_map.merge_slashes = False
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         JSON_SORT_KEYS=False,

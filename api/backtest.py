@@ -23,23 +23,28 @@ backtest_bp = Blueprint("backtest", __name__, url_prefix="/api/backtest")
 def _jobs() -> Any:
     jobs = get_services().backtests
     if jobs is None:
-        raise ApiError(503, "backtests are not available on this server", error="unavailable")
+        raise ApiError(503, "backtests are not available on this server", error="service unavailable")
     return jobs
 
 
 @backtest_bp.post("")
 @admin_required
 def submit_backtest() -> tuple[Response, int]:
+    """Queue a backtest job (admin) -> 202 `{success, id, status: "queued"}`.
+
+    Body: the add-ticker fields plus `data` (file paths under an allowed data directory) and
+    optional `from`, `to`, `quantity`, `commission`, `slippage_ticks`; 429 when the queue is full.
+    """
     from backtest.jobs import JobsBusyError, JobValidationError
 
     jobs = _jobs()
     payload = request.get_json(silent=True)
     if payload is None:
-        raise ApiError(400, "the body must be a JSON object", field="body", error="bad_request")
+        raise ApiError(400, "the body must be a JSON object", field="body")
     try:
         job_request = jobs.validate(payload)
     except JobValidationError as exc:
-        raise ApiError(400, str(exc), field=exc.field, error="invalid_field") from None
+        raise ApiError(400, str(exc), field=exc.field) from None
     try:
         job_id = jobs.submit(job_request)
     except JobsBusyError as exc:
@@ -51,8 +56,9 @@ def submit_backtest() -> tuple[Response, int]:
 @backtest_bp.get("/<job_id>")
 @viewer_required
 def get_backtest(job_id: str) -> tuple[Response, int]:
+    """One backtest job -> `{success, id, status, progress, report, job}`; 404 for an unknown id."""
     job = _jobs().get(job_id)
     if job is None:
-        raise ApiError(404, f"no backtest job {job_id[:32]!r}", error="not_found")
+        raise ApiError(404, f"no backtest job {job_id[:32]!r}", error="not found")
     return jsonify({"success": True, "id": job["id"], "status": job["status"], "progress": job["progress"],
                     "report": job["report"], "job": job}), 200

@@ -36,6 +36,11 @@ def _limit(raw: str | None) -> int:
 @bars_bp.get("/api/bars")
 @viewer_required
 def get_bars() -> Any:
+    """Completed bars, oldest first -> `{success, data, symbol, timeframe}`.
+
+    Query: `symbol` (e.g. /MES), `timeframe` (e.g. 5Min, 5 or 512t), `limit` (1-5000, default 100).
+    The bar still forming never appears, so nothing repaints.
+    """
     raw_symbol = request.args.get("symbol")
     if not raw_symbol:
         raise ApiError(400, "symbol is required, e.g. /MES", field="symbol")

@@ -17,6 +17,7 @@ from api.services import Services, get_services
 from api.validation import MAX_TEXT, json_body, text_field
 from auth.decorators import admin_required, viewer_required
 from brokers.errors import AuthenticationRequired, BrokerConfigError, BrokerError, TemporaryBrokerError
+from brokers.registry import BrokerNotConfigured
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def _brokers(broker: str) -> Any:
         missing = _missing_settings(services, broker)
         reason = (f"set {' and '.join(missing)}" if missing
                   else "the broker service is not running in this process")
-        raise ApiError(503, f"{_DISPLAY[broker]} is not available: {reason}", error="service unavailable")
+        raise ApiError(503, f"{_DISPLAY[broker]} is not available: {reason}", code="service_unavailable")
     return services.brokers
 
 
@@ -66,15 +67,19 @@ def _call(broker: str, action: Callable[[Any], Any]) -> Any:
     name = _DISPLAY[broker]
     try:
         return action(registry)
+    except BrokerNotConfigured:  # paper quick start: no credentials for the real adapter
+        missing = _missing_settings(get_services(), broker)
+        reason = f"set {' and '.join(missing)}" if missing else "its credentials are not configured"
+        raise ApiError(503, f"{name} is not available: {reason}", code="service_unavailable") from None
     except BrokerConfigError as exc:
-        raise ApiError(503, f"{name} is misconfigured: {exc.message}", error="broker configuration") from None
+        raise ApiError(503, f"{name} is misconfigured: {exc.message}", code="broker_configuration") from None
     except AuthenticationRequired as exc:
-        raise ApiError(400, f"{name} rejected the login: {exc.message}", error="broker authentication") from None
+        raise ApiError(400, f"{name} rejected the login: {exc.message}", code="broker_authentication") from None
     except TemporaryBrokerError as exc:
         raise ApiError(502, f"{name} is temporarily unreachable: {exc.message}; try again",
-                       error="broker unavailable") from None
+                       code="broker_unavailable") from None
     except BrokerError as exc:
-        raise ApiError(502, f"{name} error: {exc.message}", error="broker error") from None
+        raise ApiError(502, f"{name} error: {exc.message}", code="broker_error") from None
 
 
 def _authorize_url(broker: str) -> Response:
@@ -95,6 +100,14 @@ def _refresh(broker: str) -> tuple[Response, int]:
     message = str(result.pop("message", f"{_DISPLAY[broker]} token refreshed"))
     result.pop("success", None)
     return ok(message=message, **result)
+
+
+def _schwab_login(body: dict[str, Any], name: str) -> tuple[Response, int]:
+    """Finish the Schwab login with the redirect URL in `body[name]`."""
+    link = text_field(body, name, max_length=MAX_TEXT)
+    if not _is_http_url(link):
+        raise ApiError(400, f"{name} must be the full https:// URL Schwab redirected to", field=name)
+    return _login_result(SCHWAB, link)
 
 
 def _is_http_url(text: str) -> bool:
@@ -121,11 +134,16 @@ def tasty_authorize_url() -> Response:
 def schwab_access_token() -> tuple[Response, int]:
     """Finish the Schwab login. Body: `{"authorizationLink": "<the full redirect URL>"}` ->
     `{success, message}`. The tokens are stored encrypted and never returned."""
-    link = text_field(json_body(), "authorizationLink", max_length=MAX_TEXT)
-    if not _is_http_url(link):
-        raise ApiError(400, "authorizationLink must be the full https:// URL Schwab redirected to",
-                       field="authorizationLink")
-    return _login_result(SCHWAB, link)
+    return _schwab_login(json_body(), "authorizationLink")
+
+
+@brokers_bp.post("/refresh-token-link")
+@admin_required
+def schwab_token_link() -> tuple[Response, int]:
+    """The Schwab login as the dashboard's token dialog sends it. Body: `{"refresh_token_link":
+    "<the full redirect URL>"}` (or `{"token": ...}`) -> the same as `/api/schwab/access-token`."""
+    body = json_body()
+    return _schwab_login(body, "refresh_token_link" if "refresh_token_link" in body or "token" not in body else "token")
 
 
 @brokers_bp.post("/tasty/access-token")

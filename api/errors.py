@@ -30,7 +30,7 @@ _MESSAGES: dict[int, str] = {
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> tuple[Response, int]:
-        return fail(exc.status, exc.message, field=exc.field, error=exc.error)
+        return fail(exc.status, exc.message, field=exc.field, error=exc.error, code=exc.code)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response | tuple[Response, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import re
 from typing import Any
 
 from apispec import APISpec
@@ -13,6 +14,7 @@ from api.responses import ok
 from api.services import get_services
 
 VERSION = "0.1.0"
+_RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")  # Flask's <int:job_id> -> OpenAPI's {job_id}
 
 meta_bp = Blueprint("meta", __name__, url_prefix="/api")
 
@@ -69,10 +71,13 @@ def build_openapi(app: Flask) -> dict[str, Any]:
                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 },
             }
+            if rule.arguments:
+                operation["parameters"] = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                                           for name in sorted(rule.arguments)]
             if role:
                 operation["security"] = [{"bearerAuth": []}]
                 operation["x-required-role"] = role
-            paths.setdefault(rule.rule, {})[method.lower()] = operation
+            paths.setdefault(_RULE_ARGUMENT.sub(r"{\1}", rule.rule), {})[method.lower()] = operation
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     return spec.to_dict()

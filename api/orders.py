@@ -31,7 +31,7 @@ from config.instruments import canonical_symbol
 from domain.orders import BROKERS, OrderState
 from domain.tickers import StrategyName
 from oms.journal import read_fills, read_journal
-from oms.reconcile import RECONCILE_STRATEGY, adopt_broker_position, flatten_mismatch, symbol_for_key
+from oms.reconcile import RECONCILE_STRATEGY, NothingAtKey, adopt_broker_position, flatten_mismatch, symbol_for_key
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,8 @@ def adopt() -> Any:
     pairs = _affected(om, broker, key)
     try:
         position = adopt_broker_position(om, broker, key, strategy, symbol)
+    except NothingAtKey as exc:
+        raise ApiError(404, str(exc), field="key", error="not found") from None
     except Exception as exc:
         log.warning("adopt at %s %s failed: %s", broker, key, type(exc).__name__)
         raise ApiError(502, f"could not read positions at {broker}: {type(exc).__name__}", error="broker_error") from None
@@ -268,6 +270,8 @@ def flatten() -> Any:
     pairs = _affected(om, broker, key, symbol_for_key(key))
     try:
         report = flatten_mismatch(om, broker, key)
+    except NothingAtKey as exc:
+        raise ApiError(404, str(exc), field="key", error="not found") from None
     except Exception as exc:
         log.warning("flatten at %s %s failed: %s", broker, key, type(exc).__name__)
         raise ApiError(502, f"could not flatten at {broker}: {type(exc).__name__}", error="broker_error") from None

@@ -21,6 +21,11 @@ strategies_bp = Blueprint("strategies", __name__, url_prefix="/api")
 @strategies_bp.get("/strategies")
 @viewer_required
 def strategies() -> tuple[Response, int]:
+    """What the engine is doing, per strategy and ticker -> `{success, data}`.
+
+    Per ticker: running, last bar, indicator values, position, last signal and reason, last error,
+    restarts, warm-up and stale-feed state. 503 when no strategy engine runs in this process.
+    """
     engine = get_services().engine
     if engine is None:
         raise ApiError(503, "the strategy engine is not running in this process", error="unavailable")

@@ -33,7 +33,8 @@ def get_ticker() -> tuple[Response, int]:
 
     Query: `strategy=ema|supertrend|zeroday`. Answers `{success, data: {"/MES": [...]}, params}`;
     each row is strings: ema/zeroday `[timeframe, schwab_qty, "TRUE"|"FALSE", tastytrade_qty,
-    trend_line_1, period_1, trend_line_2, period_2]`, supertrend the first four.
+    trend_line_1, period_1, trend_line_2, period_2]` (zeroday then `call_enabled, put_enabled` as
+    "TRUE"|"FALSE"), supertrend the first four.
     """
     strategy = strategy_arg(request.args.get("strategy"))
     return ok(**ticker_map_body(get_services(), strategy))
@@ -46,16 +47,23 @@ def add_ticker() -> tuple[Response, int]:
 
     Body: `{strategy, symbol, timeframe, trade_enabled, schwab_quantity, tastytrade_quantity}` and
     for ema/zeroday `trend_line_1, period_1, trend_line_2, period_2`; supertrend optionally
-    `atr_period, multiplier, trailing_stop_atr, take_profit_atr`. Timeframes as "5Min", "1Hour",
+    `atr_period, multiplier, trailing_stop_atr, take_profit_atr`; ema optionally `stop_loss_ticks` or
+    `stop_loss_atr` and `atr_period`; zeroday optionally `call_enabled`, `put_enabled` (default true:
+    the dashboard's Call / Put switches). Replacing a ticker keeps the optional parameters the body
+    leaves out (the dashboard posts only the row fields). Timeframes as "5Min", "1Hour",
     "1Day", "512t", "5m" or raw "5". Answers 201 with the strategy's whole map.
     """
     payload = json_body()
     strategy = strategy_arg(payload.get("strategy"))
+    services = get_services()
     try:
         config = TickerConfig.from_payload(payload, strategy)
+        existing = services.tickers.get(strategy, config.symbol)
+        kept = existing.kept_by_update(payload) if existing is not None else {}
+        if kept:  # an update that leaves parameters out keeps them (the dashboard posts the row only)
+            config = TickerConfig.from_payload({**payload, **kept}, strategy)
     except TickerValidationError as exc:
         raise ApiError(400, f"{exc.field}: {exc.message}", field=exc.field) from None
-    services = get_services()
     services.tickers.upsert(config)
     log.info("ticker saved: %s %s %s enabled=%s", config.strategy.value, config.symbol, config.timeframe,
              config.trade_enabled)
@@ -76,9 +84,10 @@ def delete_ticker() -> tuple[Response, int]:
     strategy = strategy_arg(payload.get("strategy"))
     symbol = symbol_arg(payload.get("symbol"))
     services = get_services()
+    config = services.tickers.get(strategy, symbol)  # its position is closed even with the strategy stopped
     if not services.tickers.delete(strategy, symbol):
         raise ApiError(404, f"{symbol} is not configured for {strategy.value}", field="symbol", error="not found")
     log.info("ticker deleted: %s %s", strategy.value, symbol)
     if services.engine is not None:
-        services.engine.ticker_removed(strategy.value, symbol)
+        services.engine.ticker_removed(strategy.value, symbol, config)
     return ok(**ticker_map_body(services, strategy))

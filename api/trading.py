@@ -3,24 +3,36 @@
 Without a strategy engine in the process (services.engine is None) start/stop record the desired
 running set in Redis (`engine:running`) for the engine to pick up, and the manual triggers answer
 503: they never pretend an order was placed.
+
+Manual triggers answer `success: true` only when at least one broker acknowledged the order (or
+already holds the target); a partial refusal says so (`partial: true`, per-broker `results`).
+Time rules (engine/manual.py) are checked first with the API clock, `services.extras["time_ns"]`
+(a zero-argument callable returning ns; default `time.time_ns`).
 """
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime
+from typing import Any
 
 from flask import Blueprint, Response, request
 
-from api.responses import ApiError, ok
+from api.responses import ApiError, fail, ok
 from api.services import Services, get_services
 from api.validation import json_body, strategy_arg, symbol_arg
 from auth.decorators import admin_required, viewer_required
 from domain.tickers import StrategyName
+from engine.manual import NEW_YORK, ManualOutcome, Refusal, session_refusal, zeroday_entry_refusal
 
 log = logging.getLogger(__name__)
 
 trading_bp = Blueprint("trading", __name__, url_prefix="/api")
 
 ZERODAY_ACTIONS = ("call", "put", "close")
+# A dashboard build labels the 0DTE buttons Long/Short and sends "long"/"short": the strategy holds
+# long premium only, so a long view is the call and a short view the put.
+ZERODAY_ALIASES = {"long": "call", "short": "put"}
 EMA_ACTIONS = ("LONG", "SHORT", "CLOSE")
 
 
@@ -77,8 +89,52 @@ def stop_trading() -> tuple[Response, int]:
     return ok(message=f"{strategy.value} stopped for {', '.join(stopped)}")
 
 
-def _manual(strategy: StrategyName, allowed: tuple[str, ...], normalize: str) -> tuple[Response, int]:
-    payload = json_body()
+def _now_ns(services: Services) -> int:
+    """The API's wall clock (ns since the epoch). Injectable: `services.extras["time_ns"]` is a
+    zero-argument callable (tests pin the time); by default the system clock."""
+    clock = services.extras.get("time_ns") or time.time_ns
+    return int(clock())
+
+
+def _time_rule(services: Services, strategy: StrategyName, ticker: str, action: str) -> Refusal | None:
+    """Session/0DTE time rules (engine/manual.py) checked before anything is sent."""
+    now_ns = _now_ns(services)
+    if strategy is StrategyName.ZERODAY:
+        if action == "close":  # closing is always allowed (a held 0DTE option must be closable)
+            return None
+        config = services.tickers.get(StrategyName.ZERODAY, ticker)
+        if config is None:  # the engine answers "not configured" (400)
+            return None
+        return zeroday_entry_refusal(config, action, now_ns)
+    return session_refusal(ticker, action, now_ns)
+
+
+def _refused(status: int, code: str, message: str, **extra: Any) -> tuple[Response, int]:
+    # `error` is the sentence (the dashboard toasts it); `code` the word for programs.
+    return fail(status, message, code=code, **extra)
+
+
+def _answer(message: str, outcome: ManualOutcome) -> tuple[Response, int]:
+    """200 only when at least one broker acknowledged the order (or already holds the target);
+    409 when every broker refused it (nothing was sent); 502 when the outcome is unknown."""
+    results = outcome.to_json()
+    if outcome.acknowledged:
+        partial = bool(outcome.refused or outcome.unknown)
+        if outcome.already_at_target:
+            message = f"{message} (already at target: nothing sent)"
+        elif partial:
+            others = ", ".join(f"{r.broker} {r.status}" for r in (*outcome.refused, *outcome.unknown))
+            message = f"{message} (partial: not done at {others})"
+        return ok(message=message, partial=partial, results=results)
+    code = outcome.error_code()
+    if code == "order_outcome_unknown":
+        return _refused(502, code, f"{message} (sent, outcome unknown: check /api/orders)", results=results)
+    return _refused(409, code, f"not executed, nothing was sent: {message}", results=results)
+
+
+def _manual(strategy: StrategyName, allowed: tuple[str, ...], normalize: str,
+            payload: dict[str, Any] | None = None) -> tuple[Response, int]:
+    payload = json_body() if payload is None else payload
     ticker = symbol_arg(payload.get("ticker"), "ticker")
     if strategy is StrategyName.ZERODAY and ticker != "SPX":
         raise ApiError(400, "ticker: the 0DTE manual trigger trades SPX options only", field="ticker")
@@ -86,26 +142,38 @@ def _manual(strategy: StrategyName, allowed: tuple[str, ...], normalize: str) ->
         raise ApiError(400, "ticker: SPX is an index; use manual-trigger for 0DTE options", field="ticker")
     raw_action = payload.get("action")
     action = raw_action.strip().upper() if isinstance(raw_action, str) else None
+    if strategy is StrategyName.ZERODAY and action is not None:
+        action = ZERODAY_ALIASES.get(action.lower(), action.lower()).upper()
     if action is None or action not in (a.upper() for a in allowed):
-        raise ApiError(400, f"action must be one of {', '.join(allowed)}", field="action")
+        also = " (or long, short for call, put)" if strategy is StrategyName.ZERODAY else ""
+        raise ApiError(400, f"action must be one of {', '.join(allowed)}{also}", field="action")
     action = action.lower() if normalize == "lower" else action
     services = get_services()
     if services.engine is None:
         raise ApiError(503, "order path not available: the strategy engine and brokers are not running in this "
-                            "process", error="service unavailable")
+                            "process", code="service_unavailable")
+    refusal = _time_rule(services, strategy, ticker, action.lower())
+    if refusal is not None:
+        log.info("manual trigger %s %s %s refused: %s", strategy.value, ticker, action, refusal.message)
+        return _refused(409, refusal.code, refusal.message)
     log.info("manual trigger %s %s %s", strategy.value, ticker, action)
     try:
-        message = services.engine.manual_trigger(strategy.value, ticker, action)
+        answer = services.engine.manual_trigger(strategy.value, ticker, action)
     except (ValueError, LookupError) as exc:
         raise ApiError(400, str(exc), field="ticker") from None
-    return ok(message=str(message))
+    return _answer(answer.message, answer.outcome())
 
 
 @trading_bp.post("/manual-trigger")
 @admin_required
 def manual_trigger() -> tuple[Response, int]:
-    """Manual 0DTE trade. Body: `{"ticker": "SPX", "action": "call"|"put"|"close"}` -> `{success, message}`.
-    503 while no order path is running."""
+    """Manual 0DTE trade. Body: `{"ticker": "SPX", "action": "call"|"put"|"close"}` ("long"/"short"
+    are taken as call/put) ->
+    `{success, message, partial, results}` (results: one entry per broker with status and reason).
+    call/put: 409 (`outside_entry_window`, `no_session`, `no_same_day_expiration`) outside the 0DTE
+    entry window (09:35-15:30 ET, before the 15:45 ET forced close) or on a day without a same-day
+    SPXW expiration; close is always allowed. 409 `{success: false, error, message, results}` when
+    every broker refused the order (risk denial, paused, rejected, ...); 503 while no order path runs."""
     return _manual(StrategyName.ZERODAY, ZERODAY_ACTIONS, "lower")
 
 
@@ -113,7 +181,9 @@ def manual_trigger() -> tuple[Response, int]:
 @admin_required
 def ema_manual_trigger() -> tuple[Response, int]:
     """Manual EMA position. Body: `{"ticker": "/MES", "action": "LONG"|"SHORT"|"CLOSE"}` (any case)
-    -> `{success, message}`. 503 while no order path is running."""
+    -> `{success, message, partial, results}`. 409 `market_closed` (every action) while the
+    instrument's session is closed; 409 when every broker refused the order; 503 while no order
+    path is running."""
     return _manual(StrategyName.EMA, EMA_ACTIONS, "upper")
 
 
@@ -128,3 +198,31 @@ def current_position() -> tuple[Response, int]:
     if services.orders is None or services.engine is None:
         return ok(data=None)
     return ok(data=services.engine.current_position(strategy.value, ticker))
+
+
+# The dashboard build whose 0DTE card posts {action: buy_call|buy_put|close_position, symbol}.
+_SPX_BUTTONS = {"buy_call": "call", "buy_put": "put", "close_position": "close"}
+
+
+@trading_bp.post("/manual-spx-trigger")
+@admin_required
+def manual_spx_trigger() -> tuple[Response, int]:
+    """The 0DTE manual trigger as one dashboard build calls it. Body: `{"action": "buy_call"|"buy_put"|
+    "close_position", "symbol": "SPX"}` -> the same answer as `/api/manual-trigger`. The contract
+    is always the ATM SPXW expiring today: a `strike` or an `expiration` other than today is refused
+    (400) rather than trading another contract than the one asked for."""
+    payload = json_body()
+    raw = payload.get("action")
+    action = _SPX_BUTTONS.get(raw.strip().lower()) if isinstance(raw, str) else None
+    if action is None:
+        raise ApiError(400, f"action must be one of {', '.join(_SPX_BUTTONS)}", field="action")
+    if payload.get("strike") not in (None, ""):
+        raise ApiError(400, "strike: choosing a strike is not supported; the 0DTE trigger trades the ATM SPXW "
+                            "contract expiring today", field="strike")
+    expiration = payload.get("expiration")
+    if expiration not in (None, ""):
+        today = datetime.fromtimestamp(_now_ns(get_services()) / 1e9, NEW_YORK).date().isoformat()
+        if expiration != today:
+            raise ApiError(400, f"expiration: only today's SPXW ({today}) is traded", field="expiration")
+    return _manual(StrategyName.ZERODAY, ZERODAY_ACTIONS, "lower",
+                   {"ticker": payload.get("symbol") or "SPX", "action": action})

@@ -23,7 +23,9 @@ def json_body(*, required: bool = True) -> dict[str, Any]:
                        error="unsupported media type")
     payload = request.get_json(silent=True)
     if payload is None:
-        raise ApiError(400, "request body is not valid JSON", field="body")
+        literal_null = request.get_data(cache=True).strip() == b"null"  # valid JSON, just not an object
+        raise ApiError(400, "request body must be a JSON object" if literal_null else "request body is not valid JSON",
+                       field="body")
     if not isinstance(payload, dict):
         raise ApiError(400, "request body must be a JSON object", field="body")
     return payload

@@ -39,6 +39,11 @@ hub blocked in XREAD.
 Not included: the production pre-trade risk check and the audit/metrics listeners (the OMS is
 built with allow_all and no listeners); with them each order costs a few more Redis round trips.
 
+Machine floor (`machine_thread_wakeup_round_trip_us_*`): measured first, a round trip between two
+Python threads through two queues. A close wakes 19-30 threads and each order's Redis reply must
+take the GIL back, so on a VM whose wake-ups cost tens of microseconds (p99 hundreds) the same
+code shows a higher tail than on bare metal; the figure says which machine produced the numbers.
+
 Real Redis at 127.0.0.1:6379 (REDIS_URL to override); unique key prefixes, deleted afterwards.
 The last line is a JSON object.
 """
@@ -48,6 +53,7 @@ import argparse
 import json
 import logging
 import os
+import queue
 import random
 import sys
 import tempfile
@@ -75,7 +81,7 @@ from engine.stream_hub import StreamHub  # noqa: E402
 from engine.supervisor import StrategySupervisor  # noqa: E402
 from market_data.feeds import ReplayFeed  # noqa: E402
 from market_data.service import MarketDataService  # noqa: E402
-from oms.models import TargetOrder, TargetResult, TargetStatus  # noqa: E402
+from oms.models import ACKNOWLEDGED_STATUSES, TargetOrder, TargetResult  # noqa: E402
 from oms.order_manager import OrderManager  # noqa: E402
 from store.redis_store import Store, connect  # noqa: E402
 from store.tickers import TickerStore  # noqa: E402
@@ -87,7 +93,30 @@ SYMBOLS = ["/MES", "/ES", "/MNQ", "/NQ", "/M2K", "/RTY", "MSTR", "TSLA", "NVDA"]
 B_SYMBOLS = SYMBOLS[:5]
 LEVEL = {"/MES": 5500.0, "/ES": 5500.0, "/MNQ": 20000.0, "/NQ": 20000.0, "/M2K": 2100.0, "/RTY": 2100.0,
          "MSTR": 350.0, "TSLA": 250.0, "NVDA": 120.0, "SPX": 5500.0}
-ACK = (TargetStatus.FILLED, TargetStatus.WORKING, TargetStatus.PENDING_OPEN)
+
+
+def thread_wakeup_us(rounds: int = 2000) -> tuple[float, float]:
+    """This machine's floor for handing work between two Python threads: p50/p99 of a round trip
+    through two queues (each way one thread wakes another and takes the GIL). Every strategy
+    thread woken by a close, and every order's Redis reply, pays such hand-offs, so the engine's
+    figures are read against it (it differs a lot between machines, and between VMs)."""
+    ping: "queue.SimpleQueue[int]" = queue.SimpleQueue()
+    pong: "queue.SimpleQueue[int]" = queue.SimpleQueue()
+
+    def echo() -> None:
+        for _ in range(rounds):
+            pong.put(ping.get())
+
+    thread = threading.Thread(target=echo, name="bench-wakeup-echo")
+    thread.start()
+    times = []
+    for i in range(rounds):
+        start = time.perf_counter_ns()
+        ping.put(i)
+        pong.get()
+        times.append((time.perf_counter_ns() - start) / 1e3)
+    thread.join()
+    return pct(times, 50), pct(times, 99)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -134,7 +163,7 @@ class Bench:
                 result = super().move_to_target(t)
                 done = time.perf_counter_ns()
                 stamp = bench.stamps.get((t.symbol, t.event_ts_ns))
-                if stamp is not None and result.orders and result.status in ACK:
+                if stamp is not None and result.orders and result.status in ACKNOWLEDGED_STATUSES:
                     with bench.lock:
                         bench.order_ms.append((done - stamp) / 1e6)
                         bench.per_close[t.event_ts_ns] = bench.per_close.get(t.event_ts_ns, 0) + len(result.orders)
@@ -150,7 +179,7 @@ class Bench:
 
     def _on_report(self, report: ExecutionReport) -> None:
         done = time.perf_counter_ns()
-        if not any(r.orders and r.status in ACK for r in report.results):
+        if not any(r.orders and r.status in ACKNOWLEDGED_STATUSES for r in report.results):
             return
         stamp = self.stamps.get((report.intent.symbol, report.intent.event_ts_ns))
         with self.lock:
@@ -252,6 +281,7 @@ def main() -> int:
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     client = connect(url)  # configured as the service configures it
     client.ping()
+    wakeup_p50, wakeup_p99 = thread_wakeup_us()
     with tempfile.TemporaryDirectory(prefix="bench-engine-logs-") as log_dir:
         bench = Bench(client, url, Path(log_dir))
         try:
@@ -289,6 +319,8 @@ def main() -> int:
         "idle_cpu_percent_of_one_core": round(100 * idle / args.idle, 3),
         "restarts": sum(h["restarts"] for h in health), "dead_threads": sum(len(h["dead"]) for h in health),
         "keys_left": left, "errors": errors[:5], "target_p99_ms": 10.0,
+        "machine_thread_wakeup_round_trip_us_p50": round(wakeup_p50, 1),
+        "machine_thread_wakeup_round_trip_us_p99": round(wakeup_p99, 1),
     }
     print(f"{threads} threads ({alive} alive); {len(bench.order_ms)} bar orders: closing trade -> ack "
           f"p50 {result['close_trade_to_ack_ms_p50']} ms p99 {result['close_trade_to_ack_ms_p99']} ms; "

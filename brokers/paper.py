@@ -56,7 +56,6 @@ from decimal import Decimal
 from typing import Any, Callable
 
 import orjson
-import redis
 
 from brokers.base import BrokerAdapter, ClaimFirst, PlacedAfter
 from brokers.errors import OrderRejected, TemporaryBrokerError
@@ -79,6 +78,7 @@ from domain.orders import (
     OrderType,
     OrderUpdate,
     Quote,
+    apply_fill,
 )
 from store.redis_store import Store, is_noscript
 
@@ -87,7 +87,6 @@ log = logging.getLogger(__name__)
 PriceSource = Callable[[str], float | None]
 Then = Callable[[OrderUpdate], list[list[str]]]  # see PaperBroker.place_order_then
 ChainSource = Callable[[str, date], list[OptionContract]]
-_AVG_QUANT = Decimal("0.00000001")
 
 # One round trip per order: claim the id (optionally), then write order, position, account,
 # fill and open-set membership together. Returns the existing order JSON when the claim failed,
@@ -270,25 +269,6 @@ class PaperPosition:
                              is_future=bool(d["is_future"]), option=d.get("option"))
 
 
-def apply_fill_to_position(qty: int, avg: Decimal, signed_qty: int, price: Decimal,
-                           multiplier: Decimal) -> tuple[int, Decimal, Decimal]:
-    """(new qty, new avg price, realized P&L) for a fill of `signed_qty` at `price`."""
-    realized = Decimal(0)
-    new_qty = qty + signed_qty
-    if qty == 0 or (qty > 0) == (signed_qty > 0):
-        total = abs(qty) + abs(signed_qty)
-        new_avg = ((avg * abs(qty) + price * abs(signed_qty)) / total).quantize(_AVG_QUANT)
-        return new_qty, new_avg.normalize() if new_avg else Decimal(0), realized
-    closing = min(abs(qty), abs(signed_qty))
-    direction = 1 if qty > 0 else -1
-    realized = (price - avg) * closing * direction * multiplier
-    if new_qty == 0:
-        return 0, Decimal(0), realized
-    if (new_qty > 0) != (qty > 0):  # flipped through zero: the remainder opened at this price
-        return new_qty, price, realized
-    return new_qty, avg, realized
-
-
 class PaperBroker(BrokerAdapter):
     is_paper = True
 
@@ -452,7 +432,7 @@ class PaperBroker(BrokerAdapter):
             multiplier, is_future = inst.multiplier, inst.asset_class is AssetClass.FUTURE
         key = order.position_key
         old = positions.get(key)
-        new_qty, new_avg, realized = apply_fill_to_position(
+        new_qty, new_avg, realized = apply_fill(
             old.quantity if old else 0, old.avg_price if old else Decimal(0), signed, price, multiplier)
         commission = self._commission * qty
         if is_future:
@@ -852,4 +832,4 @@ class PaperBroker(BrokerAdapter):
         return synthetic_chain(float(spot), expiration, self._clock(), self._iv, underlying=underlying)
 
 
-__all__ = ["PaperBroker", "PaperOrder", "PaperPosition", "apply_fill_to_position", "Symbol"]
+__all__ = ["PaperBroker", "PaperOrder", "PaperPosition", "Symbol"]

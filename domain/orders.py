@@ -6,6 +6,7 @@ recognised (see `client_order_id`).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -179,6 +180,30 @@ class BrokerStatus:
         }
 
 
+def plain_decimal(value: Decimal) -> Decimal:
+    """`value` without trailing zeros and never in exponent form: 6000.00 -> 6000 (not 6E+3, which
+    `normalize()` alone gives and a dashboard would show), 2309.50 -> 2309.5."""
+    normal = value.normalize()
+    return normal.quantize(Decimal(1)) if normal.as_tuple().exponent > 0 else normal
+
+_AVG_QUANT = Decimal("0.00000001")
+
+
+def apply_fill(qty: int, avg: Decimal, signed_qty: int, price: Decimal, multiplier: Decimal) -> tuple[int, Decimal, Decimal]:
+    """(new qty, new avg price, realized P&L) of a signed fill on a position (average-cost method).
+    The order manager's book and the paper broker keep their positions with it."""
+    new_qty = qty + signed_qty
+    if qty == 0 or (qty > 0) == (signed_qty > 0):
+        total = abs(qty) + abs(signed_qty)
+        return new_qty, plain_decimal(((avg * abs(qty) + price * abs(signed_qty)) / total).quantize(_AVG_QUANT)), Decimal(0)
+    closing = min(abs(qty), abs(signed_qty))
+    realized = (price - avg) * closing * (1 if qty > 0 else -1) * multiplier
+    if new_qty == 0:
+        return 0, Decimal(0), realized
+    if (new_qty > 0) != (qty > 0):  # flipped through zero: the remainder opened at this price
+        return new_qty, price, realized
+    return new_qty, avg, realized
+
 def mask_account(account: str | None) -> str | None:
     """Show only the last 4 characters of an account number."""
     if not account:
@@ -186,6 +211,7 @@ def mask_account(account: str | None) -> str | None:
     return "****" + account[-4:]
 
 
+@functools.lru_cache(maxsize=4096)  # pure; asked 2-3 times per order leg (plan, claim, record)
 def client_order_id(strategy: str, symbol: str, event_ts_ns: int, leg: str, broker: BrokerName) -> ClientOrderId:
     """Deterministic id for one leg of one intent at one broker.
 

@@ -35,6 +35,7 @@ class TickerValidationError(ValueError):
 
 MAX_QUANTITY = 10_000
 MAX_PERIOD = 1_000
+_STOP_LOSS_CHOICE = ("stop_loss_ticks", "stop_loss_atr")  # ema: a stop in ticks or in ATRs
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
@@ -119,6 +120,9 @@ class TickerConfig:
     multiplier: float = 3.0
     trailing_stop_atr: float = 2.0  # 0 = off
     take_profit_atr: float = 3.0  # 0 = off
+    # zeroday: which side may be bought (the dashboard's Call / Put switches)
+    call_enabled: bool = True
+    put_enabled: bool = True
 
     @property
     def tf(self) -> Timeframe:
@@ -175,6 +179,9 @@ class TickerConfig:
                 stop_loss_atr=_number(payload, "stop_loss_atr", 0.0, 0.0, 100.0),
                 atr_period=_whole(payload, "atr_period", 14, 1, MAX_PERIOD),
             )
+        if strat is StrategyName.ZERODAY:
+            config = replace(config, call_enabled=_bool(payload, "call_enabled", True),
+                             put_enabled=_bool(payload, "put_enabled", True))
         if strat is StrategyName.SUPERTREND:
             config = replace(
                 config,
@@ -191,6 +198,8 @@ class TickerConfig:
                str(self.tastytrade_quantity)]
         if self.uses_trend_lines:
             row += [self.trend_line_1.value, str(self.period_1), self.trend_line_2.value, str(self.period_2)]
+        if self.strategy is StrategyName.ZERODAY:  # the original backend's row positions 8 and 9
+            row += ["TRUE" if self.call_enabled else "FALSE", "TRUE" if self.put_enabled else "FALSE"]
         return row
 
     def optional_fields(self) -> dict[str, object]:
@@ -201,7 +210,27 @@ class TickerConfig:
         if self.strategy is StrategyName.EMA:
             return {"stop_loss_ticks": self.stop_loss_ticks, "stop_loss_atr": self.stop_loss_atr,
                     "atr_period": self.atr_period}
+        if self.strategy is StrategyName.ZERODAY:
+            return {"call_enabled": self.call_enabled, "put_enabled": self.put_enabled}
         return {}
+
+    def side_enabled(self, long_side: bool) -> bool:
+        """zeroday: may the call (long view) or the put (short view) be bought? Others: always."""
+        if self.strategy is not StrategyName.ZERODAY:
+            return True
+        return self.call_enabled if long_side else self.put_enabled
+
+    def kept_by_update(self, payload: Mapping[str, Any]) -> dict[str, object]:
+        """The optional parameters an update `payload` leaves out, at this (stored) config's values.
+
+        The dashboard's save and Trade switch post only the row fields; without this, toggling a
+        ticker would silently reset its stop-loss or Supertrend parameters to the defaults. The two
+        stop-loss kinds are one choice: naming either replaces both."""
+        kept = {name: value for name, value in self.optional_fields().items() if name not in payload}
+        if any(name in payload for name in _STOP_LOSS_CHOICE):
+            for name in _STOP_LOSS_CHOICE:
+                kept.pop(name, None)
+        return kept
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -45,14 +45,15 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from config.timeframes import Timeframe
 from market_data import calendars
 from domain.intents import Intent, IntentReason, PositionTarget
 from domain.market import Bar, Trade
+from domain.orders import BROKERS, OptionRight
 from domain.tickers import TickerConfig
-from oms.models import TargetStatus
+from oms.models import ACKNOWLEDGED_STATUSES, OmsPosition, TargetStatus
 from engine.executor import ExecutionReport, IntentExecutor
 from engine.logs import emit_batch, record, ticker_logger
 from engine.state_writer import StateWriter
@@ -73,7 +74,6 @@ BOOKKEEPING_WAIT_SECONDS = 0.05
 STALE_BAR_FACTOR = 2
 TICK_BAR_STALE_SECONDS = 300
 STALE_FEED_FACTOR = 2  # no bar for this many bar-lengths while the session is open -> stale-feed note
-ACKNOWLEDGED = (TargetStatus.FILLED, TargetStatus.WORKING, TargetStatus.PENDING_OPEN)
 
 # In-process inbox messages besides the hub's stream entries.
 _STOP = "stop"
@@ -119,6 +119,12 @@ class RunnerStatus:
         return dict(self.__dict__)
 
 
+class PositionBook(Protocol):
+    """What the runner reads of the order manager: a lane's position (for its average price)."""
+
+    def position(self, strategy: str, symbol: str, broker: str) -> OmsPosition: ...
+
+
 class StrategyRunner:
     def __init__(
         self,
@@ -132,7 +138,10 @@ class StrategyRunner:
         log_dir: Any,
         clock_provider: Callable[[int], SessionClock] | None = None,
         hooks: RunnerHooks = RunnerHooks(),
+        orders: "PositionBook | None" = None,
     ) -> None:
+        """`orders`: the order manager's book; its average price arms the exits of a position
+        resumed into a rebuilt strategy (without it such a position resumes unpriced, logged)."""
         self.config = config
         self._hub = hub
         self._states = states
@@ -145,6 +154,7 @@ class StrategyRunner:
         self._store = store
         self._md = market_data
         self._executor = executor
+        self._orders = orders
         self._clock_provider = clock_provider
         self._on_report = hooks.on_report
         self._timeframe = Timeframe.parse(config.timeframe)
@@ -237,10 +247,18 @@ class StrategyRunner:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     def _prepare(self) -> None:
-        """Restore saved state, else warm up from history (warm-up bars never trade)."""
+        """Restore saved state, else warm up from history (warm-up bars never trade).
+
+        A position kept across a rebuild (the ticker's parameters changed, or the saved state is
+        not usable) is given to the warmed-up strategy *after* the warm-up, with the entry price
+        from the order manager's book (its average price): the exits (stop-loss, ATR stop once the
+        warm-up has defined the ATR, Supertrend trailing stop / take-profit) are armed again, and
+        history bars cannot move the kept position (their intents are never sent)."""
         with self._lock:
             self._prepared = True
             saved = self._states.get(self.state_key)
+            kept: PositionTarget | None = None  # the position to carry into the rebuilt strategy
+            old_strategy: dict[str, Any] = {}
             if saved:
                 data = json.loads(saved)
                 if data.get("config") == self._config_json:
@@ -254,13 +272,20 @@ class StrategyRunner:
                         self.status.warmed_up = True
                         self.log.info("resumed from saved state at bar id %s (position %s)", self._bar_id,
                                       self.strategy.target.value)
+                        self._rearm_if_unpriced()
+                        self._publish_position(self.strategy.last_signal)
                         return
-                # The ticker's parameters changed: indicators must be rebuilt, the position is kept.
-                self.log.info("parameters changed since the saved state; warming up again")
+                else:
+                    # The ticker's parameters changed: indicators must be rebuilt, the position is kept.
+                    self.log.info("parameters changed since the saved state; warming up again")
+                    self.strategy = build_strategy(self.config)
                 position = data.get("position")
-                self.strategy = build_strategy(self.config)
-                if position:
-                    self.strategy.set_position(PositionTarget(position))
+                kept = PositionTarget(position) if position else None
+                old_strategy = data.get("strategy") if isinstance(data.get("strategy"), dict) else {}
+            else:
+                # First start: the strategy holds what the book holds (flat, or a manual trade made
+                # while the ticker was not running), never what a warm-up bar's cross "decided".
+                kept = self._book_target()
             needed = self.strategy.warmup_bars()
             history: list[Bar] = self._md.warmup(self.config.symbol, self._timeframe, needed)
             for bar in history:
@@ -269,7 +294,112 @@ class StrategyRunner:
                 self._bar_id = self._bar_id_after(history[-1])
             self.status.warmed_up = len(history) >= needed
             self.log.info("warmed up on %d bars (need %d)", len(history), needed)
+            if kept is not None:
+                self._resume_position(kept, _opt_float(old_strategy.get("entry_price")))
+                # What the warm-up "decided" was never traded; the kept position's reason was.
+                self.strategy.last_signal = old_strategy.get("last_signal")
+                if kept is not PositionTarget.FLAT and not saved:
+                    self.log.info("starts holding %s: the order manager's book holds it", kept.value)
+            self._publish_position(self.strategy.last_signal)
             self._save()
+
+    def _publish_position(self, last_signal: str | None) -> None:
+        """The status shows the position the strategy resumed with (and why it holds it), and its
+        indicators (incl. the armed stop) before the first live bar."""
+        self.status.position = self.strategy.target.value
+        self.status.indicators = self.strategy.indicators()
+        if last_signal is not None:
+            self.status.last_signal = last_signal
+
+    def _resume_position(self, target: PositionTarget, saved_entry: float | None) -> None:
+        """Give the freshly built (warmed-up) strategy the position kept from before, priced at the
+        order manager's average price so its exits are armed."""
+        if target is PositionTarget.FLAT:
+            self.strategy.set_position(target)
+            return
+        entry, source = self._book_entry_price(target), "order manager average price"
+        if entry is None and saved_entry is not None:
+            entry, source = saved_entry, "entry price in the saved state"
+        self.strategy.set_position(target, entry)
+        self._log_armed(target, entry, source)
+
+    def _rearm_if_unpriced(self) -> None:
+        """A restored position without an entry price (saved by a rebuild that lost it) gets one
+        from the book, so its stop is armed again."""
+        target = self.strategy.target
+        if target is PositionTarget.FLAT or getattr(self.strategy, "entry_price", 0.0) is not None:
+            return
+        entry = self._book_entry_price(target)
+        if entry is None:
+            self._log_armed(target, None, "")
+            return
+        self.strategy.set_position(target, entry)
+        self._log_armed(target, entry, "order manager average price (the saved state had no entry price)")
+
+    def _log_armed(self, target: PositionTarget, entry: float | None, source: str) -> None:
+        values = self.strategy.indicators()
+        stop = values.get("stop")
+        if entry is None and not self._stop_configured():
+            self.log.info("%s position resumed without an entry price (no stop configured)", target.value)
+            return
+        if entry is None:
+            self.log.warning("%s position resumed but its entry price is unknown (no average price in the order "
+                             "manager's book for %s, none saved): the stop could not be armed from the entry%s",
+                             target.value, self.config.symbol,
+                             "" if stop is None else f"; stop set from the last price instead: {stop}")
+            app_log.warning("%s %s: %s position resumed without an entry price; stop not armed from the entry",
+                            self.config.strategy.value, self.config.symbol, target.value)
+            return
+        self.log.info("%s position resumed at entry %s (%s); stop %s%s", target.value, entry, source,
+                      "-" if stop is None else stop,
+                      "" if values.get("take_profit") is None else f", take-profit {values['take_profit']}")
+        if stop is None and self._stop_configured():
+            self.log.warning("%s position resumed at entry %s but the stop could not be armed "
+                             "(ATR not defined yet: not enough history)", target.value, entry)
+
+    def _stop_configured(self) -> bool:
+        c = self.config
+        if self.strategy.name == "supertrend":
+            return c.trailing_stop_atr > 0
+        return c.stop_loss_ticks > 0 or c.stop_loss_atr > 0
+
+    def _book_positions(self) -> list[OmsPosition]:
+        """This ticker's non-flat positions in the order manager's book, one per broker (an
+        unreadable broker is logged and left out; no book: none)."""
+        if self._orders is None:
+            return []
+        held: list[OmsPosition] = []
+        for broker in BROKERS:
+            try:
+                pos = self._orders.position(self.config.strategy.value, self.config.symbol, broker)
+            except Exception as exc:  # the book unreadable: go on without it, and say so
+                self.log.warning("could not read the %s position from the order manager: %s", broker, exc)
+                continue
+            if pos.quantity != 0:
+                held.append(pos)
+        return held
+
+    def _book_target(self) -> PositionTarget:
+        """The side this ticker holds in the order manager's book (a 0DTE call is LONG, a put
+        SHORT); FLAT when it holds nothing or the book is unavailable."""
+        sides = {(pos.option.right is OptionRight.CALL) if pos.option is not None else pos.quantity > 0
+                 for pos in self._book_positions()}
+        if len(sides) > 1:
+            self.log.warning("brokers hold opposite sides of %s; starting flat: reconcile it", self.config.symbol)
+            return PositionTarget.FLAT
+        if not sides:
+            return PositionTarget.FLAT
+        return PositionTarget.LONG if sides.pop() else PositionTarget.SHORT
+
+    def _book_entry_price(self, target: PositionTarget) -> float | None:
+        """The order manager's average price of this ticker's position on the side of `target`
+        (quantity-weighted over brokers), or None when unknown. An option position (0DTE) is
+        priced in premium, not in the underlying the strategy's stops watch: None."""
+        sign = 1 if target is PositionTarget.LONG else -1
+        priced = [(abs(pos.quantity), float(pos.avg_price)) for pos in self._book_positions()
+                  if pos.quantity * sign > 0 and pos.option is None and pos.avg_price > 0]
+        total = sum(qty for qty, _ in priced)
+        return sum(qty * price for qty, price in priced) / total if total else None
 
     def _bar_id_after(self, bar: Bar) -> str:
         # Continue after the newest bar already in the stream (the warm-up saw it): "$" in a
@@ -391,6 +521,7 @@ class StrategyRunner:
         """Bookkeeping for the bars acted on: status, the ticker-log write, the saved state."""
         with self._lock:
             try:
+                self.status.position = self.strategy.target.value
                 seen = self._last_bar_seen
                 if seen is not None:
                     bar, values, received_ns = seen
@@ -462,7 +593,7 @@ class StrategyRunner:
             if self._on_report:
                 self._on_report(report)
             if (received is not None and self._on_bar_to_order is not None
-                    and any(r.orders and r.status in ACKNOWLEDGED for r in report.results)):
+                    and any(r.orders and r.status in ACKNOWLEDGED_STATUSES for r in report.results)):
                 try:
                     self._on_bar_to_order(self.config.strategy.value, self.config.symbol,
                                           time.perf_counter() - received)
@@ -538,6 +669,13 @@ class StrategyRunner:
         constant config part encoded once per runner."""
         return (f'{self._state_head}{json.dumps(self.strategy.state())}, "bar_id": {json.dumps(self._bar_id)}, '
                 f'"position": {json.dumps(self.strategy.target.value)}}}')
+
+
+def _opt_float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _iso(ts_ns: int) -> str:

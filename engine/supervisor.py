@@ -27,6 +27,7 @@ from domain.intents import IntentReason, PositionTarget
 from domain.orders import BROKERS
 from domain.tickers import StrategyName, TickerConfig, parse_strategy
 from engine.executor import ExecutionReport, IntentExecutor
+from engine.manual import ManualTrade
 from engine.runner import LatencyCallback, RestartCallback, RunnerHooks, StrategyRunner
 from engine.state_writer import StateWriter
 from engine.stream_hub import StreamHub
@@ -164,6 +165,7 @@ class StrategySupervisor:
         return StrategyRunner(
             config=config, store=self._store, hub=self._hub, states=self._states, market_data=self._md,
             executor=self._executor, log_dir=self._log_dir, clock_provider=clock, hooks=self._hooks,
+            orders=self._orders,
         )
 
     # --- ticker edits -----------------------------------------------------------------------
@@ -226,7 +228,10 @@ class StrategySupervisor:
                     self._make_runner(config).sync_saved_position(PositionTarget.FLAT)
 
     # --- manual triggers --------------------------------------------------------------------
-    def manual_trigger(self, strategy: str, symbol: str, action: str) -> str:
+    def manual_trigger(self, strategy: str, symbol: str, action: str) -> ManualTrade:
+        """LONG/SHORT/CLOSE (ema, supertrend) or call/put/close (zeroday) through the ticker's own
+        order path (running or not): same client ids, risk checks and journal as its signals.
+        Raises TriggerError for a bad action, an unconfigured ticker or no price yet."""
         name = parse_strategy(strategy)
         table = ZERODAY_ACTIONS if name is StrategyName.ZERODAY else EMA_ACTIONS
         target = table.get(action.strip().lower())
@@ -243,7 +248,7 @@ class StrategySupervisor:
         if runner is None:  # not running: a one-off runner still uses the same path and state
             runner = self._make_runner(config)
         report = runner.force_target(target, IntentReason.MANUAL, f"manual {action.lower()}", float(price))
-        return f"manual {action.lower()} on {symbol}: {report.summary()}"
+        return ManualTrade(f"manual {action.lower()} on {symbol}: {report.summary()}", report)
 
     def housekeeping_now(self, strategy: str | None = None) -> int:
         """Wake running threads (all, or one strategy's) to run housekeeping at once: 0DTE time

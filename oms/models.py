@@ -10,9 +10,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from domain.orders import BrokerName, OptionContract, OptionRight, OrderSide, OrderState, PositionEffect
+from domain.orders import (BrokerName, OptionContract, OptionRight, OrderSide, OrderState, PositionEffect,
+                           apply_fill, plain_decimal)
 
-_AVG_QUANT = Decimal("0.00000001")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,11 @@ class TargetStatus(StrEnum):
     PAUSED = "paused"  # broker needs a new login; orders paused
     BLOCKED = "blocked"  # the lane has a working/unknown order from an earlier intent
     ERROR = "error"  # bad request (no adapter, written option, ...)
+
+
+# The broker has the order: filled, resting/working, or a reversal whose close went and whose open
+# follows. (NOOP and DUPLICATE are fine answers too, but no new order was acknowledged.)
+ACKNOWLEDGED_STATUSES = frozenset({TargetStatus.FILLED, TargetStatus.WORKING, TargetStatus.PENDING_OPEN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +158,7 @@ class TargetResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in (TargetStatus.FILLED, TargetStatus.WORKING, TargetStatus.PENDING_OPEN,
-                               TargetStatus.NOOP, TargetStatus.DUPLICATE)
+        return self.status in ACKNOWLEDGED_STATUSES or self.status in (TargetStatus.NOOP, TargetStatus.DUPLICATE)
 
     def to_json(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "symbol": self.symbol, "broker": self.broker,
@@ -208,23 +212,8 @@ def parse_occ(symbol: str) -> OptionContract | None:
     return OptionContract(
         underlying=_ROOT_UNDERLYING.get(m["root"], m["root"]), root=m["root"],
         expiration=date(2000 + int(ymd[:2]), int(ymd[2:4]), int(ymd[4:])),
-        strike=(Decimal(int(m["strike"])) / 1000).normalize(), right=OptionRight(m["right"]),
+        strike=plain_decimal(Decimal(int(m["strike"])) / 1000), right=OptionRight(m["right"]),
     )
-
-
-def apply_fill(qty: int, avg: Decimal, signed_qty: int, price: Decimal, multiplier: Decimal) -> tuple[int, Decimal, Decimal]:
-    """(new qty, new avg, realized P&L) of a signed fill on a position (average-cost method)."""
-    new_qty = qty + signed_qty
-    if qty == 0 or (qty > 0) == (signed_qty > 0):
-        total = abs(qty) + abs(signed_qty)
-        return new_qty, ((avg * abs(qty) + price * abs(signed_qty)) / total).quantize(_AVG_QUANT).normalize(), Decimal(0)
-    closing = min(abs(qty), abs(signed_qty))
-    realized = (price - avg) * closing * (1 if qty > 0 else -1) * multiplier
-    if new_qty == 0:
-        return 0, Decimal(0), realized
-    if (new_qty > 0) != (qty > 0):
-        return new_qty, price, realized
-    return new_qty, avg, realized
 
 
 @dataclass(frozen=True, slots=True)

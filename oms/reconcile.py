@@ -130,12 +130,20 @@ def reconcile(om: OrderManager, ts_ns: int | None = None) -> ReconciliationRepor
     )
 
 
+class NothingAtKey(ValueError):
+    """Neither the broker nor the order book holds a position at the key (a mistyped key): there is
+    nothing to adopt or flatten, and no lane is created for it."""
+
+
 def adopt_broker_position(om: OrderManager, broker: str, key: str, strategy: str, symbol: str | None = None,
                           reason: str = "operator adopted broker position") -> OmsPosition:
-    """Make the OMS book match the broker at `key`: `strategy`'s lane absorbs the difference."""
+    """Make the OMS book match the broker at `key`: `strategy`'s lane absorbs the difference.
+    Raises NothingAtKey when neither side holds anything there."""
     adapter = om.adapters[BrokerName(broker)]
     held = {p.key: p for p in adapter.positions()}
     bp = held.get(key)
+    if (bp is None or bp.quantity == 0) and not any(p.quantity for p in om.positions() if p.broker == broker and p.key == key):
+        raise NothingAtKey(f"neither {broker} nor the order book holds a position at {key}")
     broker_qty = bp.quantity if bp else 0
     symbol = symbol or _symbol_for_key(key)
     others = sum(p.quantity for p in om.positions() if p.broker == broker and p.key == key

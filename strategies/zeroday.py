@@ -143,7 +143,15 @@ class ZeroDayStrategy(EmaCrossStrategy):
         assert f is not None and s is not None
         detail = self._cross_detail(side, f, s)
         option = "ATM call" if side is PositionTarget.LONG else "ATM put"
-        if self.entry_allowed_at(bar.end_ns) and self._entries_allowed():
+        if not self.config.side_enabled(side is PositionTarget.LONG):
+            blocked = f"{option.split()[1]}s are disabled for this ticker"
+        elif not self.entry_allowed_at(bar.end_ns):
+            blocked = "outside 0DTE entry window"
+        elif not self._entries_allowed():
+            blocked = "ATR stop not defined yet"
+        else:
+            blocked = None
+        if blocked is None:
             self._enter(side, bar.close, bar.end_ns)
             self.entry_day = _ny(bar.end_ns).date().isoformat()
             self._arm_stop()
@@ -155,10 +163,10 @@ class ZeroDayStrategy(EmaCrossStrategy):
             self.entry_day = None
             self.stop_price = None
             intents.append(self._intent(PositionTarget.FLAT, IntentReason.SIGNAL,
-                                        f"close {held}, no new entry outside the 0DTE entry window: {detail}",
+                                        f"close {held}, no new entry ({blocked}): {detail}",
                                         bar.end_ns, bar.close))
         else:
-            self.last_signal = f"ignored (outside 0DTE entry window): {detail}"
+            self.last_signal = f"ignored ({blocked}): {detail}"
         return intents
 
     def set_position(self, target: PositionTarget, entry_price: float | None = None) -> None:

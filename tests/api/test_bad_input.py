@@ -104,3 +104,10 @@ def test_delete_ticker_bad_input_changes_nothing(client: FlaskClient, admin_head
     response = client.delete("/api/delete-ticker", json=body, headers=admin_headers)
     assert response.status_code == 400 and response.json["field"] == field
     assert snapshot(store) == before
+
+
+@pytest.mark.parametrize(("data", "says"), [("null", "must be a JSON object"), ("{broken", "not valid JSON")])
+def test_a_null_body_is_named_for_what_it_is(client: FlaskClient, admin_headers: dict[str, str],
+                                             data: str, says: str) -> None:
+    response = client.post("/api/add-ticker", data=data, content_type="application/json", headers=admin_headers)
+    assert response.status_code == 400 and says in response.json["message"]

@@ -9,6 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from brokers.errors import AuthenticationRequired, TemporaryBrokerError
+from brokers.registry import BrokerNotConfigured
 
 SECRET_TOKEN = "sekrit-access-token-value"
 
@@ -21,6 +22,8 @@ class FakeBrokers:
 
     def authorize_url(self, broker: str) -> str:
         self.calls.append(("authorize_url", broker))
+        if self.fail_with:
+            raise self.fail_with
         return f"https://{broker}.example/oauth?client_id=abc"
 
     def complete_login(self, broker: str, text: str) -> dict[str, Any]:
@@ -32,6 +35,8 @@ class FakeBrokers:
 
     def refresh(self, broker: str) -> dict[str, Any]:
         self.calls.append(("refresh", broker))
+        if self.fail_with:
+            raise self.fail_with
         return {"message": "refreshed", "token": SECRET_TOKEN}
 
     def connection(self, broker: str) -> dict[str, Any]:
@@ -48,15 +53,19 @@ def brokers(app: Flask) -> FakeBrokers:
     return fake
 
 
-@pytest.mark.parametrize(("method", "path", "body", "names"), [
+# (method, path, body, a setting the 503 names): the login flows of both brokers.
+LOGIN_ENDPOINTS = [
     ("get", "/api/schwab/authorize-url", None, "SCHWAB_API_KEY"),
     ("get", "/api/tasty/authorize-url", None, "TASTYTRADE_CLIENT_ID"),
     ("post", "/api/schwab/access-token", {"authorizationLink": "https://127.0.0.1:8182/?code=abc"}, "SCHWAB_API_KEY"),
     ("post", "/api/tasty/access-token", {"authorizationCode": "abc"}, "TASTYTRADE_CLIENT_ID"),
     ("post", "/api/schwab/refresh-token", None, "SCHWAB_APP_SECRET"),
     ("post", "/api/tasty/refresh-token", None, "TASTYTRADE_CLIENT_SECRET"),
-    ("get", "/api/get-tasty-connection", None, "TASTYTRADE_CLIENT_ID"),
-])
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "names"), [
+    *LOGIN_ENDPOINTS, ("get", "/api/get-tasty-connection", None, "TASTYTRADE_CLIENT_ID")])
 def test_without_broker_service_is_503_naming_config(client: FlaskClient, admin_headers: dict[str, str],
                                                      method: str, path: str, body: Any, names: str) -> None:
     response = getattr(client, method)(path, json=body, headers=admin_headers)
@@ -138,3 +147,42 @@ def test_broker_endpoints_are_admin_only(client: FlaskClient, viewer_headers: di
     assert client.get("/api/get-tasty-connection", headers=viewer_headers).status_code == 403
     assert client.get("/api/brokers", headers=viewer_headers).status_code == 200
     assert brokers.calls == []
+
+
+@pytest.mark.parametrize(("method", "path", "body", "names"), LOGIN_ENDPOINTS)
+def test_broker_service_without_credentials_is_503_naming_them(client: FlaskClient, admin_headers: dict[str, str],
+                                                              brokers: FakeBrokers, method: str, path: str,
+                                                              body: Any, names: str) -> None:
+    # The paper quick start: the broker service runs, but the real adapter has no credentials.
+    brokers.fail_with = BrokerNotConfigured("no credentials")
+    response = getattr(client, method)(path, json=body, headers=admin_headers)
+    assert response.status_code == 503
+    assert response.json["success"] is False and names in response.json["message"]
+    assert response.json["code"] == "service_unavailable" and response.json["error"] == response.json["message"]
+
+
+@pytest.mark.parametrize("field", ["refresh_token_link", "token"])
+def test_dashboards_token_link_dialog_completes_the_schwab_login(client: FlaskClient, admin_headers: dict[str, str],
+                                                                 brokers: FakeBrokers, field: str) -> None:
+    link = "https://127.0.0.1:8182/?code=C0DE%40&session=x"
+    response = client.post("/api/refresh-token-link", json={field: link}, headers=admin_headers)
+    assert response.status_code == 200 and response.json["success"] is True
+    assert SECRET_TOKEN not in response.get_data(as_text=True)
+    assert brokers.calls[-1] == ("complete_login", "schwab", link)
+
+
+def test_token_link_dialog_rejects_what_is_not_the_redirect_url(client: FlaskClient, admin_headers: dict[str, str],
+                                                                brokers: FakeBrokers) -> None:
+    response = client.post("/api/refresh-token-link", json={"refresh_token_link": "abc"}, headers=admin_headers)
+    assert response.status_code == 400 and response.json["field"] == "refresh_token_link"
+    assert brokers.calls == []
+
+
+def test_broker_failure_shows_the_reason_in_error(client: FlaskClient, admin_headers: dict[str, str],
+                                                  brokers: FakeBrokers) -> None:
+    # The dashboard toasts `error`: it carries the reason; `code` the short word.
+    brokers.fail_with = AuthenticationRequired("code expired")
+    response = client.post("/api/schwab/access-token", json={"authorizationLink": "https://127.0.0.1:8182/?code=x"},
+                           headers=admin_headers)
+    assert response.status_code == 400 and response.json["code"] == "broker_authentication"
+    assert "code expired" in response.json["error"] and response.json["error"] == response.json["message"]

@@ -1,6 +1,7 @@
 """Every error is JSON (never HTML or a traceback); CORS preflight for the dashboard."""
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -24,6 +25,12 @@ def test_404_405_are_json(client: FlaskClient) -> None:
     response = client.get("/api/login")
     _assert_error_shape(response, 405)
     assert "POST" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize("path", ["/api//get-ticker?strategy=ema", "//api/get-ticker?strategy=ema", "/api/get-ticker/"])
+def test_a_mistyped_path_is_a_json_404_not_an_html_redirect(client: FlaskClient, admin_headers: dict[str, str],
+                                                            path: str) -> None:
+    _assert_error_shape(client.get(path, headers=admin_headers), 404)
 
 
 def test_unexpected_exception_is_500_json_without_details(app: Flask, client: FlaskClient,

@@ -59,3 +59,10 @@ def test_docs_page_is_self_contained_html(client: FlaskClient) -> None:
     page = response.get_data(as_text=True)
     assert "/api/add-ticker" in page and "<script" not in page and "http://cdn" not in page
     assert "https://" not in page.replace("https://127.0.0.1", "")
+
+
+def test_openapi_paths_use_openapi_parameters_not_flask_rules(client: FlaskClient) -> None:
+    paths = client.get("/api/openapi.json").json["paths"]
+    assert not [p for p in paths if "<" in p or ">" in p]
+    job = paths["/api/backtest/{job_id}"]["get"]
+    assert job["parameters"] == [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]

@@ -275,3 +275,12 @@ def test_no_runtime_post_reconcile_is_503_get_still_answers(app, client, admin_h
     assert client.post("/api/reconcile", headers=admin_headers).status_code == 503
     r = client.get("/api/reconcile", headers=admin_headers)
     assert r.status_code == 200 and r.json["report"] is None
+
+
+@pytest.mark.parametrize("url", ["/api/reconcile/adopt", "/api/reconcile/flatten"])
+def test_reconcile_action_at_a_key_nobody_holds_is_404_and_creates_no_lane(app, client, admin_headers, url):
+    before = _om(app).positions(include_flat=True)
+    r = client.post(url, headers=admin_headers, json={"broker": "tastytrade", "key": "NOPE", "strategy": "ema"})
+    assert r.status_code == 404 and r.json["success"] is False and r.json["field"] == "key"
+    assert "NOPE" in r.json["message"]
+    assert _om(app).positions(include_flat=True) == before  # no junk lane in the book

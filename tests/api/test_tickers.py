@@ -42,7 +42,21 @@ def test_zeroday_accepts_spx(client: FlaskClient, admin_headers: dict[str, str])
     body = ema_payload(strategy="zeroday", symbol="SPX", timeframe="1Min", schwab_quantity=1)
     response = client.post("/api/add-ticker", json=body, headers=admin_headers)
     assert response.status_code == 201
-    assert response.json["data"] == {"SPX": ["1", "1", "TRUE", "1", "EMA", "9", "EMA", "21"]}
+    # Positions 8 and 9: the Call and Put switches (the original backend's layout).
+    assert response.json["data"] == {"SPX": ["1", "1", "TRUE", "1", "EMA", "9", "EMA", "21", "TRUE", "TRUE"]}
+
+
+def test_zeroday_call_put_switches_are_stored_and_kept(client: FlaskClient, admin_headers: dict[str, str]) -> None:
+    body = ema_payload(strategy="zeroday", symbol="SPX", timeframe="1Min", schwab_quantity=1)
+    response = client.post("/api/add-ticker", json={**body, "put_enabled": False}, headers=admin_headers)
+    assert response.json["data"]["SPX"][8:] == ["TRUE", "FALSE"]
+    assert response.json["params"]["SPX"] == {"call_enabled": True, "put_enabled": False}
+    response = client.post("/api/add-ticker", json={**body, "trade_enabled": False}, headers=admin_headers)
+    assert response.json["data"]["SPX"][8:] == ["TRUE", "FALSE"]  # a row-only save keeps the switch
+    response = client.post("/api/add-ticker", json={**body, "call_enabled": "FALSE"}, headers=admin_headers)
+    assert response.json["data"]["SPX"][8:] == ["FALSE", "FALSE"]
+    bad = client.post("/api/add-ticker", json={**body, "call_enabled": "maybe"}, headers=admin_headers)
+    assert bad.status_code == 400 and bad.json["field"] == "call_enabled"
 
 
 @pytest.mark.parametrize(("sent", "stored"), [
@@ -89,8 +103,8 @@ class RecordingEngine:
     def ticker_changed(self, config: TickerConfig) -> None:
         self.calls.append(("changed", config))
 
-    def ticker_removed(self, strategy: str, symbol: str) -> None:
-        self.calls.append(("removed", (strategy, symbol)))
+    def ticker_removed(self, strategy: str, symbol: str, config: TickerConfig | None = None) -> None:
+        self.calls.append(("removed", (strategy, symbol, config)))
 
 
 def test_engine_is_told_about_ticker_changes(app: Flask, client: FlaskClient, admin_headers: dict[str, str]) -> None:
@@ -99,7 +113,10 @@ def test_engine_is_told_about_ticker_changes(app: Flask, client: FlaskClient, ad
     client.post("/api/add-ticker", json=ema_payload(), headers=admin_headers)
     client.delete("/api/delete-ticker", json={"strategy": "ema", "symbol": "/MES"}, headers=admin_headers)
     assert engine.calls[0][0] == "changed" and engine.calls[0][1].symbol == "/MES"
-    assert engine.calls[1] == ("removed", ("ema", "/MES"))
+    # The stored config goes along: its position is closed even when the strategy is not running.
+    removed_strategy, removed_symbol, removed_config = engine.calls[1][1]
+    assert (removed_strategy, removed_symbol) == ("ema", "/MES")
+    assert removed_config == engine.calls[0][1]
 
 
 def test_viewer_can_read_but_not_write(client: FlaskClient, viewer_headers: dict[str, str]) -> None:
@@ -109,3 +126,30 @@ def test_viewer_can_read_but_not_write(client: FlaskClient, viewer_headers: dict
     assert response.json["success"] is False and response.json["error"] and response.json["message"]
     assert client.delete("/api/delete-ticker", json={"strategy": "ema", "symbol": "MES"},
                          headers=viewer_headers).status_code == 403
+
+
+def test_replacing_a_ticker_without_its_optional_parameters_keeps_them(client: FlaskClient,
+                                                                       admin_headers: dict[str, str]) -> None:
+    client.post("/api/add-ticker", json=ema_payload(stop_loss_ticks=8, atr_period=20), headers=admin_headers)
+    # The dashboard's Trade switch posts the row fields only.
+    response = client.post("/api/add-ticker", json=ema_payload(trade_enabled=False), headers=admin_headers)
+    assert response.status_code == 201
+    assert response.json["data"]["/MES"][2] == "FALSE"
+    assert response.json["params"]["/MES"] == {"stop_loss_ticks": 8, "stop_loss_atr": 0.0, "atr_period": 20}
+
+
+def test_naming_the_other_stop_kind_replaces_the_stop(client: FlaskClient, admin_headers: dict[str, str]) -> None:
+    client.post("/api/add-ticker", json=ema_payload(stop_loss_ticks=8), headers=admin_headers)
+    response = client.post("/api/add-ticker", json=ema_payload(stop_loss_atr=1.5), headers=admin_headers)
+    assert response.json["params"]["/MES"]["stop_loss_atr"] == 1.5
+    assert response.json["params"]["/MES"]["stop_loss_ticks"] == 0  # one stop kind at a time: not carried over
+
+
+def test_supertrend_parameters_survive_a_row_only_update(client: FlaskClient, admin_headers: dict[str, str]) -> None:
+    client.post("/api/add-ticker", json=supertrend_payload(atr_period=7, multiplier=2.5, take_profit_atr=0),
+                headers=admin_headers)
+    response = client.post("/api/add-ticker", json=supertrend_payload(schwab_quantity=2, multiplier=4.0),
+                           headers=admin_headers)
+    params = response.json["params"]["NVDA"]
+    assert params == {"atr_period": 7, "multiplier": 4.0, "trailing_stop_atr": 2.0, "take_profit_atr": 0.0}
+    assert response.json["data"]["NVDA"][1] == "2"

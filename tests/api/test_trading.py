@@ -8,8 +8,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from domain.intents import Intent, IntentReason, PositionTarget
+from engine.executor import ExecutionReport
+from engine.manual import ManualTrade
+from oms.models import TargetResult, TargetStatus
 from store.redis_store import Store
 from tests.api.helpers import ema_payload, snapshot
+
+TUESDAY_10_00_ET_NS = 1_795_532_400 * 1_000_000_000  # 2026-11-24 10:00 America/New_York (15:00 UTC)
 
 
 @dataclass
@@ -36,9 +42,12 @@ class FakeEngine:
             return ["/MES"]
         return []
 
-    def manual_trigger(self, strategy: str, symbol: str, action: str) -> str:
+    def manual_trigger(self, strategy: str, symbol: str, action: str) -> ManualTrade:
         self.triggers.append((strategy, symbol, action))
-        return f"{action} sent for {symbol}"
+        intent = Intent(strategy, symbol, PositionTarget.LONG, IntentReason.MANUAL, f"manual {action.lower()}", 1, 1.0)
+        filled = TargetResult(strategy, symbol, "tastytrade", 1, 0, 1, TargetStatus.FILLED)
+        report = ExecutionReport(intent, [filled], {})
+        return ManualTrade(f"manual {action.lower()} on {symbol}: {report.summary()}", report)
 
     def current_position(self, strategy: str, symbol: str) -> dict[str, Any] | None:
         return self.position
@@ -122,14 +131,40 @@ def test_manual_triggers_reach_the_engine_normalised(app: Flask, client: FlaskCl
                                                      admin_headers: dict[str, str],
                                                      viewer_headers: dict[str, str]) -> None:
     engine = FakeEngine()
-    app.extensions["services"].engine = engine
+    services = app.extensions["services"]
+    services.engine = engine
+    # Pinned inside both the CME session and the 0DTE entry window (never the real wall clock).
+    services.extras["time_ns"] = lambda: TUESDAY_10_00_ET_NS
     response = client.post("/api/manual-trigger", json={"ticker": "spx", "action": "PUT"}, headers=admin_headers)
-    assert response.json == {"success": True, "message": "put sent for SPX"}
+    assert response.status_code == 200
+    assert response.json["success"] is True and response.json["partial"] is False
+    assert response.json["message"] == "manual put on SPX: tastytrade: filled 0->1 (target 1)"
     response = client.post("/api/ema-manual-trigger", json={"ticker": "MES", "action": "close"}, headers=admin_headers)
-    assert response.json == {"success": True, "message": "CLOSE sent for /MES"}
+    assert response.json["success"] is True
+    assert response.json["message"] == "manual close on /MES: tastytrade: filled 0->1 (target 1)"
     assert engine.triggers == [("zeroday", "SPX", "put"), ("ema", "/MES", "CLOSE")]
     assert client.post("/api/manual-trigger", json={"ticker": "SPX", "action": "call"},
                        headers=viewer_headers).status_code == 403
+
+
+@pytest.mark.parametrize(("sent", "taken"), [("long", "call"), ("Short", "put"), ("LONG", "call")])
+def test_zeroday_trigger_takes_the_dashboards_long_short_as_call_put(app: Flask, client: FlaskClient,
+                                                                    admin_headers: dict[str, str],
+                                                                    sent: str, taken: str) -> None:
+    engine = FakeEngine()
+    services = app.extensions["services"]
+    services.engine = engine
+    services.extras["time_ns"] = lambda: TUESDAY_10_00_ET_NS
+    response = client.post("/api/manual-trigger", json={"ticker": "SPX", "action": sent}, headers=admin_headers)
+    assert response.status_code == 200 and response.json["success"] is True, response.json
+    assert engine.triggers == [("zeroday", "SPX", taken)]
+
+
+def test_ema_trigger_does_not_take_call_put(app: Flask, client: FlaskClient, admin_headers: dict[str, str]) -> None:
+    app.extensions["services"].engine = engine = FakeEngine()
+    response = client.post("/api/ema-manual-trigger", json={"ticker": "/MES", "action": "call"}, headers=admin_headers)
+    assert response.status_code == 400 and response.json["field"] == "action"
+    assert engine.triggers == []
 
 
 def test_current_position(app: Flask, client: FlaskClient, viewer_headers: dict[str, str]) -> None:

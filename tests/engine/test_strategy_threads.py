@@ -178,8 +178,9 @@ def test_manual_trigger_uses_the_order_path_and_is_idempotent(rig: EngineRig) ->
     with pytest.raises(TriggerError):  # no price yet: refuse rather than guess
         rig.supervisor.manual_trigger("ema", "/MES", "LONG")
     rig.push([Trade("/MES", START, 5000.25, 1)])
-    message = rig.supervisor.manual_trigger("ema", "/MES", "LONG")
-    assert "tastytrade: filled 0->3" in message
+    trade = rig.supervisor.manual_trigger("ema", "/MES", "LONG")
+    assert "tastytrade: filled 0->3" in trade.message
+    assert [(r.broker, r.status.value, r.quantity) for r in trade.report.results] == [("tastytrade", "filled", 3)]
     rig.supervisor.manual_trigger("ema", "/MES", "long")  # a double click: already there, nothing sent
     assert len(rig.orders.orders(limit=100)) == 1
     assert rig.orders.orders(limit=1)[0].intent_reason == "manual"

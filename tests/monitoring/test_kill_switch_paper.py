@@ -39,6 +39,7 @@ SLIPPAGE_TICKS = 1
 COMMISSION = Decimal("0.01")  # per share / contract, each fill
 ENTRY = {"NVDA": 180.00, "/MES": 6000.00, "TSLA": 350.00}
 EXIT = {"NVDA": 182.50, "/MES": 6010.00, "TSLA": 350.00}
+API_NOW_NS = 1_795_532_400 * 1_000_000_000  # Tuesday 2026-11-24 10:00 New York: NYSE and CME open
 WORKING_SYMBOL = "TSLA"  # its orders rest at the paper brokers (see the module docstring)
 
 
@@ -62,6 +63,7 @@ def app(settings: Settings, real_store: Store, monkeypatch: pytest.MonkeyPatch) 
     application = create_app(settings, real_store)
     application.config["TESTING"] = True
     services = application.extensions["services"]
+    services.extras["time_ns"] = lambda: API_NOW_NS  # manual triggers' session check: a fixed open session
     runtime = TradingRuntime.build(services)  # market data thread is NOT started: prices come from _push
     services.extras["alerter"] = Alerter(settings, real_store)  # not started: nothing is sent anywhere
     services.risk.alerter = services.extras["alerter"]
@@ -122,8 +124,8 @@ def test_kill_switch_flattens_both_paper_brokers_halts_and_resume_reactivates(
     _push(services, ENTRY)
 
     for symbol in ("NVDA", "/MES", WORKING_SYMBOL):
-        message = services.engine.manual_trigger("ema", symbol, "LONG")
-        assert "denied" not in message and "rejected" not in message, message
+        trade = services.engine.manual_trigger("ema", symbol, "LONG")
+        assert trade.outcome().acknowledged and not trade.outcome().refused, trade.message
     assert _book(app) == {("ema", "NVDA", SCHWAB): 10, ("ema", "NVDA", TASTYTRADE): 5,
                           ("ema", "/MES", TASTYTRADE): 1}
     assert _held(app) == {SCHWAB: {"NVDA": 10}, TASTYTRADE: {"NVDA": 5, "/MES": 1}}
@@ -184,7 +186,8 @@ def test_kill_switch_flattens_both_paper_brokers_halts_and_resume_reactivates(
     broker_orders = {name: real_store.redis.hlen(real_store.key("paper", name, "orders")) for name in _paper(app)}
     assert all(broker_orders.values()), broker_orders  # the right key: both brokers hold their earlier orders
     refused = client.post("/api/ema-manual-trigger", json={"ticker": "NVDA", "action": "LONG"}, headers=admin)
-    assert refused.status_code == 200, refused.json
+    assert refused.status_code == 409 and refused.json["success"] is False, refused.json  # nothing was sent
+    assert refused.json["code"] == "risk_denied" and len(refused.json["results"]) == 2, refused.json
     assert refused.json["message"].count("denied") == 2 and "HALTED" in refused.json["message"], refused.json
     assert _book(app) == {} and _held(app) == {SCHWAB: {}, TASTYTRADE: {}}
     denied = [o for o in services.orders.orders(limit=1000) if o.client_order_id not in before]

@@ -193,6 +193,11 @@ def _wait_for_price(svc: Service, token: str) -> None:
         status, payload = svc.request("POST", "/api/ema-manual-trigger", {"ticker": "/MES", "action": "LONG"}, token)
         if status == 400 and "no market price" in str(payload.get("message")):
             return None
+        if status == 409 and payload.get("error") == "market_closed":
+            # The subprocess runs on the real wall clock and manual triggers are refused while the
+            # CME session is closed (weekend, 17:00-18:00 ET): the refusal itself is checked here.
+            assert payload["success"] is False and "closed" in payload["message"], payload
+            pytest.skip(f"/MES session closed at the real wall clock: {payload['message']}")
         assert status == 200, payload
         return payload
 

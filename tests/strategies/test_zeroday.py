@@ -152,3 +152,25 @@ def test_manual_position_gets_the_time_exit_and_state_roundtrip() -> None:
     assert r.entry_day == NORMAL and r.clock == s.clock and r.target is PositionTarget.LONG
     [close] = r.on_clock(clock(NORMAL, "15:45"))
     assert close.reason is IntentReason.EXPIRY_CLOSE
+
+
+def test_a_disabled_call_side_is_never_bought() -> None:
+    s = build_strategy(config("zeroday", SPX, trend_line_1="SMA", period_1=1, trend_line_2="SMA", period_2=2,
+                              call_enabled=False))
+    assert isinstance(s, ZeroDayStrategy)
+    _prime(s, NORMAL, "10:00")
+    assert _bull(s, NORMAL, "10:00") == []  # bullish cross inside the window: no call
+    assert s.target is PositionTarget.FLAT and "calls are disabled" in (s.last_signal or "")
+
+
+def test_a_disabled_put_side_closes_the_call_without_buying_a_put() -> None:
+    s = build_strategy(config("zeroday", SPX, trend_line_1="SMA", period_1=1, trend_line_2="SMA", period_2=2,
+                              put_enabled=False))
+    assert isinstance(s, ZeroDayStrategy)
+    _prime(s, NORMAL, "10:00")
+    [call] = _bull(s, NORMAL, "10:00")
+    assert call.target is PositionTarget.LONG
+    s.on_clock(clock(NORMAL, "10:01"))
+    [out] = s.on_bar(bar(SPX, ny_ns(NORMAL, "10:01"), 5990.0))  # bearish cross: the put side is off
+    assert out.target is PositionTarget.FLAT and "close call" in out.detail and "puts are disabled" in out.detail
+    assert s.target is PositionTarget.FLAT

@@ -173,6 +173,11 @@ class StrategyRunner:
         self._bar_id = "$"
         self._trade_id = "$"
         self._prepared = False  # strategy restored or warmed up (so its saved state is meaningful)
+        # Start of the last time bar the strategy was fed (warm-up or live; saved with the state): a
+        # live bar not starting after it was already fed, e.g. by a Databento warm-up whose last
+        # bar the live feed then publishes too. (Tick bars have no such identity; their stream ids
+        # alone keep them apart.)
+        self._fed_start_ns: int | None = None
         self._check_ns = int(self._timeframe.check_interval_seconds * 1_000_000_000)
         if self._timeframe.is_tick:
             self._stale_feed_ns = TICK_BAR_STALE_SECONDS * 1_000_000_000
@@ -195,7 +200,8 @@ class StrategyRunner:
         if self._bar_id == "$":
             # Pin "new bars" to the moment of start, not to whenever the thread first reads: a bar
             # written in between (or one that crashed the loop before it was saved) is then read,
-            # not skipped. A restored or warmed-up position replaces this below.
+            # not skipped, and acted on: the warm-up reads history only up to here. A restored
+            # state replaces this with its own bar id.
             self._bar_id = self._last_id(self._md.bars_key(self.config.symbol, self._timeframe))
         self._thread = threading.Thread(
             target=self._supervised, name=f"strategy-{self.config.strategy.value}-{self.config.symbol}", daemon=True
@@ -269,6 +275,7 @@ class StrategyRunner:
                         self.strategy = build_strategy(self.config)
                     else:
                         self._bar_id = data.get("bar_id", "$")
+                        self._fed_start_ns = _opt_int(data.get("fed_start_ns"))
                         self.status.warmed_up = True
                         self.log.info("resumed from saved state at bar id %s (position %s)", self._bar_id,
                                       self.strategy.target.value)
@@ -287,11 +294,14 @@ class StrategyRunner:
                 # while the ticker was not running), never what a warm-up bar's cross "decided".
                 kept = self._book_target()
             needed = self.strategy.warmup_bars()
-            history: list[Bar] = self._md.warmup(self.config.symbol, self._timeframe, needed)
+            # History ends at the bar id pinned by start(): a bar that closed after the start is a
+            # live bar, acted on, however late this thread got to its warm-up. (A runner never
+            # started, e.g. for a manual trigger, takes all history.)
+            through = "+" if self._bar_id == "$" else self._bar_id
+            history = self._md.warmup(self.config.symbol, self._timeframe, needed, through_id=through)
             for bar in history:
                 self.strategy.on_bar(bar)  # intents from warm-up bars are discarded on purpose
-            if history:
-                self._bar_id = self._bar_id_after(history[-1])
+            self._fed_start_ns = history[-1].start_ns if history and not self._timeframe.is_tick else None
             self.status.warmed_up = len(history) >= needed
             self.log.info("warmed up on %d bars (need %d)", len(history), needed)
             if kept is not None:
@@ -401,11 +411,6 @@ class StrategyRunner:
         total = sum(qty for qty, _ in priced)
         return sum(qty * price for qty, price in priced) / total if total else None
 
-    def _bar_id_after(self, bar: Bar) -> str:
-        # Continue after the newest bar already in the stream (the warm-up saw it): "$" in a
-        # repeated XREAD would skip bars that closed between two calls.
-        return self._last_id(self._md.bars_key(self.config.symbol, self._timeframe))
-
     def _last_id(self, key: str) -> str:
         latest = self._store.redis.xrevrange(key, count=1)
         return str(latest[0][0]) if latest else "0-0"
@@ -481,9 +486,16 @@ class StrategyRunner:
         for key, entries in message:
             if key == bars_key:
                 for entry_id, fields in entries:
-                    self._on_bar(Bar.from_fields(fields), received)
+                    bar = Bar.from_fields(fields)
+                    if self._fed_start_ns is not None and bar.start_ns <= self._fed_start_ns:
+                        self.log.info("bar %s skipped: the strategy was already fed a bar starting then "
+                                      "(warm-up history)", _iso(bar.start_ns))
+                    else:
+                        self._on_bar(bar, received)
+                        if not self._timeframe.is_tick:
+                            self._fed_start_ns = bar.start_ns
+                        had_bars = True
                     self._bar_id = entry_id
-                    had_bars = True
             elif key == trades_key:  # (None when not watching: trades queued before an unwatch are stale)
                 for entry_id, fields in entries:
                     self._trade_id = entry_id
@@ -665,10 +677,18 @@ class StrategyRunner:
         self._states.put(self._state_key, self._state_json())
 
     def _state_json(self) -> str:
-        """json.dumps({"config", "strategy", "bar_id", "position"}), the same document, with the
-        constant config part encoded once per runner."""
+        """json.dumps({"config", "strategy", "bar_id", "fed_start_ns", "position"}), the same
+        document, with the constant config part encoded once per runner."""
         return (f'{self._state_head}{json.dumps(self.strategy.state())}, "bar_id": {json.dumps(self._bar_id)}, '
+                f'"fed_start_ns": {json.dumps(self._fed_start_ns)}, '
                 f'"position": {json.dumps(self.strategy.target.value)}}}')
+
+
+def _opt_int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _opt_float(value: Any) -> float | None:

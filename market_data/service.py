@@ -187,12 +187,13 @@ class MarketDataService:
             out.extend((entry_id, Bar.from_fields(fields)) for entry_id, fields in entries)
         return out
 
-    def history(self, symbol: str, tf: Timeframe, n: int) -> list[Bar]:
-        """The last `n` completed bars from Redis, oldest first."""
+    def history(self, symbol: str, tf: Timeframe, n: int, through_id: str = "+") -> list[Bar]:
+        """The last `n` completed bars from Redis, oldest first; with `through_id`, the last `n`
+        up to and including the bars-stream entry of that id (a bar has one id in both streams)."""
         if n <= 0:
             return []
         key = self.buffer.hist_key(canonical_symbol(symbol), tf.raw)
-        entries = self.store.redis.xrevrange(key, count=n)
+        entries = self.store.redis.xrevrange(key, max=through_id, count=n)
         return [Bar.from_fields(fields) for _id, fields in reversed(entries)]
 
     def last_price(self, symbol: str) -> float | None:
@@ -211,11 +212,12 @@ class MarketDataService:
             pass
         return None
 
-    def warmup(self, symbol: str, tf: Timeframe, n: int) -> list[Bar]:
-        """At least `n` completed bars when any source has them: Redis history, else Databento
-        Historical (ohlcv-1m resampled for time bars, trades for tick bars), else the replay files."""
+    def warmup(self, symbol: str, tf: Timeframe, n: int, through_id: str = "+") -> list[Bar]:
+        """At least `n` completed bars when any source has them: Redis history (up to the bars-stream
+        entry `through_id`: a strategy reads later bars live), else Databento Historical (ohlcv-1m
+        resampled for time bars, trades for tick bars), else the replay files."""
         sym = canonical_symbol(symbol)
-        bars = self.history(sym, tf, n)
+        bars = self.history(sym, tf, n, through_id)
         if len(bars) >= n:
             return bars
         older: list[Bar] = []

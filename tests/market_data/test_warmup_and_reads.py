@@ -63,3 +63,15 @@ def test_listener_exception_does_not_stop_the_pipeline(store: Store, make_servic
     svc.process_now([Trade("/ES", BASE, 5000.0, 1)])
     assert svc.counters.listener_errors == 1
     assert len(svc.history("/ES", Timeframe.parse("1t"), 5)) == 1
+
+
+def test_warmup_through_a_bar_id_leaves_later_bars_to_the_live_read(store: Store, make_service: ServiceFactory) -> None:
+    svc = make_service(store)
+    tf = Timeframe.parse("2t")
+    svc.ensure("/ES", tf)
+    svc.process_now([Trade("/ES", BASE + i * S, 5000.0 + i, 1) for i in range(6)])  # bars open 5000, 5002, 5004
+    pinned = store.redis.xrevrange(svc.bars_key("/ES", tf), min="-", max="+", count=2)[1][0]  # the 5002 bar
+    assert [b.open for b in svc.warmup("/ES", tf, 5, through_id=pinned)] == [5000.0, 5002.0]
+    assert [b.open for _id, b in svc.read_bars("/ES", tf, pinned)] == [5004.0]  # the rest is live
+    assert [b.open for b in svc.warmup("/ES", tf, 2)] == [5002.0, 5004.0]
+    assert svc.warmup("/ES", tf, 5, through_id="0-0") == []  # pinned before any bar: all of them live

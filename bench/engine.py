@@ -1,6 +1,6 @@
 """Strategy engine benchmark: 30 strategy threads on replayed trades, real Redis.
 
-    .venv/bin/python bench/engine.py [--minutes 300] [--idle 10] [--trader-defaults] [--stagger]
+    .venv/bin/python bench/engine.py [--minutes 300] [--idle 10] [--trader-defaults] [--stagger] [--no-risk]
 
 By default the strategies run stress periods (EMA 2/3, Supertrend 5/1.0): a median of 9 and up
 to 23 orders leave per bar close, as in a market-wide reversal. `--trader-defaults` runs EMA 9/21
@@ -36,8 +36,10 @@ Idle CPU: after the replay, process CPU time (user+sys) over an idle window with
 thread waiting on its inbox (timeout 10 s: one housekeeping wake-up per thread per window) and the
 hub blocked in XREAD.
 
-Not included: the production pre-trade risk check and the audit/metrics listeners (the OMS is
-built with allow_all and no listeners); with them each order costs a few more Redis round trips.
+The pre-trade risk check is production's (`app.build_services`: the RiskEngine with its audit log,
+metrics and P&L source, default limits), so every order pays its Redis round trips (snapshot,
+duplicate-id claim) and its audit record as in the service. `--no-risk` builds the order manager
+with `allow_all` instead, to show what the check costs.
 
 Machine floor (`machine_thread_wakeup_round_trip_us_*`): measured first, a round trip between two
 Python threads through two queues. A close wakes 19-30 threads and each order's Redis reply must
@@ -83,6 +85,7 @@ from market_data.feeds import ReplayFeed  # noqa: E402
 from market_data.service import MarketDataService  # noqa: E402
 from oms.models import ACKNOWLEDGED_STATUSES, TargetOrder, TargetResult  # noqa: E402
 from oms.order_manager import OrderManager  # noqa: E402
+from domain.risk import allow_all  # noqa: E402
 from store.redis_store import Store, connect  # noqa: E402
 from store.tickers import TickerStore  # noqa: E402
 
@@ -127,7 +130,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, client: redis.Redis, url: str, log_dir: Path) -> None:
+    def __init__(self, client: redis.Redis, url: str, log_dir: Path, *, risk: bool = True) -> None:
         self.run_id = uuid.uuid4().hex[:8]
         self.prefixes = [f"bench-engine-{self.run_id}-md", f"bench-engine-{self.run_id}-a",
                          f"bench-engine-{self.run_id}-b"]
@@ -144,6 +147,7 @@ class Bench:
         self.unmatched = 0
         self.stagger = False
         self.trader_defaults = False  # EMA 9/21 and Supertrend 10/3.0 instead of the stress periods
+        self.risk = risk  # production's pre-trade risk check (else allow_all)
         self.lock = threading.Lock()
         # One reader for all 30 threads, as in the service (one supervisor, one hub): the two
         # stacks exist only because a symbol has one ticker per strategy.
@@ -169,7 +173,13 @@ class Bench:
                         bench.per_close[t.event_ts_ns] = bench.per_close.get(t.event_ts_ns, 0) + len(result.orders)
                 return result
 
-        orders = TimedOrderManager(store, registry.trading_adapters())
+        check = allow_all
+        if self.risk:
+            from app import build_services  # production's wiring of the risk engine (audit, metrics, P&L)
+            risk = build_services(settings, store).risk
+            risk.clock = clock  # the replay's clock, as live the wall clock is the data's (orders/minute guard)
+            check = risk
+        orders = TimedOrderManager(store, registry.trading_adapters(), pre_trade_check=check)
         return StrategySupervisor(
             store=store, tickers=TickerStore(store), market_data=self.md, orders=orders,
             executor=IntentExecutor(orders, chain_provider=registry.option_chain), log_dir=settings.log_dir,
@@ -274,6 +284,8 @@ def main() -> int:
     parser.add_argument("--trader-defaults", action="store_true",
                         help="EMA 9/21 and Supertrend 10/3.0 (what a trader runs) instead of the stress periods "
                              "EMA 2/3 and Supertrend 5/1.0, which make many tickers signal at the same close")
+    parser.add_argument("--no-risk", action="store_true",
+                        help="build the order manager without the pre-trade risk check (allow_all)")
     parser.add_argument("--stagger", action="store_true",
                         help="close one symbol's bars at a time (uncontended path) instead of all at once")
     args = parser.parse_args()
@@ -283,7 +295,7 @@ def main() -> int:
     client.ping()
     wakeup_p50, wakeup_p99 = thread_wakeup_us()
     with tempfile.TemporaryDirectory(prefix="bench-engine-logs-") as log_dir:
-        bench = Bench(client, url, Path(log_dir))
+        bench = Bench(client, url, Path(log_dir), risk=not args.no_risk)
         try:
             bench.stagger = args.stagger
             bench.trader_defaults = args.trader_defaults
@@ -302,6 +314,7 @@ def main() -> int:
     result = {
         "threads": threads, "threads_alive": alive, "ema": 14, "supertrend": 14, "zeroday": 2,
         "minutes_replayed": args.minutes, "mode": "staggered" if args.stagger else "simultaneous",
+        "pre_trade_risk_check": "off (allow_all)" if args.no_risk else "production RiskEngine",
         "parameters": "trader defaults (EMA 9/21, Supertrend 10/3.0)" if args.trader_defaults else "stress (EMA 2/3, Supertrend 5/1.0)",
         "trades": trades, "replay_seconds": round(replay_s, 2),
         "orders": orders, "bar_orders_measured": len(bench.order_ms), "bar_intents_measured": len(bench.latency_ms),

@@ -129,6 +129,9 @@ class TradingRuntime:
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
+        if self.services.risk is not None:
+            # Loads the trading calendar (~0.1 s) now, not inside the first order's risk check.
+            self.services.risk.session_start()
         for name, adapter in self.registry.live.items():
             try:
                 status = adapter.connect()

@@ -178,6 +178,7 @@ class Bench:
             from app import build_services  # production's wiring of the risk engine (audit, metrics, P&L)
             risk = build_services(settings, store).risk
             risk.clock = clock  # the replay's clock, as live the wall clock is the data's (orders/minute guard)
+            risk.session_start()  # the calendar loaded, as TradingRuntime.start does
             check = risk
         orders = TimedOrderManager(store, registry.trading_adapters(), pre_trade_check=check)
         return StrategySupervisor(

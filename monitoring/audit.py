@@ -87,7 +87,24 @@ class AuditLog:
         return self._store.key("audit") if self._store else None
 
     def record(self, kind: str, **data: Any) -> AuditEvent:
-        event = AuditEvent(self._clock().isoformat(), kind, redact(data))
+        event = self.event(kind, **data)
+        line = self.write_file(event)
+        if self._store is not None:
+            try:
+                self._store.redis.xadd(self._store.key("audit"), {"ts": event.ts, "kind": kind, "json": line},
+                                       maxlen=AUDIT_STREAM_MAXLEN, approximate=True)
+            except redis.RedisError as exc:
+                log.error("audit stream write failed: %s", exc)
+        return event
+
+    def event(self, kind: str, **data: Any) -> AuditEvent:
+        """The event `record` would write (secrets redacted), for a caller that adds it to the
+        stream in a Redis call of its own (the risk check's claim) and writes the file line
+        with `write_file`."""
+        return AuditEvent(self._clock().isoformat(), kind, redact(data))
+
+    def write_file(self, event: AuditEvent) -> str:
+        """Append the event's line to the audit file; returns the line."""
         line = event.to_json()
         with self._lock:
             try:
@@ -97,13 +114,7 @@ class AuditLog:
                     fh.write(line + "\n")
             except OSError as exc:
                 log.error("audit file write failed: %s", exc)
-        if self._store is not None:
-            try:
-                self._store.redis.xadd(self._store.key("audit"), {"ts": event.ts, "kind": kind, "json": line},
-                                       maxlen=AUDIT_STREAM_MAXLEN, approximate=True)
-            except redis.RedisError as exc:
-                log.error("audit stream write failed: %s", exc)
-        return event
+        return line
 
     # Named helpers so every caller records the same shape.
     def order_transition(self, entry: Mapping[str, Any]) -> AuditEvent:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 import redis
 
 from config.settings import Settings
+from monitoring.audit import AUDIT_STREAM_MAXLEN, AuditEvent
 from domain.orders import OrderRequest
 from domain.risk import OrderContext, RiskDecision, RiskReason
 from risk.limits import RiskLimits, apply_update, load_limits, save_limits
@@ -43,22 +44,36 @@ EVENTS_MAXLEN = 10_000
 DUPLICATE_TTL_SECONDS = 7 * 24 * 3600  # client order ids embed the bar time; a week covers any replay
 PNL_TTL_SECONDS = 4 * 24 * 3600
 
-# Sliding one-minute window per (strategy, symbol): count, and add only if under the limit, in one
-# atomic step so two threads cannot both take the last slot. Denied attempts are not added, so the
-# guard lifts as soon as the window has room again.
-_RATE_LUA = """
-local key = KEYS[1]
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local n = redis.call('ZCARD', key)
-if n >= limit then
-  return {0, n}
+# The last step of an allowed check, one atomic call (one round trip on the order's path):
+# 1. the client order id already claimed -> {2, 0} (duplicate; nothing changes);
+# 2. the orders-per-minute guard (sliding one-minute window per strategy and symbol; limit -1 =
+#    not applied): full -> {0, count}, nothing added, so the guard lifts as soon as the window has
+#    room again and two threads cannot both take the last slot;
+# 3. claim the id (SET with TTL), take the rate slot, and add the allowed decision's audit event
+#    to the audit stream when one is given -> {1, count}.
+# KEYS: seen, rate, audit stream. ARGV: now ms, window ms, limit, rate member, seen value, seen
+# TTL s, audit maxlen, audit ts, audit kind, audit json ("" = no audit event).
+_CLAIM_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {2, 0}
 end
-redis.call('ZADD', key, now, ARGV[4])
-redis.call('PEXPIRE', key, window * 2)
-return {1, n + 1}
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local n = 0
+if limit >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+  n = redis.call('ZCARD', KEYS[2])
+  if n >= limit then
+    return {0, n}
+  end
+  redis.call('ZADD', KEYS[2], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], window * 2)
+  n = n + 1
+end
+redis.call('SET', KEYS[1], ARGV[5], 'EX', ARGV[6])
+if ARGV[10] ~= '' then
+  redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'ts', ARGV[8], 'kind', ARGV[9], 'json', ARGV[10])
+end
+return {1, n}
 """
 
 
@@ -86,6 +101,17 @@ class _Snapshot:
     strategy_state: ScopeState
     limits: RiskLimits
     pnl: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+
+
+def _fields(order: OrderRequest, ctx: OrderContext, decision: RiskDecision, now: datetime) -> dict[str, str]:
+    """One risk decision as recorded (decisions stream, audit)."""
+    return {
+        "ts": now.isoformat(), "allowed": "1" if decision.allowed else "0", "reason": decision.reason.value,
+        "detail": decision.detail, "client_order_id": order.client_order_id, "strategy": ctx.strategy,
+        "symbol": ctx.symbol, "position_key": order.position_key, "broker": ctx.broker,
+        "side": order.side.value, "quantity": str(order.quantity), "intent_reason": ctx.reason,
+        "reduces_position": "1" if ctx.reduces_position else "0",
+    }
 
 
 def _d(raw: Any) -> Decimal:
@@ -122,7 +148,7 @@ class RiskEngine:
         self.metrics = metrics
         self.alerter = alerter
         self.audit_allowed = audit_allowed
-        self._rate = store.redis.register_script(_RATE_LUA)
+        self._claim = store.redis.register_script(_CLAIM_LUA)
         self._eval_lock = threading.Lock()  # one loss-limit evaluation at a time in this process
 
     # ------------------------------------------------------------------ keys
@@ -211,8 +237,15 @@ class RiskEngine:
     # ------------------------------------------------------------------ the check
     def __call__(self, order: OrderRequest, context: OrderContext) -> RiskDecision:
         now = self.clock()
+        # The audit event an allowed decision records: the claim adds it to the audit stream in
+        # its own call, so an allowed order costs two round trips (snapshot, claim), not four.
+        allowed_event = None
+        if self.audit is not None and self.audit_allowed:
+            allowed_event = self.audit.event("risk_decision", **_fields(order, context, RiskDecision.allow(), now))
+        streamed = False
         try:
-            decision = self._check(order, context, now)
+            decision = self._check(order, context, now, allowed_event)
+            streamed = decision.allowed and allowed_event is not None
         except redis.RedisError as exc:
             # Fail closed for new exposure; never trap a trader in a position.
             if context.reduces_position:
@@ -221,7 +254,7 @@ class RiskEngine:
             else:
                 decision = RiskDecision(False, RiskReason.HALTED,
                                         f"risk store unavailable ({exc.__class__.__name__}): failing closed")
-        self._record(order, context, decision, now)
+        self._record(order, context, decision, now, streamed_event=allowed_event if streamed else None)
         return decision
 
     def _snapshot(self, order: OrderRequest, context: OrderContext, now: datetime) -> _Snapshot:
@@ -241,7 +274,8 @@ class RiskEngine:
             limits, pnl,
         )
 
-    def _check(self, order: OrderRequest, ctx: OrderContext, now: datetime) -> RiskDecision:
+    def _check(self, order: OrderRequest, ctx: OrderContext, now: datetime,
+               allowed_event: AuditEvent | None = None) -> RiskDecision:
         snap = self._snapshot(order, ctx, now)
         if snap.seen:
             return RiskDecision(False, RiskReason.DUPLICATE_INTENT,
@@ -260,23 +294,25 @@ class RiskEngine:
                 denial = self._exposure_checks(order, ctx, snap)
                 if denial is not None:
                     return denial
-            if limits.max_orders_per_minute is not None:
-                allowed, count = self._rate(
-                    keys=[self._k("rate", ctx.strategy, ctx.symbol)],
-                    args=[int(now.timestamp() * 1000), RATE_WINDOW_MS, limits.max_orders_per_minute,
-                          f"{order.client_order_id}:{uuid.uuid4().hex[:8]}"],
-                )
-                if not int(allowed):
-                    return RiskDecision(False, RiskReason.ORDER_RATE,
-                                        f"{int(count)} orders in the last minute for {ctx.strategy} {ctx.symbol} "
-                                        f"(max {limits.max_orders_per_minute}/min): runaway guard")
         # Remember the id only once the order is allowed, so a denied intent retried after the
-        # cause is fixed gets the real answer, not "duplicate". SET NX also settles a race between
-        # two threads submitting the same id: exactly one wins.
-        if not self.store.redis.set(self._k("seen", order.client_order_id), now.isoformat(), nx=True,
-                                    ex=DUPLICATE_TTL_SECONDS):
+        # cause is fixed gets the real answer, not "duplicate". The claim also settles a race
+        # between two threads submitting the same id: exactly one wins.
+        limit = -1 if exempt or limits.max_orders_per_minute is None else limits.max_orders_per_minute
+        audit_args = ["", "", ""] if allowed_event is None else \
+            [allowed_event.ts, allowed_event.kind, allowed_event.to_json()]
+        status, count = self._claim(
+            keys=[self._k("seen", order.client_order_id), self._k("rate", ctx.strategy, ctx.symbol),
+                  self.audit.stream_key if allowed_event is not None else self._k("no-audit")],
+            args=[int(now.timestamp() * 1000), RATE_WINDOW_MS, limit, f"{order.client_order_id}:{uuid.uuid4().hex[:8]}",
+                  now.isoformat(), DUPLICATE_TTL_SECONDS, AUDIT_STREAM_MAXLEN, *audit_args],
+        )
+        if int(status) == 2:
             return RiskDecision(False, RiskReason.DUPLICATE_INTENT,
                                 f"client order id {order.client_order_id} was already checked and sent")
+        if int(status) == 0:
+            return RiskDecision(False, RiskReason.ORDER_RATE,
+                                f"{int(count)} orders in the last minute for {ctx.strategy} {ctx.symbol} "
+                                f"(max {limits.max_orders_per_minute}/min): runaway guard")
         return RiskDecision.allow()
 
     def _exposure_checks(self, order: OrderRequest, ctx: OrderContext, snap: _Snapshot) -> RiskDecision | None:
@@ -451,14 +487,17 @@ class RiskEngine:
         return [{"id": i, **json.loads(f["json"])} for i, f in self.store.redis.xrevrange(self.events_key, count=count)]
 
     # ------------------------------------------------------------------ recording
-    def _record(self, order: OrderRequest, ctx: OrderContext, decision: RiskDecision, now: datetime) -> None:
-        fields = {
-            "ts": now.isoformat(), "allowed": "1" if decision.allowed else "0", "reason": decision.reason.value,
-            "detail": decision.detail, "client_order_id": order.client_order_id, "strategy": ctx.strategy,
-            "symbol": ctx.symbol, "position_key": order.position_key, "broker": ctx.broker,
-            "side": order.side.value, "quantity": str(order.quantity), "intent_reason": ctx.reason,
-            "reduces_position": "1" if ctx.reduces_position else "0",
-        }
+    def _record(self, order: OrderRequest, ctx: OrderContext, decision: RiskDecision, now: datetime, *,
+                streamed_event: AuditEvent | None = None) -> None:
+        """Metrics, the denial log and stream, and the audit record. `streamed_event`: the
+        allowed decision's audit event the claim already added to the audit stream (only its
+        file line is left to write)."""
+        if streamed_event is not None:
+            if self.metrics is not None:
+                self.metrics.risk_decision(True, decision.reason.value)
+            self.audit.write_file(streamed_event)
+            return
+        fields = _fields(order, ctx, decision, now)
         if self.metrics is not None:
             self.metrics.risk_decision(decision.allowed, decision.reason.value)
         if not decision.allowed:

@@ -18,6 +18,7 @@ from domain.orders import BROKERS, BrokerName
 from domain.tickers import TickerConfig
 from engine.clock import spx_session_clock
 from engine.executor import IntentExecutor
+from engine.runner import StrategyRunner
 from engine.supervisor import StrategySupervisor
 from market_data.feeds import ReplayFeed
 from market_data.service import MarketDataService
@@ -80,6 +81,13 @@ class EngineRig:
                     runner._lock.release()
                     return
         raise AssertionError("strategy thread stayed busy")
+
+    def ready_runner(self, strategy: str, symbol: str) -> StrategyRunner:
+        """The ticker's runner once it has warmed up (or resumed) and waits for its bars."""
+        runner = self.supervisor._runners[(strategy, symbol)]
+        wait_until(lambda: runner._prepared and runner.status.warmed_up, what=f"{strategy} {symbol} to be ready")
+        self.wait_idle(strategy, symbol)
+        return runner
 
     def position(self, strategy: str, symbol: str, broker: str) -> int:
         return self.orders.position(strategy, symbol, broker).quantity

@@ -101,9 +101,7 @@ def test_status_shows_the_resumed_position_after_a_process_restart(real_store, r
     restarted = build_rig(real_store, replay_settings)
     try:
         restarted.supervisor.resume()
-        runner = restarted.supervisor._runners[("ema", "/MES")]
-        wait_until(lambda: runner._prepared and runner.status.warmed_up, what="the thread to resume")
-        restarted.wait_idle("ema", "/MES")
+        runner = restarted.ready_runner("ema", "/MES")
         assert runner.strategy.target.value == "LONG"
         status = restarted.supervisor.strategies_status()["ema"]["tickers"]["/MES"]
         assert status["position"] == "LONG"

@@ -12,6 +12,7 @@ import engine.runner as runner_module
 from config.settings import Settings
 from config.timeframes import Timeframe
 from domain.market import Bar, Trade
+from engine.runner import StrategyRunner
 from store.redis_store import Store
 from tests.engine.conftest import MINUTE_NS, EngineRig, build_rig, wait_until
 
@@ -98,30 +99,44 @@ def test_a_bar_closing_after_the_start_but_before_the_warm_up_read_is_acted_on_l
     assert fed.per_strategy[-1] == [START + i * MINUTE_NS for i in range(4)]
 
 
+# Databento Historical already has minute bars 0..4 when the ticker starts; the live feed then
+# publishes bar 4 too (it was under way when the service started), then bar 5.
+HISTORICAL = [Bar("/MES", "1", START + i * MINUTE_NS, START + (i + 1) * MINUTE_NS, 6000.0 + i, 6000.0 + i,
+                  6000.0 + i, 6000.0 + i, 1, 1) for i in range(5)]
+
+
+def databento_rig(store: Store, replay_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> EngineRig:
+    """A rig whose warm-up finds no Redis history and gets HISTORICAL from "Databento"."""
+    rig = build_rig(store, replace(replay_settings, databento_api_key="db-test-key"))
+    monkeypatch.setattr(rig.md, "_warmup_from_databento", lambda sym, tf, n: HISTORICAL[-n:])
+    return rig
+
+
+def start_warmed_on_databento(rig: EngineRig) -> None:
+    rig.add_ticker(**TICKER)
+    rig.supervisor.start_strategy("ema")
+    rig.ready_runner("ema", "/MES")
+
+
+def close_bars_4_and_5(rig: EngineRig) -> StrategyRunner:
+    for i, price in ((4, 6004.0), (5, 6005.0), (6, 6006.0)):
+        rig.push([bar_trade(i, price)])
+    runner = rig.supervisor._runners[("ema", "/MES")]
+    wait_until(lambda: bool(runner.status.last_bar) and runner.status.last_bar["start_ns"] == START + 5 * MINUTE_NS,
+               what="bar 5")
+    rig.wait_idle("ema", "/MES")
+    return runner
+
+
 def test_a_warm_up_bar_the_live_feed_publishes_again_is_not_fed_twice(
         real_store: Store, replay_settings: Settings, fed: FedBars, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Databento Historical already has minute bars 0..4; the live feed then publishes bar 4 too
-    # (it was under way when the service started) and bar 5.
-    historical = [Bar("/MES", "1", START + i * MINUTE_NS, START + (i + 1) * MINUTE_NS, 6000.0 + i, 6000.0 + i,
-                      6000.0 + i, 6000.0 + i, 1, 1) for i in range(5)]
-    settings = replace(replay_settings, databento_api_key="db-test-key")
-    rig = build_rig(real_store, settings)
-    monkeypatch.setattr(rig.md, "_warmup_from_databento", lambda sym, tf, n: historical[-n:])
+    rig = databento_rig(real_store, replay_settings, monkeypatch)
     try:
-        rig.add_ticker(**TICKER)
-        rig.supervisor.start_strategy("ema")
-        runner = rig.supervisor._runners[("ema", "/MES")]
-        wait_until(lambda: runner._prepared and runner.status.warmed_up, what="the warm-up")
-        rig.wait_idle("ema", "/MES")
-        assert fed.per_strategy[-1] == [bar.start_ns for bar in historical]
-
-        for i, price in ((4, 6004.0), (5, 6005.0), (6, 6006.0)):  # bars 4 and 5 close
-            rig.push([Trade("/MES", START + i * MINUTE_NS + SECOND, price, 1)])
-        wait_until(lambda: bool(runner.status.last_bar) and runner.status.last_bar["start_ns"] == START + 5 * MINUTE_NS,
-                   what="bar 5")
-        rig.wait_idle("ema", "/MES")
+        start_warmed_on_databento(rig)
+        assert fed.per_strategy[-1] == [bar.start_ns for bar in HISTORICAL]
+        close_bars_4_and_5(rig)
         assert fed.per_strategy[-1] == [START + i * MINUTE_NS for i in range(6)]  # bar 4 once
-        log_text = (settings.log_dir / "ema" / "MES.log").read_text()
+        log_text = (rig.settings.log_dir / "ema" / "MES.log").read_text()
         assert "skipped: the strategy was already fed a bar starting then" in log_text
     finally:
         rig.supervisor.shutdown()
@@ -129,31 +144,17 @@ def test_a_warm_up_bar_the_live_feed_publishes_again_is_not_fed_twice(
 
 def test_the_warm_up_boundary_survives_a_restart(
         real_store: Store, replay_settings: Settings, fed: FedBars, monkeypatch: pytest.MonkeyPatch) -> None:
-    historical = [Bar("/MES", "1", START + i * MINUTE_NS, START + (i + 1) * MINUTE_NS, 6000.0 + i, 6000.0 + i,
-                      6000.0 + i, 6000.0 + i, 1, 1) for i in range(5)]
-    settings = replace(replay_settings, databento_api_key="db-test-key")
-    first = build_rig(real_store, settings)
-    monkeypatch.setattr(first.md, "_warmup_from_databento", lambda sym, tf, n: historical[-n:])
+    first = databento_rig(real_store, replay_settings, monkeypatch)
     try:
-        first.add_ticker(**TICKER)
-        first.supervisor.start_strategy("ema")
-        runner = first.supervisor._runners[("ema", "/MES")]
-        wait_until(lambda: runner._prepared and runner.status.warmed_up, what="the warm-up")
-        first.wait_idle("ema", "/MES")
+        start_warmed_on_databento(first)
     finally:
         first.supervisor.shutdown()  # saved with the warm-up's last bar, before the live feed sent it
 
-    restarted = build_rig(real_store, settings)
+    restarted = databento_rig(real_store, replay_settings, monkeypatch)
     try:
         restarted.supervisor.resume()
-        runner = restarted.supervisor._runners[("ema", "/MES")]
-        wait_until(lambda: runner._prepared and runner.status.warmed_up, what="the resume")
-        restarted.wait_idle("ema", "/MES")
-        for i, price in ((4, 6004.0), (5, 6005.0), (6, 6006.0)):
-            restarted.push([Trade("/MES", START + i * MINUTE_NS + SECOND, price, 1)])
-        wait_until(lambda: bool(runner.status.last_bar) and runner.status.last_bar["start_ns"] == START + 5 * MINUTE_NS,
-                   what="bar 5")
-        restarted.wait_idle("ema", "/MES")
+        restarted.ready_runner("ema", "/MES")
+        close_bars_4_and_5(restarted)
         assert fed.per_strategy[-1] == [START + 5 * MINUTE_NS]  # restored at bar 4: bar 4 not again
     finally:
         restarted.supervisor.shutdown()

@@ -131,7 +131,10 @@ class TradingRuntime:
     def start(self) -> None:
         if self.services.risk is not None:
             # Loads the trading calendar (~0.1 s) now, not inside the first order's risk check.
-            self.services.risk.session_start()
+            try:
+                self.services.risk.session_start()
+            except Exception:  # the check itself will say what is wrong; starting must go on
+                log.exception("risk: could not compute the session start")
         for name, adapter in self.registry.live.items():
             try:
                 status = adapter.connect()

@@ -24,9 +24,9 @@ from typing import Any, Callable, Mapping
 import redis
 
 from config.settings import Settings
-from monitoring.audit import AUDIT_STREAM_MAXLEN, AuditEvent
 from domain.orders import OrderRequest
 from domain.risk import OrderContext, RiskDecision, RiskReason
+from monitoring.audit import AUDIT_STREAM_MAXLEN, AuditEvent
 from risk.limits import RiskLimits, apply_update, load_limits, save_limits
 from risk.sizing import SizingResult, size_order
 from risk.state import GLOBAL_SCOPE, ScopeState, SessionStart, TradingState, default_session_start, next_session_start
@@ -298,11 +298,12 @@ class RiskEngine:
         # cause is fixed gets the real answer, not "duplicate". The claim also settles a race
         # between two threads submitting the same id: exactly one wins.
         limit = -1 if exempt or limits.max_orders_per_minute is None else limits.max_orders_per_minute
-        audit_args = ["", "", ""] if allowed_event is None else \
-            [allowed_event.ts, allowed_event.kind, allowed_event.to_json()]
+        audit_key = self.audit.stream_key if allowed_event is not None else None  # None: no audit stream
+        audit_args = ["", "", ""] if audit_key is None else \
+            [allowed_event.ts, allowed_event.kind, allowed_event.to_json()]  # type: ignore[union-attr]
         status, count = self._claim(
             keys=[self._k("seen", order.client_order_id), self._k("rate", ctx.strategy, ctx.symbol),
-                  self.audit.stream_key if allowed_event is not None else self._k("no-audit")],
+                  audit_key or self._k("no-audit")],
             args=[int(now.timestamp() * 1000), RATE_WINDOW_MS, limit, f"{order.client_order_id}:{uuid.uuid4().hex[:8]}",
                   now.isoformat(), DUPLICATE_TTL_SECONDS, AUDIT_STREAM_MAXLEN, *audit_args],
         )

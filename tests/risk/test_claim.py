@@ -78,3 +78,12 @@ def test_an_allowed_check_costs_two_redis_round_trips(engine: RiskEngine, store:
     assert engine(order(coid="counted"), ctx()).allowed
     monkeypatch.undo()
     assert calls == ["pipeline", "EVALSHA"]  # the snapshot, then the claim (id, rate slot, audit)
+
+
+def test_an_audit_log_without_a_stream_still_gets_the_file_line(store: Store, settings: Any) -> None:
+    from monitoring.audit import AuditLog
+
+    engine = RiskEngine(store, settings, audit=AuditLog(settings, None))
+    assert engine(order(coid="file-only"), ctx()).allowed
+    assert [e["client_order_id"] for e in _audit_file(settings) if e.get("kind") == "risk_decision"] == ["file-only"]
+    assert not store.redis.exists(engine._k("no-audit"))

@@ -39,9 +39,11 @@ def test_spx_from_quote_source() -> None:
     assert broken.next_trade("SPX", 1) is None
 
 
-def test_simulated_bars_reach_a_blocked_consumer(store: Store, make_service: ServiceFactory) -> None:
+def test_simulated_bars_reach_a_blocked_consumer(real_store: Store, make_service: ServiceFactory) -> None:
+    # Real Redis only: the feed's writer thread must wake this thread's blocked XREAD, and
+    # fakeredis misses such cross-thread wake-ups once a second FakeRedis exists in the process.
     feed = SimulatedFeed(100.0, seed=1)
-    svc = make_service(store, feed)
+    svc = make_service(real_store, feed)
     tf = Timeframe.parse("5t")
     svc.ensure("/MES", tf)
     svc.start()

@@ -13,7 +13,10 @@ from tests.market_data.conftest import ServiceFactory
 from tests.market_data.helpers import ManualFeed
 
 
-def test_timer_emits_bar_at_boundary_without_a_trade(store: Store, make_service: ServiceFactory) -> None:
+# The first two tests block in XREAD while the service's writer thread writes: real Redis only
+# (fakeredis misses such cross-thread wake-ups once a second FakeRedis exists in the process).
+def test_timer_emits_bar_at_boundary_without_a_trade(real_store: Store, make_service: ServiceFactory) -> None:
+    store = real_store
     boundary = int(pd.Timestamp("2024-11-26T15:00:00Z").value)
     offset = boundary - 400_000_000 - time.time_ns()  # "now" is 0.4 s before a minute boundary
     feed = ManualFeed(realtime=True)
@@ -33,7 +36,8 @@ def test_timer_emits_bar_at_boundary_without_a_trade(store: Store, make_service:
     assert 0.35 < waited < 2.5
 
 
-def test_first_trade_past_boundary_emits_immediately(store: Store, make_service: ServiceFactory) -> None:
+def test_first_trade_past_boundary_emits_immediately(real_store: Store, make_service: ServiceFactory) -> None:
+    store = real_store
     feed = ManualFeed(realtime=False)  # no timers: only trades close bars
     svc = make_service(store, feed)
     tf = Timeframe.parse("1Min")

@@ -193,7 +193,7 @@ def _wait_for_price(svc: Service, token: str) -> None:
         status, payload = svc.request("POST", "/api/ema-manual-trigger", {"ticker": "/MES", "action": "LONG"}, token)
         if status == 400 and "no market price" in str(payload.get("message")):
             return None
-        if status == 409 and payload.get("error") == "market_closed":
+        if status == 409 and payload.get("code") == "market_closed":
             # The subprocess runs on the real wall clock and manual triggers are refused while the
             # CME session is closed (weekend, 17:00-18:00 ET): the refusal itself is checked here.
             assert payload["success"] is False and "closed" in payload["message"], payload

@@ -43,7 +43,7 @@ import numpy as np
 
 from config.instruments import CATALOG, Instrument, Symbol
 from domain.intents import Intent, IntentReason, PositionTarget
-from domain.market import Bar, Trade
+from domain.market import Trade
 from domain.orders import TASTYTRADE, OrderRequest, OrderSide, PositionEffect, client_order_id
 from domain.risk import OrderContext, PreTradeCheck, allow_all
 from domain.tickers import TickerConfig
@@ -245,6 +245,10 @@ class BacktestEngine:
 
         view = _BarView(symbol, tf_raw)
         market_fill = fills.market_fill_ticks
+        # As live: a bar outside the instrument's session (a holiday, extended-hours equity prints)
+        # is not evaluated, and no stop is checked inside it; an order decided before still fills
+        # at its open, the first price after the decision.
+        in_session = calendars.open_mask(symbol, bars.start_ns)
         t0 = time.perf_counter()
         for lo in range(0, n, _CHUNK):
             hi = min(n, lo + _CHUNK)
@@ -256,6 +260,7 @@ class BacktestEngine:
             c_l = bars.close[lo:hi].tolist()
             v_l = bars.volume[lo:hi].tolist()
             n_l = bars.trade_count[lo:hi].tolist()
+            in_l = in_session[lo:hi].tolist()
             on_bar = strategy.on_bar
             for j in range(hi - lo):
                 i = lo + j
@@ -265,6 +270,10 @@ class BacktestEngine:
                     execute(_SIGN[pending.target], lambda side, o=o: market_fill(o, side, tick, slip),
                             s_l[j], i, pending.reason.value, pending.event_ts_ns, o)
                     pending = None
+                if not in_l[j]:
+                    if indicators is not None:
+                        indicators.append(strategy.indicators())  # unchanged: bars.csv keeps one row per bar
+                    continue
                 if pos != 0 and feed_trades:
                     # 2. intrabar exits.
                     if tick_lo is not None and ticks is not None and tick_hi is not None:

@@ -42,7 +42,12 @@ def make_bars(n: int) -> Any:
     open_ = np.concatenate(([5000.0], close[:-1]))
     high = np.maximum(open_, close) + rng.integers(0, 4, n) * tick
     low = np.minimum(open_, close) - rng.integers(0, 4, n) * tick
-    start = 1_704_067_200 * 1_000_000_000 + np.arange(n, dtype=np.int64) * 60_000_000_000
+    # The first n minutes of /MES sessions from 2024-01-01 on: the engine evaluates session bars
+    # only, so bars in the CME daily break or on weekends would be skipped, not measured.
+    from market_data import calendars
+
+    minutes = 1_704_067_200 * 1_000_000_000 + np.arange(2 * n, dtype=np.int64) * 60_000_000_000
+    start = minutes[calendars.open_mask("/MES", minutes)][:n]
     return BarArrays(start, start + 60_000_000_000, open_, high, low, close,
                      rng.integers(1, 500, n).astype(np.int64), np.zeros(n, np.int64))
 

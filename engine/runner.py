@@ -11,6 +11,13 @@ When the wait times out (the spec's check interval for the timeframe) it does ho
 interval has passed since the last one (a busy trade stream never postpones a 15:45 exit), and at
 once on a `tick` inbox message (`StrategyRunner.housekeeping_now()`). No polling loop, no busy wait.
 
+Sessions: a bar that starts, or a trade that happens, outside the instrument's session
+(`market_data.calendars.is_open`: a simulated feed at night, extended-hours equity prints, a
+holiday) is not evaluated at all - no indicator, signal or stop sees it; the first bar of such a
+run is logged. The warm-up keeps session bars only, and the backtester skips the same bars, so
+live and backtest see the same series. A manual trigger that opens a position wakes the thread,
+which then checks the stop on every trade from that moment.
+
 Time: every wall-clock reading (housekeeping, stale-bar and stale-feed checks, manual triggers)
 goes through the injected `time_ns` callable, so tests and replays control time.
 
@@ -178,6 +185,7 @@ class StrategyRunner:
         # bar the live feed then publishes too. (Tick bars have no such identity; their stream ids
         # alone keep them apart.)
         self._fed_start_ns: int | None = None
+        self._outside_session_noted = False  # the current run of out-of-session bars is logged once
         self._check_ns = int(self._timeframe.check_interval_seconds * 1_000_000_000)
         if self._timeframe.is_tick:
             self._stale_feed_ns = TICK_BAR_STALE_SECONDS * 1_000_000_000
@@ -298,7 +306,8 @@ class StrategyRunner:
             # live bar, acted on, however late this thread got to its warm-up. (A runner never
             # started, e.g. for a manual trigger, takes all history.)
             through = "+" if self._bar_id == "$" else self._bar_id
-            history = self._md.warmup(self.config.symbol, self._timeframe, needed, through_id=through)
+            history = [bar for bar in self._md.warmup(self.config.symbol, self._timeframe, needed, through_id=through)
+                       if self._in_session(bar.start_ns)]  # as live: bars outside the session are not evaluated
             for bar in history:
                 self.strategy.on_bar(bar)  # intents from warm-up bars are discarded on purpose
             self._fed_start_ns = history[-1].start_ns if history and not self._timeframe.is_tick else None
@@ -411,6 +420,11 @@ class StrategyRunner:
         total = sum(qty for qty, _ in priced)
         return sum(qty * price for qty, price in priced) / total if total else None
 
+    def _in_session(self, ts_ns: int) -> bool:
+        """Bars and trades outside the instrument's session (a simulated feed at night, extended-
+        hours equity prints, a holiday) are not evaluated: no indicator, signal or stop sees them."""
+        return calendars.is_open(self.config.symbol, ts_ns)
+
     def _last_id(self, key: str) -> str:
         latest = self._store.redis.xrevrange(key, count=1)
         return str(latest[0][0]) if latest else "0-0"
@@ -490,7 +504,13 @@ class StrategyRunner:
                     if self._fed_start_ns is not None and bar.start_ns <= self._fed_start_ns:
                         self.log.info("bar %s skipped: the strategy was already fed a bar starting then "
                                       "(warm-up history)", _iso(bar.start_ns))
+                    elif not self._in_session(bar.start_ns):
+                        if not self._outside_session_noted:
+                            self._outside_session_noted = True
+                            self.log.info("bar %s is outside the %s session: not evaluated, nor any bar or trade "
+                                          "until the session opens", _iso(bar.start_ns), self.config.symbol)
                     else:
+                        self._outside_session_noted = False
                         self._on_bar(bar, received)
                         if not self._timeframe.is_tick:
                             self._fed_start_ns = bar.start_ns
@@ -499,7 +519,9 @@ class StrategyRunner:
             elif key == trades_key:  # (None when not watching: trades queued before an unwatch are stale)
                 for entry_id, fields in entries:
                     self._trade_id = entry_id
-                    self._on_trade(Trade.from_fields(self.config.symbol, fields))
+                    trade = Trade.from_fields(self.config.symbol, fields)
+                    if self._in_session(trade.ts_ns):  # stops, like the bars, only in the session
+                        self._on_trade(trade)
         return had_bars
 
     def _on_bar(self, bar: Bar, received: float | None = None) -> None:
@@ -640,10 +662,18 @@ class StrategyRunner:
                 self.strategy.set_position(target, price)
                 self.status.position = target.value
                 self.status.last_signal = f"{target.value} ({reason.value}): {detail}"
+                self._watch_trades_from_now()
             else:
                 self.status.last_signal = f"{target.value} ({reason.value}) not done: {report.summary()}"
             self._save()
             return report
+
+    def _watch_trades_from_now(self) -> None:
+        """A position taken outside the bar loop (a manual trigger): the thread checks its stops
+        on the trades from this moment, not only from its next bar (it is woken to start watching)."""
+        if self.strategy.target is not PositionTarget.FLAT and self._trade_id == "$":
+            self._trade_id = self._last_id(self._md.trades_key(self.config.symbol))
+        self._inbox.put(_TICK)
 
     def sync_position(self, target: PositionTarget) -> None:
         """The position changed outside this strategy (risk flatten, kill switch)."""

@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import pandas_market_calendars as mcal
 
@@ -60,6 +61,10 @@ def to_ns(ts: TimeLike) -> int:
     return int(pd.Timestamp(ts).value)
 
 
+def _year(ts_ns: int) -> int:
+    return datetime.fromtimestamp(ts_ns / NS_PER_SECOND, tz=timezone.utc).year
+
+
 class TradingCalendar:
     """Sessions of one pandas-market-calendars calendar, cached per year."""
 
@@ -96,7 +101,7 @@ class TradingCalendar:
             self._years.add(year)
 
     def _ensure_around(self, ts_ns: int) -> None:
-        year = datetime.fromtimestamp(ts_ns / NS_PER_SECOND, tz=timezone.utc).year
+        year = _year(ts_ns)
         for y in (year - 1, year, year + 1):
             self._load_year(y)
 
@@ -125,6 +130,19 @@ class TradingCalendar:
         self._ensure_around(ts_ns)
         i = bisect.bisect_right(self._closes, ts_ns) - 1
         return Session(self._dates[i], self._opens[i], self._closes[i]) if i >= 0 else None
+
+    def open_mask(self, ts_ns: np.ndarray) -> np.ndarray:
+        """`session_at(t) is not None` for every t of a sorted or unsorted int64 array, vectorised."""
+        if len(ts_ns) == 0:
+            return np.zeros(0, dtype=bool)
+        for year in range(_year(int(ts_ns.min())) - 1, _year(int(ts_ns.max())) + 2):
+            self._load_year(year)
+        opens = np.asarray(self._opens, dtype=np.int64)
+        closes = np.asarray(self._closes, dtype=np.int64)
+        i = np.searchsorted(opens, ts_ns, side="right") - 1
+        inside = i >= 0
+        inside[inside] = ts_ns[inside] < closes[i[inside]]
+        return inside
 
     def session_for_date(self, day: date) -> Session | None:
         noon = datetime(day.year, day.month, day.day, 12, tzinfo=timezone.utc)
@@ -159,6 +177,11 @@ def calendar_for(symbol: str) -> TradingCalendar:
 
 def is_open(symbol: str, ts: TimeLike) -> bool:
     return calendar_for(symbol).session_at(ts) is not None
+
+
+def open_mask(symbol: str, ts_ns: np.ndarray) -> np.ndarray:
+    """`is_open(symbol, t)` for each t of an int64 array (backtests: one call for all bars)."""
+    return calendar_for(symbol).open_mask(ts_ns)
 
 
 def next_open(symbol: str, ts: TimeLike) -> datetime:

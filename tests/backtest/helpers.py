@@ -8,7 +8,7 @@ import numpy as np
 from backtest.data import BarArrays, MarketData
 
 NS = 1_000_000_000
-T0 = 1_136_196_000 * NS  # 2006-01-02T10:00:00Z, on the minute grid
+T0 = 1_136_329_200 * NS  # 2006-01-03T23:00:00Z = 18:00 ET Tuesday: a CME session opens (23 h of bars in session)
 
 
 def random_walk(n: int, seed: int = 7, start: float = 4000.0, tick: float = 0.25) -> BarArrays:

@@ -82,10 +82,21 @@ class EngineRig:
                     return
         raise AssertionError("strategy thread stayed busy")
 
-    def ready_runner(self, strategy: str, symbol: str) -> StrategyRunner:
-        """The ticker's runner once it has warmed up (or resumed) and waits for its bars."""
+    def wait_caught_up(self, strategy: str, symbol: str) -> str:
+        """Wait until the ticker's thread has handled the newest bar in its stream (acted on it, or
+        skipped it as outside the session) and is idle; returns that bar's stream id."""
         runner = self.supervisor._runners[(strategy, symbol)]
-        wait_until(lambda: runner._prepared and runner.status.warmed_up, what=f"{strategy} {symbol} to be ready")
+        newest = self.store.redis.xrevrange(self.md.bars_key(symbol, runner._timeframe), count=1)
+        assert newest, f"no {symbol} bar was written"
+        wait_until(lambda: runner._bar_id == newest[0][0], what=f"{strategy} {symbol} to handle bar {newest[0][0]}")
+        self.wait_idle(strategy, symbol)
+        return str(newest[0][0])
+
+    def ready_runner(self, strategy: str, symbol: str) -> StrategyRunner:
+        """The ticker's runner once it has warmed up on what history there is (or resumed) and
+        waits for its bars (its thread holds the lock until then)."""
+        runner = self.supervisor._runners[(strategy, symbol)]
+        wait_until(lambda: runner._prepared, what=f"{strategy} {symbol} to be ready")
         self.wait_idle(strategy, symbol)
         return runner
 

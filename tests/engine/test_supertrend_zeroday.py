@@ -192,11 +192,16 @@ def test_zeroday_does_nothing_on_a_day_without_a_session(real_store, replay_sett
         _add_zeroday(rig)
         open_ns = session_minute(HOLIDAY, 9, 30)
         clock.now_ns = open_ns + len(ZD_CLOSES) * MINUTE_NS
-        feed_bars(rig, "zeroday", "SPX", open_ns, ZD_CLOSES, spread=0.5)
         runner = rig.supervisor._runners[("zeroday", "SPX")]
-        # Bars arrived and the lines crossed, but there is no session and no expiration that day.
-        assert runner.status.last_bar is not None
-        assert "outside 0DTE entry window" in (runner.strategy.last_signal or "")
+        rig.wait_idle("zeroday", "SPX")
+        for i, close in enumerate(ZD_CLOSES + [ZD_CLOSES[-1]]):  # the lines would cross at the end
+            rig.push([Trade("SPX", open_ns + i * MINUTE_NS + SECOND, close, 0)])
+        rig.wait_caught_up("zeroday", "SPX")
+        # Bars arrived, but there is no SPX session that day: none was evaluated.
+        assert runner.status.last_bar is None and runner.strategy.last_signal is None
+        log_text = (rig.settings.log_dir / "zeroday" / "SPX.log").read_text()
+        assert "is outside the SPX session: not evaluated" in log_text
+        assert log_text.count("outside the SPX session") == 1  # once per run of such bars
         clock.now_ns = session_minute(HOLIDAY, 15, 45)
         rig.supervisor.housekeeping_now("zeroday")
         wait_until(lambda: runner.status.last_housekeeping is not None and "19:45" in runner.status.last_housekeeping,

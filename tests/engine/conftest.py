@@ -6,18 +6,19 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from brokers.paper import PaperBroker
 from brokers.registry import BrokerRegistry
 from config.settings import MarketDataSource, Settings
-from domain.market import Trade
+from domain.market import Bar, Trade
 from domain.orders import BROKERS, BrokerName
 from domain.tickers import TickerConfig
 from engine.clock import spx_session_clock
 from engine.executor import IntentExecutor
+import engine.runner as runner_module
 from engine.runner import StrategyRunner
 from engine.supervisor import StrategySupervisor
 from market_data.feeds import ReplayFeed
@@ -125,6 +126,39 @@ def build_rig(store: Store, settings: Settings, option_clock: Callable[[], datet
         **({"time_ns": time_ns} if time_ns is not None else {}), **supervisor_options,  # type: ignore[arg-type]
     )
     return EngineRig(store, settings, md, paper, orders, tickers, supervisor)
+
+
+class FedBars:
+    """Records every bar each built strategy is fed (warm-up and live), per strategy instance."""
+
+    def __init__(self) -> None:
+        self.per_strategy: list[list[int]] = []
+        self.on_first_warmup_bar: Any = None
+
+    def wrap(self, build: Any) -> Any:
+        def build_recording(config: Any) -> Any:
+            strategy = build(config)
+            fed: list[int] = []
+            self.per_strategy.append(fed)
+            on_bar = strategy.on_bar
+
+            def recording_on_bar(bar: Bar) -> Any:
+                fed.append(bar.start_ns)
+                if len(fed) == 1 and self.on_first_warmup_bar is not None:
+                    hook, self.on_first_warmup_bar = self.on_first_warmup_bar, None
+                    hook()
+                return on_bar(bar)
+
+            strategy.on_bar = recording_on_bar
+            return strategy
+        return build_recording
+
+
+@pytest.fixture
+def fed(monkeypatch: pytest.MonkeyPatch) -> Iterator[FedBars]:
+    recorder = FedBars()
+    monkeypatch.setattr(runner_module, "build_strategy", recorder.wrap(runner_module.build_strategy))
+    yield recorder
 
 
 @pytest.fixture

@@ -3,17 +3,12 @@ signal, trades there trigger no stop (a simulated feed at night, extended-hours 
 holiday). The first bar of such a run is logged."""
 from __future__ import annotations
 
-from typing import Iterator
-
 import numpy as np
-import pytest
 
-import engine.runner as runner_module
 from domain.market import Trade
 from domain.orders import TASTYTRADE
 from market_data import calendars
-from tests.engine.conftest import MINUTE_NS, EngineRig, wait_until
-from tests.engine.test_warmup_handover import FedBars
+from tests.engine.conftest import MINUTE_NS, EngineRig, FedBars, wait_until
 
 SECOND = 1_000_000_000
 # Tuesday 2024-07-02: the CME session closes at 17:00 ET (21:00 UTC), the next opens at 18:00 ET.
@@ -22,13 +17,6 @@ REOPEN = CLOSE + 60 * MINUTE_NS
 TICKER = dict(strategy="ema", symbol="/MES", timeframe="1Min", trade_enabled=True, schwab_quantity=0,
               tastytrade_quantity=1, trend_line_1="EMA", period_1=2, trend_line_2="EMA", period_2=4,
               stop_loss_ticks=4)
-
-
-@pytest.fixture
-def fed(monkeypatch: pytest.MonkeyPatch) -> Iterator[FedBars]:
-    recorder = FedBars()
-    monkeypatch.setattr(runner_module, "build_strategy", recorder.wrap(runner_module.build_strategy))
-    yield recorder
 
 
 def test_bars_in_the_daily_break_are_not_evaluated(rig: EngineRig, fed: FedBars) -> None:

@@ -4,17 +4,16 @@ Historical) already held it."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-import engine.runner as runner_module
 from config.settings import Settings
 from config.timeframes import Timeframe
 from domain.market import Bar, Trade
 from engine.runner import StrategyRunner
 from store.redis_store import Store
-from tests.engine.conftest import MINUTE_NS, EngineRig, build_rig, wait_until
+from tests.engine.conftest import MINUTE_NS, EngineRig, FedBars, build_rig, wait_until
 
 START = 1719928800 * 1_000_000_000  # 2024-07-02 14:00 UTC, a Tuesday inside the CME session
 SECOND = 1_000_000_000
@@ -25,39 +24,6 @@ TICKER = dict(strategy="ema", symbol="/MES", timeframe="1Min", trade_enabled=Tru
 def bar_trade(i: int, price: float) -> Trade:
     """A trade inside minute bar i (it also completes bar i-1)."""
     return Trade("/MES", START + i * MINUTE_NS + SECOND, price, 1)
-
-
-class FedBars:
-    """Records every bar each built strategy is fed (warm-up and live), per strategy instance."""
-
-    def __init__(self) -> None:
-        self.per_strategy: list[list[int]] = []
-        self.on_first_warmup_bar: Any = None
-
-    def wrap(self, build: Any) -> Any:
-        def build_recording(config: Any) -> Any:
-            strategy = build(config)
-            fed: list[int] = []
-            self.per_strategy.append(fed)
-            on_bar = strategy.on_bar
-
-            def recording_on_bar(bar: Bar) -> Any:
-                fed.append(bar.start_ns)
-                if len(fed) == 1 and self.on_first_warmup_bar is not None:
-                    hook, self.on_first_warmup_bar = self.on_first_warmup_bar, None
-                    hook()
-                return on_bar(bar)
-
-            strategy.on_bar = recording_on_bar
-            return strategy
-        return build_recording
-
-
-@pytest.fixture
-def fed(monkeypatch: pytest.MonkeyPatch) -> Iterator[FedBars]:
-    recorder = FedBars()
-    monkeypatch.setattr(runner_module, "build_strategy", recorder.wrap(runner_module.build_strategy))
-    yield recorder
 
 
 def test_a_bar_closing_while_the_warm_up_reads_history_is_acted_on_live(rig: EngineRig, fed: FedBars) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -32,6 +33,7 @@ _SECRET_MARKERS = ("token", "secret", "password", "passwd", "authorization", "ap
 REDACTED = "***"
 
 
+@lru_cache(maxsize=4096)  # field names repeat (every order's audit record has the same ones)
 def _is_secret_name(name: str) -> bool:
     lowered = name.lower()
     # "token_expires_at" style fields are useful and harmless: expiry times are not secrets.

@@ -29,6 +29,8 @@ shared stream hub (the service has one reader for all its threads, and so does t
   A: ema x9 (1Min), supertrend x9 (1Min), zeroday SPX (1Min)          = 19 threads
   B: ema x5 (2Min), supertrend x5 (2Min), zeroday SPX (2Min)           = 11 threads
   => 30 threads: 14 ema, 14 supertrend, 2 zeroday.
+The replayed minutes are those in which every instrument is in its session (09:30-16:00 ET on
+successive trading days; the engine evaluates nothing outside a session).
 All bars of all symbols close at the same instant each minute (as live), so the 19-30 threads that
 wake together contend for 2 cores and the GIL: the tail latency includes that queueing.
 
@@ -92,6 +94,23 @@ from store.tickers import TickerStore  # noqa: E402
 NS = 1_000_000_000
 MINUTE = 60 * NS
 START_NS = int(datetime(2024, 7, 2, 13, 30, tzinfo=timezone.utc).timestamp()) * NS  # 09:30 ET, Tuesday
+
+
+def session_minutes(count: int) -> list[int]:
+    """The first `count` minute starts from START_NS at which every replayed instrument is in its
+    session (09:30-16:00 ET on trading days): the engine evaluates nothing outside a session, so
+    a minute where the equities or SPX are closed would not be a 30-thread close."""
+    import numpy as np
+
+    from market_data import calendars
+
+    minutes = START_NS + np.arange(count * 5 + 3000, dtype=np.int64) * MINUTE
+    mask = np.ones(len(minutes), dtype=bool)
+    for sym in SYMBOLS + ["SPX"]:
+        mask &= calendars.open_mask(sym, minutes)
+    chosen = minutes[mask][:count]
+    assert len(chosen) == count
+    return chosen.tolist()
 SYMBOLS = ["/MES", "/ES", "/MNQ", "/NQ", "/M2K", "/RTY", "MSTR", "TSLA", "NVDA"]
 B_SYMBOLS = SYMBOLS[:5]
 LEVEL = {"/MES": 5500.0, "/ES": 5500.0, "/MNQ": 20000.0, "/NQ": 20000.0, "/M2K": 2100.0, "/RTY": 2100.0,
@@ -229,8 +248,9 @@ class Bench:
         prices = dict(LEVEL)
         all_symbols = SYMBOLS + ["SPX"]
         sent = 0
+        starts = session_minutes(minutes + 1)
         for m in range(minutes + 1):
-            t0 = START_NS + m * MINUTE
+            t0 = starts[m]
             minute_trades: dict[str, list[Trade]] = {}
             for sym in all_symbols:
                 step = LEVEL[sym] * 0.0008
@@ -240,18 +260,22 @@ class Bench:
                     path.append(Trade(sym, t0 + sec * NS, prices[sym], 1))
                 minute_trades[sym] = path
             self.data_now = t0 + 1 * NS
+            # The bars this minute's first trades close end at t0, or at the previous session's
+            # close when the replay jumps to the next trading day.
+            ends = {t0, starts[m - 1] + MINUTE} if m > 0 else set()
             if self.stagger:  # one symbol's bar closes at a time: the uncontended path
                 for sym in all_symbols:
-                    if m > 0:
-                        self.stamps[(sym, t0)] = time.perf_counter_ns()
+                    stamp = time.perf_counter_ns()
+                    for end in ends:
+                        self.stamps[(sym, end)] = stamp
                     self.md.process_now([minute_trades[sym][0]])
                     time.sleep(settle_s)
             else:
                 closing = [minute_trades[s][0] for s in all_symbols]
                 stamp = time.perf_counter_ns()
-                if m > 0:
-                    for sym in all_symbols:
-                        self.stamps[(sym, t0)] = stamp
+                for sym in all_symbols:
+                    for end in ends:
+                        self.stamps[(sym, end)] = stamp
                 self.md.process_now(closing)  # closes every symbol's bar(s) at once, as a live minute does
                 time.sleep(settle_s)
             self.data_now = t0 + 45 * NS

@@ -14,7 +14,8 @@ once on a `tick` inbox message (`StrategyRunner.housekeeping_now()`). No polling
 Sessions: a bar that starts, or a trade that happens, outside the instrument's session
 (`market_data.calendars.is_open`: a simulated feed at night, extended-hours equity prints, a
 holiday) is not evaluated at all - no indicator, signal or stop sees it; the first bar of such a
-run is logged. The warm-up keeps session bars only, and the backtester skips the same bars, so
+run is logged. The warm-up keeps session bars only (reading further back while out-of-session
+bars, such as an equity's pre-market, crowd them out), and the backtester skips the same bars, so
 live and backtest see the same series. A manual trigger that opens a position wakes the thread,
 which then checks the stop on every trade from that moment.
 
@@ -56,6 +57,7 @@ from typing import Any, Callable, Protocol
 
 from config.timeframes import Timeframe
 from market_data import calendars
+from market_data.redis_buffer import HIST_MAXLEN
 from domain.intents import Intent, IntentReason, PositionTarget
 from domain.market import Bar, Trade
 from domain.orders import BROKERS, OptionRight
@@ -80,6 +82,7 @@ BOOKKEEPING_WAIT_SECONDS = 0.05
 # never saw.
 STALE_BAR_FACTOR = 2
 TICK_BAR_STALE_SECONDS = 300
+MAX_WARMUP_BARS = HIST_MAXLEN  # the Redis bar history's length: asking for more finds nothing more
 STALE_FEED_FACTOR = 2  # no bar for this many bar-lengths while the session is open -> stale-feed note
 
 # In-process inbox messages besides the hub's stream entries.
@@ -306,8 +309,7 @@ class StrategyRunner:
             # live bar, acted on, however late this thread got to its warm-up. (A runner never
             # started, e.g. for a manual trigger, takes all history.)
             through = "+" if self._bar_id == "$" else self._bar_id
-            history = [bar for bar in self._md.warmup(self.config.symbol, self._timeframe, needed, through_id=through)
-                       if self._in_session(bar.start_ns)]  # as live: bars outside the session are not evaluated
+            history = self._session_history(needed, through)
             for bar in history:
                 self.strategy.on_bar(bar)  # intents from warm-up bars are discarded on purpose
             self._fed_start_ns = history[-1].start_ns if history and not self._timeframe.is_tick else None
@@ -419,6 +421,18 @@ class StrategyRunner:
                   if pos.quantity * sign > 0 and pos.option is None and pos.avg_price > 0]
         total = sum(qty for qty, _ in priced)
         return sum(qty * price for qty, price in priced) / total if total else None
+
+    def _session_history(self, needed: int, through_id: str) -> list[Bar]:
+        """The last `needed` warm-up bars inside the instrument's sessions (as live: bars outside
+        are not evaluated). Asks for more history while out-of-session bars (e.g. an equity's
+        pre-market) crowd the session bars out."""
+        ask = needed
+        while True:
+            bars = self._md.warmup(self.config.symbol, self._timeframe, ask, through_id=through_id)
+            kept = [bar for bar in bars if self._in_session(bar.start_ns)]
+            if len(kept) >= needed or len(bars) < ask or ask >= MAX_WARMUP_BARS:
+                return kept[-needed:] if needed > 0 else []
+            ask *= 4
 
     def _in_session(self, ts_ns: int) -> bool:
         """Bars and trades outside the instrument's session (a simulated feed at night, extended-

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from config.timeframes import Timeframe
 from domain.market import Trade
 from domain.orders import TASTYTRADE
 from market_data import calendars
@@ -57,3 +58,21 @@ def test_the_open_mask_equals_is_open() -> None:
         mask = calendars.open_mask(symbol, ts)
         assert mask.tolist() == [calendars.is_open(symbol, int(t)) for t in ts]
         assert mask.any() and not mask.all()
+
+
+def test_the_warm_up_reaches_past_pre_market_bars_to_session_bars(rig: EngineRig, fed: FedBars) -> None:
+    # NVDA: Monday 2024-07-01's last ten regular-session minutes (15:50-16:00 ET), then Tuesday's
+    # pre-market from 08:00 ET: 80 bars that crowd the session bars out of a plain warm-up read.
+    rig.md.ensure("NVDA", Timeframe.parse("1Min"))
+    monday_close = 1719864000 * SECOND  # 2024-07-01 20:00 UTC = 16:00 ET
+    session = [monday_close - (10 - m) * MINUTE_NS for m in range(10)]
+    pre_market = [monday_close + (16 * 60 + m) * MINUTE_NS for m in range(81)]  # 08:00 ET on
+    for i, start in enumerate(session + pre_market):
+        rig.push([Trade("NVDA", start + SECOND, 120.0 + (i % 5) * 0.1, 1)])
+    rig.add_ticker(strategy="ema", symbol="NVDA", timeframe="1Min", trade_enabled=True, schwab_quantity=1,
+                   tastytrade_quantity=1, trend_line_1="EMA", period_1=2, trend_line_2="EMA", period_2=4)
+    rig.supervisor.start_strategy("ema")
+    runner = rig.ready_runner("ema", "NVDA")
+    needed = runner.strategy.warmup_bars()
+    assert runner.status.warmed_up
+    assert fed.per_strategy[-1] == session[-needed:]  # the last session bars, none of the pre-market

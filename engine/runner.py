@@ -519,6 +519,7 @@ class StrategyRunner:
                         self.log.info("bar %s skipped: the strategy was already fed a bar starting then "
                                       "(warm-up history)", _iso(bar.start_ns))
                     elif not self._in_session(bar.start_ns):
+                        self._last_bar_wall_ns = self._time_ns()  # not evaluated, but the feed is alive
                         if not self._outside_session_noted:
                             self._outside_session_noted = True
                             self.log.info("bar %s is outside the %s session: not evaluated, nor any bar or trade "
@@ -602,9 +603,11 @@ class StrategyRunner:
                 self._flush_log()
 
     def _check_feed(self, now_ns: int) -> None:
-        """Stale-feed note: the session is open and no bar arrived for 2 x the timeframe."""
-        silent_ns = now_ns - self._last_bar_wall_ns
-        if silent_ns <= self._stale_feed_ns or not calendars.is_open(self.config.symbol, now_ns):
+        """Stale-feed note: the session is open and no bar arrived for 2 x the timeframe (counted
+        from the session's open at the earliest: the first bar of a session needs time to close)."""
+        session = calendars.calendar_for(self.config.symbol).session_at(now_ns)
+        silent_ns = now_ns - max(self._last_bar_wall_ns, session.open_ns if session is not None else 0)
+        if session is None or silent_ns <= self._stale_feed_ns:
             self.status.stale_feed = None  # bars flowing, or the session is closed: nothing to flag
             return
         note = (f"no bar for {silent_ns / 1e9:.0f}s while the session is open "

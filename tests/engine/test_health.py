@@ -97,3 +97,22 @@ def test_callbacks_latency_restart_and_liveness(real_store, replay_settings, mon
         assert rig.supervisor.strategies_status()["ema"]["tickers"]["/MES"]["alive"] is False
     finally:
         rig.supervisor.shutdown()
+
+
+def test_no_stale_feed_note_right_after_the_session_opens(real_store, replay_settings) -> None:
+    # Tuesday 2024-07-02: the CME session closes at 17:00 ET (21:00 UTC) and reopens at 18:00 ET.
+    reopen = START + 8 * 60 * MINUTE_NS  # 22:00 UTC
+    clock = TestClock(reopen - 50 * MINUTE_NS)  # started during the daily break: no bars
+    rig = build_rig(real_store, replay_settings, time_ns=clock)
+    try:
+        rig.add_ticker(**EMA)
+        rig.supervisor.start_strategy("ema")
+        runner = rig.supervisor._runners[("ema", "/MES")]
+        clock.now_ns = reopen + 10 * 1_000_000_000  # 10 s into the session: no bar could have closed yet
+        _housekeep(rig, runner, clock)
+        assert runner.status.stale_feed is None
+        clock.now_ns = reopen + 121 * 1_000_000_000  # 2 bar-lengths into the session without a bar
+        _housekeep(rig, runner, clock)
+        assert runner.status.stale_feed and "no bar for 121s" in runner.status.stale_feed
+    finally:
+        rig.supervisor.shutdown()

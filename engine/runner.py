@@ -679,6 +679,7 @@ class StrategyRunner:
                 self.strategy.set_position(target, price)
                 self.status.position = target.value
                 self.status.last_signal = f"{target.value} ({reason.value}): {detail}"
+                self.status.indicators = self.strategy.indicators()  # the armed stop shows at once
                 self._watch_trades_from_now()
             else:
                 self.status.last_signal = f"{target.value} ({reason.value}) not done: {report.summary()}"

@@ -20,6 +20,8 @@ def test_a_manual_entry_is_stopped_out_inside_the_same_bar(rig: EngineRig) -> No
     rig.push([Trade("/MES", START + 5 * SECOND, 6000.0, 1)])
     rig.supervisor.manual_trigger("ema", "/MES", "LONG")
     assert rig.position("ema", "/MES", TASTYTRADE) == 1  # stop 4 ticks below 6000: 5999.00
+    status = rig.supervisor.strategies_status()["ema"]["tickers"]["/MES"]
+    assert status["position"] == "LONG" and status["indicators"]["stop"] == 5999.0  # shown at once
     rig.push([Trade("/MES", START + 20 * SECOND, 5998.0, 1)])  # same bar, through the stop
     wait_until(lambda: rig.position("ema", "/MES", TASTYTRADE) == 0, timeout=5.0,
                what="the stop to fire before the bar closes")

@@ -24,7 +24,8 @@ goes through the injected `time_ns` callable, so tests and replays control time.
 
 Health: `status.stale_feed` holds a note while the instrument's session is open
 (`market_data.calendars.is_open`) and no bar has arrived for more than 2 x the timeframe
-(ticks: TICK_BAR_STALE_SECONDS); it clears on the next bar. Optional callbacks:
+(ticks: TICK_BAR_STALE_SECONDS), counted from the session's open at the earliest; it clears on
+the next bar. Optional callbacks:
 `on_bar_to_order(strategy, symbol, seconds)` - from the moment the thread received a bar to the
 moment the order manager returned an acknowledged order for it (filled / working / pending open);
 `on_restart(strategy, symbol)` - after a crash, before the backoff wait.

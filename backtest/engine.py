@@ -248,7 +248,7 @@ class BacktestEngine:
         # As live: a bar outside the instrument's session (a holiday, extended-hours equity prints)
         # is not evaluated, and no stop is checked inside it; an order decided before still fills
         # at its open, the first price after the decision.
-        in_session = calendars.open_mask(symbol, bars.start_ns)
+        in_session = calendars.bars_in_session(symbol, bars.start_ns, bars.end_ns)
         t0 = time.perf_counter()
         for lo in range(0, n, _CHUNK):
             hi = min(n, lo + _CHUNK)

@@ -430,10 +430,15 @@ class StrategyRunner:
         ask = needed
         while True:
             bars = self._md.warmup(self.config.symbol, self._timeframe, ask, through_id=through_id)
-            kept = [bar for bar in bars if self._in_session(bar.start_ns)]
+            kept = [bar for bar in bars if self._bar_in_session(bar)]
             if len(kept) >= needed or len(bars) < ask or ask >= MAX_WARMUP_BARS:
                 return kept[-needed:] if needed > 0 else []
             ask *= 4
+
+    def _bar_in_session(self, bar: Bar) -> bool:
+        """A bar is evaluated when it overlaps a session (live bars are cut at the session bounds,
+        so in practice: when it starts inside one)."""
+        return calendars.bar_in_session(self.config.symbol, bar.start_ns, bar.end_ns)
 
     def _in_session(self, ts_ns: int) -> bool:
         """Bars and trades outside the instrument's session (a simulated feed at night, extended-
@@ -519,7 +524,7 @@ class StrategyRunner:
                     if self._fed_start_ns is not None and bar.start_ns <= self._fed_start_ns:
                         self.log.info("bar %s skipped: the strategy was already fed a bar starting then "
                                       "(warm-up history)", _iso(bar.start_ns))
-                    elif not self._in_session(bar.start_ns):
+                    elif not self._bar_in_session(bar):
                         self._last_bar_wall_ns = self._time_ns()  # not evaluated, but the feed is alive
                         if not self._outside_session_noted:
                             self._outside_session_noted = True

@@ -133,16 +133,27 @@ class TradingCalendar:
 
     def open_mask(self, ts_ns: np.ndarray) -> np.ndarray:
         """`session_at(t) is not None` for every t of a sorted or unsorted int64 array, vectorised."""
-        if len(ts_ns) == 0:
+        return self.overlap_mask(ts_ns, ts_ns + 1)
+
+    def overlaps(self, start_ns: int, end_ns: int) -> bool:
+        """Whether [start_ns, end_ns) overlaps a session (a bar partly or wholly inside one)."""
+        if self.session_at(start_ns) is not None:
+            return True
+        return end_ns > start_ns + 1 and self.next_session(start_ns).open_ns < end_ns
+
+    def overlap_mask(self, start_ns: np.ndarray, end_ns: np.ndarray) -> np.ndarray:
+        """`overlaps(start, end)` for int64 arrays of interval bounds, vectorised."""
+        if len(start_ns) == 0:
             return np.zeros(0, dtype=bool)
-        for year in range(_year(int(ts_ns.min())) - 1, _year(int(ts_ns.max())) + 2):
+        for year in range(_year(int(start_ns.min())) - 1, _year(int(end_ns.max())) + 2):
             self._load_year(year)
         opens = np.asarray(self._opens, dtype=np.int64)
         closes = np.asarray(self._closes, dtype=np.int64)
-        i = np.searchsorted(opens, ts_ns, side="right") - 1
-        inside = i >= 0
-        inside[inside] = ts_ns[inside] < closes[i[inside]]
-        return inside
+        i = np.searchsorted(opens, start_ns, side="right") - 1  # the last session opened at or before start
+        safe = np.maximum(i, 0)
+        inside = (i >= 0) & (start_ns < closes[safe])
+        nxt = np.minimum(i + 1, len(opens) - 1)  # the next session's open falls inside the interval
+        return inside | ((i + 1 < len(opens)) & (opens[nxt] < end_ns))
 
     def session_for_date(self, day: date) -> Session | None:
         noon = datetime(day.year, day.month, day.day, 12, tzinfo=timezone.utc)
@@ -180,8 +191,20 @@ def is_open(symbol: str, ts: TimeLike) -> bool:
 
 
 def open_mask(symbol: str, ts_ns: np.ndarray) -> np.ndarray:
-    """`is_open(symbol, t)` for each t of an int64 array (backtests: one call for all bars)."""
+    """`is_open(symbol, t)` for each t of an int64 array."""
     return calendar_for(symbol).open_mask(ts_ns)
+
+
+def bar_in_session(symbol: str, start_ns: int, end_ns: int) -> bool:
+    """Whether a bar [start_ns, end_ns) overlaps one of the instrument's sessions: bars outside
+    every session (the CME daily break, an equity's pre-market, a holiday) are not evaluated; a
+    daily bar stamped at midnight still covers its session."""
+    return calendar_for(symbol).overlaps(start_ns, end_ns)
+
+
+def bars_in_session(symbol: str, start_ns: np.ndarray, end_ns: np.ndarray) -> np.ndarray:
+    """`bar_in_session` for int64 arrays of bar bounds (backtests: one call for all bars)."""
+    return calendar_for(symbol).overlap_mask(start_ns, end_ns)
 
 
 def next_open(symbol: str, ts: TimeLike) -> datetime:

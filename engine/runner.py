@@ -11,9 +11,9 @@ When the wait times out (the spec's check interval for the timeframe) it does ho
 interval has passed since the last one (a busy trade stream never postpones a 15:45 exit), and at
 once on a `tick` inbox message (`StrategyRunner.housekeeping_now()`). No polling loop, no busy wait.
 
-Sessions: a bar that starts, or a trade that happens, outside the instrument's session
-(`market_data.calendars.is_open`: a simulated feed at night, extended-hours equity prints, a
-holiday) is not evaluated at all - no indicator, signal or stop sees it; the first bar of such a
+Sessions: a bar that overlaps none of the instrument's sessions, or a trade outside them
+(`market_data.calendars`: a simulated feed at night, extended-hours equity prints, a holiday) is
+not evaluated at all - no indicator, signal or stop sees it; the first bar of such a
 run is logged. The warm-up keeps session bars only (reading further back while out-of-session
 bars, such as an equity's pre-market, crowd them out), and the backtester skips the same bars, so
 live and backtest see the same series. A manual trigger that opens a position wakes the thread,

@@ -356,13 +356,7 @@ def grid_buckets(ts: np.ndarray, tf: Timeframe, symbol: str | None) -> tuple[np.
 
     if ts.shape[0] == 0:
         return ts.copy(), ts.copy()
-    cal = calendars.calendar_for(symbol)
-    first, last = int(ts.min()), int(ts.max())
-    year = datetime.fromtimestamp(first / NS, tz=timezone.utc).year
-    for y in range(year - 1, datetime.fromtimestamp(last / NS, tz=timezone.utc).year + 2):
-        cal._load_year(y)  # noqa: SLF001 - the calendar's own cached schedule, loaded once
-    opens = np.asarray(cal._opens, dtype=np.int64)  # noqa: SLF001
-    closes = np.asarray(cal._closes, dtype=np.int64)  # noqa: SLF001
+    opens, closes = calendars.calendar_for(symbol).session_arrays(int(ts.min()), int(ts.max()))
     idx = np.searchsorted(opens, ts, "right") - 1
     safe = np.maximum(idx, 0)
     inside = (idx >= 0) & (ts < closes[safe])

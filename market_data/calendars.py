@@ -141,14 +141,18 @@ class TradingCalendar:
             return True
         return end_ns > start_ns + 1 and self.next_session(start_ns).open_ns < end_ns
 
+    def session_arrays(self, first_ns: int, last_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted int64 arrays of session opens and closes, covering [first_ns, last_ns] with a
+        year to spare on each side (for vectorised lookups with `np.searchsorted`)."""
+        for year in range(_year(first_ns) - 1, _year(last_ns) + 2):
+            self._load_year(year)
+        return np.asarray(self._opens, dtype=np.int64), np.asarray(self._closes, dtype=np.int64)
+
     def overlap_mask(self, start_ns: np.ndarray, end_ns: np.ndarray) -> np.ndarray:
         """`overlaps(start, end)` for int64 arrays of interval bounds, vectorised."""
         if len(start_ns) == 0:
             return np.zeros(0, dtype=bool)
-        for year in range(_year(int(start_ns.min())) - 1, _year(int(end_ns.max())) + 2):
-            self._load_year(year)
-        opens = np.asarray(self._opens, dtype=np.int64)
-        closes = np.asarray(self._closes, dtype=np.int64)
+        opens, closes = self.session_arrays(int(start_ns.min()), int(end_ns.max()))
         i = np.searchsorted(opens, start_ns, side="right") - 1  # the last session opened at or before start
         safe = np.maximum(i, 0)
         inside = (i >= 0) & (start_ns < closes[safe])

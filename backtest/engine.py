@@ -88,7 +88,7 @@ def backtest_risk_check(clock: SimulatedClock, limits: dict[str, Any] | None = N
     engine = RiskEngine(fake_store(f"backtest-{uuid.uuid4().hex[:8]}"), Settings(), clock=clock, audit_allowed=False)
     if limits:
         engine.update_limits(limits, actor="backtest")
-    return engine  # type: ignore[return-value]
+    return engine.check_and_take  # no order manager here: the check takes its own rate slot
 
 
 def default_strategy_factory(config: TickerConfig) -> Strategy:

@@ -14,17 +14,19 @@ Contract for implementers:
 - Read methods may retry `TemporaryBrokerError` internally with bounded backoff.
 - No method logs or returns tokens, secrets or full account numbers.
 
-Optional capability (duck-typed; the order manager looks for it): an adapter whose orders live in
-the same Redis as the order manager (the paper broker) may offer
-`place_order_after(order, then, first: ClaimFirst) -> PlacedAfter | None`: the order manager's
-claim and the fill in one transaction, so a paper order costs one round trip.
+Two placement methods have defaults every live adapter keeps; an adapter whose orders live in the
+same Redis as the order manager (the paper broker) overrides them, so the order manager has no
+paper case: `place_with_claim` (the order manager's claim and an immediate fill in one
+transaction: a paper order costs one round trip) and `place_then` (the order manager's record of
+the answer written with the broker's own write). `lookup_is_authoritative` says whether "no such
+order" from `get_order` proves the order never reached the broker.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Callable
 
 from domain.orders import (
     Balances,
@@ -43,7 +45,7 @@ from domain.orders import (
 @dataclass(frozen=True, slots=True)
 class ClaimFirst:
     """An atomic write an order depends on (the order manager's claim of its client id): a loaded
-    Lua script's sha with its keys and args. `place_order_after` sends it ahead of the fill in one
+    Lua script's sha with its keys and args. `place_with_claim` sends it ahead of the fill in one
     MULTI/EXEC; the fill is written only if afterwards HGET(guard_key, guard_field) == guard_value
     (a nonce only a successful claim writes)."""
 
@@ -57,7 +59,7 @@ class ClaimFirst:
 
 @dataclass(frozen=True, slots=True)
 class PlacedAfter:
-    """What `place_order_after` did. `first_result`: the claim script's reply. `update` is None
+    """What `place_with_claim` did. `first_result`: the claim script's reply. `update` is None
     when no fill was written: the claim did not go through, or it did but the fill was computed on
     an account state that changed (the claim's reply tells which; in the second case the caller
     places the order itself). `written`: the caller's `then` commands went in with the fill."""
@@ -67,9 +69,26 @@ class PlacedAfter:
     written: bool
 
 
+Then = Callable[[OrderUpdate], list[list[str]]]  # the order manager's writes for a broker's answer
+
+
 class BrokerAdapter(ABC):
     name: BrokerName  # the broker this account stands for ("schwab" | "tastytrade")
     is_paper: bool = False
+    # A live broker's order search can lag or miss (a timeout before the order reached it, a
+    # search window): "not found" there is no proof, so an UNKNOWN order stays UNKNOWN (its lane
+    # blocked) until the broker shows it or an operator resolves it. The paper account writes its
+    # orders atomically in the same Redis: "not found" there is final.
+    lookup_is_authoritative: bool = False
+
+    def place_with_claim(self, order: OrderRequest, then: Then | None, first: ClaimFirst) -> PlacedAfter | None:
+        """Write `first` (the order manager's claim) and place the order in one atomic step, when
+        the adapter can. None: nothing done; the caller claims, then calls `place_then`."""
+        return None
+
+    def place_then(self, order: OrderRequest, then: Then | None) -> tuple[OrderUpdate, bool]:
+        """Place a claimed order: (the broker's answer, whether `then`'s writes went with it)."""
+        return self.place_order(order), False
 
     @abstractmethod
     def connect(self) -> BrokerStatus:

@@ -23,14 +23,14 @@ Idempotency: the client order id is claimed with HSETNX inside the same Lua call
 fill, so the same client order id placed twice (even from two processes) returns the existing
 order and never fills twice.
 
-One round trip with the caller's claim (`place_order_after`): the order manager must durably claim
+One round trip with the caller's claim (`place_with_claim`): the order manager must durably claim
 a client id before an order is sent. For a market order that fills at once, the claim and the fill
 go to Redis together in one MULTI/EXEC, and the fill script writes only if the claim's nonce is
 in the claimed order afterwards. A claim that lost (a duplicate, or a lane that changed) therefore
 writes no fill either.
 
 Group commit: market orders that arrive while the account is busy writing (many strategies acting
-on one bar close) go to Redis together, claims and fills in one MULTI/EXEC (`place_order_after`).
+on one bar close) go to Redis together, claims and fills in one MULTI/EXEC (`place_with_claim`).
 
 The account's `seq`: cash, P&L and positions are computed in memory and written as absolute values,
 so every fill names the `seq` it was computed on and the script writes nothing (-1) if Redis holds
@@ -85,19 +85,19 @@ from store.redis_store import Store, is_noscript
 log = logging.getLogger(__name__)
 
 PriceSource = Callable[[str], float | None]
-Then = Callable[[OrderUpdate], list[list[str]]]  # see PaperBroker.place_order_then
+Then = Callable[[OrderUpdate], list[list[str]]]  # see PaperBroker.place_then
 ChainSource = Callable[[str, date], list[OptionContract]]
 
 # One round trip per order: claim the id (optionally), then write order, position, account,
 # fill and open-set membership together. Returns the existing order JSON when the claim failed,
 # nil (Lua false) when written.
 # ARGV[11]: a JSON list of the caller's own Redis commands ([["HSET", key, f, v], ...]) run in the
-# same atomic call only when this write went through (see `place_order_then`); '' for none.
+# same atomic call only when this write went through (see `place_then`); '' for none.
 # ARGV[12]: the account's `seq` the write was computed on ('' when the account is not written).
 # Cash, P&L and positions are written as absolute values, so a write computed on another state
 # writes nothing and returns -1; every account write bumps `seq`.
 # KEYS[6] (optional): write nothing and return 0 unless HGET(KEYS[6], ARGV[13]) == ARGV[14] (the
-# guard of `place_order_after`: the caller's claim, sent just before in the same transaction).
+# guard of `place_with_claim`: the caller's claim, sent just before in the same transaction).
 _WRITE_LUA = """
 if KEYS[6] ~= nil and redis.call('HGET', KEYS[6], ARGV[13]) ~= ARGV[14] then
   return 0
@@ -162,7 +162,7 @@ class _PreparedFill:
 
 @dataclass(slots=True)
 class _AfterRequest:
-    """One thread's `place_order_after` call, waiting to be sent with whatever else is waiting."""
+    """One thread's `place_with_claim` call, waiting to be sent with whatever else is waiting."""
 
     order: OrderRequest
     then: Then | None
@@ -271,6 +271,7 @@ class PaperPosition:
 
 class PaperBroker(BrokerAdapter):
     is_paper = True
+    lookup_is_authoritative = True  # its orders are written atomically in this Redis
 
     def __init__(
         self, store: Store, name: BrokerName, settings: Settings, price_source: PriceSource, *,
@@ -287,7 +288,7 @@ class PaperBroker(BrokerAdapter):
         self._slippage_ticks = settings.paper_slippage_ticks
         self._commission = Decimal(settings.paper_commission_per_contract)
         self._lock = threading.RLock()  # the account: held from computing a write until it is applied
-        self._pending: list[_AfterRequest] = []  # see place_order_after
+        self._pending: list[_AfterRequest] = []  # see place_with_claim
         self._pending_lock = threading.Lock()
         self._k_orders = store.key("paper", name, "orders")
         self._k_pos = store.key("paper", name, "positions")
@@ -500,7 +501,7 @@ class PaperBroker(BrokerAdapter):
         try:
             cmds = then(update)
         except Exception:  # never let the caller's bookkeeping break a fill
-            log.exception("place_order_then: building the caller's commands failed; order written alone")
+            log.exception("place_then: building the caller's commands failed; order written alone")
             return b""
         return orjson.dumps(cmds) if cmds else b""
 
@@ -557,9 +558,9 @@ class PaperBroker(BrokerAdapter):
                             message="paper account")
 
     def place_order(self, order: OrderRequest) -> OrderUpdate:
-        return self.place_order_then(order, None)[0]
+        return self.place_then(order, None)[0]
 
-    def place_order_then(self, order: OrderRequest, then: Then | None) -> tuple[OrderUpdate, bool]:
+    def place_then(self, order: OrderRequest, then: Then | None) -> tuple[OrderUpdate, bool]:
         """`place_order`, plus the caller's own writes in the same atomic Redis call.
 
         `then(update)` is called (under this broker's lock) with the update about to be persisted
@@ -601,17 +602,17 @@ class PaperBroker(BrokerAdapter):
                 return self._fill(record, px, now, then)
         return self._store_only_then(record, claim=True, then=then)  # rests until on_trade crosses it
 
-    def place_order_after(self, order: OrderRequest, then: Then | None, first: ClaimFirst) -> PlacedAfter | None:
-        """`place_order_then` in the same round trip (one MULTI/EXEC) as `first`, the caller's claim
+    def place_with_claim(self, order: OrderRequest, then: Then | None, first: ClaimFirst) -> PlacedAfter | None:
+        """`place_then` in the same round trip (one MULTI/EXEC) as `first`, the caller's claim
         of the client id, for a market order that fills at once. The fill is written only if the
         claim went through (its guard nonce is there afterwards).
 
         None - nothing sent, nothing written - when the order would not simply fill now (not a
         market order, no price, unknown symbol, a client id this account already knows, or Redis
-        had lost the claim script): the caller then claims on its own and uses `place_order_then`,
+        had lost the claim script): the caller then claims on its own and uses `place_then`,
         whose answer (a rejection, a resting order, the existing order) needs its claim first.
         A PlacedAfter without an update: the fill was not written; the claim's reply says whether
-        the claim went through (then the caller places the order itself with `place_order_then`).
+        the claim went through (then the caller places the order itself with `place_then`).
 
         Group commit: orders that arrive while this account is writing (many strategies acting on
         one bar close) wait and go to Redis together, in one MULTI/EXEC, each fill computed on the
@@ -634,7 +635,7 @@ class PaperBroker(BrokerAdapter):
         return request.result
 
     def _place_batch(self, batch: list[_AfterRequest]) -> None:
-        """Claims and fills of `batch` in one MULTI/EXEC (see place_order_after). Caller holds the
+        """Claims and fills of `batch` in one MULTI/EXEC (see place_with_claim). Caller holds the
         lock. Every request ends done, with a result or an error; nothing is raised here, so the
         thread sending the batch gets its own answer like the others."""
         try:

@@ -56,6 +56,36 @@ class OrderState(StrEnum):
     def is_terminal(self) -> bool:
         return self in (OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED)
 
+    @property
+    def is_working(self) -> bool:
+        """At the broker and not final: polled until it is."""
+        return self in (OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
+
+
+_AFTER_SEND = frozenset({OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED, OrderState.FILLED, OrderState.CANCELLED,
+                         OrderState.REJECTED})
+# The order lifecycle: (state, state the broker reports) -> the state recorded. A report not in the
+# table changes no state (fills and reasons are still applied): brokers repeat and reorder updates.
+ORDER_TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
+    OrderState.NEW: _AFTER_SEND | {OrderState.SUBMITTED, OrderState.UNKNOWN},
+    # A timeout after sending is UNKNOWN: never resent, resolved by looking the order up.
+    OrderState.SUBMITTED: _AFTER_SEND | {OrderState.UNKNOWN},
+    OrderState.ACCEPTED: _AFTER_SEND - {OrderState.ACCEPTED},
+    # (a remainder may also end REJECTED at some venues; the filled part stays filled)
+    OrderState.PARTIALLY_FILLED: frozenset({OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED}),
+    # The broker answered about an UNKNOWN order: whatever it says is news (it has it: at least
+    # ACCEPTED, see next_order_state). Only the broker, or an operator, ends UNKNOWN.
+    OrderState.UNKNOWN: _AFTER_SEND,
+    OrderState.FILLED: frozenset(), OrderState.CANCELLED: frozenset(), OrderState.REJECTED: frozenset(),
+}
+
+
+def next_order_state(current: OrderState, reported: OrderState) -> OrderState:
+    """The state to record when the broker reports `reported` for an order in `current`."""
+    if current is OrderState.UNKNOWN and reported in (OrderState.NEW, OrderState.SUBMITTED):
+        return OrderState.ACCEPTED  # the broker has it: no longer unknown
+    return reported if reported in ORDER_TRANSITIONS[current] else current
+
 
 class OptionRight(StrEnum):
     CALL = "C"

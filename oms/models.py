@@ -38,6 +38,35 @@ class TargetOrder:
         return self.option.occ_symbol if self.option else self.symbol
 
 
+class IntentStatus(StrEnum):
+    """What became of one intent at one broker (stored in its `oms:intent:*` hash)."""
+
+    NOOP = "noop"  # the lane was already at the target
+    SENT = "sent"  # its (last) leg was sent; the orders tell the rest
+    PENDING_OPEN = "pending_open"  # a reversal: close sent, the open goes once the close FILLED
+    DENIED = "denied"  # the pre-trade check said no; nothing sent
+    PAUSED = "paused"  # the broker needs a new login; nothing sent
+    ABANDONED = "abandoned"  # a reversal's open leg was dropped (close failed, stale signal, superseded)
+
+
+# Every allowed change of an intent's status; anything else is a bug (the order manager asserts).
+# A new intent starts at one of NEW_INTENT_STATUSES. Only a pending reversal moves on: to SENT when
+# its open leg is claimed, to ABANDONED when the open must not go (see OrderManager._advance).
+NEW_INTENT_STATUSES = frozenset({IntentStatus.NOOP, IntentStatus.SENT, IntentStatus.PENDING_OPEN,
+                                 IntentStatus.DENIED, IntentStatus.PAUSED})
+INTENT_TRANSITIONS: dict[IntentStatus, frozenset[IntentStatus]] = {
+    IntentStatus.PENDING_OPEN: frozenset({IntentStatus.SENT, IntentStatus.ABANDONED}),
+    IntentStatus.NOOP: frozenset(), IntentStatus.SENT: frozenset(), IntentStatus.DENIED: frozenset(),
+    IntentStatus.PAUSED: frozenset(), IntentStatus.ABANDONED: frozenset(),
+}
+
+
+def intent_transition(current: IntentStatus, new: IntentStatus) -> IntentStatus:
+    if new not in INTENT_TRANSITIONS[current]:
+        raise ValueError(f"intent status {current.value} cannot become {new.value}")
+    return new
+
+
 class TargetStatus(StrEnum):
     FILLED = "filled"  # every leg filled; position == target
     WORKING = "working"  # the last sent leg is accepted/resting at the broker
@@ -253,6 +282,6 @@ def plan_legs(cur_key: str, cur_qty: int, cur_option: OptionContract | None, tar
     return legs
 
 
-__all__ = ["TargetOrder", "TargetResult", "TargetStatus", "OrderRecord", "OmsPosition", "BrokerReport",
+__all__ = ["TargetOrder", "TargetResult", "TargetStatus", "IntentStatus", "intent_transition", "OrderRecord", "OmsPosition", "BrokerReport",
            "LegPlan", "plan_legs", "apply_fill", "parse_occ", "option_to_text", "option_from_text",
            "BrokerName", "field"]

@@ -32,10 +32,10 @@ Round trips (paper, steady state: 1 per order)
   from which the plan (and, only if the order or its context changed, the risk check) is redone.
   A stale cache therefore costs a re-plan, never a wrong or duplicate order.
 - With a paper adapter, a market order that fills at once goes with its claim in one MULTI/EXEC
-  (`place_order_after`): the paper fill script writes only if the claim's nonce is in the order
+  (`place_with_claim`): the paper fill script writes only if the claim's nonce is in the order
   afterwards, so a claim that lost (stale lane, duplicate) writes no fill. The OMS's SUBMITTED ->
   FILLED record, journal entry, fill and position run inside that same fill script
-  (`place_order_then`'s commands). Anything else (a resting order, a rejection) claims first and
+  (`place_then`'s commands). Anything else (a resting order, a rejection) claims first and
   places after, as with a live broker, where the claim must be durable before the order leaves.
 - Write payloads go to Lua as one JSON argument (cjson) instead of hundreds of arguments.
 
@@ -77,11 +77,13 @@ from domain.orders import (
     OrderUpdate,
     PositionEffect,
     client_order_id,
+    next_order_state,
 )
-from domain.risk import OrderContext, PreTradeCheck, RiskReason, allow_all
+from domain.risk import OrderContext, PreTradeCheck, RateSlot, RiskDecision, RiskReason, allow_all
 from oms.journal import event_entry, fill_entry, fills_key, journal_key, read_journal, transition_entry
 from oms.models import (
     BrokerReport,
+    IntentStatus,
     LegPlan,
     OmsPosition,
     OrderRecord,
@@ -89,25 +91,27 @@ from oms.models import (
     TargetResult,
     TargetStatus,
     apply_fill,
+    intent_transition,
     option_from_text,
     option_to_text,
     plan_legs,
 )
+from store.rate_window import RATE_SLOT_LUA, rate_slot_args
 from store.redis_store import Store
 
 log = logging.getLogger(__name__)
 
-_WORKING = (OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
-_RANK = {OrderState.NEW: 0, OrderState.SUBMITTED: 1, OrderState.UNKNOWN: 1, OrderState.ACCEPTED: 2,
-         OrderState.PARTIALLY_FILLED: 3, OrderState.FILLED: 4, OrderState.CANCELLED: 4, OrderState.REJECTED: 4}
 
 # Atomic claim, one round trip. First leg of an intent (ARGV[1] == '1'): the lane must still be
 # what the caller planned from - no intent record yet, no working/unknown order in the lane, the
 # broker's paused flag == ARGV[3], and the position hash exactly == ARGV[2] (a JSON [f, v, ...]).
 # Otherwise nothing is written and the lane's current state is returned ({-1, pos, intent,
 # lane_active, paused}) so the caller re-plans without another read. Then: refuse (0) if the order
-# exists; else run the caller's writes (ARGV[5], JSON [[cmd, args...], ...]: the order, its NEW and
-# SUBMITTED/REJECTED journal entries, the intent, the indexes) and return 1.
+# exists; else take the risk decision's orders-per-minute slot (ARGV[6..]: store/rate_window.py;
+# a full window returns {-2, count} with nothing written); else run the caller's writes (ARGV[5],
+# JSON [[cmd, args...], ...]: the order, its NEW and SUBMITTED/REJECTED journal entries, the
+# intent, the indexes) and return 1. The order record is the only "seen" mark of a client id: the
+# duplicate check, the rate slot and the record are this one atomic step.
 _CLAIM_LUA = """
 local unpack = unpack or table.unpack
 if ARGV[1] == '1' then
@@ -129,6 +133,8 @@ if ARGV[1] == '1' then
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local rate_at = 6
+""" + RATE_SLOT_LUA + """
 for _, c in ipairs(cjson.decode(ARGV[5])) do redis.call(unpack(c)) end
 return 1
 """
@@ -175,6 +181,13 @@ class _LaneState:
     lane_active: set[str]
     paused: str | None
     verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _RateFull:
+    """The claim found the risk decision's orders-per-minute window full; nothing was written."""
+
+    count: int
 
 
 @dataclass(slots=True)
@@ -381,7 +394,7 @@ class OrderManager:
                 state = self._read_lane(t, k_intent)
             else:  # planned from the cache; the claim script verifies it (fast path: no read)
                 state = _LaneState(dict(cached), {}, set(), None, verified=False)
-            memo: list[tuple[OrderRequest, OrderContext, bool, str]] = []
+            memo: list[tuple[OrderRequest, OrderContext, RiskDecision]] = []
             for _ in range(10):
                 pos_h = state.pos_h
                 pos = self._position_from(t.strategy, t.symbol, t.broker, pos_h)
@@ -401,13 +414,13 @@ class OrderManager:
                     if not state.verified:
                         state = self._read_lane(t, k_intent)
                         continue
-                    self._r.hset(k_intent, mapping={"status": "noop", "target": str(t.target_quantity)})
+                    self._r.hset(k_intent, mapping={"status": IntentStatus.NOOP, "target": str(t.target_quantity)})
                     return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, pos.quantity, pos.quantity,
                                         TargetStatus.NOOP)
                 intent_fields = {
                     "strategy": t.strategy, "symbol": t.symbol, "broker": t.broker, "event_ts_ns": str(t.event_ts_ns),
                     "target": str(t.target_quantity), "reason": t.reason, "detail": t.detail,
-                    "status": "pending_open" if len(legs) == 2 else "sent",
+                    "status": IntentStatus.PENDING_OPEN if len(legs) == 2 else IntentStatus.SENT,
                     "legs": ",".join(leg.leg for leg in legs),
                     "close_coid": self._coid(t, "close") if legs[0].leg == "close" else "",
                     "open_coid": self._coid(t, "open") if legs[-1].leg == "open" else "",
@@ -427,7 +440,7 @@ class OrderManager:
                         opened = self._open_after_close(t, k_intent, intent_fields)
                         if opened is not None:
                             after = self._pos_cache.get(lane)
-                            known = (int(after.get("qty") or 0), "sent", intent_fields["legs"]) if after is not None else None
+                            known = (int(after.get("qty") or 0), IntentStatus.SENT, intent_fields["legs"]) if after is not None else None
                             return self._result(t, pos.quantity, [rec, opened], known=known)
                         orders += [o for o in self._advance(k_intent) if o.client_order_id != rec.client_order_id]
                     return self._result(t, pos.quantity, orders)
@@ -452,7 +465,7 @@ class OrderManager:
         pos = self._position_from(t.strategy, t.symbol, t.broker, pos_h)
         leg = LegPlan("open", OrderSide(intent_fields["open_side"]), int(intent_fields["open_qty"]),
                       PositionEffect.OPEN, intent_fields["open_key"], t.option)
-        clear = [["HSET", k_intent, "status", "sent"], ["SREM", self.k_pending, k_intent],
+        clear = [["HSET", k_intent, "status", intent_transition(IntentStatus.PENDING_OPEN, IntentStatus.SENT)], ["SREM", self.k_pending, k_intent],
                  ["HDEL", self._k_pos(*lane), "pending_intent"]]
         # Not paused: the close leg's claim verified the broker's paused flag a moment ago.
         sent = self._send_leg(t, leg, pos, k_intent, None, None, pos_h=pos_h, extra_cmds=clear)
@@ -490,14 +503,17 @@ class OrderManager:
         if last is not None:
             reason = last.reason
             if last.state is OrderState.FILLED:
-                status = TargetStatus.PENDING_OPEN if intent_status == "pending_open" else TargetStatus.FILLED
+                status = (TargetStatus.PENDING_OPEN if intent_status == IntentStatus.PENDING_OPEN
+                          else TargetStatus.FILLED)
             elif last.state in (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED, OrderState.SUBMITTED):
                 status = (TargetStatus.PENDING_OPEN if last.leg == "close" and "open" in (intent_legs or "").split(",")
                           else TargetStatus.WORKING)
             elif last.state is OrderState.UNKNOWN:
                 status = TargetStatus.UNKNOWN
             elif last.state is OrderState.REJECTED:
-                if last.reason.startswith("risk:"):
+                if intent_status == IntentStatus.PAUSED:
+                    status = TargetStatus.PAUSED
+                elif intent_status == IntentStatus.DENIED or last.reason.startswith("risk:"):
                     status = TargetStatus.DENIED
                 elif last.reason.startswith("paused:"):
                     status = TargetStatus.PAUSED
@@ -516,7 +532,7 @@ class OrderManager:
         orders: list[OrderRecord] = []
         for coid in (intent.get("close_coid"), intent.get("open_coid")):
             rec = self.order(coid) if coid else None
-            if rec is not None and rec.state in _WORKING:
+            if rec is not None and rec.state.is_working:
                 rec = self._refresh(rec)
             if rec is not None:
                 orders.append(rec)
@@ -524,10 +540,17 @@ class OrderManager:
         orders += [o for o in self._advance(k_intent) if o.client_order_id not in sent]
         return self._result(t, pos.quantity, orders, duplicate=True)
 
+    def _decide(self, req: OrderRequest, ctx: OrderContext) -> RiskDecision:
+        try:
+            return self._check(req, ctx)
+        except Exception as exc:  # a broken risk check must fail closed, visibly
+            log.exception("pre-trade check raised")
+            return RiskDecision(False, RiskReason.HALTED, f"pre-trade check error {type(exc).__name__}")
+
     def _send_leg(self, t: TargetOrder, leg: LegPlan, pos: OmsPosition, k_intent: str,
                   intent_fields: dict[str, str] | None, paused: str | None, *,
                   expect: dict[str, str] | None = None, pos_h: dict[str, str] | None = None,
-                  memo: list[tuple[OrderRequest, OrderContext, bool, str]] | None = None,
+                  memo: list[tuple[OrderRequest, OrderContext, RiskDecision]] | None = None,
                   extra_cmds: list[list[str]] | None = None,
                   ) -> tuple[OrderRecord, str] | _LaneState:
         """Claim (atomic dedupe), then send one leg. With `expect` (first leg of a new intent: the
@@ -550,61 +573,64 @@ class OrderManager:
         ctx = OrderContext(strategy=t.strategy, symbol=t.symbol, broker=BrokerName(t.broker),
                            current_quantity=pos.quantity, reduces_position=leg.leg == "close", reason=t.reason)
         if paused:
-            decision_ok, why = False, f"paused: broker needs login ({paused})"
+            decision = RiskDecision(False, RiskReason.OK, f"broker needs login ({paused})")
         else:
             # A re-plan after a stale claim asks again only if the order or its context changed.
-            prior = next(((ok, w) for r, c, ok, w in (memo or ()) if r == req and c == ctx), None)
-            if prior is not None:
-                decision_ok, why = prior
-            else:
-                try:
-                    decision = self._check(req, ctx)
-                    decision_ok = decision.allowed
-                    why = "" if decision.allowed else f"risk:{decision.reason.value}: {decision.detail}".rstrip(": ")
-                except Exception as exc:  # a broken risk check must fail closed, visibly
-                    log.exception("pre-trade check raised")
-                    decision_ok, why = False, f"risk:{RiskReason.HALTED.value}: pre-trade check error {type(exc).__name__}"
-                if memo is not None:
-                    memo.append((req, ctx, decision_ok, why))
-        final = replace(rec, state=OrderState.SUBMITTED if decision_ok else OrderState.REJECTED, reason=why)
-        if intent_fields is not None and not decision_ok:
-            intent_fields = {**intent_fields, "status": "denied"}
-        status = intent_fields["status"] if intent_fields is not None else ""
-        claim = self._claim_spec(rec, final, k_intent, intent_fields,
-                                 pending=decision_ok and intent_fields is not None
-                                 and intent_fields.get("status") == "pending_open",
-                                 expect=expect, paused=paused, extra_cmds=extra_cmds)
+            prior = next((d for r, c, d in (memo or ()) if r == req and c == ctx), None)
+            decision = prior if prior is not None else self._decide(req, ctx)
+            if memo is not None and prior is None:
+                memo.append((req, ctx, decision))
         adapter = self._adapters[BrokerName(t.broker)]
         lane = (t.strategy, t.symbol, t.broker)
         pos_h = expect if expect is not None else pos_h
-        built: list[_Applied | None] = []
+        for _attempt in range(2):  # a second time only when the claim found the rate window full
+            decision_ok = decision.allowed
+            why = ("" if decision_ok else f"paused: {decision.detail}" if paused
+                   else f"risk:{decision.reason.value}: {decision.detail}".rstrip(": "))
+            final = replace(rec, state=OrderState.SUBMITTED if decision_ok else OrderState.REJECTED, reason=why)
+            fields = intent_fields
+            if fields is not None and not decision_ok:
+                fields = {**fields, "status": IntentStatus.PAUSED if paused else IntentStatus.DENIED}
+            status = fields["status"] if fields is not None else ""
+            claim = self._claim_spec(rec, final, k_intent, fields,
+                                     pending=decision_ok and fields is not None
+                                     and fields.get("status") == IntentStatus.PENDING_OPEN,
+                                     expect=expect, paused=paused, extra_cmds=extra_cmds,
+                                     slot=decision.slot if decision_ok else None)
+            built: list[_Applied | None] = []
 
-        def then(update: OrderUpdate) -> list[list[str]]:
-            # The SUBMITTED -> FILLED record, journal, fill and position, written by the paper
-            # broker's own atomic call together with its fill.
-            plan = self._apply_plan(final, update, pos_h)
-            built.append(plan)
-            return plan.cmds if plan is not None else []
+            def then(update: OrderUpdate, final: OrderRecord = final, built: list[_Applied | None] = built
+                     ) -> list[list[str]]:
+                # The SUBMITTED -> FILLED record, journal, fill and position, written by the paper
+                # broker's own atomic call together with its fill.
+                plan = self._apply_plan(final, update, pos_h)
+                built.append(plan)
+                return plan.cmds if plan is not None else []
 
-        placed: PlacedAfter | None = None
-        place_after = getattr(adapter, "place_order_after", None) if decision_ok else None
-        if place_after is not None:
-            # Paper, an order that fills at once: claim and fill in one round trip (one MULTI/EXEC;
-            # the fill is written only if the claim went through).
-            try:
-                placed = place_after(req, then, ClaimFirst(self._claim.sha, claim.keys, claim.args,
-                                                           claim.k_order, "claim", claim.nonce))
-            except Exception:
-                self._pos_cache.pop(lane, None)
-                raise
-        if placed is not None:
-            if placed.update is None and isinstance(placed.first_result, Exception):
-                self._pos_cache.pop(lane, None)
-                raise placed.first_result
-            # A written fill proves the claim (its nonce was there): otherwise the claim's reply says why not.
-            claimed = self._claim_outcome(claim, 1 if placed.update is not None else placed.first_result)
-        else:
-            claimed = self._claim_order(claim)
+            placed: PlacedAfter | None = None
+            if decision_ok:
+                # A broker whose orders live in this Redis (paper) may write the claim and an
+                # immediate fill in one transaction; any other adapter answers None.
+                try:
+                    placed = adapter.place_with_claim(req, then, ClaimFirst(
+                        self._claim.sha, claim.keys, claim.args, claim.k_order, "claim", claim.nonce))
+                except Exception:
+                    self._pos_cache.pop(lane, None)
+                    raise
+            if placed is not None:
+                if placed.update is None and isinstance(placed.first_result, Exception):
+                    self._pos_cache.pop(lane, None)
+                    raise placed.first_result
+                # A written fill proves the claim (its nonce was there): otherwise the claim's reply says why not.
+                claimed = self._claim_outcome(claim, 1 if placed.update is not None else placed.first_result)
+            else:
+                claimed = self._claim_order(claim)
+            if isinstance(claimed, _RateFull):
+                decision = self._check.rate_limited(req, ctx, decision, claimed.count)
+                continue
+            break
+        else:  # the denial's own claim cannot find a full window: it takes no slot
+            raise AssertionError("unreachable: a denied order's claim took a rate slot")
         if isinstance(claimed, _LaneState):
             return claimed
         if not claimed:  # another thread/process got here first with the same intent: never send twice
@@ -628,10 +654,7 @@ class OrderManager:
     def _place(adapter: BrokerAdapter, req: OrderRequest,
                then: Callable[[OrderUpdate], list[list[str]]]) -> tuple[OrderUpdate, bool]:
         """Send one claimed order: (update, whether `then`'s commands were written with it)."""
-        place_then = getattr(adapter, "place_order_then", None)
-        if place_then is not None:
-            return place_then(req, then)  # type: ignore[no-any-return]
-        return adapter.place_order(req), False
+        return adapter.place_then(req, then)
 
     def _placement_failed(self, final: OrderRecord, t: TargetOrder, exc: Exception) -> OrderRecord:
         """Record a claimed order whose placement raised; the exception decides what is known."""
@@ -654,7 +677,7 @@ class OrderManager:
     def _claim_spec(self, new: OrderRecord, final: OrderRecord, k_intent: str,
                     intent_fields: dict[str, str] | None, pending: bool, *,
                     expect: dict[str, str] | None = None, paused: str | None = None,
-                    extra_cmds: list[list[str]] | None = None) -> _Claim:
+                    extra_cmds: list[list[str]] | None = None, slot: RateSlot | None = None) -> _Claim:
         """The claim script's call for one order (see _CLAIM_LUA); nothing is sent here."""
         j_new = transition_entry(new, "", new.created_ns)
         j_final = transition_entry(final, OrderState.NEW.value, final.created_ns)
@@ -680,11 +703,11 @@ class OrderManager:
         cmds += extra_cmds or []
         keys = [k_order, k_intent, k_lane_active, k_pos, self.k_paused]
         args = ["1" if expect is not None else "0", _dumps(_flat(expect)) if expect is not None else "[]",
-                paused or "", final.broker, _dumps(cmds)]
+                paused or "", final.broker, _dumps(cmds), *rate_slot_args(slot)]
         return _Claim(keys, args, k_order, nonce, (final.strategy, final.symbol, final.broker), k_intent, pending,
                       [("transition", j_new), ("transition", j_final)])
 
-    def _claim_order(self, claim: _Claim) -> bool | _LaneState:
+    def _claim_order(self, claim: _Claim) -> bool | _LaneState | _RateFull:
         try:
             out = self._claim(keys=claim.keys, args=claim.args)
         except Exception:
@@ -692,9 +715,11 @@ class OrderManager:
             raise
         return self._claim_outcome(claim, out)
 
-    def _claim_outcome(self, claim: _Claim, out: Any) -> bool | _LaneState:
-        """The claim script's reply: 1 claimed, 0 the order exists already, or the lane's real state
-        when it was not what the plan assumed (nothing written)."""
+    def _claim_outcome(self, claim: _Claim, out: Any) -> bool | _LaneState | _RateFull:
+        """The claim script's reply: 1 claimed, 0 the order exists already, the rate window full, or
+        the lane's real state when it was not what the plan assumed (nothing written in both)."""
+        if isinstance(out, list) and int(out[0]) == -2:
+            return _RateFull(int(out[1]))
         if isinstance(out, list):
             pos_h, intent, lane_active, now_paused = _pairs(out[1]), _pairs(out[2]), set(out[3]), out[4] or None
             self._pos_cache[claim.lane] = dict(pos_h)
@@ -745,13 +770,9 @@ class OrderManager:
 
     def _apply_plan(self, rec: OrderRecord, update: OrderUpdate, pos_h: dict[str, str] | None) -> _Applied | None:
         """The writes that record `update` on `rec` (None: nothing to record). No writes here."""
-        new_state = update.state
         if rec.state.is_terminal:
             return None  # terminal is final; a late or repeated update changes nothing
-        if rec.state is not OrderState.UNKNOWN and _RANK[new_state] < _RANK[rec.state]:
-            new_state = rec.state  # never move backwards (e.g. a stale ACCEPTED after PARTIALLY_FILLED)
-        if new_state in (OrderState.NEW, OrderState.SUBMITTED) and rec.state is OrderState.UNKNOWN:
-            new_state = OrderState.ACCEPTED  # the broker has it: no longer unknown
+        new_state = next_order_state(rec.state, update.state)  # the lifecycle table (domain/orders.py)
         delta = max(0, update.filled_quantity - rec.filled_quantity)
         now = self._clock()
         seen = set(rec.fill_ids)
@@ -823,7 +844,8 @@ class OrderManager:
         entry: dict[str, str] | None = None
         if intent:
             self._pos_cache.pop((intent["strategy"], intent["symbol"], intent["broker"]), None)
-            pipe.hset(k_intent, "status", "abandoned")
+            if intent.get("status") == IntentStatus.PENDING_OPEN:
+                pipe.hset(k_intent, "status", intent_transition(IntentStatus.PENDING_OPEN, IntentStatus.ABANDONED))
             pipe.hdel(self._k_pos(intent["strategy"], intent["symbol"], intent["broker"]), "pending_intent")
             entry = event_entry("open_abandoned", self._clock(), intent["broker"], intent["strategy"],
                                 intent["symbol"], why, client_order_id=intent.get("open_coid", ""))
@@ -835,18 +857,18 @@ class OrderManager:
     def _advance(self, k_intent: str) -> list[OrderRecord]:
         """Send a reversal's open leg once its close has FILLED. Idempotent; returns the orders touched."""
         intent = self._r.hgetall(k_intent)
-        if not intent or intent.get("status") != "pending_open":
+        if not intent or intent.get("status") != IntentStatus.PENDING_OPEN:
             return []
         strategy, symbol, broker = intent["strategy"], intent["symbol"], intent["broker"]
         with self._lock(strategy, symbol, broker):
             intent = self._r.hgetall(k_intent)
-            if intent.get("status") != "pending_open":
+            if intent.get("status") != IntentStatus.PENDING_OPEN:
                 return []
             close = self.order(intent["close_coid"])
             if close is None:
                 self._abandon(k_intent, "close leg missing")
                 return []
-            if close.state in _WORKING:
+            if close.state.is_working:
                 close = self._refresh(close)
             if close.state in (OrderState.CANCELLED, OrderState.REJECTED):
                 self._abandon(k_intent, f"close {close.state.value.lower()}: {close.reason}")
@@ -864,7 +886,7 @@ class OrderManager:
                 self._abandon(k_intent, f"position is {pos.quantity} after the close filled, not flat")
                 return [close]
             pipe = self._r.pipeline(transaction=True)
-            pipe.hset(k_intent, "status", "sent")
+            pipe.hset(k_intent, "status", intent_transition(IntentStatus.PENDING_OPEN, IntentStatus.SENT))
             pipe.srem(self.k_pending, k_intent)
             pipe.hdel(self._k_pos(strategy, symbol, broker), "pending_intent")
             pipe.execute()
@@ -925,7 +947,7 @@ class OrderManager:
         changed: list[OrderRecord] = []
         for coid in sorted(self._r.smembers(self.k_active)):
             rec = self.order(coid)
-            if rec is None or rec.state not in _WORKING:
+            if rec is None or not rec.state.is_working:
                 continue
             new = self._refresh(rec)
             if new != rec:

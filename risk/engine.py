@@ -6,9 +6,14 @@ and the rate window. A denial is returned (and recorded), never raised. If Redis
 check fails closed for orders that add exposure and lets position-reducing orders through: a
 trader must always be able to get out.
 
-Orders exempt from the state check: those that only reduce a position AND carry the reason
-`risk`, `kill_switch` or `manual` — the flatten orders the kill switch / loss limit / operator
-send while the scope is HALTED. Without the exemption a halt would block its own flatten.
+The way out is never refused: an order that only reduces a position (a stop, a take-profit, a
+0DTE time exit, a signal's close leg, the kill switch's or the loss limit's flatten, a manual
+close) passes HALTED and REDUCING and takes no orders-per-minute slot. Those states and the rate
+guard exist to stop new risk, not to keep a trader in the risk they hold.
+
+The check writes nothing (see domain/risk.py): an allowed decision carries the `RateSlot` the
+order manager's claim takes together with the order record, so there is one atomic step per order.
+`check_and_take` does both for a caller without an order manager (the backtester).
 """
 from __future__ import annotations
 
@@ -25,11 +30,12 @@ import redis
 
 from config.settings import Settings
 from domain.orders import OrderRequest
-from domain.risk import OrderContext, RiskDecision, RiskReason
-from monitoring.audit import AUDIT_STREAM_MAXLEN, AuditEvent
+from domain.risk import OrderContext, RateSlot, RiskDecision, RiskReason
+from monitoring.audit import AUDIT_STREAM_MAXLEN
 from risk.limits import RiskLimits, apply_update, load_limits, save_limits
 from risk.sizing import SizingResult, size_order
 from risk.state import GLOBAL_SCOPE, ScopeState, SessionStart, TradingState, default_session_start, next_session_start
+from store.rate_window import RATE_SLOT_LUA, rate_slot_args
 from store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -37,44 +43,13 @@ log = logging.getLogger(__name__)
 FlattenCallback = Callable[[str | None, str], dict[str, Any]]  # (strategy or None for global, reason) -> report
 PnlSource = Callable[[datetime], Mapping[str, tuple[Decimal, Decimal]]]  # session start -> {strategy: (realized, unrealized)}
 
-EXEMPT_REASONS = frozenset({"risk", "kill_switch", "manual"})
 RATE_WINDOW_MS = 60_000
 DECISIONS_MAXLEN = 50_000
 EVENTS_MAXLEN = 10_000
-DUPLICATE_TTL_SECONDS = 7 * 24 * 3600  # client order ids embed the bar time; a week covers any replay
 PNL_TTL_SECONDS = 4 * 24 * 3600
 
-# The last step of an allowed check, one atomic call (one round trip on the order's path):
-# 1. the client order id already claimed -> {2, 0} (duplicate; nothing changes);
-# 2. the orders-per-minute guard (sliding one-minute window per strategy and symbol; limit -1 =
-#    not applied): full -> {0, count}, nothing added, so the guard lifts as soon as the window has
-#    room again and two threads cannot both take the last slot;
-# 3. claim the id (SET with TTL), take the rate slot, and add the allowed decision's audit event
-#    to the audit stream when one is given -> {1, count}.
-# KEYS: seen, rate, audit stream. ARGV: now ms, window ms, limit, rate member, seen value, seen
-# TTL s, audit maxlen, audit ts, audit kind, audit json ("" = no audit event).
-_CLAIM_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {2, 0}
-end
-local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local n = 0
-if limit >= 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-  n = redis.call('ZCARD', KEYS[2])
-  if n >= limit then
-    return {0, n}
-  end
-  redis.call('ZADD', KEYS[2], now, ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], window * 2)
-  n = n + 1
-end
-redis.call('SET', KEYS[1], ARGV[5], 'EX', ARGV[6])
-if ARGV[10] ~= '' then
-  redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'ts', ARGV[8], 'kind', ARGV[9], 'json', ARGV[10])
-end
-return {1, n}
-"""
+# Takes a decision's slot when no order manager does (check_and_take): ARGV = the slot's arguments.
+_TAKE_SLOT_LUA = "local rate_at = 1\n" + RATE_SLOT_LUA + "\nreturn {1, 0}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +71,6 @@ class BreachEvent:
 
 @dataclass
 class _Snapshot:
-    seen: bool
     global_state: ScopeState
     strategy_state: ScopeState
     limits: RiskLimits
@@ -148,7 +122,7 @@ class RiskEngine:
         self.metrics = metrics
         self.alerter = alerter
         self.audit_allowed = audit_allowed
-        self._claim = store.redis.register_script(_CLAIM_LUA)
+        self._take_slot = store.redis.register_script(_TAKE_SLOT_LUA)
         self._eval_lock = threading.Lock()  # one loss-limit evaluation at a time in this process
 
     # ------------------------------------------------------------------ keys
@@ -236,16 +210,12 @@ class RiskEngine:
 
     # ------------------------------------------------------------------ the check
     def __call__(self, order: OrderRequest, context: OrderContext) -> RiskDecision:
+        """Decide (one pipelined read, no write). Allowed: the decision's `slot` is what the
+        order's claim takes atomically with the order record."""
         now = self.clock()
-        # The audit event an allowed decision records: the claim adds it to the audit stream in
-        # its own call, so an allowed order costs two round trips (snapshot, claim), not four.
-        allowed_event = None
-        if self.audit is not None and self.audit_allowed:
-            allowed_event = self.audit.event("risk_decision", **_fields(order, context, RiskDecision.allow(), now))
-        streamed = False
+        limit = -1
         try:
-            decision = self._check(order, context, now, allowed_event)
-            streamed = decision.allowed and allowed_event is not None
+            decision, limit = self._check(order, context, now)
         except redis.RedisError as exc:
             # Fail closed for new exposure; never trap a trader in a position.
             if context.reduces_position:
@@ -254,67 +224,82 @@ class RiskEngine:
             else:
                 decision = RiskDecision(False, RiskReason.HALTED,
                                         f"risk store unavailable ({exc.__class__.__name__}): failing closed")
-        self._record(order, context, decision, now, streamed_event=allowed_event if streamed else None)
+        if not decision.allowed:
+            self._record(order, context, decision, now)
+            return decision
+        event = None
+        if self.audit is not None and self.audit_allowed:
+            event = self.audit.event("risk_decision", **_fields(order, context, decision, now))
+        if self.metrics is not None:
+            self.metrics.risk_decision(True, decision.reason.value)
+        if limit < 0 and (event is None or self.audit.stream_key is None):
+            if event is not None:
+                self.audit.write_file(event)  # no audit stream: the file line is the record
+            return decision
+        if event is not None:
+            self.audit.write_file(event)  # its stream entry rides in the slot, with the order's claim
+        slot = RateSlot(key=self._k("rate", context.strategy, context.symbol), limit=limit, window_ms=RATE_WINDOW_MS,
+                        now_ms=int(now.timestamp() * 1000),
+                        member=f"{order.client_order_id}:{uuid.uuid4().hex[:8]}",
+                        audit_key=(self.audit.stream_key or "") if event is not None else "",
+                        audit_maxlen=AUDIT_STREAM_MAXLEN,
+                        audit_fields=("ts", event.ts, "kind", event.kind, "json", event.to_json()) if event else ())
+        return RiskDecision(True, decision.reason, decision.detail, slot=slot)
+
+    def rate_limited(self, order: OrderRequest, context: OrderContext, decision: RiskDecision,
+                     count: int) -> RiskDecision:
+        """The claim found the window full: the denial (recorded like any other)."""
+        limit = decision.slot.limit if decision.slot is not None else 0
+        denial = RiskDecision(False, RiskReason.ORDER_RATE,
+                              f"{count} orders in the last minute for {context.strategy} {context.symbol} "
+                              f"(max {limit}/min): runaway guard")
+        self._record(order, context, denial, self.clock())
+        return denial
+
+    def check_and_take(self, order: OrderRequest, context: OrderContext) -> RiskDecision:
+        """The check plus taking its slot, for a caller that records orders without the order
+        manager's claim (the backtester). Same rules and reason codes as live."""
+        decision = self(order, context)
+        if not decision.allowed or decision.slot is None:
+            return decision
+        status, count = self._take_slot(keys=[], args=rate_slot_args(decision.slot))
+        if int(status) == -2:
+            return self.rate_limited(order, context, decision, int(count))
         return decision
 
-    def _snapshot(self, order: OrderRequest, context: OrderContext, now: datetime) -> _Snapshot:
+    def _snapshot(self, context: OrderContext, now: datetime) -> _Snapshot:
         pipe = self.store.redis.pipeline(transaction=False)  # one round trip for every read
-        pipe.exists(self._k("seen", order.client_order_id))
         pipe.get(self._k("state", GLOBAL_SCOPE))
         pipe.get(self._k("state", context.strategy))
         pipe.get(self._k("limits"))
         pipe.hgetall(self._k("pnl", self._session_id(now)))
-        seen, g_raw, s_raw, limits_raw, pnl_raw = pipe.execute()
+        g_raw, s_raw, limits_raw, pnl_raw = pipe.execute()
         limits = RiskLimits.from_json(json.loads(limits_raw)) if limits_raw else RiskLimits()
         pnl = {name: (_d(json.loads(v)["realized"]), _d(json.loads(v)["unrealized"])) for name, v in pnl_raw.items()}
         return _Snapshot(
-            bool(seen),
             self._lift_if_new_session(GLOBAL_SCOPE, ScopeState.loads(g_raw), now),
             self._lift_if_new_session(context.strategy, ScopeState.loads(s_raw), now),
             limits, pnl,
         )
 
-    def _check(self, order: OrderRequest, ctx: OrderContext, now: datetime,
-               allowed_event: AuditEvent | None = None) -> RiskDecision:
-        snap = self._snapshot(order, ctx, now)
-        if snap.seen:
-            return RiskDecision(False, RiskReason.DUPLICATE_INTENT,
-                                f"client order id {order.client_order_id} was already checked and sent")
-        exempt = ctx.reduces_position and ctx.reason in EXEMPT_REASONS
-        limits = snap.limits
-        if not exempt:
-            for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
-                if st.state is TradingState.HALTED:
-                    return RiskDecision(False, RiskReason.HALTED, f"{scope} is HALTED: {st.reason}")
-            for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
-                if st.state is TradingState.REDUCING and not ctx.reduces_position:
-                    return RiskDecision(False, RiskReason.REDUCING_ONLY,
-                                        f"{scope} is REDUCING: only orders that reduce a position pass")
-            if not ctx.reduces_position:
-                denial = self._exposure_checks(order, ctx, snap)
-                if denial is not None:
-                    return denial
-        # Remember the id only once the order is allowed, so a denied intent retried after the
-        # cause is fixed gets the real answer, not "duplicate". The claim also settles a race
-        # between two threads submitting the same id: exactly one wins.
-        limit = -1 if exempt or limits.max_orders_per_minute is None else limits.max_orders_per_minute
-        audit_key = self.audit.stream_key if allowed_event is not None else None  # None: no audit stream
-        audit_args = ["", "", ""] if audit_key is None else \
-            [allowed_event.ts, allowed_event.kind, allowed_event.to_json()]  # type: ignore[union-attr]
-        status, count = self._claim(
-            keys=[self._k("seen", order.client_order_id), self._k("rate", ctx.strategy, ctx.symbol),
-                  audit_key or self._k("no-audit")],
-            args=[int(now.timestamp() * 1000), RATE_WINDOW_MS, limit, f"{order.client_order_id}:{uuid.uuid4().hex[:8]}",
-                  now.isoformat(), DUPLICATE_TTL_SECONDS, AUDIT_STREAM_MAXLEN, *audit_args],
-        )
-        if int(status) == 2:
-            return RiskDecision(False, RiskReason.DUPLICATE_INTENT,
-                                f"client order id {order.client_order_id} was already checked and sent")
-        if int(status) == 0:
-            return RiskDecision(False, RiskReason.ORDER_RATE,
-                                f"{int(count)} orders in the last minute for {ctx.strategy} {ctx.symbol} "
-                                f"(max {limits.max_orders_per_minute}/min): runaway guard")
-        return RiskDecision.allow()
+    def _check(self, order: OrderRequest, ctx: OrderContext, now: datetime) -> tuple[RiskDecision, int]:
+        """The decision and, when allowed, the orders-per-minute limit its slot applies (-1: none)."""
+        if ctx.reduces_position:
+            # The way out: no state, exposure or rate rule applies (see the module docstring).
+            return RiskDecision(True, RiskReason.OK, "reduces the position"), -1
+        snap = self._snapshot(ctx, now)
+        for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
+            if st.state is TradingState.HALTED:
+                return RiskDecision(False, RiskReason.HALTED, f"{scope} is HALTED: {st.reason}"), -1
+        for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
+            if st.state is TradingState.REDUCING:
+                return RiskDecision(False, RiskReason.REDUCING_ONLY,
+                                    f"{scope} is REDUCING: only orders that reduce a position pass"), -1
+        denial = self._exposure_checks(order, ctx, snap)
+        if denial is not None:
+            return denial, -1
+        limit = snap.limits.max_orders_per_minute
+        return RiskDecision.allow(), -1 if limit is None else limit
 
     def _exposure_checks(self, order: OrderRequest, ctx: OrderContext, snap: _Snapshot) -> RiskDecision | None:
         limits = snap.limits
@@ -488,27 +473,18 @@ class RiskEngine:
         return [{"id": i, **json.loads(f["json"])} for i, f in self.store.redis.xrevrange(self.events_key, count=count)]
 
     # ------------------------------------------------------------------ recording
-    def _record(self, order: OrderRequest, ctx: OrderContext, decision: RiskDecision, now: datetime, *,
-                streamed_event: AuditEvent | None = None) -> None:
-        """Metrics, the denial log and stream, and the audit record. `streamed_event`: the
-        allowed decision's audit event the claim already added to the audit stream (only its
-        file line is left to write)."""
-        if streamed_event is not None:
-            if self.metrics is not None:
-                self.metrics.risk_decision(True, decision.reason.value)
-            self.audit.write_file(streamed_event)
-            return
-        fields = _fields(order, ctx, decision, now)
+    def _record(self, order: OrderRequest, ctx: OrderContext, decision: RiskDecision, now: datetime) -> None:
+        """A denial: metrics, the log, the decisions stream and the audit record."""
         if self.metrics is not None:
             self.metrics.risk_decision(decision.allowed, decision.reason.value)
-        if not decision.allowed:
-            log.warning("risk denied %s %s %s x%d at %s: %s (%s)", ctx.strategy, order.side.value, order.position_key,
-                        order.quantity, ctx.broker, decision.reason.value, decision.detail)
-            try:
-                self.store.redis.xadd(self.decisions_key, fields, maxlen=DECISIONS_MAXLEN, approximate=True)
-            except redis.RedisError as exc:
-                log.error("could not record risk decision: %s", exc)
-        if self.audit is not None and (self.audit_allowed or not decision.allowed):
+        fields = _fields(order, ctx, decision, now)
+        log.warning("risk denied %s %s %s x%d at %s: %s (%s)", ctx.strategy, order.side.value, order.position_key,
+                    order.quantity, ctx.broker, decision.reason.value, decision.detail)
+        try:
+            self.store.redis.xadd(self.decisions_key, fields, maxlen=DECISIONS_MAXLEN, approximate=True)
+        except redis.RedisError as exc:
+            log.error("could not record risk decision: %s", exc)
+        if self.audit is not None:
             self.audit.risk_decision(**fields)
 
     def _event(self, doc: dict[str, Any]) -> None:

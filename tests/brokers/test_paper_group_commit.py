@@ -61,7 +61,7 @@ def place_together(paper: PaperBroker, calls: list[tuple[OrderRequest, ClaimFirs
 
     def run(i: int, order: OrderRequest, first: ClaimFirst) -> None:
         try:
-            results[i] = paper.place_order_after(order, None, first)
+            results[i] = paper.place_with_claim(order, None, first)
         except Exception as exc:  # noqa: BLE001 - the test inspects it
             results[i] = exc
 
@@ -122,7 +122,7 @@ def test_a_fill_whose_claim_lost_stops_the_ones_behind_it_which_are_claimed_but_
     assert not store.redis.hexists(store.key("paper", SCHWAB, "orders"), "b")
     # Their claims went through: the caller places them itself, each filled once, on the real balance.
     for order in (b, c):
-        assert paper.place_order_then(order, None)[0].state is OrderState.FILLED
+        assert paper.place_then(order, None)[0].state is OrderState.FILLED
     serial = account(store, prices, name=TASTYTRADE)
     for order in (req("warm", "/MES", OrderSide.BUY, 1), b, c):
         serial.place_order(order)
@@ -141,9 +141,9 @@ def test_a_second_writer_on_the_same_account_is_caught_and_the_fill_computed_aga
     assert _summary(account(store, prices)) == _summary(second)
     # The group path says "claimed, not placed" and reloads; the caller's placement then fills it.
     first.place_order(req("c", "/MES", OrderSide.BUY, 1))
-    result = second.place_order_after(req("d", "/MES", OrderSide.BUY, 1), None, claim(store, "d"))
+    result = second.place_with_claim(req("d", "/MES", OrderSide.BUY, 1), None, claim(store, "d"))
     assert result == PlacedAfter(1, None, False)
-    assert second.place_order_then(req("d", "/MES", OrderSide.BUY, 1), None)[0].state is OrderState.FILLED
+    assert second.place_then(req("d", "/MES", OrderSide.BUY, 1), None)[0].state is OrderState.FILLED
     assert [(p.key, p.quantity) for p in account(store, prices).position_details()] == [("/MES", 4)]
     assert account(store, prices).account_summary()["commissions"] == "2.48"
 

@@ -70,7 +70,7 @@ def app(settings: Settings, real_store: Store, monkeypatch: pytest.MonkeyPatch) 
     attach_monitoring(services, runtime)
     for name, adapter in runtime.registry.paper.items():
         assert isinstance(adapter, PaperBroker)
-        original = adapter.place_order_then
+        original = adapter.place_then
 
         def resting(order: OrderRequest, then: Any, _original: Any = original) -> Any:
             if order.symbol == WORKING_SYMBOL and order.option is None:
@@ -78,14 +78,14 @@ def app(settings: Settings, real_store: Store, monkeypatch: pytest.MonkeyPatch) 
                 order = dataclasses.replace(order, order_type=OrderType.LIMIT, limit_price=far)
             return _original(order, then)
 
-        monkeypatch.setattr(adapter, "place_order_then", resting)
-        original_after = adapter.place_order_after
+        monkeypatch.setattr(adapter, "place_then", resting)
+        original_after = adapter.place_with_claim
 
         def not_at_once(order: OrderRequest, then: Any, first: Any, _original: Any = original_after) -> Any:
             # This symbol's orders rest (above), so they cannot go the fill-at-once path.
             return None if order.symbol == WORKING_SYMBOL and order.option is None else _original(order, then, first)
 
-        monkeypatch.setattr(adapter, "place_order_after", not_at_once)
+        monkeypatch.setattr(adapter, "place_with_claim", not_at_once)
     yield application
     runtime.supervisor.shutdown()
 

@@ -266,7 +266,7 @@ def test_a_duplicate_claim_sent_with_a_fill_writes_nothing(store):
     first = ClaimFirst(om._claim.sha, [store.key("oms", "order", coid)], ["0", "[]", "", SCHWAB, "[]"],
                        store.key("oms", "order", coid), "claim", "not-the-nonce")
     before = (store.redis.xlen(store.key("paper", SCHWAB, "fills")), paper.positions())
-    placed = paper.place_order_after(_req("fresh-id"), None, first)
+    placed = paper.place_with_claim(_req("fresh-id"), None, first)
     assert placed is not None and placed.update is None and placed.first_result == 0
     assert (store.redis.xlen(store.key("paper", SCHWAB, "fills")), paper.positions()) == before
     assert store.redis.hget(store.key("paper", SCHWAB, "orders"), "fresh-id") is None
@@ -276,7 +276,7 @@ def test_missing_scripts_fall_back_to_the_two_step_path(real_store):
     paper = PaperBroker(real_store, SCHWAB, Settings(), {"/MES": 6000.0}.get, clock=CLOCK)
     # The claim script unknown to Redis: nothing sent, nothing written, the caller claims itself.
     first = ClaimFirst("0" * 40, [real_store.key("x")], [], real_store.key("x"), "claim", "n")
-    assert paper.place_order_after(_req("c-9"), None, first) is None
+    assert paper.place_with_claim(_req("c-9"), None, first) is None
     assert paper.positions() == [] and real_store.redis.hget(real_store.key("paper", SCHWAB, "orders"), "c-9") is None
     # The fill script unknown to Redis (as after a restart): reloaded, the order still fills once.
     om = make_om(real_store, {SCHWAB: paper})
@@ -313,13 +313,13 @@ def test_a_lost_reply_reloads_the_paper_account_before_its_next_fill(real_store,
     assert paper.positions() == [] and Decimal(paper.account_summary()["commissions"]) == Decimal(4)
 
 
-# ------------------------------------------------------------------ paper place_order_then
+# ------------------------------------------------------------------ paper place_then
 def _req(coid: str, qty: int = 1) -> OrderRequest:
     return OrderRequest(client_order_id=ClientOrderId(coid), symbol="/MES", side=OrderSide.BUY, quantity=qty,
                         position_effect=PositionEffect.OPEN, order_type=OrderType.MARKET)
 
 
-def test_place_order_then_writes_the_callers_commands_atomically(store):
+def test_place_then_writes_the_callers_commands_atomically(store):
     paper = PaperBroker(store, SCHWAB, Settings(), {"/MES": 6000.0}.get, clock=CLOCK)
     marker = store.key("test", "marker")
     seen = []
@@ -328,29 +328,29 @@ def test_place_order_then_writes_the_callers_commands_atomically(store):
         seen.append(update)
         return [["HSET", marker, "state", update.state.value, "fills", str(len(update.fills))]]
 
-    update, written = paper.place_order_then(_req("c-1"), then)
+    update, written = paper.place_then(_req("c-1"), then)
     assert written and update.state is OrderState.FILLED and seen == [update]
     assert store.redis.hgetall(marker) == {"state": "FILLED", "fills": "1"}
     # the same client id again: idempotent, the callback is not run, nothing written
     store.redis.delete(marker)
-    again, written = paper.place_order_then(_req("c-1"), then)
+    again, written = paper.place_then(_req("c-1"), then)
     assert not written and again.broker_order_id == update.broker_order_id and store.redis.exists(marker) == 0
     # another instance that lost the claim race writes nothing of the caller's
     other = PaperBroker(store, SCHWAB, Settings(), {"/MES": 6000.0}.get, clock=CLOCK)
     other._orders.pop("c-1", None)
-    lost, written = other.place_order_then(_req("c-1"), then)
+    lost, written = other.place_then(_req("c-1"), then)
     assert not written and lost.broker_order_id == update.broker_order_id and store.redis.exists(marker) == 0
     assert {p.key: p.quantity for p in paper.positions()} == {"/MES": 1}
 
 
-def test_place_order_then_callback_failure_still_fills_alone(store, caplog):
+def test_place_then_callback_failure_still_fills_alone(store, caplog):
     paper = PaperBroker(store, TASTYTRADE, Settings(), {"/MES": 6000.0}.get, clock=CLOCK)
 
     def then(update):  # type: ignore[no-untyped-def]
         raise ValueError("bug")
 
     with caplog.at_level(logging.ERROR):
-        update, written = paper.place_order_then(_req("c-2"), then)
+        update, written = paper.place_then(_req("c-2"), then)
     assert update.state is OrderState.FILLED and not written
     assert {p.key: p.quantity for p in paper.positions()} == {"/MES": 1}
 

@@ -32,6 +32,9 @@ class TargetOrder:
     reason: str  # IntentReason value
     detail: str = ""
     option: OptionContract | None = None
+    # A reversal's open leg is sent only until then (ns): after a restart the close is finished but
+    # an open for a signal that is no longer current is dropped. None: event_ts_ns + the default.
+    open_deadline_ns: int | None = None
 
     @property
     def target_key(self) -> str:

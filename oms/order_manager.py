@@ -52,6 +52,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
@@ -70,6 +71,7 @@ from config.instruments import CATALOG, SPX_OPTION_MULTIPLIER, canonical_symbol
 from domain.orders import (
     BrokerName,
     ClientOrderId,
+    Fill,
     OrderRequest,
     OrderSide,
     OrderState,
@@ -151,6 +153,10 @@ _MUTABLE_FIELDS = ("state", "broker_order_id", "filled_quantity", "avg_fill_pric
                    "updated_ns", "fill_ids")
 
 
+def _ns_iso(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC).isoformat(timespec="seconds")
+
+
 def _flat(d: dict[str, str]) -> list[str]:
     out: list[str] = []
     for k, v in d.items():
@@ -169,6 +175,10 @@ def _dumps(obj: Any) -> bytes:
 
 
 Listener = Callable[[str, dict[str, str]], None]
+
+# A reversal's open leg not sent within this time of its signal (when the caller gives no deadline
+# of its own) is dropped: the close still finishes, the open waits for a current signal.
+DEFAULT_OPEN_WINDOW_NS = 5 * 60 * 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -427,6 +437,8 @@ class OrderManager:
                     "open_qty": str(legs[-1].quantity) if legs[-1].leg == "open" else "0",
                     "open_side": legs[-1].side.value, "open_key": legs[-1].position_key,
                     "option": option_to_text(t.option),
+                    "open_deadline_ns": str(t.open_deadline_ns if t.open_deadline_ns is not None
+                                            else t.event_ts_ns + DEFAULT_OPEN_WINDOW_NS),
                 }
                 sent = self._send_leg(t, legs[0], pos, k_intent, intent_fields, state.paused,
                                       expect=pos_h, memo=memo)
@@ -882,6 +894,11 @@ class OrderManager:
                             reason=intent.get("reason", ""), detail=intent.get("detail", ""),
                             option=option_from_text(intent.get("option", "")))
             existing = self.order(intent["open_coid"])
+            deadline = int(intent.get("open_deadline_ns") or 0) or int(intent["event_ts_ns"]) + DEFAULT_OPEN_WINDOW_NS
+            if existing is None and self._clock() > deadline:
+                self._abandon(k_intent, f"signal of {_ns_iso(int(intent['event_ts_ns']))} no longer current "
+                                        f"(open leg due by {_ns_iso(deadline)}): closed, not reopened")
+                return [close]
             if existing is None and pos.quantity != 0:
                 self._abandon(k_intent, f"position is {pos.quantity} after the close filled, not flat")
                 return [close]
@@ -915,18 +932,24 @@ class OrderManager:
         with self._lock(rec.strategy, rec.symbol, rec.broker):
             current = self.order(rec.client_order_id) or rec
             if update is None:
-                age = self._clock() - current.created_ns
-                if age < self._grace_ns:
-                    return current
-                if current.state is OrderState.UNKNOWN:
-                    # Past the grace period the broker still has no such order: it never arrived.
-                    return self._transition(current, OrderState.REJECTED,
-                                            reason="not found at broker after timeout: never reached it")
-                if current.state is OrderState.SUBMITTED:
-                    return self._transition(current, OrderState.UNKNOWN,
-                                            reason="submitted but not found at broker (crash before/after send?)")
-                return current
+                return self._not_found(adapter, current)
             return self._apply(current, update)
+
+    def _not_found(self, adapter: BrokerAdapter, rec: OrderRecord) -> OrderRecord:
+        """The broker has no order with this client id. Only an authoritative lookup (paper) proves
+        it never arrived; a live broker's "not found" may be a lag or a search gap, and a sent order
+        that filled must never be written off: the order stays UNKNOWN, its lane blocked, until the
+        broker shows it or an operator resolves it (`resolve_by_operator`)."""
+        if self._clock() - rec.created_ns < self._grace_ns or rec.state not in (OrderState.SUBMITTED,
+                                                                                 OrderState.UNKNOWN):
+            return rec
+        if adapter.lookup_is_authoritative:
+            return self._transition(rec, OrderState.REJECTED, reason="never reached the broker (not in its book)")
+        if rec.state is OrderState.SUBMITTED:
+            return self._transition(rec, OrderState.UNKNOWN,
+                                    reason="submitted but not found at the broker: outcome unknown, lane blocked "
+                                           "until the broker shows it or an operator resolves it")
+        return rec
 
     # ------------------------------------------------------------------ advancing / recovery
     def on_order_update(self, broker: str, update: OrderUpdate) -> OrderRecord | None:
@@ -1021,6 +1044,46 @@ class OrderManager:
             reports[b] = BrokerReport(broker=b, ok=not errors, orders=cancel_report.orders, results=tuple(results),
                                       errors=tuple(errors))
         return reports
+
+    def resolve_by_operator(self, coid: str, state: OrderState, filled_quantity: int = 0,
+                            avg_fill_price: Decimal | None = None, *, actor: str, note: str = "") -> OrderRecord:
+        """An operator states the outcome of an order the broker cannot be asked about (UNKNOWN,
+        or SUBMITTED and not found): what the broker's own records show. Journaled with who said
+        it; the lane unblocks, and a reversal's pending open leg follows its close as usual.
+        Raises ValueError (nothing changed) for an order that is not unresolved or a bad outcome."""
+        rec = self.order(coid)
+        if rec is None:
+            raise ValueError(f"no order {coid}")
+        if rec.state not in (OrderState.UNKNOWN, OrderState.SUBMITTED):
+            raise ValueError(f"order {coid} is {rec.state.value}: only UNKNOWN or SUBMITTED orders are resolved by hand")
+        if state not in (OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED):
+            raise ValueError("state must be FILLED, CANCELLED or REJECTED")
+        if not 0 <= filled_quantity <= rec.quantity:
+            raise ValueError(f"filled_quantity must be 0..{rec.quantity}")
+        if state is OrderState.FILLED and filled_quantity != rec.quantity:
+            raise ValueError(f"a FILLED order filled all {rec.quantity}")
+        if state is OrderState.REJECTED and filled_quantity:
+            raise ValueError("a REJECTED order filled nothing")
+        if filled_quantity and (avg_fill_price is None or not avg_fill_price.is_finite() or avg_fill_price <= 0):
+            raise ValueError("a fill needs its avg_fill_price (> 0)")
+        now = self._clock()
+        fills = ((Fill(ClientOrderId(coid), None, f"operator-{coid}", filled_quantity - rec.filled_quantity,
+                       avg_fill_price, Decimal(0), datetime.fromtimestamp(now / 1e9, UTC)),)  # type: ignore[arg-type]
+                 if filled_quantity > rec.filled_quantity else ())
+        reason = f"resolved by operator {actor}" + (f": {note}" if note else "")
+        update = OrderUpdate(ClientOrderId(coid), None, state, filled_quantity, avg_fill_price, reason, fills)
+        with self._lock(rec.strategy, rec.symbol, rec.broker):
+            current = self.order(coid) or rec
+            if current.state is not rec.state:
+                raise ValueError(f"order {coid} changed meanwhile (now {current.state.value}); look again")
+            done = self._apply(current, update)  # SUBMITTED/UNKNOWN -> the outcome: lifecycle table edges
+            entry = event_entry("order_resolved", now, rec.broker, rec.strategy, rec.symbol, reason,
+                                client_order_id=coid, state=state.value, filled=str(filled_quantity))
+            self._r.xadd(self.k_journal, entry)
+            self._emit([("event", entry)])
+        if done.leg == "close":
+            self._advance(self._k_intent(done.strategy, done.symbol, done.broker, done.event_ts_ns))
+        return done
 
     def set_position(self, strategy: str, symbol: str, broker: str, key: str, quantity: int, avg_price: Decimal,
                      multiplier: Decimal, option_text: str, reason: str) -> OmsPosition:

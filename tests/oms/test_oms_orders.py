@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal
 
 from brokers.errors import AuthenticationRequired, OrderOutcomeUnknown, OrderRejected
@@ -12,8 +13,13 @@ from oms.reconcile import reconcile
 from tests.oms.helpers import FakeAdapter, make_om, paper_pair
 
 
+# Intents are stamped around the moment the tests run (the order manager's clock is the wall
+# clock): a reversal's open leg follows its close only while its signal is current.
+BASE_NS = time.time_ns()
+
+
 def T(qty: int, ts: int, broker=SCHWAB, symbol="/MES", strategy="ema") -> TargetOrder:
-    return TargetOrder(strategy, symbol, broker, qty, ts, "signal", "test")
+    return TargetOrder(strategy, symbol, broker, qty, BASE_NS + ts * 1_000_000, "signal", "test")
 
 
 def test_duplicate_intent_is_not_resent(store):
@@ -99,16 +105,80 @@ def test_timeout_is_unknown_not_resent_and_reconciliation_resolves(store):
     assert om.position("ema", "/MES", SCHWAB).quantity == 2 and len(fake.placed) == 1
 
 
-def test_unknown_not_found_after_grace_is_rejected_without_resend(store):
+def test_unknown_not_found_stays_unknown_blocks_the_lane_and_a_late_fill_is_recorded(store):
+    # A live broker's "not found" is no proof the order never arrived (a lag, a search gap): the
+    # old order manager wrote such an order off as REJECTED after 30 s, and when it had filled the
+    # book was wrong. It stays UNKNOWN, the lane refuses new intents, and the broker's later
+    # answer (filled) is what gets recorded.
     def timeout(o: OrderRequest) -> OrderUpdate:
         raise OrderOutcomeUnknown("dropped")
     fake = FakeAdapter(SCHWAB, timeout)
     om = make_om(store, {SCHWAB: fake}, not_found_grace_s=0)
     r = om.move_to_target(T(1, 1))
-    fake.broker_orders.clear()
+    assert r.status is TargetStatus.UNKNOWN
+    fake.broker_orders.clear()  # the broker's search does not show it (yet)
+    assert om.resolve_unknown() == [] and om.recover() == []
+    coid = r.orders[0].client_order_id
+    assert om.order(coid).state is OrderState.UNKNOWN
+    blocked = om.move_to_target(T(0, 2))
+    assert blocked.status is TargetStatus.BLOCKED and len(fake.placed) == 1
+    fake.broker_orders[coid] = FakeAdapter.fill_at(Decimal("101"))(fake.placed[0])  # it did fill
     (resolved,) = om.resolve_unknown()
-    assert resolved.state is OrderState.REJECTED and om.position("ema", "/MES", SCHWAB).quantity == 0
-    assert len(fake.placed) == 1 and r.status is TargetStatus.UNKNOWN
+    assert resolved.state is OrderState.FILLED and om.position("ema", "/MES", SCHWAB).quantity == 1
+    fake.on_place = FakeAdapter.fill_at(Decimal("102"))
+    assert om.move_to_target(T(0, 3)).quantity == 0 and len(fake.placed) == 2  # planned from the right book
+
+
+def test_an_operator_resolves_an_unknown_order_and_bad_resolutions_change_nothing(store):
+    def timeout(o: OrderRequest) -> OrderUpdate:
+        raise OrderOutcomeUnknown("dropped")
+    fake = FakeAdapter(SCHWAB, timeout)
+    om = make_om(store, {SCHWAB: fake}, not_found_grace_s=0)
+    coid = om.move_to_target(T(2, 1)).orders[0].client_order_id
+    fake.broker_orders.clear()
+    for bad in ({"state": OrderState.FILLED, "filled_quantity": 1, "avg_fill_price": Decimal("100")},
+                {"state": OrderState.FILLED, "filled_quantity": 2},
+                {"state": OrderState.REJECTED, "filled_quantity": 1, "avg_fill_price": Decimal("100")},
+                {"state": OrderState.ACCEPTED}):
+        try:
+            om.resolve_by_operator(coid, actor="ops@example.com", **bad)  # type: ignore[arg-type]
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"accepted {bad}")
+        assert om.order(coid).state is OrderState.UNKNOWN
+    done = om.resolve_by_operator(coid, OrderState.FILLED, 2, Decimal("100.25"), actor="ops@example.com",
+                                  note="broker statement shows the fill")
+    assert done.state is OrderState.FILLED and "ops@example.com" in done.reason
+    pos = om.position("ema", "/MES", SCHWAB)
+    assert pos.quantity == 2 and pos.avg_price == Decimal("100.25")
+    assert any(e.get("event") == "order_resolved" and e.get("client_order_id") == coid for e in om.journal(20))
+    try:
+        om.resolve_by_operator(coid, OrderState.CANCELLED, actor="ops@example.com")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a FILLED order was resolved again")
+
+
+def test_paper_lookup_is_authoritative_a_claimed_order_it_never_got_is_rejected(store):
+    brokers = paper_pair(store, {"/MES": 6000.0})
+    om = make_om(store, brokers, not_found_grace_s=0)
+    paper = brokers[SCHWAB]
+    # The process died after the claim, before the paper account saw the order.
+    original = paper.place_then
+    paper.place_then = lambda o, then: (_ for _ in ()).throw(SystemExit())  # type: ignore[method-assign]
+    paper.place_with_claim = lambda o, then, first: None  # type: ignore[method-assign]
+    try:
+        om.move_to_target(T(1, 1))
+    except SystemExit:
+        pass
+    paper.place_then = original  # type: ignore[method-assign]
+    (rec,) = om.orders()
+    assert rec.state is OrderState.SUBMITTED
+    om.recover()
+    assert om.order(rec.client_order_id).state is OrderState.REJECTED
+    assert om.move_to_target(T(1, 2)).status is TargetStatus.FILLED  # planned again, sent once
 
 
 def test_one_broker_failing_never_blocks_the_other(store):
@@ -161,10 +231,12 @@ def test_restart_mid_reversal_resumes_without_duplicate(store):
     r = om2.move_to_target(T(-2, 2))  # the engine replays the same intent after restart
     assert r.status is TargetStatus.DUPLICATE
     assert [p.position_effect.value for p in fake.placed] == ["OPEN", "CLOSE"]  # nothing resent blindly
-    om2.recover()  # SUBMITTED + not found -> UNKNOWN; then resolved as never-arrived
+    om2.recover()  # SUBMITTED + not found at a live broker -> UNKNOWN (never written off, never resent)
     om2.recover()
     assert om2.position("ema", "/MES", SCHWAB).quantity == 0
     assert len([p for p in fake.placed if p.position_effect.value == "CLOSE"]) == 1
+    (open_leg,) = [o for o in om2.orders() if o.leg == "open" and o.event_ts_ns == T(-2, 2).event_ts_ns]
+    assert open_leg.state is OrderState.UNKNOWN
 
 
 def test_restart_after_close_filled_before_open_claimed(store):
@@ -181,6 +253,40 @@ def test_restart_after_close_filled_before_open_claimed(store):
     om2.move_to_target(T(-1, 2))  # and the replay on top finds the open already sent
     opens = [p for p in fake.placed if p.position_effect.value == "OPEN"]
     assert len(opens) == 2 and om2.position("ema", "/MES", SCHWAB).quantity == -1  # initial open + one reversal open
+
+
+def test_a_stale_reversal_is_closed_but_not_reopened_after_a_restart(store):
+    # The old start-up sent an unfinished reversal's open leg however old its signal was (an intent
+    # dated 1970 went out as SELL 1 OPEN). After a restart the close finishes; the open goes only
+    # while the signal is current.
+    fake = FakeAdapter(SCHWAB)
+    om = make_om(store, {SCHWAB: fake})
+    om.move_to_target(T(1, 1))
+    old = TargetOrder("ema", "/MES", SCHWAB, -1, BASE_NS - 3_600 * 1_000_000_000, "signal", "an hour ago")
+    fake.on_place = lambda o: OrderUpdate(o.client_order_id, None, OrderState.ACCEPTED)  # type: ignore[assignment]
+    r = om.move_to_target(old)
+    assert r.status is TargetStatus.PENDING_OPEN
+    close_id = r.orders[0].client_order_id
+    fake.broker_orders[close_id] = FakeAdapter.fill_at(Decimal("101"))(fake.placed[-1])
+    om2 = make_om(store, {SCHWAB: fake})  # restart
+    om2.recover()
+    assert om2.position("ema", "/MES", SCHWAB).quantity == 0
+    assert [p.position_effect.value for p in fake.placed] == ["OPEN", "CLOSE"]  # no open leg sent
+    assert any(e.get("event") == "open_abandoned" and "no longer current" in e.get("reason", "")
+               for e in om2.journal(20))
+    assert om2.move_to_target(old).status is TargetStatus.DUPLICATE and len(fake.placed) == 2
+
+
+def test_a_reversal_open_deadline_given_by_the_caller_is_kept(store):
+    fake = FakeAdapter(SCHWAB)
+    om = make_om(store, {SCHWAB: fake})
+    om.move_to_target(T(1, 1))
+    fake.on_place = lambda o: OrderUpdate(o.client_order_id, None, OrderState.ACCEPTED)  # type: ignore[assignment]
+    t = TargetOrder("ema", "/MES", SCHWAB, -1, BASE_NS, "signal", "x", open_deadline_ns=BASE_NS - 1)
+    r = om.move_to_target(t)
+    fake.broker_orders[r.orders[0].client_order_id] = FakeAdapter.fill_at(Decimal("101"))(fake.placed[-1])
+    om.poll_open_orders()
+    assert om.position("ema", "/MES", SCHWAB).quantity == 0 and len(fake.placed) == 2
 
 
 def test_journal_has_every_transition_and_fills_stream(store):

@@ -16,6 +16,9 @@ Faults -> brokers.errors (the class decides retry policy):
   later by its fingerprint; 400/403/404/422 -> OrderRejected with Schwab's message; 5xx ->
   OrderOutcomeUnknown (a gateway error does not prove the order was not placed).
 
+Instructions (BUY/SELL/SELL_SHORT/BUY_TO_COVER, *_TO_OPEN/*_TO_CLOSE) follow the account's position
+in the instrument, read just before the POST (brokers/position_effect.py), not the strategy's own.
+
 Schwab orders carry no client id, so `client_order_id -> schwab order id` is kept in Redis
 (`broker:schwab:coid:<coid>`) and survives restarts.
 
@@ -53,6 +56,7 @@ from brokers.errors import (
     OrderRejected,
     TemporaryBrokerError,
 )
+from brokers.position_effect import CrossesZero, account_position_effect
 from brokers.token_store import TokenDecryptError, TokenStore
 from config.instruments import AssetClass, UnknownSymbolError, canonical_symbol, get_instrument
 from config.settings import Settings
@@ -573,7 +577,7 @@ class SchwabAdapter(BrokerAdapter):
             raise OrderRejected("TRADING_MODE=paper: real Schwab orders are disabled", broker=SCHWAB)
         equity_symbol = self._equity_symbol(order)
         try:
-            spec = mapping.build_order_spec(order, equity_symbol)
+            mapping.check_supported(order)
         except mapping.UnsupportedOrder as exc:
             raise OrderRejected(str(exc), broker=SCHWAB) from None
         coid = order.client_order_id
@@ -585,8 +589,20 @@ class SchwabAdapter(BrokerAdapter):
             existing = self.get_order(coid, BrokerOrderId(str(known)))
             return existing or OrderUpdate(coid, BrokerOrderId(str(known)), OrderState.ACCEPTED)
 
+        if self._store.redis.exists(self._pending_key(coid)):
+            # Checked before the position read too: once that order fills, the account's position
+            # no longer matches the one its instruction was chosen from.
+            raise OrderOutcomeUnknown(
+                f"Schwab order {coid} was already sent and its outcome is unknown; not resending", broker=SCHWAB,
+            )
         client = self._ensure_client()
         account_hash = self._ensure_account()
+        key = order.option.occ_symbol if order.option is not None else _catalog_or_raw(order.symbol)
+        try:
+            effect = account_position_effect(key, self._held(key), order.signed_quantity)
+        except CrossesZero as exc:
+            raise OrderRejected(str(exc), broker=SCHWAB) from None
+        spec = mapping.build_order_spec(order, equity_symbol, effect)
         refreshed = False
         while True:
             self._ensure_fresh_token(client)
@@ -662,6 +678,19 @@ class SchwabAdapter(BrokerAdapter):
         self._store.redis.delete(self._pending_key(coid))
         log.info("Schwab order %s placed as %s", coid, broker_id)
         return OrderUpdate(coid, broker_id, OrderState.ACCEPTED)
+
+    def _held(self, key: str) -> int:
+        """The account's signed position in `key` (catalog symbol or OCC option symbol), read just
+        before the order's instruction is chosen from it. Nothing is sent yet, so a failure here
+        is reported as "not sent"."""
+        try:
+            held = self.positions()
+        except (AuthenticationRequired, TemporaryBrokerError):
+            raise
+        except BrokerError as exc:
+            raise TemporaryBrokerError(f"Schwab position in {key} unreadable, order not sent: {exc.message}",
+                                       broker=SCHWAB) from None
+        return sum(p.quantity for p in held if p.key == key)
 
     def _remember(self, coid: ClientOrderId, broker_id: BrokerOrderId) -> None:
         pipe = self._store.redis.pipeline()

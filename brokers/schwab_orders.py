@@ -33,9 +33,9 @@ from domain.orders import (
     Quote,
 )
 
-# (side, position effect) -> (market template, limit template, instruction name).
-# Getting this table wrong is the "short-sale instructions backwards" bug from the issue, so it is
-# spelled out explicitly rather than derived.
+# (side, position effect) -> (market template, limit template, instruction name). The effect is
+# the account's (see brokers/position_effect.py), not the sending strategy's. A swapped row would
+# send short sales as plain sells (or the reverse), so the table is spelled out, not derived.
 _EQUITY_TEMPLATES: dict[tuple[OrderSide, PositionEffect], tuple[Callable[..., OrderBuilder], Callable[..., OrderBuilder], str]] = {
     (OrderSide.BUY, PositionEffect.OPEN): (eq.equity_buy_market, eq.equity_buy_limit, "BUY"),
     (OrderSide.SELL, PositionEffect.CLOSE): (eq.equity_sell_market, eq.equity_sell_limit, "SELL"),
@@ -75,20 +75,21 @@ def format_price(price: Decimal) -> str:
     return format(price, "f")
 
 
-def instruction_for(order: OrderRequest) -> str:
-    table = _OPTION_TEMPLATES if order.option is not None else _EQUITY_TEMPLATES
-    return table[(order.side, order.position_effect)][2]
-
-
-def build_order_spec(order: OrderRequest, equity_symbol: str) -> dict[str, Any]:
-    """The JSON body for POST /trader/v1/accounts/{hash}/orders, via schwab-py's templates."""
+def check_supported(order: OrderRequest) -> None:
     if order.order_type not in (OrderType.MARKET, OrderType.LIMIT):
         raise UnsupportedOrder(f"Schwab adapter supports MARKET and LIMIT orders only, not {order.order_type}")
+
+
+def build_order_spec(order: OrderRequest, equity_symbol: str, effect: PositionEffect) -> dict[str, Any]:
+    """The JSON body for POST /trader/v1/accounts/{hash}/orders, via schwab-py's templates.
+    `effect` is the account's open/close effect for the order (brokers/position_effect.py); the
+    order's own `position_effect` is its strategy's and is not used."""
+    check_supported(order)
     if order.option is not None:
-        market, limit, _ = _OPTION_TEMPLATES[(order.side, order.position_effect)]
+        market, limit, _ = _OPTION_TEMPLATES[(order.side, effect)]
         symbol = order.option.occ_symbol
     else:
-        market, limit, _ = _EQUITY_TEMPLATES[(order.side, order.position_effect)]
+        market, limit, _ = _EQUITY_TEMPLATES[(order.side, effect)]
         symbol = equity_symbol
     if order.order_type is OrderType.LIMIT:
         assert order.limit_price is not None  # OrderRequest.__post_init__ guarantees it

@@ -12,6 +12,8 @@ Shape:
   TRADING_MODE=live (the dry-run endpoint validates but never routes). Our client order id goes in
   `external-identifier`, and a Redis map coid -> Tastytrade id is kept so `get_order(coid, None)`
   works after a restart (falling back to scanning today's live orders by external identifier).
+  An equity or option leg's open/close effect comes from the account's position in the
+  instrument, read just before the POST (brokers/position_effect.py), never from the strategy's.
 - Faults -> `brokers.errors` (see `_classify`): 401 refresh + one retry, then
   AuthenticationRequired; 429/5xx on reads bounded backoff, then TemporaryBrokerError; an order
   whose outcome cannot be known -> OrderOutcomeUnknown, never resent; 4xx -> OrderRejected.
@@ -38,7 +40,7 @@ from pydantic import ValidationError
 from tastytrade import API_URL, Account, Session
 from tastytrade.instruments import NestedOptionChain
 from tastytrade.market_data import get_market_data_by_type
-from tastytrade.order import PlacedOrder
+from tastytrade.order import InstrumentType, PlacedOrder
 
 from brokers.base import BrokerAdapter
 from brokers.errors import (
@@ -59,6 +61,8 @@ from brokers.tastytrade_support import (
     broker_position,
     chain_contracts,
     event_hooks,
+    held_quantity,
+    leg_instrument,
     order_update,
     tastytrade_order,
 )
@@ -310,7 +314,9 @@ class TastytradeAdapter(BrokerAdapter):
     def place_order(self, order: OrderRequest) -> OrderUpdate:
         account = self._require_account()
         try:
-            sdk_order = tastytrade_order(order, self._today())
+            instrument = leg_instrument(order, self._today())
+            held = 0 if instrument.instrument_type is InstrumentType.FUTURE else self._held(account, instrument.symbol)
+            sdk_order = tastytrade_order(order, instrument, held)
         except UntradeableOrder as exc:
             raise OrderRejected(str(exc), broker=self.name) from None
         dry_run = self.dry_run
@@ -348,6 +354,18 @@ class TastytradeAdapter(BrokerAdapter):
         self._remember(order.client_order_id, update.broker_order_id)
         log.info("tastytrade order %s placed as %s (%s)", order.client_order_id, update.broker_order_id, placed.status)
         return update
+
+    def _held(self, account: Account, symbol: str) -> int:
+        """The account's signed position in `symbol`, read just before an order is built from it.
+        Nothing has been sent yet, so any failure here is reported as "not sent"."""
+        try:
+            rows = self._read("positions", lambda s: account.get_positions(s, symbol=symbol))
+        except (AuthenticationRequired, TemporaryBrokerError):
+            raise
+        except BrokerError as exc:
+            raise TemporaryBrokerError(f"tastytrade position in {symbol} unreadable, order not sent: {exc.message}",
+                                       broker=self.name) from None
+        return held_quantity(rows, symbol)
 
     def cancel_order(self, client_order_id: ClientOrderId, broker_order_id: BrokerOrderId | None) -> OrderUpdate:
         account = self._require_account()

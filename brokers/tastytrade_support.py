@@ -35,6 +35,7 @@ from tastytrade.order import (
     UnplacedOrder,
 )
 
+from brokers.position_effect import CrossesZero, account_position_effect
 from config.instruments import CATALOG, AssetClass, UnknownSymbolError, canonical_symbol
 from config.symbology import front_month
 from domain.orders import (
@@ -256,30 +257,57 @@ class UntradeableOrder(ValueError):
     """The order cannot be expressed for Tastytrade (e.g. the SPX index itself)."""
 
 
-def tastytrade_leg(order: OrderRequest, today: date) -> Leg:
-    """The single leg for an order: instrument type, Tastytrade symbol, action and quantity."""
-    action = _ACTIONS[(order.side, order.position_effect)]
+@dataclass(frozen=True, slots=True)
+class LegInstrument:
+    """What one order trades at Tastytrade: the leg's instrument type and Tastytrade symbol."""
+
+    instrument_type: InstrumentType
+    symbol: str
+
+
+def leg_instrument(order: OrderRequest, today: date) -> LegInstrument:
     if order.option is not None:
         # Tastytrade's equity-option symbol is the OCC OSI symbol (root padded to 6 characters).
-        return Leg(instrument_type=InstrumentType.EQUITY_OPTION, symbol=order.option.occ_symbol,
-                   action=action, quantity=order.quantity)
+        return LegInstrument(InstrumentType.EQUITY_OPTION, order.option.occ_symbol)
     try:
         instrument = CATALOG[canonical_symbol(order.symbol)]
     except UnknownSymbolError as exc:
         raise UntradeableOrder(str(exc)) from None
     if instrument.asset_class is AssetClass.FUTURE:
-        return Leg(instrument_type=InstrumentType.FUTURE, symbol=front_month(instrument.root, today).tastytrade,
-                   action=action, quantity=order.quantity)
+        return LegInstrument(InstrumentType.FUTURE, front_month(instrument.root, today).tastytrade)
     if instrument.asset_class is AssetClass.EQUITY:
-        return Leg(instrument_type=InstrumentType.EQUITY, symbol=instrument.root, action=action,
-                   quantity=order.quantity)
+        return LegInstrument(InstrumentType.EQUITY, instrument.root)
     raise UntradeableOrder(f"{instrument.symbol} is an index and cannot be traded; send an option contract")
 
 
-def tastytrade_order(order: OrderRequest, today: date) -> BaseOrder:
-    """Build the SDK order. Prices follow the SDK's sign convention: negative = debit (we pay,
-    i.e. a buy), positive = credit (a sell); the SDK turns the sign into `price-effect`."""
-    leg = tastytrade_leg(order, today)
+def held_quantity(positions: Iterable[CurrentPosition], symbol: str) -> int:
+    """The account's signed net position in one Tastytrade symbol (0 when nothing is held)."""
+    return sum(broker_position(p).quantity for p in positions if p.symbol == symbol)
+
+
+def leg_action(order: OrderRequest, instrument: LegInstrument, held: int) -> OrderAction:
+    """The leg's action, its open/close effect taken from the account's position `held` in the
+    instrument (see brokers/position_effect.py), never from the strategy's own position."""
+    if instrument.instrument_type is InstrumentType.FUTURE:
+        return _ACTIONS[(order.side, order.position_effect)]
+    try:
+        effect = account_position_effect(instrument.symbol, held, order.signed_quantity)
+    except CrossesZero as exc:
+        raise UntradeableOrder(str(exc)) from None
+    return _ACTIONS[(order.side, effect)]
+
+
+def tastytrade_leg(order: OrderRequest, instrument: LegInstrument, held: int) -> Leg:
+    """The single leg for an order: instrument type, Tastytrade symbol, action and quantity."""
+    return Leg(instrument_type=instrument.instrument_type, symbol=instrument.symbol,
+               action=leg_action(order, instrument, held), quantity=order.quantity)
+
+
+def tastytrade_order(order: OrderRequest, instrument: LegInstrument, held: int) -> BaseOrder:
+    """Build the SDK order; `held` is the account's signed position in the instrument. Prices
+    follow the SDK's sign convention: negative = debit (we pay, i.e. a buy), positive = credit (a
+    sell); the SDK turns the sign into `price-effect`."""
+    leg = tastytrade_leg(order, instrument, held)
     common: dict[str, Any] = {"time_in_force": OrderTimeInForce.DAY, "legs": [leg],
                               "external_identifier": str(order.client_order_id)}
     if order.order_type is OrderType.MARKET:

@@ -264,16 +264,19 @@ def test_expired_access_token_is_refreshed_before_the_order_post(schwab_env: Sch
     schwab_env.fake.on("POST", "/v1/oauth/token", json_reply(load("token_refreshed.json")))
     schwab_env.fake.on("POST", ORDERS_PATH, created(11))
     adapter.place_order(buy_nvda())
+    # The position read (which picks the instruction) refreshes first; the POST then needs none.
     assert [(r.method, r.path) for r in schwab_env.fake.requests] == [
-        ("POST", "/v1/oauth/token"), ("POST", ORDERS_PATH)]
+        ("POST", "/v1/oauth/token"), ("GET", ACCOUNT_PATH), ("POST", ORDERS_PATH)]
     [post] = schwab_env.fake.calls("POST", ORDERS_PATH)
     assert post.headers["authorization"].endswith(load("token_refreshed.json")["access_token"])
 
 
 def test_refresh_failing_before_the_order_post_means_nothing_was_sent(schwab_env: SchwabEnv) -> None:
     adapter = _connected_with_short_lived_token(schwab_env)
-    schwab_env.fake.on("POST", "/v1/oauth/token", httpx2.ConnectError("connection refused"),
-                       json_reply(load("token_refreshed.json")))
+    # The position read's refresh yields another short-lived token, so the pre-POST refresh is
+    # due again, and that one cannot reach Schwab.
+    schwab_env.fake.on("POST", "/v1/oauth/token", json_reply(dict(load("token_response.json"), expires_in=60)),
+                       httpx2.ConnectError("connection refused"), json_reply(load("token_refreshed.json")))
     schwab_env.fake.on("POST", ORDERS_PATH, created(12))
     with pytest.raises(TemporaryBrokerError):
         adapter.place_order(buy_nvda())

@@ -42,16 +42,17 @@ def equity(side: OrderSide, effect: PositionEffect, *, limit: Decimal | None = N
     )
 
 
-@pytest.mark.parametrize("side, effect, instruction", [
-    (BUY, OPEN, "BUY"),
-    (SELL, CLOSE, "SELL"),
-    (SELL, OPEN, "SELL_SHORT"),
-    (BUY, CLOSE, "BUY_TO_COVER"),
+@pytest.mark.parametrize("held, side, effect, instruction", [
+    (0, BUY, OPEN, "BUY"),
+    (10, SELL, CLOSE, "SELL"),
+    (0, SELL, OPEN, "SELL_SHORT"),
+    (-10, BUY, CLOSE, "BUY_TO_COVER"),
 ])
 @pytest.mark.parametrize("limit", [None, Decimal("185.5")])
-def test_equity_order_json(schwab_env: SchwabEnv, side: OrderSide, effect: PositionEffect, instruction: str,
-                           limit: Decimal | None) -> None:
+def test_equity_order_json(schwab_env: SchwabEnv, held: int, side: OrderSide, effect: PositionEffect,
+                           instruction: str, limit: Decimal | None) -> None:
     schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456789))
+    schwab_env.fake.hold({"NVDA": held})
     adapter = schwab_env.logged_in()
     update = adapter.place_order(equity(side, effect, limit=limit))
 
@@ -72,15 +73,16 @@ def test_equity_order_json(schwab_env: SchwabEnv, side: OrderSide, effect: Posit
     assert update.broker_order_id == "1004123456789"  # from the Location header
 
 
-@pytest.mark.parametrize("side, effect, instruction", [
-    (BUY, OPEN, "BUY_TO_OPEN"),
-    (SELL, CLOSE, "SELL_TO_CLOSE"),
-    (SELL, OPEN, "SELL_TO_OPEN"),
-    (BUY, CLOSE, "BUY_TO_CLOSE"),
+@pytest.mark.parametrize("held, side, effect, instruction", [
+    (0, BUY, OPEN, "BUY_TO_OPEN"),
+    (2, SELL, CLOSE, "SELL_TO_CLOSE"),
+    (0, SELL, OPEN, "SELL_TO_OPEN"),
+    (-2, BUY, CLOSE, "BUY_TO_CLOSE"),
 ])
-def test_option_order_json_uses_occ_symbol(schwab_env: SchwabEnv, side: OrderSide, effect: PositionEffect,
-                                           instruction: str) -> None:
+def test_option_order_json_uses_occ_symbol(schwab_env: SchwabEnv, held: int, side: OrderSide,
+                                           effect: PositionEffect, instruction: str) -> None:
     schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456790))
+    schwab_env.fake.hold({"SPXW  251219C06000000": held})
     adapter = schwab_env.logged_in()
     adapter.place_order(OrderRequest(
         client_order_id=ClientOrderId("zer-SPX-open-0001"), symbol="SPX", side=side, quantity=2,
@@ -102,6 +104,7 @@ def test_option_market_order(schwab_env: SchwabEnv) -> None:
     schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456790))
     adapter = schwab_env.logged_in()
     put = OptionContract("SPX", "SPXW", date(2025, 12, 5), Decimal("6852.5"), OptionRight.PUT)
+    schwab_env.fake.hold({put.occ_symbol: 1})
     adapter.place_order(OrderRequest(ClientOrderId("zer-SPX-clos-0002"), "SPX", SELL, 1, CLOSE, option=put))
     [post] = schwab_env.fake.calls("POST", ORDERS_PATH)
     body = post.json()
@@ -254,3 +257,69 @@ def test_cancel_refused_is_rejection(schwab_env: SchwabEnv) -> None:
     adapter = schwab_env.logged_in()
     with pytest.raises(OrderRejected, match="already filled"):
         adapter.cancel_order(ClientOrderId("c"), "77")  # type: ignore[arg-type]
+
+
+# --- the open/close instruction follows the account, not the strategy -------------------------
+# Two strategies may trade one symbol at one Schwab account; Schwab sees only the account's net
+# position, so the instruction is chosen from that (GET /trader/v1/accounts/{hash}?fields=positions,
+# read just before the POST).
+
+
+def _instruction(env: SchwabEnv) -> str:
+    [post] = env.fake.calls("POST", ORDERS_PATH)
+    return str(post.json()["orderLegCollection"][0]["instruction"])
+
+
+def test_a_strategys_close_is_a_short_sale_when_the_account_is_short(schwab_env: SchwabEnv) -> None:
+    # ema is long 5 TSLA, supertrend short 10: the account is short 5. ema selling its 5 adds to
+    # the account's short, which Schwab only takes as SELL_SHORT.
+    schwab_env.fake.hold({"TSLA": -5})
+    schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456791))
+    adapter = schwab_env.logged_in()
+    adapter.place_order(equity(SELL, CLOSE, qty=5, symbol="TSLA"))
+    assert _instruction(schwab_env) == "SELL_SHORT"
+    [read] = schwab_env.fake.calls("GET", f"/trader/v1/accounts/{ACCOUNT_HASH}")
+    assert read.params == {"fields": ["positions"]}
+
+
+def test_a_strategys_short_entry_is_a_sale_when_the_account_is_long(schwab_env: SchwabEnv) -> None:
+    # supertrend opens short 10 NVDA while ema holds the account's 10 long: for Schwab it is a SELL.
+    schwab_env.fake.hold({"NVDA": 10})
+    schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456792))
+    adapter = schwab_env.logged_in()
+    adapter.place_order(equity(SELL, OPEN, qty=10))
+    assert _instruction(schwab_env) == "SELL"
+
+
+def test_a_strategys_cover_is_a_buy_when_the_account_is_flat(schwab_env: SchwabEnv) -> None:
+    schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456793))
+    adapter = schwab_env.logged_in()
+    adapter.place_order(equity(BUY, CLOSE, qty=10))
+    assert _instruction(schwab_env) == "BUY"
+
+
+def test_an_order_through_zero_is_refused_before_sending(schwab_env: SchwabEnv) -> None:
+    schwab_env.fake.hold({"NVDA": 3})
+    schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456794))
+    adapter = schwab_env.logged_in()
+    with pytest.raises(OrderRejected, match=r"holds \+3 NVDA; selling 10 would close 3 and open 7"):
+        adapter.place_order(equity(SELL, OPEN, qty=10))
+    assert schwab_env.fake.calls("POST", ORDERS_PATH) == []
+    # Nothing was left pending: once the account allows it, the same order is sent normally.
+    schwab_env.fake.hold({"NVDA": 10})
+    assert adapter.place_order(equity(SELL, OPEN, qty=10)).broker_order_id == "1004123456794"
+
+
+@pytest.mark.parametrize("reply, raised", [
+    (json_reply({"message": "Service unavailable"}, status=503), "HTTP 503"),
+    (json_reply({"message": "Bad request"}, status=400), "unreadable, order not sent"),
+])
+def test_an_unreadable_position_means_the_order_is_not_sent(schwab_env: SchwabEnv, reply: object, raised: str) -> None:
+    from brokers.errors import TemporaryBrokerError
+
+    schwab_env.fake.on("GET", f"/trader/v1/accounts/{ACCOUNT_HASH}", reply)  # type: ignore[arg-type]
+    schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456795))
+    adapter = schwab_env.logged_in()
+    with pytest.raises(TemporaryBrokerError, match=raised):
+        adapter.place_order(equity(BUY, OPEN))
+    assert schwab_env.fake.calls("POST", ORDERS_PATH) == []

@@ -10,7 +10,16 @@ import httpx2
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_tastytrade"))
-from tt_fake import ACCOUNT, API, Harness, order_body, placed_response, tt  # noqa: E402,F401
+from tt_fake import (  # noqa: E402,F401
+    ACCOUNT,
+    API,
+    Harness,
+    TastytradeAccount,
+    order_body,
+    placed_response,
+    positions_reply,
+    tt,
+)
 
 from brokers.errors import OrderRejected  # noqa: E402
 from domain.orders import (  # noqa: E402
@@ -26,6 +35,7 @@ from domain.orders import (  # noqa: E402
 
 ORDERS = f"/accounts/{ACCOUNT}/orders"
 DRY = f"/accounts/{ACCOUNT}/orders/dry-run"
+POSITIONS = f"/accounts/{ACCOUNT}/positions"
 SOURCE = "tastyware/tastytrade:v13.2.3"
 
 
@@ -55,6 +65,7 @@ def test_future_market_order_json_live(tt: Harness) -> None:
 
 def test_equity_limit_sell_to_close_is_a_credit(tt: Harness) -> None:
     adapter = tt.connected(live=True)
+    tt.fake.on("GET", POSITIONS, positions_reply({"NVDA": ("Equity", 10)}))
     coid = ClientOrderId("ema-NVDA-clos-0123456789abcdef")
     _reply(tt, ORDERS, order_body(order_id=902, coid=coid, symbol="NVDA", instrument_type="Equity",
                                   action="Sell to Close", quantity=10, order_type="Limit", price="181.37",
@@ -148,3 +159,66 @@ def test_front_month_rolls_on_second_thursday(tt: Harness) -> None:
         assert tt.fake.calls("POST", ORDERS)[0].json()["legs"][0]["symbol"] == "/MESH6"
     finally:
         adapter.close()
+
+
+# --- the open/close effect follows the account, not the strategy ------------------------------
+# Two strategies may trade one symbol at one Tastytrade account; the order's effect is chosen from
+# the account's position in that symbol (GET /accounts/{n}/positions?symbol=..., read just before
+# the POST), so "to Close" is only sent for what the account holds.
+
+
+def _sent_action(tt: Harness) -> str:
+    (post,) = tt.fake.calls("POST", ORDERS)
+    return str(post.json()["legs"][0]["action"])
+
+
+def test_a_strategys_close_opens_when_the_account_holds_the_other_side(tt: Harness) -> None:
+    # ema is long 10 NVDA, supertrend short 20: the account is short 10. ema selling its 10 adds
+    # to the account's short: "Sell to Open", not a close of shares the account does not hold.
+    book = TastytradeAccount(tt.fake)
+    book.hold("NVDA", "Equity", -10)
+    adapter = tt.connected(live=True)
+    adapter.place_order(OrderRequest(ClientOrderId("ema-NVDA-clos-1"), "NVDA", OrderSide.SELL, 10, PositionEffect.CLOSE))
+    assert _sent_action(tt) == "Sell to Open"
+    (read,) = tt.fake.calls("GET", POSITIONS)
+    assert dict(httpx2.URL(read.url).params) == {"symbol": "NVDA"}
+    assert book.held("NVDA") == -20
+
+
+def test_a_strategys_entry_closes_when_the_account_is_long_through_another(tt: Harness) -> None:
+    book = TastytradeAccount(tt.fake)
+    book.hold("NVDA", "Equity", 10)
+    adapter = tt.connected(live=True)
+    adapter.place_order(OrderRequest(ClientOrderId("sup-NVDA-open-1"), "NVDA", OrderSide.SELL, 10, PositionEffect.OPEN))
+    assert _sent_action(tt) == "Sell to Close"
+    assert book.held("NVDA") == 0
+
+
+def test_an_option_close_of_a_contract_not_held_is_an_open(tt: Harness) -> None:
+    TastytradeAccount(tt.fake)
+    adapter = tt.connected(live=True)
+    option = OptionContract("SPX", "SPXW", date(2025, 11, 20), Decimal("6650"), OptionRight.CALL)
+    adapter.place_order(OrderRequest(ClientOrderId("zer-SPX-clos-1"), "SPX", OrderSide.BUY, 1, PositionEffect.CLOSE,
+                                     option=option))
+    assert _sent_action(tt) == "Buy to Open"
+
+
+def test_an_order_through_zero_is_refused_before_sending(tt: Harness) -> None:
+    book = TastytradeAccount(tt.fake)
+    book.hold("NVDA", "Equity", 3)
+    adapter = tt.connected(live=True)
+    with pytest.raises(OrderRejected, match=r"holds \+3 NVDA; selling 10 would close 3 and open 7"):
+        adapter.place_order(OrderRequest(ClientOrderId("sup-NVDA-open-2"), "NVDA", OrderSide.SELL, 10,
+                                         PositionEffect.OPEN))
+    assert tt.fake.calls("POST", ORDERS) == [] and book.held("NVDA") == 3
+
+
+def test_an_unreadable_position_means_the_order_is_not_sent(tt: Harness) -> None:
+    from brokers.errors import TemporaryBrokerError
+
+    TastytradeAccount(tt.fake)
+    tt.fake.on("GET", POSITIONS, httpx2.Response(503, json={"error": {"code": "unavailable", "message": "later"}}))
+    adapter = tt.connected(live=True)
+    with pytest.raises(TemporaryBrokerError):
+        adapter.place_order(OrderRequest(ClientOrderId("ema-NVDA-open-3"), "NVDA", OrderSide.BUY, 1, PositionEffect.OPEN))
+    assert tt.fake.calls("POST", ORDERS) == []

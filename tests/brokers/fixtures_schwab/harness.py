@@ -37,6 +37,7 @@ API_KEY = "AppKeyX7kq2Lm9Pz4Rt6Vw8Yb1Cd3Ef5Gh"
 APP_SECRET = "AppSecretQ1w2E3r4T5y6U7i8"
 CALLBACK = "https://127.0.0.1:8182"
 ORDERS_URL = f"{API}/trader/v1/accounts/{ACCOUNT_HASH}/orders"
+ACCOUNT_PATH = f"/trader/v1/accounts/{ACCOUNT_HASH}"
 
 
 def load(name: str) -> Any:
@@ -72,6 +73,11 @@ class FakeSchwab:
     def __post_init__(self) -> None:
         self.on("POST", "/v1/oauth/token", json_reply(load("token_response.json")))
         self.on("GET", "/trader/v1/accounts/accountNumbers", json_reply(load("account_numbers.json")))
+        self.hold({})  # an account that holds nothing until a test says otherwise
+
+    def hold(self, held: dict[str, int]) -> None:
+        """Answer GET /trader/v1/accounts/{hash} (fields=positions) with these signed positions."""
+        self.on("GET", ACCOUNT_PATH, json_reply(account_holding(held)))
 
     def on(self, method: str, path: str, *replies: Reply) -> None:
         self.routes[(method, path)] = list(replies)
@@ -103,6 +109,29 @@ class FakeSchwab:
     def token_calls(self, grant_type: str | None = None) -> list[Recorded]:
         return [r for r in self.calls("POST", "/v1/oauth/token")
                 if grant_type is None or r.form().get("grant_type") == grant_type]
+
+
+def account_holding(held: dict[str, int]) -> dict[str, Any]:
+    """Schwab's account body (account_positions.json) holding exactly `held`: symbol -> signed
+    quantity. As in Schwab's Account schema, a position reports `longQuantity` and `shortQuantity`
+    separately (both non-negative); an OCC symbol (it has a space) is an OPTION, anything else an
+    EQUITY. Schwab leaves `positions` out of an account that holds nothing."""
+    account = load("account_positions.json")
+    positions = []
+    for symbol, quantity in held.items():
+        option = " " in symbol
+        positions.append({
+            "shortQuantity": float(max(-quantity, 0)), "longQuantity": float(max(quantity, 0)),
+            "averagePrice": 10.0 if option else 180.0, "currentDayProfitLoss": 0.0,
+            "instrument": {"assetType": "OPTION", "symbol": symbol, "putCall": "CALL" if "C" in symbol[12:13] else "PUT",
+                           "underlyingSymbol": "$SPX"} if option else {"assetType": "EQUITY", "symbol": symbol},
+            "marketValue": 0.0,
+        })
+    if positions:
+        account["securitiesAccount"]["positions"] = positions
+    else:
+        account["securitiesAccount"].pop("positions")
+    return dict(account)
 
 
 def json_reply(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Callable[[httpx2.Request], httpx2.Response]:

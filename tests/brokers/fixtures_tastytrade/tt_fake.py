@@ -11,9 +11,10 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx2
 import pytest
@@ -120,6 +121,7 @@ class FakeTastytrade:
         self.access_tokens = 0
         self.on("POST", "/oauth/token", self._refresh_reply)
         self.on("GET", "/customers/me/accounts", httpx2.Response(200, json=load("accounts.json")))
+        self.on("GET", f"/accounts/{ACCOUNT}/positions", positions_reply({}))  # holds nothing until told
         self.transport = httpx2.MockTransport(self.handler)
 
     def _refresh_reply(self, request: httpx2.Request) -> httpx2.Response:
@@ -149,6 +151,178 @@ class FakeTastytrade:
 
     def calls(self, method: str, path: str) -> list[Seen]:
         return [r for r in self.requests if r.method == method and r.path == path]
+
+
+def positions_reply(held: dict[str, tuple[str, int]]) -> Callable[[httpx2.Request], httpx2.Response]:
+    """GET /accounts/{n}/positions answering with `held` (symbol -> (instrument type, signed
+    quantity)) as Tastytrade reports positions: unsigned `quantity` plus `quantity-direction`,
+    filtered by the `symbol` query parameter when given."""
+    def reply(request: httpx2.Request) -> httpx2.Response:
+        only = request.url.params.get("symbol")
+        template = load("positions.json")["data"]["items"][0]
+        items = []
+        for symbol, (kind, quantity) in held.items():
+            if quantity == 0 or (only is not None and symbol != only):
+                continue
+            items.append(dict(template, **{
+                "symbol": symbol, "instrument-type": kind, "underlying-symbol": symbol,
+                "quantity": abs(quantity), "quantity-direction": "Long" if quantity > 0 else "Short",
+                "multiplier": 5 if kind == "Future" else 100 if kind == "Equity Option" else 1}))
+        return httpx2.Response(200, json={"data": {"items": items}, "context": request.url.path})
+    return reply
+
+
+ORDERS_PATH = f"/accounts/{ACCOUNT}/orders"
+DRY_RUN_PATH = f"{ORDERS_PATH}/dry-run"
+LIVE_PATH = f"{ORDERS_PATH}/live"
+POSITIONS_PATH = f"/accounts/{ACCOUNT}/positions"
+NEW_YORK = ZoneInfo("America/New_York")
+_CLOSING = {"Sell to Close": "Long", "Buy to Close": "Short"}  # a closing action needs this side held
+_OPENING = {"Buy to Open": "Short", "Sell to Open": "Long"}  # an opening action must not face this side
+
+
+def _stamp(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+class TastytradeAccount:
+    """One Tastytrade account with state, answering the order, position and order-search
+    endpoints the way Tastytrade documents them. Installs its routes on a `FakeTastytrade`.
+
+    Sources, per behaviour:
+    - Leg actions: the order schema (developer.tastytrade.com/schemas/orders/postAccountsAccountNumberOrders,
+      `legs[].action`): "`Buy` and `Sell` are only applicable to Futures orders" -> refused on any
+      other instrument type. The docs do not say "Buy to Open" is refused on a Future leg, so it
+      is accepted and validated like any open/close action.
+    - `advanced-instructions.strict-position-effect-validation`: the SDK's `AdvancedInstructions`
+      docstring (tastytrade/order.py: "By default, if a position meant to be closed by a closing
+      order is no longer open, the API will turn it into an opening order. With this flag, the API
+      would instead discard the closing order") and the schema ("If the order should be rejected
+      the open/close position effect is not valid"). With the flag, a close of more than the
+      account holds on that side, or an open against a held opposite side, is refused (422, the
+      preflight-failure envelope the API uses); without it a short close becomes an opening order.
+    - Positions: GET /accounts/{n}/positions, unsigned `quantity` + `quantity-direction`, filtered by
+      the `symbol` query parameter (SDK `Account.get_positions(symbol=...)`).
+    - Order search: GET /accounts/{n}/orders (developer.tastytrade.com/order-management, "Search
+      Orders": `start-date`, `end-date`, `per-page` default 10, `page-offset`, `sort` default Desc)
+      with the `pagination` object the SDK's `Session._paginate` pages by.
+    - Live orders: GET /accounts/{n}/orders/live returns "all orders that were created or updated
+      today" (same page), whatever their status. "Today" is taken in New York (not documented).
+    Market orders fill at once at `price`; limit and stop orders rest ("Live").
+    """
+
+    def __init__(self, fake: FakeTastytrade, *, now: datetime = NOW, price: str = "100.0") -> None:
+        self.fake = fake
+        self.now = now
+        self.price = price
+        self.positions: dict[str, tuple[str, int]] = {}  # symbol -> (instrument type, signed quantity)
+        self.orders: list[dict[str, Any]] = []
+        self.refusals: list[str] = []
+        self._next_id = 7000
+        fake.on("POST", ORDERS_PATH, lambda r: self._place(r, dry_run=False))
+        fake.on("POST", DRY_RUN_PATH, lambda r: self._place(r, dry_run=True))
+        fake.on("GET", POSITIONS_PATH, self._positions)
+        fake.on("GET", ORDERS_PATH, self._search)
+        fake.on("GET", LIVE_PATH, self._live)
+
+    # ------------------------------------------------------------------ seeding
+    def hold(self, symbol: str, instrument_type: str, quantity: int) -> None:
+        self.positions[symbol] = (instrument_type, quantity)
+
+    def held(self, symbol: str) -> int:
+        return self.positions.get(symbol, ("", 0))[1]
+
+    def add_order(self, body: dict[str, Any], *, at: datetime) -> dict[str, Any]:
+        """An order already at Tastytrade (placed `at`), e.g. one whose POST timed out."""
+        body = dict(body, **{"received-at": _stamp(at), "updated-at": _stamp(at)})
+        if body.get("id") is None:
+            body["id"] = self._new_id()
+        self._store(body)
+        return body
+
+    # ------------------------------------------------------------------ endpoints
+    def _place(self, request: httpx2.Request, *, dry_run: bool) -> httpx2.Response:
+        sent = json.loads(request.content)
+        strict = bool((sent.get("advanced-instructions") or {}).get("strict-position-effect-validation"))
+        (leg,) = sent["legs"]
+        action, kind, symbol, quantity = leg["action"], leg["instrument-type"], leg["symbol"], int(leg["quantity"])
+        refusal = self._refusal(action, kind, symbol, quantity, strict)
+        if refusal is not None:
+            # The inner codes are this fake's own: the docs name the rule, not the code.
+            code, message = refusal
+            self.refusals.append(message)
+            return httpx2.Response(422, json=error_body(
+                "preflight_check_failure", "One or more preflight checks failed", [{"code": code, "message": message}]))
+        market = sent["order-type"] == "Market"
+        status = "Received" if dry_run else ("Filled" if market else "Live")
+        body = order_body(order_id=None if dry_run else self._new_id(), coid=sent.get("external-identifier", ""),
+                          symbol=symbol, instrument_type=kind, action=action, quantity=quantity, status=status,
+                          order_type=sent["order-type"], price=sent.get("price"), price_effect=sent.get("price-effect"),
+                          remaining=0 if status == "Filled" else quantity,
+                          fills=[fill(f"f{self._next_id}", quantity, self.price)] if status == "Filled" else None,
+                          underlying=symbol)
+        body["received-at"] = body["updated-at"] = _stamp(self.now)
+        if not dry_run:
+            self._store(body)
+            if status == "Filled":
+                signed = quantity if action.startswith("Buy") else -quantity
+                self.positions[symbol] = (kind, self.held(symbol) + signed)
+        return httpx2.Response(200 if dry_run else 201, json=placed_response(body))
+
+    def _refusal(self, action: str, kind: str, symbol: str, quantity: int, strict: bool) -> tuple[str, str] | None:
+        if action in ("Buy", "Sell") and kind != "Future":
+            return "invalid_action", f"{action} is only applicable to Futures orders, not {kind}"
+        if not strict:
+            return None
+        held = self.held(symbol)
+        side_held = "Long" if held > 0 else "Short" if held < 0 else "Zero"
+        if action in _CLOSING and (side_held != _CLOSING[action] or quantity > abs(held)):
+            return "invalid_position_effect", (f"{action} {quantity} {symbol}: the position to close is not open "
+                                               f"({side_held} {abs(held)})")
+        if action in _OPENING and side_held == _OPENING[action]:
+            return "invalid_position_effect", (f"{action} {quantity} {symbol}: the account holds the opposite "
+                                               f"position ({side_held} {abs(held)})")
+        return None
+
+    def _positions(self, request: httpx2.Request) -> httpx2.Response:
+        return positions_reply(self.positions)(request)
+
+    def _search(self, request: httpx2.Request) -> httpx2.Response:
+        params = request.url.params
+        start, end = params.get("start-date"), params.get("end-date")
+        per_page, page = int(params.get("per-page", "10")), int(params.get("page-offset", "0"))
+        chosen = [o for o in self.orders
+                  if (start is None or self._day(o) >= date.fromisoformat(start))
+                  and (end is None or self._day(o) <= date.fromisoformat(end))]
+        chosen.sort(key=lambda o: o["received-at"], reverse=params.get("sort", "Desc") == "Desc")
+        total_pages = -(-len(chosen) // per_page)
+        items = chosen[page * per_page:(page + 1) * per_page]
+        return httpx2.Response(200, json={
+            "data": {"items": items}, "api-version": "v1", "context": request.url.path,
+            "pagination": {"per-page": per_page, "page-offset": page, "item-offset": page * per_page,
+                           "total-items": len(chosen), "total-pages": total_pages,
+                           "current-item-count": len(items), "previous-link": None, "next-link": None,
+                           "paging-link-template": None}})
+
+    def _live(self, request: httpx2.Request) -> httpx2.Response:
+        today = self.now.astimezone(NEW_YORK).date()
+        items = [o for o in self.orders
+                 if datetime.fromisoformat(o["updated-at"]).astimezone(NEW_YORK).date() == today]
+        return httpx2.Response(200, json={"data": {"items": items}, "context": request.url.path})
+
+    # ------------------------------------------------------------------ internals
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _store(self, body: dict[str, Any]) -> None:
+        self.orders.append(body)
+        self.fake.on("GET", f"{ORDERS_PATH}/{body['id']}",
+                     lambda r, b=body: httpx2.Response(200, json={"data": b}))
+
+    @staticmethod
+    def _day(order: dict[str, Any]) -> date:
+        return datetime.fromisoformat(order["received-at"]).astimezone(NEW_YORK).date()
 
 
 def make_settings(base: Settings, *, live: bool = False, account: str | None = ACCOUNT) -> Settings:
@@ -209,5 +383,6 @@ def tt_any_store(settings: Settings, store: Store) -> Iterator[Harness]:
     harness.close()
 
 
-__all__ = ["ACCOUNT", "API", "CLIENT_ID", "CLIENT_SECRET", "FakeTastytrade", "Harness", "NOW", "OTHER_ACCOUNT",
-           "REFRESH_TOKEN", "error_body", "fill", "load", "order_body", "placed_response", "tt", "tt_any_store"]
+__all__ = ["ACCOUNT", "API", "CLIENT_ID", "CLIENT_SECRET", "DRY_RUN_PATH", "LIVE_PATH", "NOW", "ORDERS_PATH",
+           "OTHER_ACCOUNT", "POSITIONS_PATH", "REFRESH_TOKEN", "FakeTastytrade", "Harness", "TastytradeAccount",
+           "error_body", "fill", "load", "order_body", "placed_response", "positions_reply", "tt", "tt_any_store"]

@@ -45,7 +45,7 @@ from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
 from risk.engine import RiskEngine
 from store.redis_store import Store, StoreUnavailableError, build_store
-from store.instance_lock import InstanceLockError, acquire_instance_lock
+from store.instance_lock import InstanceLockError, PrefixModeError, acquire_instance_lock
 from store.tickers import TickerStore
 from runtime import TradingRuntime
 
@@ -216,9 +216,9 @@ def main() -> int:
         log.critical("%s: stopping this instance", message)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    try:  # two processes must never trade the same state (and so the same accounts)
-        lock = acquire_instance_lock(store, f"{settings.trading_mode.value}", on_lost=on_lock_lost)
-    except InstanceLockError as exc:
+    try:  # one prefix is one account book: one process, in the one mode the prefix has recorded
+        lock = acquire_instance_lock(store, settings.trading_mode, on_lost=on_lock_lost)
+    except (InstanceLockError, PrefixModeError) as exc:
         print(f"startup error: {exc}", file=sys.stderr)
         return EXIT_STARTUP_ERROR
     services.extras["instance_lock"] = lock

@@ -12,8 +12,10 @@ Shape:
   TRADING_MODE=live (the dry-run endpoint validates but never routes). Our client order id goes in
   `external-identifier`, and a Redis map coid -> Tastytrade id is kept so `get_order(coid, None)`
   works after a restart (falling back to scanning today's live orders by external identifier).
-  An equity or option leg's open/close effect comes from the account's position in the
-  instrument, read just before the POST (brokers/position_effect.py), never from the strategy's.
+  Future legs are "Buy"/"Sell" (the SDK's futures-only actions: no open/close effect). An equity
+  or option leg's open/close effect comes from the account's position in the instrument, read
+  just before the POST (brokers/position_effect.py), never from the strategy's, and is sent with
+  strict position-effect validation, so a close whose position is gone is refused, not opened.
 - Faults -> `brokers.errors` (see `_classify`): 401 refresh + one retry, then
   AuthenticationRequired; 429/5xx on reads bounded backoff, then TemporaryBrokerError; an order
   whose outcome cannot be known -> OrderOutcomeUnknown, never resent; 4xx -> OrderRejected.

@@ -22,6 +22,7 @@ import httpx2
 from tastytrade.account import CurrentPosition
 from tastytrade.instruments import NestedOptionChain
 from tastytrade.order import (
+    AdvancedInstructions,
     BaseOrder,
     InstrumentType,
     Leg,
@@ -286,10 +287,12 @@ def held_quantity(positions: Iterable[CurrentPosition], symbol: str) -> int:
 
 
 def leg_action(order: OrderRequest, instrument: LegInstrument, held: int) -> OrderAction:
-    """The leg's action, its open/close effect taken from the account's position `held` in the
+    """The leg's action. Futures take Buy/Sell, the actions the SDK's `OrderAction` documents "for
+    futures only" (a futures position nets, so the account's position does not matter). Other legs
+    take an open/close action whose effect comes from the account's position `held` in the
     instrument (see brokers/position_effect.py), never from the strategy's own position."""
     if instrument.instrument_type is InstrumentType.FUTURE:
-        return _ACTIONS[(order.side, order.position_effect)]
+        return OrderAction.BUY if order.side is OrderSide.BUY else OrderAction.SELL
     try:
         effect = account_position_effect(instrument.symbol, held, order.signed_quantity)
     except CrossesZero as exc:
@@ -310,6 +313,11 @@ def tastytrade_order(order: OrderRequest, instrument: LegInstrument, held: int) 
     leg = tastytrade_leg(order, instrument, held)
     common: dict[str, Any] = {"time_in_force": OrderTimeInForce.DAY, "legs": [leg],
                               "external_identifier": str(order.client_order_id)}
+    if leg.action not in (OrderAction.BUY, OrderAction.SELL):
+        # Without this flag Tastytrade turns a close whose position is gone (closed meanwhile by
+        # another order, or by another strategy on the account) into an opening order; with it
+        # the order is refused and the refusal reaches the order manager as a rejection.
+        common["advanced_instructions"] = AdvancedInstructions(strict_position_effect_validation=True)
     if order.order_type is OrderType.MARKET:
         return MarketOrder(**common)
     if order.order_type is OrderType.LIMIT:

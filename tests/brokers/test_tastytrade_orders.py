@@ -47,7 +47,7 @@ def test_future_market_order_json_live(tt: Harness) -> None:
     adapter = tt.connected(live=True)
     coid = ClientOrderId("ema-MES-open-0123456789abcdef")
     _reply(tt, ORDERS, order_body(order_id=901, coid=coid, symbol="/MESZ5", instrument_type="Future",
-                                  action="Buy to Open", quantity=2, underlying="/MES"))
+                                  action="Buy", quantity=2, underlying="/MES"))
     update = adapter.place_order(OrderRequest(coid, "/MES", OrderSide.BUY, 2, PositionEffect.OPEN))
 
     posts = [r for r in tt.fake.requests if r.method == "POST" and r.path.startswith(f"/accounts/{ACCOUNT}/orders")]
@@ -55,9 +55,11 @@ def test_future_market_order_json_live(tt: Harness) -> None:
     assert posts[0].url == f"{API}{ORDERS}"  # live: the real endpoint, not dry-run
     assert posts[0].json() == {
         "time-in-force": "Day", "source": SOURCE,
-        "legs": [{"instrument-type": "Future", "symbol": "/MESZ5", "action": "Buy to Open", "quantity": 2}],
+        "legs": [{"instrument-type": "Future", "symbol": "/MESZ5", "action": "Buy", "quantity": 2}],
         "external-identifier": coid, "behavior": "immediate", "order-type": "Market",
     }
+    # A futures order reads no position: Buy/Sell carry no open/close effect.
+    assert tt.fake.calls("GET", POSITIONS) == []
     assert posts[0].headers["authorization"].startswith("Bearer atoken-")
     assert update.state is OrderState.ACCEPTED and update.broker_order_id == "901"
     assert tt.store.redis.hget(tt.store.key("broker", "tastytrade", "order_ids"), coid) == "901"
@@ -77,6 +79,7 @@ def test_equity_limit_sell_to_close_is_a_credit(tt: Harness) -> None:
         "time-in-force": "Day", "source": SOURCE,
         "legs": [{"instrument-type": "Equity", "symbol": "NVDA", "action": "Sell to Close", "quantity": 10}],
         "external-identifier": coid, "behavior": "immediate", "order-type": "Limit",
+        "advanced-instructions": {"strict-position-effect-validation": True},
         "price": "181.37", "price-effect": "Credit",
     }
 
@@ -96,23 +99,66 @@ def test_spxw_option_limit_buy_is_a_debit_with_occ_symbol(tt: Harness) -> None:
         "legs": [{"instrument-type": "Equity Option", "symbol": "SPXW  251120C06650000", "action": "Buy to Open",
                   "quantity": 1}],
         "external-identifier": coid, "behavior": "immediate", "order-type": "Limit",
+        "advanced-instructions": {"strict-position-effect-validation": True},
         "price": "4.10", "price-effect": "Debit",
     }
 
 
-@pytest.mark.parametrize(("side", "effect", "action"), [
-    (OrderSide.BUY, PositionEffect.OPEN, "Buy to Open"),
-    (OrderSide.SELL, PositionEffect.CLOSE, "Sell to Close"),
-    (OrderSide.SELL, PositionEffect.OPEN, "Sell to Open"),
-    (OrderSide.BUY, PositionEffect.CLOSE, "Buy to Close"),
+@pytest.mark.parametrize(("side", "effect", "held", "action"), [
+    (OrderSide.BUY, PositionEffect.OPEN, 0, "Buy"),
+    (OrderSide.BUY, PositionEffect.CLOSE, -1, "Buy"),
+    (OrderSide.SELL, PositionEffect.CLOSE, 1, "Sell"),
+    (OrderSide.SELL, PositionEffect.OPEN, 0, "Sell"),
+    (OrderSide.SELL, PositionEffect.CLOSE, 0, "Sell"),  # another strategy already flattened the account
 ])
-def test_action_from_side_and_position_effect(tt: Harness, side: OrderSide, effect: PositionEffect, action: str) -> None:
+def test_future_legs_buy_or_sell_whatever_the_effect(tt: Harness, side: OrderSide, effect: PositionEffect,
+                                                     held: int, action: str) -> None:
+    # The SDK's OrderAction (tastytrade/order.py) documents BUY and SELL "for futures only", and
+    # the order schema says Buy and Sell "are only applicable to Futures orders"; the fake refuses
+    # them on any other instrument type.
+    book = TastytradeAccount(tt.fake)
+    book.hold("/MESZ5", "Future", held)
     adapter = tt.connected(live=True)
-    coid = ClientOrderId("t-MES-x-" + action.replace(" ", ""))
-    _reply(tt, ORDERS, order_body(order_id=904, coid=coid, symbol="/MESZ5", instrument_type="Future", action=action))
-    adapter.place_order(OrderRequest(coid, "MES", side, 1, effect))
+    coid = ClientOrderId(f"t-MES-{side.value}-{effect.value}-{held}")
+    update = adapter.place_order(OrderRequest(coid, "MES", side, 1, effect))
     (post,) = tt.fake.calls("POST", ORDERS)
-    assert post.json()["legs"][0]["action"] == action
+    assert post.json()["legs"] == [{"instrument-type": "Future", "symbol": "/MESZ5", "action": action, "quantity": 1}]
+    assert "advanced-instructions" not in post.json()  # Buy/Sell carry no effect to validate
+    assert update.state is OrderState.FILLED
+    assert book.held("/MESZ5") == held + (1 if side is OrderSide.BUY else -1)
+
+
+def test_a_futures_reversal_through_zero_is_one_order(tt: Harness) -> None:
+    book = TastytradeAccount(tt.fake)
+    book.hold("/MESZ5", "Future", 1)
+    adapter = tt.connected(live=True)
+    adapter.place_order(OrderRequest(ClientOrderId("sup-MES-open-9"), "/MES", OrderSide.SELL, 2, PositionEffect.OPEN))
+    assert _sent_action(tt) == "Sell" and book.held("/MESZ5") == -1
+
+
+def test_a_close_whose_position_is_gone_is_refused_not_turned_into_an_open(tt: Harness) -> None:
+    # The account held 10 NVDA when the adapter read it, but another strategy's sale filled before
+    # this order arrived. Tastytrade would turn the "Sell to Close" into an opening short sale
+    # (SDK AdvancedInstructions docstring); strict position-effect validation refuses it instead.
+    book = TastytradeAccount(tt.fake)
+    tt.fake.on("GET", POSITIONS, positions_reply({"NVDA": ("Equity", 10)}))  # the read, before the other sale
+    adapter = tt.connected(live=True)
+    with pytest.raises(OrderRejected, match="position to close is not open"):
+        adapter.place_order(OrderRequest(ClientOrderId("ema-NVDA-clos-7"), "NVDA", OrderSide.SELL, 10,
+                                         PositionEffect.CLOSE))
+    (post,) = tt.fake.calls("POST", ORDERS)
+    assert post.json()["advanced-instructions"] == {"strict-position-effect-validation": True}
+    assert book.held("NVDA") == 0  # no short was opened
+
+
+def test_a_dry_run_is_validated_the_same_way(tt: Harness) -> None:
+    book = TastytradeAccount(tt.fake)
+    tt.fake.on("GET", POSITIONS, positions_reply({"NVDA": ("Equity", 10)}))
+    adapter = tt.connected(live=False)
+    with pytest.raises(OrderRejected, match="position to close is not open"):
+        adapter.place_order(OrderRequest(ClientOrderId("ema-NVDA-clos-8"), "NVDA", OrderSide.SELL, 10,
+                                         PositionEffect.CLOSE))
+    assert len(tt.fake.calls("POST", DRY)) == 1 and book.orders == []
 
 
 def test_paper_mode_sends_to_dry_run_endpoint_only(tt: Harness) -> None:
@@ -120,7 +166,7 @@ def test_paper_mode_sends_to_dry_run_endpoint_only(tt: Harness) -> None:
     assert adapter.dry_run is True
     coid = ClientOrderId("ema-MES-open-dry0000000000000")
     _reply(tt, DRY, order_body(order_id=None, coid=coid, symbol="/MESZ5", instrument_type="Future",
-                               action="Buy to Open", status="Received"))
+                               action="Buy", status="Received"))
     update = adapter.place_order(OrderRequest(coid, "/MES", OrderSide.BUY, 1, PositionEffect.OPEN))
     posts = [r for r in tt.fake.requests if r.method == "POST" and "/orders" in r.path]
     assert [p.url for p in posts] == [f"{API}{DRY}"]
@@ -154,7 +200,7 @@ def test_front_month_rolls_on_second_thursday(tt: Harness) -> None:
         assert adapter.connect().connected
         coid = ClientOrderId("ema-MES-roll")
         _reply(tt, ORDERS, order_body(order_id=905, coid=coid, symbol="/MESH6", instrument_type="Future",
-                                      action="Buy to Open"))
+                                      action="Buy"))
         adapter.place_order(OrderRequest(coid, "/MES", OrderSide.BUY, 1, PositionEffect.OPEN))
         assert tt.fake.calls("POST", ORDERS)[0].json()["legs"][0]["symbol"] == "/MESH6"
     finally:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from api.responses import ApiError
 from api.services import get_services
+from api.validation import json_body
 from auth.decorators import admin_required, viewer_required
 
 backtest_bp = Blueprint("backtest", __name__, url_prefix="/api/backtest")
@@ -38,11 +39,8 @@ def submit_backtest() -> tuple[Response, int]:
     from backtest.jobs import JobsBusyError, JobValidationError
 
     jobs = _jobs()
-    payload = request.get_json(silent=True)
-    if payload is None:
-        raise ApiError(400, "the body must be a JSON object", field="body")
     try:
-        job_request = jobs.validate(payload)
+        job_request = jobs.validate(json_body())
     except JobValidationError as exc:
         raise ApiError(400, str(exc), field=exc.field) from None
     try:

@@ -11,6 +11,7 @@ from flask import Blueprint, request
 
 from api.responses import ApiError, ok
 from api.services import get_services
+from api.validation import int_query
 from auth.decorators import viewer_required
 from config.instruments import UnknownSymbolError, canonical_symbol
 from config.timeframes import Timeframe, TimeframeError
@@ -19,18 +20,6 @@ bars_bp = Blueprint("bars", __name__)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None or raw.strip() == "":
-        return DEFAULT_LIMIT
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ApiError(400, f"limit must be a whole number between 1 and {MAX_LIMIT}", field="limit") from None
-    if not 1 <= value <= MAX_LIMIT:
-        raise ApiError(400, f"limit must be between 1 and {MAX_LIMIT}, got {value}", field="limit")
-    return value
 
 
 @bars_bp.get("/api/bars")
@@ -55,7 +44,7 @@ def get_bars() -> Any:
         timeframe = Timeframe.parse(raw_tf)
     except TimeframeError as exc:
         raise ApiError(400, f"timeframe: {exc}", field="timeframe") from None
-    limit = _limit(request.args.get("limit"))
+    limit = int_query("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     market_data = get_services().market_data
     if market_data is None:
         raise ApiError(503, "market data service is not running", error="service unavailable")

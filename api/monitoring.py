@@ -16,6 +16,7 @@ from flask import Blueprint, Response, request
 
 from api.responses import ApiError, ok
 from api.services import get_services
+from api.validation import int_query
 from auth.decorators import viewer_required
 from config.instruments import UnknownSymbolError, canonical_symbol
 from ledger.pnl import compute_pnl
@@ -83,15 +84,6 @@ def _time(name: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _int_arg(name: str, default: int, maximum: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or int(raw) > maximum:
-        raise ApiError(400, f"{name} must be a whole number between 0 and {maximum}", field=name)
-    return int(raw)
-
-
 def _filter() -> TradeFilter:
     symbol = request.args.get("symbol") or None
     if symbol is not None:
@@ -124,7 +116,7 @@ def trades() -> Any:
                         headers={"Content-Disposition": "attachment; filename=trades.csv"})
     if request.args.get("format") not in (None, "", "json"):
         raise ApiError(400, "format must be json or csv", field="format")
-    offset, limit = _int_arg("offset", 0, 10_000_000), _int_arg("limit", 100, MAX_PAGE)
+    offset, limit = int_query("offset", 0, 0, 10_000_000), int_query("limit", 100, 0, MAX_PAGE)
     rows, total = ledger.trades(flt, offset=offset, limit=limit)
     return ok(trades=[t.to_json() for t in rows], total=total, offset=offset, limit=limit)
 

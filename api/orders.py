@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from api.validation import json_body
+from api.validation import int_query, json_body
 from api.responses import ApiError, ok
 from api.services import get_services
 from auth.decorators import admin_required, viewer_required
@@ -56,19 +56,6 @@ def _runtime(required: bool) -> Any:
     if runtime is None and required:
         raise ApiError(503, "the trading runtime is not running", error="unavailable")
     return runtime
-
-
-def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be a whole number", field=name) from None
-    if not lo <= value <= hi:
-        raise ApiError(400, f"{name} must be between {lo} and {hi}", field=name)
-    return value
 
 
 def _strategy(value: Any, field: str = "strategy") -> str:
@@ -172,8 +159,8 @@ def list_orders() -> Any:
         filters["broker"] = _broker(request.args["broker"])
     if request.args.get("state"):
         filters["state"] = _state(request.args["state"]).value
-    offset = _int_arg("offset", 0, 0, MAX_OFFSET)
-    limit = _int_arg("limit", 50, 1, MAX_LIMIT)
+    offset = int_query("offset", 0, 0, MAX_OFFSET)
+    limit = int_query("limit", 50, 1, MAX_LIMIT)
     rows = om.orders(offset=offset, limit=limit + 1, **filters)  # one extra row tells has_more (< limit 1000)
     has_more = len(rows) > limit
     rows = rows[:limit]
@@ -208,7 +195,7 @@ def positions() -> Any:
 def journal() -> Any:
     """OMS journal entries (every order transition and OMS event), newest first; ?stream=fills for fills."""
     om = _orders()
-    limit = _int_arg("limit", 100, 1, MAX_LIMIT)
+    limit = int_query("limit", 100, 1, MAX_LIMIT)
     stream = request.args.get("stream", "journal")
     if stream not in ("journal", "fills"):
         raise ApiError(400, "stream must be journal or fills", field="stream")

@@ -23,10 +23,10 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from domain.parsing import NumberError, parse_decimal, parse_int
 from domain.tickers import TickerValidationError
 from store.redis_store import Store
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 JOB_TTL_SECONDS = 7 * 24 * 3600
 MAX_DATA_FILES = 20
+MAX_COMMISSION = 1_000  # per contract, USD: beyond any broker's fee, so a typo is caught
 STRATEGY_FIELDS = ("strategy", "symbol", "timeframe", "trend_line_1", "period_1", "trend_line_2", "period_2",
                    "stop_loss_ticks", "stop_loss_atr", "atr_period", "multiplier", "trailing_stop_atr",
                    "take_profit_atr")
@@ -104,13 +105,10 @@ def validate_request(payload: Any, allowed_dirs: Sequence[Path]) -> JobRequest:
         config_from_options({**fields, "quantity": quantity})
     except TickerValidationError as exc:
         raise JobValidationError(exc.field, exc.message) from None
-    commission = payload.get("commission", "0")
     try:
-        c = Decimal(str(commission))
-        if not c.is_finite() or c < 0 or isinstance(commission, bool):
-            raise InvalidOperation
-    except InvalidOperation:
-        raise JobValidationError("commission", "must be a number >= 0") from None
+        commission = str(parse_decimal(payload.get("commission", "0"), 0, MAX_COMMISSION))
+    except NumberError as exc:
+        raise JobValidationError("commission", exc.message) from None
     slippage = _whole(payload, "slippage_ticks", 0, 0, 1000)
     data = _data_paths(payload.get("data"), allowed_dirs)
     start, end = payload.get("from"), payload.get("to")
@@ -134,16 +132,14 @@ def validate_request(payload: Any, allowed_dirs: Sequence[Path]) -> JobRequest:
             extra[name] = value.strip()
     if extra.get("bar_time") not in (None, "start", "end"):
         raise JobValidationError("bar_time", "must be start or end")
-    return JobRequest(fields, data, start, end, quantity, str(commission), slippage, extra)
+    return JobRequest(fields, data, start, end, quantity, commission, slippage, extra)
 
 
 def _whole(payload: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    raw = payload.get(name, default)
-    if isinstance(raw, str) and raw.strip().isdigit():
-        raw = int(raw.strip())
-    if isinstance(raw, bool) or not isinstance(raw, int) or not lo <= raw <= hi:
-        raise JobValidationError(name, f"must be a whole number between {lo} and {hi}")
-    return raw
+    try:
+        return parse_int(payload.get(name, default), lo, hi)
+    except NumberError as exc:
+        raise JobValidationError(name, exc.message) from None
 
 
 def _data_paths(raw: Any, allowed_dirs: Sequence[Path]) -> tuple[Path, ...]:

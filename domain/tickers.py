@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from config.instruments import CATALOG, AssetClass, UnknownSymbolError, canonical_symbol
 from config.timeframes import Timeframe, TimeframeError
+from domain.parsing import NumberError, parse_float, parse_int
 
 
 class StrategyName(StrEnum):
@@ -53,33 +54,17 @@ def _whole(payload: Mapping[str, Any], name: str, default: int | None, minimum: 
     raw = payload.get(name, default)
     if raw is None:
         raise TickerValidationError(name, "is required")
-    if isinstance(raw, bool):
-        raise TickerValidationError(name, "must be a whole number")
-    if isinstance(raw, float) and raw.is_integer():
-        raw = int(raw)
-    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit() and len(raw) < 12:
-        raw = int(raw.strip())
-    if not isinstance(raw, int):
-        raise TickerValidationError(name, "must be a whole number")
-    if not minimum <= raw <= maximum:
-        raise TickerValidationError(name, f"must be between {minimum} and {maximum}")
-    return raw
+    try:
+        return parse_int(raw, minimum, maximum)
+    except NumberError as exc:
+        raise TickerValidationError(name, exc.message) from None
 
 
 def _number(payload: Mapping[str, Any], name: str, default: float, minimum: float, maximum: float) -> float:
-    raw = payload.get(name, default)
-    if isinstance(raw, bool):
-        raise TickerValidationError(name, "must be a number")
-    if isinstance(raw, str):
-        try:
-            raw = float(raw.strip())
-        except ValueError:
-            raise TickerValidationError(name, "must be a number") from None
-    if not isinstance(raw, (int, float)) or raw != raw:  # rejects NaN
-        raise TickerValidationError(name, "must be a number")
-    if not minimum <= float(raw) <= maximum:
-        raise TickerValidationError(name, f"must be between {minimum} and {maximum}")
-    return float(raw)
+    try:
+        return parse_float(payload.get(name, default), minimum, maximum)
+    except NumberError as exc:
+        raise TickerValidationError(name, exc.message) from None
 
 
 def _bool(payload: Mapping[str, Any], name: str, default: bool | None) -> bool:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Mapping
 
 from config.instruments import UnknownSymbolError, canonical_symbol
+from domain.parsing import NumberError, parse_decimal, parse_int
 
 MAX_CONTRACTS = 100_000
 MAX_RATE = 10_000
@@ -66,13 +67,11 @@ _STRATEGIES = ("ema", "supertrend", "zeroday")
 def _money(name: str, raw: Any) -> Decimal | None:
     if raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-        raise LimitsValidationError(name, "must be a positive amount or null")
     try:
-        value = Decimal(str(raw).strip())
-    except InvalidOperation:
+        value = parse_decimal(raw, kind="a positive amount")
+    except NumberError:
         raise LimitsValidationError(name, "must be a positive amount or null") from None
-    if not value.is_finite() or value <= 0 or value > MAX_MONEY:
+    if value <= 0 or value > MAX_MONEY:
         raise LimitsValidationError(name, f"must be greater than 0 and at most {MAX_MONEY}")
     return value
 
@@ -80,15 +79,10 @@ def _money(name: str, raw: Any) -> Decimal | None:
 def _count(name: str, raw: Any, maximum: int) -> int | None:
     if raw is None:
         return None
-    if isinstance(raw, float) and raw.is_integer():
-        raw = int(raw)
-    if isinstance(raw, str) and raw.strip().isdigit():
-        raw = int(raw.strip())
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise LimitsValidationError(name, "must be a whole number or null")
-    if not 1 <= raw <= maximum:
-        raise LimitsValidationError(name, f"must be between 1 and {maximum}")
-    return raw
+    try:
+        return parse_int(raw, 1, maximum)
+    except NumberError as exc:
+        raise LimitsValidationError(name, f"{exc.message} (or null)") from None
 
 
 def _mapping(name: str, raw: Any) -> Mapping[str, Any]:

@@ -11,7 +11,9 @@ Shape:
 - Orders: one SDK order per `place_order`, exactly one POST. `dry_run` is True unless
   TRADING_MODE=live (the dry-run endpoint validates but never routes). Our client order id goes in
   `external-identifier`, and a Redis map coid -> Tastytrade id is kept so `get_order(coid, None)`
-  works after a restart (falling back to scanning today's live orders by external identifier).
+  works after a restart; without it (an order whose POST timed out) the account's orders since
+  yesterday are searched in every status by external identifier. `get_order` answers None only
+  when Tastytrade answered without the order; an unanswered lookup raises TemporaryBrokerError.
   Future legs are "Buy"/"Sell" (the SDK's futures-only actions: no open/close effect). An equity
   or option leg's open/close effect comes from the account's position in the instrument, read
   just before the POST (brokers/position_effect.py), never from the strategy's, and is sent with
@@ -31,7 +33,7 @@ import logging
 import secrets as _secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 from zoneinfo import ZoneInfo
@@ -42,7 +44,7 @@ from pydantic import ValidationError
 from tastytrade import API_URL, Account, Session
 from tastytrade.instruments import NestedOptionChain
 from tastytrade.market_data import get_market_data_by_type
-from tastytrade.order import InstrumentType, PlacedOrder
+from tastytrade.order import InstrumentType, OrderStatus, PlacedOrder
 
 from brokers.base import BrokerAdapter
 from brokers.errors import (
@@ -96,6 +98,7 @@ AUTHORIZE_URL = "https://my.tastytrade.com/auth.html"
 TOKEN_PATH = "/oauth/token"
 OAUTH_SCOPES = "read trade"
 OAUTH_STATE_TTL_SECONDS = 600
+ORDER_SEARCH_DAYS_BACK = 1  # New York days before today searched for an order by client id
 _SDK_LOGGERS = ("httpx2", "tastytrade")
 
 
@@ -338,7 +341,7 @@ class TastytradeAdapter(BrokerAdapter):
                     # A 401 is decided by the auth layer before the order handler, so the order was
                     # not accepted. Refresh, make sure (by external id) it really is absent, retry once.
                     self._force_refresh_or_raise()
-                    existing = None if dry_run else self._find_live(order.client_order_id)
+                    existing = None if dry_run else self._find(order.client_order_id)
                     if existing is not None:
                         self._remember(order.client_order_id, existing.broker_order_id)
                         return existing
@@ -373,7 +376,7 @@ class TastytradeAdapter(BrokerAdapter):
         account = self._require_account()
         broker_id = broker_order_id or self._lookup_id(client_order_id)
         if broker_id is None:
-            current = self._find_live(client_order_id)
+            current = self._find(client_order_id)
             if current is None:
                 raise OrderRejected(f"no Tastytrade order for {client_order_id}", broker=self.name)
             broker_id = current.broker_order_id
@@ -399,7 +402,7 @@ class TastytradeAdapter(BrokerAdapter):
                                 order_id, client_order_id)
                 else:
                     return order_update(placed, client_order_id)
-        found = self._find_live(client_order_id)
+        found = self._find(client_order_id)
         if found is not None and found.broker_order_id is not None:
             self._remember(client_order_id, found.broker_order_id)
         return found
@@ -649,13 +652,23 @@ class TastytradeAdapter(BrokerAdapter):
             raise AuthenticationRequired(f"tastytrade is not connected: {self._message}", broker=self.name)
         return self._account
 
-    def _find_live(self, client_order_id: ClientOrderId) -> OrderUpdate | None:
+    def _find(self, client_order_id: ClientOrderId) -> OrderUpdate | None:
+        """Find our order by its external identifier among the account's orders in every status
+        (filled, cancelled and rejected included), from yesterday's New York date on: a CME session
+        opens at 18:00 ET the evening before its trading day, so an order that timed out last
+        evening is found this morning. The SDK pages through the search (`page_offset=None`).
+        None means Tastytrade answered and holds no such order; when it could not answer, the
+        read raises (TemporaryBrokerError after the retries), never None."""
         account = self._require_account()
-        orders: list[PlacedOrder] = self._read("orders.live", lambda s: account.get_live_orders(s))
-        for placed in orders:
-            if placed.external_identifier == str(client_order_id):
-                return order_update(placed, client_order_id)
-        return None
+        since = self._today() - timedelta(days=ORDER_SEARCH_DAYS_BACK)
+        orders: list[PlacedOrder] = self._read(
+            "orders.search", lambda s: account.get_order_history(s, start_date=since, page_offset=None))
+        matches = [o for o in orders if o.external_identifier == str(client_order_id)]
+        if not matches:
+            return None
+        # One client id is accepted once; a refused first POST may sit next to it in the history.
+        placed = next((o for o in matches if o.status is not OrderStatus.REJECTED), matches[0])
+        return order_update(placed, client_order_id)
 
     def _ids_key(self) -> str:
         return self._store.key("broker", "tastytrade", "order_ids")

@@ -12,7 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_tastytrade"))
 from tt_fake import (  # noqa: E402,F401
     ACCOUNT,
+    NOW,
     Harness,
+    TastytradeAccount,
     fill,
     load,
     order_body,
@@ -131,12 +133,14 @@ def test_get_order_after_restart_uses_stored_id(tt_any_store: Harness) -> None:
     assert len(tt.fake.calls("POST", ORDERS)) == 1
 
 
-def test_get_order_without_stored_id_scans_live_orders(tt: Harness) -> None:
+def test_get_order_without_stored_id_searches_the_account_orders(tt: Harness) -> None:
+    book = TastytradeAccount(tt.fake)
     adapter = tt.connected(live=True)
     coid = ClientOrderId("ema-MES-open-scan")
-    other = order_body(order_id=1, coid="someone-else", symbol="/MESZ5", instrument_type="Future", action="Sell to Close")
-    mine = order_body(order_id=2, coid=coid, symbol="/MESZ5", instrument_type="Future", action="Buy to Open", status="Live")
-    tt.fake.on("GET", LIVE, httpx2.Response(200, json={"data": {"items": [other, mine]}}))
+    book.add_order(order_body(order_id=1, coid="someone-else", symbol="/MESZ5", instrument_type="Future",
+                              action="Sell"), at=NOW)
+    book.add_order(order_body(order_id=2, coid=coid, symbol="/MESZ5", instrument_type="Future", action="Buy",
+                              status="Live"), at=NOW)
     update = adapter.get_order(coid, None)
     assert update is not None and update.broker_order_id == "2" and update.state is OrderState.ACCEPTED
     assert tt.store.redis.hget(tt.store.key("broker", "tastytrade", "order_ids"), coid) == "2"

@@ -9,7 +9,17 @@ import httpx2
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_tastytrade"))
-from tt_fake import ACCOUNT, Harness, error_body, load, order_body, placed_response, tt  # noqa: E402,F401
+from tt_fake import (  # noqa: E402,F401
+    ACCOUNT,
+    NOW,
+    Harness,
+    TastytradeAccount,
+    error_body,
+    load,
+    order_body,
+    placed_response,
+    tt,
+)
 
 from brokers.errors import (  # noqa: E402
     AuthenticationRequired,
@@ -103,6 +113,7 @@ def test_read_timeout_on_reads_is_retried(tt: Harness) -> None:
 
 
 def test_timeout_on_place_order_is_unknown_and_never_resent(tt: Harness) -> None:
+    book = TastytradeAccount(tt.fake)
     adapter = tt.connected(live=True)
     coid = "ema-MES-open-timeout000000000"
     tt.fake.on("POST", ORDERS, httpx2.ReadTimeout("timed out"))
@@ -111,11 +122,10 @@ def test_timeout_on_place_order_is_unknown_and_never_resent(tt: Harness) -> None
     assert len(tt.fake.calls("POST", ORDERS)) == 1
     assert tt.sleeps == []
     # reconciliation: the order did reach Tastytrade; it is found by external identifier
-    live = order_body(order_id=777, coid=coid, symbol="/MESZ5", instrument_type="Future", action="Buy to Open",
-                      status="Filled", remaining=0, underlying="/MES",
-                      fills=[{"fill-id": "f1", "quantity": 1, "fill-price": "6612.25",
-                              "filled-at": "2025-11-20T15:00:00.300+00:00"}])
-    tt.fake.on("GET", LIVE, httpx2.Response(200, json={"data": {"items": [live]}}))
+    book.add_order(order_body(order_id=777, coid=coid, symbol="/MESZ5", instrument_type="Future", action="Buy",
+                              status="Filled", remaining=0, underlying="/MES",
+                              fills=[{"fill-id": "f1", "quantity": 1, "fill-price": "6612.25",
+                                      "filled-at": "2025-11-20T15:00:00.300+00:00"}]), at=NOW)
     found = adapter.get_order(ClientOrderId(coid), None)
     assert found is not None and found.state is OrderState.FILLED and found.broker_order_id == "777"
     assert len(tt.fake.calls("POST", ORDERS)) == 1
@@ -172,21 +182,22 @@ def test_401_on_order_refreshes_checks_and_resends_once(tt: Harness) -> None:
     coid = "ema-MES-open-401"
     ok = placed_response(order_body(order_id=990, coid=coid, symbol="/MESZ5", instrument_type="Future",
                                     action="Buy to Open"))
+    TastytradeAccount(tt.fake)  # holds no order with this client id
     tt.fake.on("POST", ORDERS, UNAUTHORIZED, httpx2.Response(201, json=ok))
-    tt.fake.on("GET", LIVE, httpx2.Response(200, json={"data": {"items": []}}))
     update = adapter.place_order(_mes(coid))
     assert update.broker_order_id == "990"
     # the 401 answer means the first POST was refused by auth; exactly one POST was accepted
     assert len(tt.fake.calls("POST", ORDERS)) == 2
-    assert len(tt.fake.calls("GET", LIVE)) == 1
+    assert len(tt.fake.calls("GET", ORDERS)) == 1  # the search that proved it absent
 
 
 def test_401_on_order_does_not_resend_when_order_exists(tt: Harness) -> None:
     adapter = tt.connected(live=True)
     coid = "ema-MES-open-401b"
+    book = TastytradeAccount(tt.fake)
     tt.fake.on("POST", ORDERS, UNAUTHORIZED)
-    live = order_body(order_id=991, coid=coid, symbol="/MESZ5", instrument_type="Future", action="Buy to Open")
-    tt.fake.on("GET", LIVE, httpx2.Response(200, json={"data": {"items": [live]}}))
+    book.add_order(order_body(order_id=991, coid=coid, symbol="/MESZ5", instrument_type="Future", action="Buy"),
+                   at=NOW)
     update = adapter.place_order(_mes(coid))
     assert update.broker_order_id == "991"
     assert len(tt.fake.calls("POST", ORDERS)) == 1

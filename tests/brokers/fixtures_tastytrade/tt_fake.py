@@ -222,7 +222,7 @@ class TastytradeAccount:
         fake.on("POST", ORDERS_PATH, lambda r: self._place(r, dry_run=False))
         fake.on("POST", DRY_RUN_PATH, lambda r: self._place(r, dry_run=True))
         fake.on("GET", POSITIONS_PATH, self._positions)
-        fake.on("GET", ORDERS_PATH, self._search)
+        fake.on("GET", ORDERS_PATH, self.search)
         fake.on("GET", LIVE_PATH, self._live)
 
     # ------------------------------------------------------------------ seeding
@@ -287,7 +287,8 @@ class TastytradeAccount:
     def _positions(self, request: httpx2.Request) -> httpx2.Response:
         return positions_reply(self.positions)(request)
 
-    def _search(self, request: httpx2.Request) -> httpx2.Response:
+    def search(self, request: httpx2.Request) -> httpx2.Response:
+        """GET /accounts/{n}/orders: the order search, one page."""
         params = request.url.params
         start, end = params.get("start-date"), params.get("end-date")
         per_page, page = int(params.get("per-page", "10")), int(params.get("page-offset", "0"))

@@ -666,7 +666,8 @@ class TastytradeAdapter(BrokerAdapter):
         matches = [o for o in orders if o.external_identifier == str(client_order_id)]
         if not matches:
             return None
-        # One client id is accepted once; a refused first POST may sit next to it in the history.
+        # We send a client id once; should the history still hold it twice, a rejected order
+        # changed nothing, so the other one is the order.
         placed = next((o for o in matches if o.status is not OrderStatus.REJECTED), matches[0])
         return order_update(placed, client_order_id)
 

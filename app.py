@@ -45,6 +45,7 @@ from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
 from risk.engine import RiskEngine
 from store.redis_store import Store, StoreUnavailableError, build_store
+from store.persistence import warn_if_not_persistent
 from store.instance_lock import InstanceLockError, PrefixModeError, acquire_instance_lock
 from store.tickers import TickerStore
 from runtime import TradingRuntime
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.extensions["services"] = services
 
     register_error_handlers(app)
+    warn_if_not_persistent(store, live=settings.is_live)
     init_jwt(app, settings, services.users, store)
     CORS(
         app,

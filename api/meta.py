@@ -12,6 +12,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from api.responses import ok
 from api.services import get_services
+from store.persistence import UNKNOWN, redis_persistence
 
 VERSION = "0.1.0"
 _RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")  # Flask's <int:job_id> -> OpenAPI's {job_id}
@@ -29,11 +30,13 @@ _ERROR_SCHEMA = {
 @meta_bp.get("/health")
 def health() -> tuple[Response, int]:
     """Liveness and Redis reachability (no auth) -> 200 `{success, redis, mode, version}`; 503 when
-    Redis does not answer."""
+    Redis does not answer. `redis.persistent` is what Redis reports (AOF or RDB snapshots on: true;
+    neither, or in-process: false; CONFIG refused: null), with its `appendonly` and `save` values."""
     services = get_services()
     reachable = services.store.ping()
+    persistence = redis_persistence(services.store) if reachable else UNKNOWN
     body: dict[str, Any] = {
-        "redis": {"reachable": reachable, "persistent": services.store.persistent, "url": services.store.url},
+        "redis": {"reachable": reachable, **persistence.to_json(), "url": services.store.url},
         "mode": services.settings.trading_mode.value,
         "version": VERSION,
     }

@@ -12,8 +12,13 @@ def test_health_ok_without_auth(client: FlaskClient, app: Flask) -> None:
     response = client.get("/api/health")
     assert response.status_code == 200
     store = app.extensions["services"].store
+    if store.persistent:  # a real Redis: as its own CONFIG says
+        appendonly, save = store.redis.config_get("appendonly")["appendonly"], store.redis.config_get("save")["save"]
+        redis_fields = {"persistent": appendonly == "yes" or bool(save), "appendonly": appendonly, "save": save}
+    else:  # in-process fakeredis keeps nothing
+        redis_fields = {"persistent": False, "appendonly": None, "save": None}
     assert response.json == {"success": True, "mode": "paper", "version": VERSION,
-                             "redis": {"reachable": True, "persistent": store.persistent, "url": store.url}}
+                             "redis": {"reachable": True, **redis_fields, "url": store.url}}
 
 
 def test_health_503_when_redis_is_down(app: Flask, client: FlaskClient) -> None:

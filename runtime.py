@@ -179,7 +179,7 @@ class TradingRuntime:
             for p in self.orders.positions() if strategy is None or p.strategy == strategy
         ]
         results = self.orders.move_all(targets)
-        self.supervisor.mark_flat(strategy)
+        self.supervisor.sync_with_book(strategy)
         return {"orders": [r.to_json() for r in results], "ok": all(r.ok for r in results)}
 
     def reconcile_now(self) -> ReconciliationReport:

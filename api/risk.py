@@ -62,7 +62,7 @@ def kill_switch() -> Any:
     def flatten(reason: str) -> Any:
         report = _json(orders.flatten_all(reason))
         if services.engine is not None:  # running strategies must not believe they still hold positions
-            services.engine.mark_flat(None)
+            services.engine.sync_with_book(None)
         return report
 
     if orders is None:

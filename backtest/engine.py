@@ -185,7 +185,7 @@ class BacktestEngine:
         check_orders = self.risk_check is not allow_all
         # A strategy whose on_trade can never act (the EMA strategy without a stop) is not fed
         # trades: identical results, and the per-bar cost stays one on_bar call.
-        feed_trades = bool(getattr(strategy, "stop_configured", True)) and type(strategy).on_trade is not Strategy.on_trade
+        feed_trades = strategy.trade_exits_configured and type(strategy).on_trade is not Strategy.on_trade
 
         ticks = data.ticks
         tick_lo: np.ndarray | None = None

@@ -75,7 +75,8 @@ class IntentExecutor:
         self._chain_provider = chain_provider
         self._halted = halted  # (strategy, symbol) -> reason while reconciliation holds the ticker
 
-    def targets_for(self, intent: Intent, config: TickerConfig, *, today: date | None = None) -> tuple[list[TargetOrder], dict[str, str]]:
+    def targets_for(self, intent: Intent, config: TickerConfig, *, today: date | None = None,
+                    open_deadline_ns: int | None = None) -> tuple[list[TargetOrder], dict[str, str]]:
         targets: list[TargetOrder] = []
         errors: dict[str, str] = {}
         for broker, quantity in allocations(config).items():
@@ -96,14 +97,18 @@ class IntentExecutor:
             targets.append(TargetOrder(
                 strategy=intent.strategy, symbol=intent.symbol, broker=broker, target_quantity=signed,
                 event_ts_ns=intent.event_ts_ns, reason=intent.reason.value, detail=intent.detail, option=option,
+                open_deadline_ns=open_deadline_ns,
             ))
         return targets, errors
 
-    def execute(self, intent: Intent, config: TickerConfig, *, today: date | None = None) -> ExecutionReport:
+    def execute(self, intent: Intent, config: TickerConfig, *, today: date | None = None,
+                open_deadline_ns: int | None = None) -> ExecutionReport:
+        """`open_deadline_ns`: a reversal's open leg is not sent after then (see TargetOrder)."""
         reason = self._halted(intent.strategy, intent.symbol) if self._halted else None
-        if reason is not None:
-            return ExecutionReport(intent, [], {"all": f"ticker halted, no order sent: {reason}"})
-        targets, errors = self.targets_for(intent, config, today=today)
+        # A halted ticker takes no new risk, but its way out is never refused: FLAT goes through.
+        if reason is not None and intent.target is not PositionTarget.FLAT:
+            return ExecutionReport(intent, [], {"all": f"ticker halted, no new position: {reason}"})
+        targets, errors = self.targets_for(intent, config, today=today, open_deadline_ns=open_deadline_ns)
         results = self._orders.move_all(targets) if targets else []
         return ExecutionReport(intent, results, errors)
 

@@ -63,8 +63,8 @@ from domain.intents import Intent, IntentReason, PositionTarget
 from domain.market import Bar, Trade
 from domain.orders import BROKERS, OptionRight
 from domain.tickers import TickerConfig
-from oms.models import ACKNOWLEDGED_STATUSES, OmsPosition, TargetStatus
-from engine.executor import ExecutionReport, IntentExecutor
+from oms.models import ACKNOWLEDGED_STATUSES, LaneView, OmsPosition, TargetStatus
+from engine.executor import ExecutionReport, IntentExecutor, allocations
 from engine.logs import emit_batch, record, ticker_logger
 from engine.state_writer import StateWriter
 from engine.stream_hub import InboxMessage, StreamHub
@@ -92,6 +92,34 @@ _TICK = "tick"
 
 LatencyCallback = Callable[[str, str, float], None]
 RestartCallback = Callable[[str, str], None]
+# A refused protective exit is sent again on the next trade at most this often (and on every
+# housekeeping tick) until the book is flat: often enough to get out, not one order per trade.
+EXIT_RETRY_SECONDS = 1.0
+# Results after which the lane's position is still moving (resting order, reversal's open pending,
+# outcome unknown, or an earlier order blocking the lane): the book is compared once they settle.
+_IN_FLIGHT = frozenset({TargetStatus.WORKING, TargetStatus.PENDING_OPEN, TargetStatus.UNKNOWN,
+                        TargetStatus.BLOCKED})
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """What a strategy holds against what the book holds for it, per broker (signed quantities).
+    `note` says what the engine did about it."""
+
+    strategy: str
+    symbol: str
+    strategy_target: str
+    expected: dict[str, int]  # broker -> strategy target x the ticker's quantity there
+    book: dict[str, int]  # broker -> the order manager's position
+    note: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "symbol": self.symbol, "strategy_target": self.strategy_target,
+                "expected": dict(self.expected), "book": dict(self.book), "note": self.note}
+
+
+# (divergence or None when it cleared, strategy, symbol): the runtime's report/alert/metric.
+DivergenceCallback = Callable[["Divergence | None", str, str], None]
 
 
 @dataclass(frozen=True)
@@ -105,6 +133,7 @@ class RunnerHooks:
     time_ns: Callable[[], int] = time.time_ns
     on_bar_to_order: LatencyCallback | None = None
     on_restart: RestartCallback | None = None
+    on_divergence: "DivergenceCallback | None" = None
 
 
 @dataclass
@@ -125,15 +154,20 @@ class RunnerStatus:
     stale_feed: str | None = None  # set while the session is open and bars stopped arriving
     last_bar_received: str | None = None  # wall-clock time the thread last received a bar
     last_housekeeping: str | None = None
+    divergence: dict[str, Any] | None = None  # strategy vs book, while they differ (see Divergence)
+    exit_pending: str | None = None  # a refused protective exit being retried until the book is flat
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 class PositionBook(Protocol):
-    """What the runner reads of the order manager: a lane's position (for its average price)."""
+    """What the runner reads of the order manager: a lane's position (the truth the strategy
+    follows, and its average price) and whether orders are still in flight in it."""
 
     def position(self, strategy: str, symbol: str, broker: str) -> OmsPosition: ...
+
+    def lane(self, strategy: str, symbol: str, broker: str) -> LaneView: ...
 
 
 class StrategyRunner:
@@ -161,6 +195,7 @@ class StrategyRunner:
         self._time_ns = hooks.time_ns
         self._on_bar_to_order = hooks.on_bar_to_order
         self._on_restart = hooks.on_restart
+        self._on_divergence = hooks.on_divergence
         self._skip_stale_signals = hooks.skip_stale_signals
         self._store = store
         self._md = market_data
@@ -197,6 +232,14 @@ class StrategyRunner:
             self._stale_feed_ns = STALE_FEED_FACTOR * self._timeframe.seconds * 1_000_000_000
         self._last_bar_wall_ns = 0  # set at start; a bar resets it
         self._last_housekeeping_ns = 0
+        self._signal_lifetime_ns = (TICK_BAR_STALE_SECONDS * 1_000_000_000 if self._timeframe.is_tick
+                                    else STALE_BAR_FACTOR * self._timeframe.seconds * 1_000_000_000)
+        # The book is the truth the strategy follows: set when an act left orders in flight (look
+        # again when they settle), and the refused protective exit being retried.
+        self._book_check_due = False
+        self._exit_pending: Intent | None = None
+        self._exit_attempt_ns = 0
+        self._divergence: Divergence | None = None
 
     # --- keys -------------------------------------------------------------------------------
     @property
@@ -288,7 +331,6 @@ class StrategyRunner:
                     else:
                         self._bar_id = data.get("bar_id", "$")
                         self._fed_start_ns = _opt_int(data.get("fed_start_ns"))
-                        self.status.warmed_up = True
                         self.log.info("resumed from saved state at bar id %s (position %s)", self._bar_id,
                                       self.strategy.target.value)
                         self._rearm_if_unpriced()
@@ -304,7 +346,7 @@ class StrategyRunner:
             else:
                 # First start: the strategy holds what the book holds (flat, or a manual trade made
                 # while the ticker was not running), never what a warm-up bar's cross "decided".
-                kept = self._book_target()
+                kept = self.book_target()
             needed = self.strategy.warmup_bars()
             # History ends at the bar id pinned by start(): a bar that closed after the start is a
             # live bar, acted on, however late this thread got to its warm-up. (A runner never
@@ -314,7 +356,6 @@ class StrategyRunner:
             for bar in history:
                 self.strategy.on_bar(bar)  # intents from warm-up bars are discarded on purpose
             self._fed_start_ns = history[-1].start_ns if history and not self._timeframe.is_tick else None
-            self.status.warmed_up = len(history) >= needed
             self.log.info("warmed up on %d bars (need %d)", len(history), needed)
             if kept is not None:
                 self._resume_position(kept, _opt_float(old_strategy.get("entry_price")))
@@ -330,6 +371,7 @@ class StrategyRunner:
         indicators (incl. the armed stop) before the first live bar."""
         self.status.position = self.strategy.target.value
         self.status.indicators = self.strategy.indicators()
+        self.status.warmed_up = self.strategy.warmed_up
         if last_signal is not None:
             self.status.last_signal = last_signal
 
@@ -349,7 +391,7 @@ class StrategyRunner:
         """A restored position without an entry price (saved by a rebuild that lost it) gets one
         from the book, so its stop is armed again."""
         target = self.strategy.target
-        if target is PositionTarget.FLAT or getattr(self.strategy, "entry_price", 0.0) is not None:
+        if target is PositionTarget.FLAT or self.strategy.entry_price is not None:
             return
         entry = self._book_entry_price(target)
         if entry is None:
@@ -361,7 +403,7 @@ class StrategyRunner:
     def _log_armed(self, target: PositionTarget, entry: float | None, source: str) -> None:
         values = self.strategy.indicators()
         stop = values.get("stop")
-        if entry is None and not self._stop_configured():
+        if entry is None and not self.strategy.stop_configured:
             self.log.info("%s position resumed without an entry price (no stop configured)", target.value)
             return
         if entry is None:
@@ -375,15 +417,9 @@ class StrategyRunner:
         self.log.info("%s position resumed at entry %s (%s); stop %s%s", target.value, entry, source,
                       "-" if stop is None else stop,
                       "" if values.get("take_profit") is None else f", take-profit {values['take_profit']}")
-        if stop is None and self._stop_configured():
+        if stop is None and self.strategy.stop_configured:
             self.log.warning("%s position resumed at entry %s but the stop could not be armed "
                              "(ATR not defined yet: not enough history)", target.value, entry)
-
-    def _stop_configured(self) -> bool:
-        c = self.config
-        if self.strategy.name == "supertrend":
-            return c.trailing_stop_atr > 0
-        return c.stop_loss_ticks > 0 or c.stop_loss_atr > 0
 
     def _book_positions(self) -> list[OmsPosition]:
         """This ticker's non-flat positions in the order manager's book, one per broker (an
@@ -401,7 +437,7 @@ class StrategyRunner:
                 held.append(pos)
         return held
 
-    def _book_target(self) -> PositionTarget:
+    def book_target(self) -> PositionTarget:
         """The side this ticker holds in the order manager's book (a 0DTE call is LONG, a put
         SHORT); FLAT when it holds nothing or the book is unavailable."""
         sides = {(pos.option.right is OptionRight.CALL) if pos.option is not None else pos.quantity > 0
@@ -463,7 +499,8 @@ class StrategyRunner:
         bookkeeping_since: float | None = None  # bars acted on whose status, log and state are not written yet
         try:
             while not self._stop.is_set():
-                in_position = self.strategy.target is not PositionTarget.FLAT
+                # Stops are checked, and a refused exit retried, on every trade while a position is held.
+                in_position = self.strategy.target is not PositionTarget.FLAT or self._exit_pending is not None
                 if in_position and not watching_trades:
                     if self._trade_id == "$":  # start watching trades from now on
                         self._trade_id = self._last_id(trades_key)
@@ -563,10 +600,7 @@ class StrategyRunner:
                 self._last_bar_seen = (bar, values, now)
                 self._note(logging.INFO, _BarLine(bar, values))
                 if self._skip_stale_signals and self._is_stale(bar):
-                    for intent in intents:
-                        self._note(logging.WARNING,
-                                   f"stale bar (catch-up): NOT trading {intent.target.value} {intent.detail}")
-                    return
+                    intents = self._drop_stale_entries(intents)
                 self._act(intents, received, save=False)
             except BaseException:
                 self._flush_log()  # the lines leading up to a crash are in the log with its traceback
@@ -583,6 +617,7 @@ class StrategyRunner:
                     self.status.last_bar_received = _iso_full(received_ns)
                     self.status.last_bar = bar.to_json()
                     self.status.indicators = values
+                    self.status.warmed_up = self.strategy.warmed_up
             finally:
                 self._flush_log()
             self._save()
@@ -593,6 +628,8 @@ class StrategyRunner:
         with self._lock:
             try:
                 self._act(self.strategy.on_trade(trade))
+                if self._exit_pending is not None or self._book_check_due:
+                    self._check_book(trade.ts_ns, throttle=True)
             except BaseException:
                 self._flush_log()  # the lines leading up to a crash are in the log with its traceback
                 raise
@@ -605,6 +642,7 @@ class StrategyRunner:
             self._check_feed(now)
             try:
                 self._act(self._clock_intents(now))
+                self._check_book(now, throttle=False)
             finally:
                 self._flush_log()
 
@@ -629,15 +667,24 @@ class StrategyRunner:
         return self.strategy.on_clock(self._clock_provider(now_ns))
 
     def _is_stale(self, bar: Bar) -> bool:
-        if self._timeframe.is_tick:
-            limit_ns = TICK_BAR_STALE_SECONDS * 1_000_000_000
-        else:
-            limit_ns = STALE_BAR_FACTOR * self._timeframe.seconds * 1_000_000_000
-        return self._time_ns() - bar.end_ns > limit_ns
+        return self._time_ns() - bar.end_ns > self._signal_lifetime_ns
+
+    def _drop_stale_entries(self, intents: list[Intent]) -> list[Intent]:
+        """A catch-up bar read long after it closed: its new positions are not traded (they would
+        trade at a price the strategy never saw) and the strategy goes back to what the book
+        holds; its exits (FLAT) are traded: getting out is never refused."""
+        kept = [i for i in intents if i.target is PositionTarget.FLAT]
+        for intent in intents:
+            if intent.target is not PositionTarget.FLAT:
+                self._note(logging.WARNING, f"stale bar (catch-up): NOT trading {intent.target.value} {intent.detail}")
+        if len(kept) < len(intents) and not kept:
+            self._follow_book_now("a stale catch-up signal was not traded")
+        return kept
 
     def _act(self, intents: list[Intent], received: float | None = None, save: bool = True) -> None:
-        """Execute intents; their log lines go to the batch the caller flushes. `save=False`: the
-        caller saves the state right after (the bar loop, which also records the bar id)."""
+        """Execute intents, then hold the strategy to the book (`_follow_book`); their log lines go
+        to the batch the caller flushes. `save=False`: the caller saves the state right after (the
+        bar loop, which also records the bar id)."""
         for intent in intents:
             self.status.last_signal = f"{intent.target.value} ({intent.reason.value}): {intent.detail}"
             self.status.position = self.strategy.target.value
@@ -645,10 +692,9 @@ class StrategyRunner:
                 self._note(logging.INFO, f"signal {self.status.last_signal} (trading disabled, no order)")
                 continue
             self._note(logging.INFO, f"signal {self.status.last_signal}")
-            report = self._executor.execute(intent, self.config)
-            self._note(logging.INFO, f"orders: {report.summary()}")
-            if self._on_report:
-                self._on_report(report)
+            if intent.target is not PositionTarget.FLAT:
+                self._exit_pending = None  # a new position supersedes a pending exit (it closes first)
+            report = self._execute(intent)
             if (received is not None and self._on_bar_to_order is not None
                     and any(r.orders and r.status in ACKNOWLEDGED_STATUSES for r in report.results)):
                 try:
@@ -656,8 +702,184 @@ class StrategyRunner:
                                           time.perf_counter() - received)
                 except Exception:
                     app_log.exception("on_bar_to_order callback failed")
+            self._follow_book(intent, report)
         if intents and save:
             self._save()
+
+    def _execute(self, intent: Intent) -> ExecutionReport:
+        deadline = (intent.event_ts_ns + self._signal_lifetime_ns) if self._skip_stale_signals else None
+        report = self._executor.execute(intent, self.config, open_deadline_ns=deadline)
+        self._note(logging.INFO, f"orders: {report.summary()}")
+        if self._on_report:
+            self._on_report(report)
+        return report
+
+    # --- the book is the truth the strategy follows --------------------------------------------
+    def _follow_book(self, intent: Intent | None, report: ExecutionReport | None) -> None:
+        """After every act: when every broker reached the target, nothing to read; when orders are
+        still in flight, compare once they settle (housekeeping, the next trade or bar); otherwise
+        compare now and repair (see `_compare_with_book`)."""
+        if report is not None and report.results and not report.errors and all(
+                r.status not in _IN_FLIGHT and r.quantity == r.target_quantity for r in report.results):
+            self._book_agrees()
+            return
+        if report is not None and any(r.status in _IN_FLIGHT for r in report.results):
+            self._book_check_due = True
+            return
+        self._compare_with_book(intent, report)
+
+    def _follow_book_now(self, why: str) -> None:
+        """Compare with the book now (a stale signal, a position closed outside the strategy)."""
+        self._compare_with_book(None, None, why)
+
+    def _compare_with_book(self, intent: Intent | None, report: ExecutionReport | None, why: str = "") -> None:
+        """What the strategy holds against the book, broker by broker, and the repair:
+        - orders still in flight: look again later;
+        - the strategy wants out (FLAT) and the book still holds: the exit was refused or failed,
+          so it is retried on every trade (at most every EXIT_RETRY_SECONDS) and housekeeping tick
+          until the book is flat, with an alert;
+        - otherwise the strategy takes the book's side (arming its exits from the book's average
+          price): a strategy never believes a position no broker holds, and never holds one it
+          does not know about. Brokers on different sides: the strategy keeps a side some broker
+          holds; the difference is reported (reconciliation and the operator settle it)."""
+        alloc = allocations(self.config)
+        if not alloc or not self.config.trade_enabled or self._orders is None:
+            return
+        lanes: dict[str, LaneView] = {}
+        for broker in alloc:
+            try:
+                lanes[broker] = self._orders.lane(self.config.strategy.value, self.config.symbol, broker)
+            except Exception as exc:  # the book unreadable: look again at the next tick
+                self.log.warning("could not read the %s book: %s", broker, exc)
+                self._book_check_due = True
+                return
+        if any(view.busy for view in lanes.values()):
+            self._book_check_due = True
+            return
+        self._book_check_due = False
+        book = {b: self._side_quantity(view.position) for b, view in lanes.items()}
+        target = self.strategy.target
+        expected = {b: self._sign(target) * q for b, q in alloc.items()}
+        if book == expected:
+            self._book_agrees()
+            return
+        held = {b: q for b, q in book.items() if q}
+        outcome = "; ".join(f"{r.broker}: {r.status.value} {r.reason}".strip() for r in report.results) if report else ""
+        if report is not None and report.errors:
+            outcome = "; ".join([outcome, *(f"{b}: {e}" for b, e in report.errors.items())]).strip("; ")
+        if target is PositionTarget.FLAT and held:
+            exit_intent = intent if intent is not None and intent.target is PositionTarget.FLAT else self._exit_pending
+            if exit_intent is not None:
+                self._exit_refused(exit_intent, expected, book, outcome or why)
+                return
+        want = self._sign(target)
+        signs = {b: (q > 0) - (q < 0) for b, q in book.items()}
+        if want and all(sign == want for sign in signs.values()):
+            self._diverged(expected, book, f"the book holds {target.value} in other quantities than the ticker's "
+                                           "(changed since?): the next signal moves it to the ticker's quantity")
+            return
+        if want and want in signs.values():
+            self._diverged(expected, book, f"brokers disagree for {self.config.symbol}; the strategy keeps "
+                                           f"{target.value} (a broker holds it): reconcile the others. {outcome}".strip())
+            return
+        sides = {sign for sign in signs.values() if sign}
+        if len(sides) > 1:
+            self._diverged(expected, book, f"brokers hold opposite sides of {self.config.symbol}: reconcile them")
+            return
+        side = PositionTarget.FLAT if not sides else (PositionTarget.LONG if sides.pop() > 0 else PositionTarget.SHORT)
+        entry = self._book_entry_price(side) if side is not PositionTarget.FLAT else None
+        self.strategy.set_position(side, entry)
+        self._exit_pending = None
+        self.status.position = side.value
+        self.status.indicators = self.strategy.indicators()
+        note = (f"strategy said {target.value} but the book holds {side.value} "
+                f"({', '.join(f'{b} {q}' for b, q in book.items())}): the strategy follows the book"
+                + (f" ({outcome or why})" if (outcome or why) else ""))
+        self._note(logging.WARNING, note)
+        app_log.warning("%s %s: %s", self.config.strategy.value, self.config.symbol, note)
+        if side is not PositionTarget.FLAT:
+            self._watch_trades_from_now()
+        self._diverged(expected, book, note, repaired=True)
+
+    def _exit_refused(self, intent: Intent, expected: dict[str, int], book: dict[str, int], outcome: str) -> None:
+        first = self._exit_pending is None
+        self._exit_pending = intent
+        self.status.exit_pending = f"{intent.reason.value}: {intent.detail} (refused: {outcome})"
+        note = f"protective exit ({intent.reason.value}) not done: {outcome}; retrying until the book is flat"
+        if first:
+            self._note(logging.ERROR, note)
+            app_log.error("%s %s: %s", self.config.strategy.value, self.config.symbol, note)
+        self._diverged(expected, book, note)
+        self._inbox.put(_TICK)  # the loop starts watching trades (the retries' trigger) at once
+
+    def _retry_exit(self, ts_ns: int, *, throttle: bool) -> None:
+        """Send the refused protective exit again, as a new intent (a new client id: the refused
+        order stays on record as refused)."""
+        pending = self._exit_pending
+        now = self._time_ns()
+        if pending is None or (throttle and now - self._exit_attempt_ns < EXIT_RETRY_SECONDS * 1_000_000_000):
+            return
+        self._exit_attempt_ns = now
+        retry = Intent(pending.strategy, pending.symbol, PositionTarget.FLAT, pending.reason,
+                       f"retry of the refused exit: {pending.detail}", max(ts_ns, pending.event_ts_ns + 1),
+                       pending.price)
+        self._note(logging.INFO, f"retrying the protective exit ({pending.reason.value})")
+        self._follow_book(retry, self._execute(retry))
+
+    def _book_agrees(self) -> None:
+        if self._exit_pending is not None:
+            self._note(logging.INFO, "protective exit done: the book is flat")
+            app_log.info("%s %s: protective exit done after retries", self.config.strategy.value, self.config.symbol)
+        self._exit_pending = None
+        self.status.exit_pending = None
+        self._book_check_due = False
+        if self._divergence is not None:
+            self._divergence = None
+            self.status.divergence = None
+            self._note(logging.INFO, "strategy and book agree again")
+            self._report_divergence(None)
+
+    def _diverged(self, expected: dict[str, int], book: dict[str, int], note: str, repaired: bool = False) -> None:
+        """Shown in the status, reported (metric, /api/status, alert) until they agree again. A
+        repaired divergence is reported once and cleared: the strategy now follows the book."""
+        d = Divergence(self.config.strategy.value, self.config.symbol, self.strategy.target.value,
+                       {str(b): q for b, q in expected.items()}, {str(b): q for b, q in book.items()}, note)
+        if repaired:
+            self._report_divergence(d)
+            self._divergence = None
+            self.status.divergence = None
+            self._report_divergence(None)
+            return
+        if self._divergence is None or self._divergence.book != d.book or self._divergence.note != d.note:
+            self._report_divergence(d)
+        self._divergence = d
+        self.status.divergence = d.to_json()
+
+    def _report_divergence(self, d: Divergence | None) -> None:
+        if self._on_divergence is None:
+            return
+        try:
+            self._on_divergence(d, self.config.strategy.value, self.config.symbol)
+        except Exception:
+            app_log.exception("on_divergence callback failed")
+
+    def _check_book(self, ts_ns: int, *, throttle: bool) -> None:
+        """On trades and housekeeping: retry a pending exit, compare once in-flight orders settled."""
+        if self._exit_pending is not None:
+            self._retry_exit(ts_ns, throttle=throttle)
+        elif self._book_check_due or not throttle:
+            self._compare_with_book(None, None, "checked after the orders settled")
+
+    @staticmethod
+    def _sign(target: PositionTarget) -> int:
+        return 1 if target is PositionTarget.LONG else -1 if target is PositionTarget.SHORT else 0
+
+    @staticmethod
+    def _side_quantity(pos: OmsPosition) -> int:
+        """The book's position as the strategy's side x quantity (a 0DTE call is LONG, a put SHORT)."""
+        if pos.option is not None and pos.quantity:
+            return abs(pos.quantity) if pos.option.right is OptionRight.CALL else -abs(pos.quantity)
+        return pos.quantity
 
     def _note(self, level: int, msg: object) -> None:
         rec = record(self.log, level, msg)
@@ -677,12 +899,17 @@ class StrategyRunner:
             intent = Intent(self.config.strategy.value, self.config.symbol, target, reason, detail,
                             self._time_ns(), price)
             self.log.info("%s -> %s: %s", reason.value, target.value, detail)
-            report = self._executor.execute(intent, self.config)
+            deadline = intent.event_ts_ns + self._signal_lifetime_ns
+            report = self._executor.execute(intent, self.config, open_deadline_ns=deadline)
             self.log.info("orders: %s", report.summary())
-            # The strategy adopts the new position only if some broker is moving to it. When every
-            # broker denied or rejected it (e.g. HALTED), the book did not move and neither do we.
-            if any(r.ok or r.status is TargetStatus.UNKNOWN for r in report.results):
-                self.strategy.set_position(target, price)
+            if target is not PositionTarget.FLAT:
+                self._exit_pending = None
+            # The strategy takes the new position, then follows the book: when every broker denied
+            # or rejected it (e.g. HALTED), the book did not move and neither does the strategy.
+            self.strategy.set_position(target, price)
+            self._follow_book(intent, report)
+            self._flush_log()
+            if self.strategy.target is target:
                 self.status.position = target.value
                 self.status.last_signal = f"{target.value} ({reason.value}): {detail}"
                 self.status.indicators = self.strategy.indicators()  # the armed stop shows at once
@@ -700,10 +927,22 @@ class StrategyRunner:
         self._inbox.put(_TICK)
 
     def sync_position(self, target: PositionTarget) -> None:
-        """The position changed outside this strategy (risk flatten, kill switch)."""
+        """The position changed outside this strategy (an operator's adoption)."""
         with self._lock:
             self.strategy.set_position(target)
             self.status.position = target.value
+            self._save()
+
+    def sync_with_book(self, why: str) -> None:
+        """Positions were moved outside this strategy (loss-limit flatten, kill switch): it takes
+        what the book now holds. A flatten that did not get through leaves the strategy holding
+        the position, its exits armed: never a strategy that believes it is out while it is in."""
+        with self._lock:
+            if not self._prepared:
+                self._prepare()
+            self._follow_book_now(why)
+            self.status.position = self.strategy.target.value
+            self._flush_log()
             self._save()
 
     def sync_saved_position(self, target: PositionTarget) -> bool:

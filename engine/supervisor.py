@@ -28,7 +28,7 @@ from domain.orders import BROKERS
 from domain.tickers import StrategyName, TickerConfig, parse_strategy
 from engine.executor import ExecutionReport, IntentExecutor
 from engine.manual import ManualTrade
-from engine.runner import LatencyCallback, RestartCallback, RunnerHooks, StrategyRunner
+from engine.runner import DivergenceCallback, LatencyCallback, RestartCallback, RunnerHooks, StrategyRunner
 from engine.state_writer import StateWriter
 from engine.stream_hub import StreamHub
 from store.redis_store import Store
@@ -71,13 +71,15 @@ class StrategySupervisor:
         time_ns: Callable[[], int] = time.time_ns,
         on_bar_to_order: LatencyCallback | None = None,
         on_restart: RestartCallback | None = None,
+        on_divergence: DivergenceCallback | None = None,
         hub: StreamHub | None = None,
     ) -> None:
         """`hub`: a reader shared with another supervisor on the same market data (the engine
         bench runs two); its owner starts and stops it. By default the supervisor has its own."""
         self._store = store
         self._hooks = RunnerHooks(on_report=on_report, skip_stale_signals=skip_stale_signals, time_ns=time_ns,
-                                  on_bar_to_order=on_bar_to_order, on_restart=on_restart)
+                                  on_bar_to_order=on_bar_to_order, on_restart=on_restart,
+                                  on_divergence=on_divergence)
         self._tickers = tickers
         self._md = market_data
         self._orders = orders
@@ -210,14 +212,15 @@ class StrategySupervisor:
     def _holds_position(self, config: TickerConfig) -> bool:
         return any(self._orders.position(config.strategy.value, config.symbol, b).quantity != 0 for b in BROKERS)
 
-    def mark_flat(self, strategy: str | None) -> None:
-        """Positions were closed outside the strategies (loss limit, kill switch): make running
-        strategies agree, so their next exit signal does not act on a position they no longer have."""
+    def sync_with_book(self, strategy: str | None) -> None:
+        """Positions were moved outside the strategies (loss limit, kill switch): every strategy
+        (of `strategy`, or all) takes what the book holds now. A flatten that failed leaves the
+        strategy holding, its exits armed; one that worked leaves it flat."""
         with self._lock:
             running = dict(self._runners)
         for (name, _), runner in running.items():
             if strategy is None or name == strategy:
-                runner.sync_position(PositionTarget.FLAT)
+                runner.sync_with_book("positions closed outside the strategy")
         # Stopped tickers too (e.g. traded by a manual trigger only): their saved state is what the
         # next start-trading resumes from, and it must not still say LONG/SHORT.
         for strategy_name in StrategyName:
@@ -225,7 +228,8 @@ class StrategySupervisor:
                 continue
             for symbol, config in self._tickers.get_map(strategy_name).items():
                 if (strategy_name.value, symbol) not in running:
-                    self._make_runner(config).sync_saved_position(PositionTarget.FLAT)
+                    runner = self._make_runner(config)
+                    runner.sync_saved_position(runner.book_target())
 
     # --- manual triggers --------------------------------------------------------------------
     def manual_trigger(self, strategy: str, symbol: str, action: str) -> ManualTrade:

@@ -177,6 +177,14 @@ class OmsPosition:
 
 
 @dataclass(frozen=True, slots=True)
+class LaneView:
+    """A lane's position and whether an order in it is still in flight (its position may change)."""
+
+    position: OmsPosition
+    busy: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TargetResult:
     strategy: str
     symbol: str
@@ -285,6 +293,6 @@ def plan_legs(cur_key: str, cur_qty: int, cur_option: OptionContract | None, tar
     return legs
 
 
-__all__ = ["TargetOrder", "TargetResult", "TargetStatus", "IntentStatus", "intent_transition", "OrderRecord", "OmsPosition", "BrokerReport",
+__all__ = ["TargetOrder", "TargetResult", "TargetStatus", "LaneView", "IntentStatus", "intent_transition", "OrderRecord", "OmsPosition", "BrokerReport",
            "LegPlan", "plan_legs", "apply_fill", "parse_occ", "option_to_text", "option_from_text",
            "BrokerName", "field"]

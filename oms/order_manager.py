@@ -86,6 +86,7 @@ from oms.journal import event_entry, fill_entry, fills_key, journal_key, read_jo
 from oms.models import (
     BrokerReport,
     IntentStatus,
+    LaneView,
     LegPlan,
     OmsPosition,
     OrderRecord,
@@ -283,6 +284,16 @@ class OrderManager:
 
     def position(self, strategy: str, symbol: str, broker: str) -> OmsPosition:
         return self._position_from(strategy, symbol, broker, self._r.hgetall(self._k_pos(strategy, symbol, broker)))
+
+    def lane(self, strategy: str, symbol: str, broker: str) -> LaneView:
+        """One lane's position and whether orders are still in flight in it (working, UNKNOWN, or a
+        reversal's open leg waiting): while busy, the position is about to change."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hgetall(self._k_pos(strategy, symbol, broker))
+        pipe.scard(self._k_lane_active(strategy, symbol, broker))
+        pos_h, active = pipe.execute()
+        return LaneView(self._position_from(strategy, symbol, broker, pos_h),
+                        busy=bool(active) or bool(pos_h.get("pending_intent")))
 
     def positions(self, include_flat: bool = False) -> list[OmsPosition]:
         lanes = sorted(self._r.smembers(self.k_lanes))

@@ -39,6 +39,18 @@ class Strategy(ABC):
         self.symbol = config.symbol
         self.target: PositionTarget = PositionTarget.FLAT
         self.last_signal: str | None = None  # human-readable reason of the last decision
+        # Price the held position's exits are measured from (None: flat, or unknown after a resume).
+        self.entry_price: float | None = None
+
+    @property
+    def stop_configured(self) -> bool:
+        """Whether the ticker asked for a stop (so a position without an armed one is worth a warning)."""
+        return False
+
+    @property
+    def trade_exits_configured(self) -> bool:
+        """Whether an exit can fire on a trade (a stop, a take-profit): the backtester feeds trades only then."""
+        return self.stop_configured
 
     @abstractmethod
     def warmup_bars(self) -> int:
@@ -63,6 +75,13 @@ class Strategy(ABC):
     @abstractmethod
     def indicators(self) -> dict[str, float | None]:
         """Latest indicator values, for logs, /api/strategies and backtest bars.csv."""
+
+    @property
+    def warmed_up(self) -> bool:
+        """Every indicator the rules use is defined, so the next bar can signal (the `warmed_up`
+        of /api/strategies). Each strategy answers from its own indicators: a count of bars fed
+        says nothing after a restore or a partial warm-up. One without indicators is always warm."""
+        return True
 
     @abstractmethod
     def state(self) -> dict[str, Any]:

@@ -56,6 +56,11 @@ class SupertrendStrategy(PositionStrategy):
         # S (EMA21) is defined from bar 20; the Supertrend from bar atr_period.
         return max(S_PERIOD, self.config.atr_period + 1)
 
+    @property
+    def warmed_up(self) -> bool:
+        """The three EMAs and the Supertrend (with its ATR) are defined."""
+        return None not in (self.sf.value, self.f.value, self.s.value, self.st.value)
+
     # -- exits -------------------------------------------------------------------------------
     def _arm_exits(self) -> None:
         """Fresh stop/target from the entry price and the current ATR (at entry)."""
@@ -185,6 +190,14 @@ class SupertrendStrategy(PositionStrategy):
         # 5. Still in: trail the stop with this close.
         self._trail(bar.close)
         return intents
+
+    @property
+    def stop_configured(self) -> bool:
+        return self.config.trailing_stop_atr > 0
+
+    @property
+    def trade_exits_configured(self) -> bool:
+        return self.config.trailing_stop_atr > 0 or self.config.take_profit_atr > 0
 
     def set_position(self, target: PositionTarget, entry_price: float | None = None) -> None:
         super().set_position(target, entry_price)

@@ -122,7 +122,8 @@ def build_rig(store: Store, settings: Settings, option_clock: Callable[[], datet
     supervisor = StrategySupervisor(
         store=store, tickers=tickers, market_data=md, orders=orders,
         executor=IntentExecutor(orders, chain_provider=registry.option_chain), log_dir=settings.log_dir,
-        clock_provider=supervisor_options.pop("clock_provider", spx_session_clock), skip_stale_signals=False,
+        clock_provider=supervisor_options.pop("clock_provider", spx_session_clock),
+        skip_stale_signals=supervisor_options.pop("skip_stale_signals", False),
         **({"time_ns": time_ns} if time_ns is not None else {}), **supervisor_options,  # type: ignore[arg-type]
     )
     return EngineRig(store, settings, md, paper, orders, tickers, supervisor)

@@ -33,6 +33,10 @@ class MarketDataSource(StrEnum):
     DATABENTO = "databento"
 
 
+# The dashboard's development server answers on both names of the loopback address; a browser sends
+# whichever the trader typed as the Origin.
+DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
+
 # JWT secrets shorter than this are rejected in live mode (HS256 wants >= 256 bits of key).
 MIN_LIVE_JWT_SECRET_LENGTH = 32
 _WEAK_SECRETS = {"changeme", "secret", "your_secure_jwt_secret", "password", "jwt_secret"}
@@ -49,7 +53,7 @@ class Settings:
     jwt_access_minutes: int = 24 * 60
     admin_email: str | None = None
     admin_password: str | None = None
-    cors_origins: tuple[str, ...] = ("http://localhost:3000",)
+    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     log_dir: Path = Path("logs")
     login_rate_limit: str = "10 per minute"
     max_request_bytes: int = 64 * 1024
@@ -146,7 +150,7 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
     if source is MarketDataSource.DATABENTO and not _opt(env, "DATABENTO_API_KEY"):
         raise SettingsError("DATABENTO_API_KEY is required when MARKET_DATA_SOURCE=databento")
 
-    cors = tuple(o.strip() for o in (env.get("CORS_ORIGINS") or "http://localhost:3000").split(",") if o.strip())
+    cors = tuple(o.strip() for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip()) or DEFAULT_CORS_ORIGINS
     prefix = _opt(env, "REDIS_PREFIX") or "tst"
     if not prefix.replace("_", "").replace("-", "").isalnum():
         raise SettingsError(f"REDIS_PREFIX must be letters, digits, '-' or '_', got {prefix!r}")

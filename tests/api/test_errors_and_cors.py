@@ -69,6 +69,14 @@ def test_cors_preflight_for_dashboard(client: FlaskClient) -> None:
         assert all(m in methods for m in ("GET", "POST", "PUT", "DELETE", "OPTIONS"))
 
 
+@pytest.mark.parametrize("origin", ["http://localhost:3000", "http://127.0.0.1:3000"])
+def test_cors_default_origins_accept_the_dashboard_by_either_loopback_name(client: FlaskClient,
+                                                                          origin: str) -> None:
+    # The `settings` fixture keeps the default CORS_ORIGINS.
+    response = client.options("/api/login", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+    assert response.headers.get("Access-Control-Allow-Origin") == origin
+
+
 def test_cors_rejects_other_origins(client: FlaskClient) -> None:
     response = client.options("/api/get-ticker", headers={
         "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})

@@ -22,6 +22,13 @@ def test_defaults() -> None:
     assert settings.market_data_source is MarketDataSource.SIMULATED and settings.redis_prefix == "tst"
 
 
+def test_default_cors_origins_name_both_addresses_of_the_local_dashboard() -> None:
+    expected = ("http://localhost:3000", "http://127.0.0.1:3000")
+    assert settings_from_mapping({}).cors_origins == expected
+    assert settings_from_mapping({"CORS_ORIGINS": " , "}).cors_origins == expected
+    assert settings_from_mapping({"CORS_ORIGINS": "https://dash.example.com"}).cors_origins == ("https://dash.example.com",)
+
+
 @pytest.mark.parametrize(("env", "name"), [
     ({"PORT": "abc"}, "PORT"), ({"PORT": "0"}, "PORT"), ({"PORT": "70000"}, "PORT"),
     ({"TRADING_MODE": "yolo"}, "TRADING_MODE"), ({"JWT_ACCESS_MINUTES": "-5"}, "JWT_ACCESS_MINUTES"),

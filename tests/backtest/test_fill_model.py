@@ -62,7 +62,10 @@ class BracketStrategy(Strategy):
     def __init__(self, config: TickerConfig, stop: float, target: float) -> None:
         super().__init__(config)
         self.stop, self.target_px, self.n = stop, target, 0
-        self.stop_configured = True
+
+    @property
+    def stop_configured(self) -> bool:
+        return True
 
     def warmup_bars(self) -> int:
         return 1

@@ -32,7 +32,7 @@ from api.tickers import tickers_bp
 from api.trading import trading_bp
 from auth.bootstrap import GeneratedAdmin, ensure_first_admin
 from auth.cli import users_cli
-from auth.limiter import build_limiter
+from auth.limiter import install_login_limits, trust_proxies
 from auth.tokens import init_jwt
 from auth.users import UserStore
 from backtest.jobs import BacktestJobs
@@ -174,9 +174,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
         max_age=600,
     )
-    limiter = build_limiter(app, store)
-    # Login and update-credentials both check a password: limit the whole auth blueprint.
-    limiter.limit(settings.login_rate_limit)(auth_bp)
+    # Behind nginx the TCP peer is the proxy: the rate limits and the audit log need the client.
+    trust_proxies(app, settings.trusted_proxies)
+    install_login_limits(app, store, auth_bp, per_address=settings.login_rate_limit,
+                         per_account_address=settings.login_account_rate_limit)
     for blueprint in (auth_bp, tickers_bp, trading_bp, brokers_bp, meta_bp, bars_bp, risk_bp, monitoring_bp,
                       backtest_bp, orders_bp, strategies_bp):
         app.register_blueprint(blueprint)

@@ -1,15 +1,17 @@
-"""Login and credential changes. The whole blueprint is rate limited (see app.create_app): both
-endpoints check a password, so both are brute-force targets."""
+"""Login and credential changes. Both endpoints check a password, so both are brute-force targets:
+the whole blueprint is rate limited per client address (see app.create_app), and failed password
+checks are limited per (account, client address) here (auth/limiter.py says why not per account)."""
 from __future__ import annotations
 
 import logging
 
 from flask import request, Blueprint, Response
 
-from api.responses import ApiError, ok
+from api.responses import ApiError, fail, ok
 from api.services import get_services
 from api.validation import json_body
 from auth.decorators import admin_required, current_user_email
+from auth.limiter import account_limits, client_address
 from auth.tokens import issue_token
 from auth.users import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, UserError
 
@@ -27,20 +29,34 @@ def _string(payload: dict[str, object], name: str, max_length: int) -> str:
     return raw
 
 
+def _too_many_failures(retry_after: int) -> tuple[Response, int]:
+    message = f"too many failed logins for this account from your address; retry in {retry_after} s"
+    response, status = fail(429, message, code="login_rate_limited")
+    response.headers["Retry-After"] = str(retry_after)
+    return response, status
+
+
 @auth_bp.post("/login")
 def login() -> tuple[Response, int]:
     """Log in and receive a bearer token.
 
     Body: `{"email": str, "password": str}`. Answers 200 `{success, token}`; wrong email or
-    password -> 401; rate limited per client address (LOGIN_RATE_LIMIT) -> 429.
+    password -> 401; rate limited per client address (LOGIN_RATE_LIMIT) and, for failed logins,
+    per account and client address (LOGIN_ACCOUNT_RATE_LIMIT) -> 429 with Retry-After.
     """
     payload = json_body()
     email = _string(payload, "email", MAX_EMAIL_LENGTH)
     password = _string(payload, "password", MAX_PASSWORD_LENGTH)
+    account, address = email.strip().lower()[:MAX_EMAIL_LENGTH], client_address()
+    limits = account_limits()
+    retry_after = limits.retry_after(account, address)
+    if retry_after is not None:
+        return _too_many_failures(retry_after)
     services = get_services()
     user = services.users.authenticate(email, password)
     audit = services.extras.get("audit")
     if user is None:
+        limits.record_failure(account, address)
         log.warning("failed login for %r", email.strip().lower()[:MAX_EMAIL_LENGTH])
         if audit is not None:
             audit.login(email.strip().lower()[:MAX_EMAIL_LENGTH], False, request.remote_addr)
@@ -76,7 +92,12 @@ def update_credentials() -> tuple[Response, int]:
         raise ApiError(400, "newPassword must be a string", field="newPassword")
     services = get_services()
     email = current_user_email()
+    limits = account_limits()
+    retry_after = limits.retry_after(email, client_address())
+    if retry_after is not None:
+        return _too_many_failures(retry_after)
     if services.users.authenticate(email, current_password) is None:
+        limits.record_failure(email, client_address())
         raise ApiError(401, "current password is wrong", field="currentPassword", error="invalid credentials")
     try:
         user = services.users.change_credentials(email, new_email, new_password)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 from dotenv import dotenv_values
+from limits import parse_many
 
 
 class SettingsError(ValueError):
@@ -55,7 +56,10 @@ class Settings:
     admin_password: str | None = None
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     log_dir: Path = Path("logs")
-    login_rate_limit: str = "10 per minute"
+    login_rate_limit: str = "10 per minute"  # per client address, every auth request
+    # Failed password checks per (account, client address); never per account alone (lockout).
+    login_account_rate_limit: str = "5 per minute; 20 per hour"
+    trusted_proxies: int = 0  # reverse proxies in front that append to X-Forwarded-For (0: ignore it)
     max_request_bytes: int = 64 * 1024
 
     market_data_source: MarketDataSource = MarketDataSource.SIMULATED
@@ -117,6 +121,17 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float) ->
     return value
 
 
+def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _opt(env, name) or default
+    try:
+        items = parse_many(raw)
+    except ValueError:
+        items = []
+    if not items or any(item.amount < 1 for item in items):
+        raise SettingsError(f"{name} must be like '10 per minute' or '5 per minute; 20 per hour', got {raw!r}")
+    return raw
+
+
 def _opt(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name)
     if raw is None:
@@ -167,7 +182,9 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         admin_password=_opt(env, "ADMIN_PASSWORD"),
         cors_origins=cors,
         log_dir=Path(_opt(env, "LOG_DIR") or "logs"),
-        login_rate_limit=_opt(env, "LOGIN_RATE_LIMIT") or "10 per minute",
+        login_rate_limit=_rate_limit(env, "LOGIN_RATE_LIMIT", "10 per minute"),
+        login_account_rate_limit=_rate_limit(env, "LOGIN_ACCOUNT_RATE_LIMIT", "5 per minute; 20 per hour"),
+        trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 10),
         market_data_source=source,  # type: ignore[arg-type]
         replay_files=replay_files,
         replay_speed=_float(env, "REPLAY_SPEED", 0.0, 0.0),

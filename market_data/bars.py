@@ -22,7 +22,7 @@ Ordering rule for trades (documented, tested):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Protocol
+from typing import Iterable, Iterator, Protocol, Sequence
 
 from config.timeframes import Timeframe
 from domain.market import Bar, Trade
@@ -142,6 +142,11 @@ class TimeBarBuilder:
         """When the open bar is due to close (its end), or None."""
         return self._bar.end if self._bar is not None else None
 
+    @property
+    def open_start_ns(self) -> int | None:
+        """Start of the bar under way (the next one this builder emits), or None."""
+        return self._bar.start if self._bar is not None else None
+
     def on_trade(self, trade: Trade) -> Bar | None:
         """Apply a trade; return the bar it completed (the previous one), if any."""
         bar = self._bar
@@ -215,6 +220,11 @@ class TickBarBuilder:
     def close_due(self, watermark_ns: int) -> Bar | None:
         return None
 
+    @property
+    def open_start_ns(self) -> int | None:
+        """First trade time of the bar under way (the next one this builder emits), or None."""
+        return self._bar.start if self._bar is not None else None
+
     def mark_gapped(self) -> None:
         if self._bar is not None:
             self._bar.gapped = True
@@ -270,6 +280,39 @@ def resample_bars(bars: Iterable[Bar], tf: Timeframe, grid: BarGrid, *, include_
         current = [start, end, b.open, b.high, b.low, b.close, b.volume, b.trade_count, b.gapped]
     if current is not None and include_partial:
         yield _bar_from(symbol, tf_raw, current)
+
+
+def resample_complete(bars: Sequence[Bar], tf: Timeframe, grid: BarGrid) -> list[Bar]:
+    """`tf` bars aggregated from finer time bars (one timeframe, ordered by start), for warm-up
+    history. The first and the last bucket are kept only when the source bars reach its start and
+    its end: a run of source bars usually begins inside a bucket (its builder started mid-bucket)
+    and ends inside one (the bucket still under way), and such a bar would be wrong, not old. A
+    bucket with a hole inside (source bars missing) is kept and marked gapped."""
+    buckets: list[tuple[list[float], int, int, int]] = []  # (aggregate, first source start, last source end, covered ns)
+    for b in bars:
+        start, end = grid.bucket(b.start_ns, tf)
+        if buckets and buckets[-1][0][0] == start:
+            agg, first, _last, covered = buckets[-1]
+            agg[3] = max(agg[3], b.high)
+            agg[4] = min(agg[4], b.low)
+            agg[5] = b.close
+            agg[6] += b.volume
+            agg[7] += b.trade_count
+            agg[8] = agg[8] or b.gapped
+            buckets[-1] = (agg, first, b.end_ns, covered + b.end_ns - b.start_ns)
+            continue
+        agg = [start, end, b.open, b.high, b.low, b.close, b.volume, b.trade_count, b.gapped]
+        buckets.append((agg, b.start_ns, b.end_ns, b.end_ns - b.start_ns))
+    if buckets and buckets[0][1] != buckets[0][0][0]:
+        buckets.pop(0)
+    if buckets and buckets[-1][2] != buckets[-1][0][1]:
+        buckets.pop()
+    symbol = bars[0].symbol if bars else ""
+    out: list[Bar] = []
+    for agg, _first, _last, covered in buckets:
+        agg[8] = agg[8] or covered < agg[1] - agg[0]
+        out.append(_bar_from(symbol, tf.raw, agg))
+    return out
 
 
 def _bar_from(symbol: str, tf_raw: str, c: list[float]) -> Bar:

@@ -8,6 +8,11 @@
 Feeds also emit `FeedEvent`s: a `Watermark` ("no more trades before ts will come", used to close
 the last bars of a replay file whose metadata says where its data ends) and a `Gap` (data may be
 missing for a time range; the bar builders mark the open bar as gapped).
+
+`Feed.history(symbol, tf, n, end_ns, end_price)` is the feed's own past: bars from before its live
+data, asked for by the warm-up (`MarketDataService.warmup`) once Redis has nothing older. Only the
+simulated feed has one (generated, `market_data/simulated_history.py`); Databento's past comes
+from Databento Historical and a replay's from its files, both read by the service.
 """
 from __future__ import annotations
 
@@ -22,12 +27,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from config.instruments import CATALOG, UnknownSymbolError, canonical_symbol
+from config.instruments import CATALOG, AssetClass, UnknownSymbolError, canonical_symbol
 from config.symbology import catalog_symbol_for_raw
+from config.timeframes import Timeframe
 from domain.market import Bar, Trade
 from market_data.bars import bar_to_trades
+from market_data.simulated_history import BackwardWalk, WalkParams
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +118,16 @@ class Feed(ABC):
         with self._lock:
             self._subscribed.add(canonical_symbol(symbol))
 
+    def history(self, symbol: str, tf: Timeframe, n: int, end_ns: int, end_price: float | None = None) -> list[Bar]:
+        """Up to `n` completed bars of this feed's own past, oldest first, ending before `end_ns` (time
+        bars at or before it, tick bars' closing trade strictly before it) and, when the feed makes
+        its prices up, closing at `end_price`. Default: a real feed has no past of its own."""
+        return []
+
+    def continue_from(self, prices: Mapping[str, float]) -> None:
+        """The last prices published before this process started (Redis). A feed that makes its
+        prices up continues from them; a real feed ignores them."""
+
     def status(self) -> dict[str, Any]:
         s = self.state
         return {
@@ -166,12 +183,46 @@ class SimulatedFeed(Feed):
                  symbols: Iterable[str] | None = None, quote_sources: dict[str, QuoteSource] | None = None) -> None:
         super().__init__()
         self.trades_per_second = trades_per_second
+        self._seed = seed
         self._random = random.Random(seed)
         self._symbols = [canonical_symbol(s) for s in (symbols if symbols is not None else CATALOG)]
         self._quotes = {canonical_symbol(k): v for k, v in (quote_sources or {}).items()}
         self._prices = {s: float(CATALOG[s].typical_price) for s in self._symbols}
         trades_per_day = max(trades_per_second * 6.5 * 3600, 1.0)
         self._step_fraction = {s: CATALOG[s].daily_volatility / math.sqrt(trades_per_day) for s in self._symbols}
+        # One generated past per (symbol, timeframe), kept while it is asked for with the same end:
+        # every strategy warming up on the same bars sees the same history.
+        self._history: dict[tuple[str, str], BackwardWalk] = {}
+        self._history_lock = threading.Lock()
+
+    def continue_from(self, prices: Mapping[str, float]) -> None:
+        """Start the walk at the last published prices, so bars kept in Redis from an earlier run
+        and the new live bars join without a jump back to the typical price."""
+        for raw, price in prices.items():
+            sym = canonical_symbol(raw)
+            if sym in self._prices and sym not in self._quotes and math.isfinite(price) and price > 0:
+                self._prices[sym] = float(CATALOG[sym].round_price(price))
+
+    def history(self, symbol: str, tf: Timeframe, n: int, end_ns: int, end_price: float | None = None) -> list[Bar]:
+        """Bars generated backwards from (`end_ns`, `end_price`; default the walk's current price)
+        with the live walk's tick and volatility, inside the instrument's sessions only. A symbol
+        priced from a broker quote gets none: made-up bars must never mix with real prices."""
+        sym = canonical_symbol(symbol)
+        if n <= 0 or sym not in self._prices or sym in self._quotes:
+            return []
+        instrument = CATALOG[sym]
+        with self._history_lock:
+            walk = self._history.get((sym, tf.raw))
+            if walk is None or walk.end_ns != end_ns:
+                price = end_price if end_price is not None and math.isfinite(end_price) and end_price > 0 \
+                    else self._prices[sym]
+                params = WalkParams(float(instrument.tick_size), self._step_fraction[sym], self.trades_per_second,
+                                    has_volume=instrument.asset_class is not AssetClass.INDEX)
+                # Seeded feeds (tests) generate the same past for the same request.
+                rng = random.Random(f"{self._seed}:{sym}:{tf.raw}:{end_ns}") if self._seed is not None else random.Random()
+                walk = BackwardWalk(sym, tf, end_ns, float(instrument.round_price(price)), params, rng)
+                self._history[(sym, tf.raw)] = walk
+            return walk.bars(n)
 
     def next_trade(self, symbol: str, ts_ns: int) -> Trade | None:
         instrument = CATALOG[symbol]  # type: ignore[index]
@@ -482,6 +533,13 @@ class CompositeFeed(Feed):
     def backfill_from_ns(self) -> int | None:
         pending = [ns for ns in (f.backfill_from_ns() for f in self.feeds) if ns is not None]
         return min(pending) if pending else None
+
+    def history(self, symbol: str, tf: Timeframe, n: int, end_ns: int, end_price: float | None = None) -> list[Bar]:
+        return self._route(canonical_symbol(symbol)).history(symbol, tf, n, end_ns, end_price)
+
+    def continue_from(self, prices: Mapping[str, float]) -> None:
+        for feed in self.feeds:
+            feed.continue_from(prices)
 
     def _run(self) -> None:  # pragma: no cover - the member feeds run their own threads
         return

@@ -31,17 +31,19 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+import numpy as np
 import redis
 
 from config.instruments import CATALOG, UnknownSymbolError, canonical_symbol
 from config.settings import MarketDataSource, Settings
-from config.timeframes import Timeframe
+from config.timeframes import ALLOWED_HOURS, ALLOWED_MINUTES, BarKind, Timeframe
 from domain.market import Bar, Trade
 from market_data import calendars
-from market_data.bars import BarBuilder, SessionGrid, TickBarBuilder, TimeBarBuilder, build_bars, make_builder, resample_bars
+from market_data.bars import (BarBuilder, SessionGrid, TickBarBuilder, TimeBarBuilder, build_bars, make_builder,
+                              resample_bars, resample_complete)
 from market_data.feeds import (UNDEF_TIMESTAMP, CompositeFeed, Feed, FeedEvent, Gap, QuoteSource, ReplayFeed, SimulatedFeed,
                                Watermark, load_replay_file)
-from market_data.redis_buffer import IdAllocator, RedisMarketBuffer, WriteBatch
+from market_data.redis_buffer import HIST_MAXLEN, IdAllocator, RedisMarketBuffer, WriteBatch
 from store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 TradeListener = Callable[[Trade], None]
 _NO_LIMIT_NS = 2**63 - 1
 NS = 1_000_000_000
+TRADE_READ_CHUNK = 20_000  # trade-stream entries per read when a warm-up rebuilds bars from trades
 
 
 @dataclass
@@ -131,7 +134,28 @@ class MarketDataService:
         self._started_wall = self._wall_clock()
         self._writer = threading.Thread(target=self._writer_loop, name="md-writer", daemon=True)
         self._writer.start()
+        self.feed.continue_from(self._published_prices())
         self.feed.start(self._on_trade, self._on_event)
+
+    def _published_prices(self) -> dict[str, float]:
+        """The last price published for each catalog instrument (by an earlier run), for a feed
+        that makes its prices up to continue from (`Feed.continue_from`)."""
+        symbols = list(CATALOG)
+        try:
+            with self.store.redis.pipeline(transaction=False) as pipe:
+                for sym in symbols:
+                    pipe.hget(self.buffer.last_key(sym), "p")
+                replies = pipe.execute()
+        except redis.RedisError:
+            return {}
+        prices: dict[str, float] = {}
+        for sym, price in zip(symbols, replies):
+            try:
+                if price is not None:
+                    prices[sym] = float(price)
+            except ValueError:
+                continue
+        return prices
 
     def stop(self, timeout: float = 5.0) -> None:
         self.feed.stop(timeout)
@@ -213,13 +237,143 @@ class MarketDataService:
         return None
 
     def warmup(self, symbol: str, tf: Timeframe, n: int, through_id: str = "+") -> list[Bar]:
-        """At least `n` completed bars when any source has them: Redis history (up to the bars-stream
-        entry `through_id`: a strategy reads later bars live), else Databento Historical (ohlcv-1m
-        resampled for time bars, trades for tick bars), else the replay files."""
+        """The last `n` completed bars before the live ones, oldest first, from (newest first):
+        1. this timeframe's Redis history, up to the bars-stream entry `through_id` (a strategy
+           reads the later bars live);
+        2. what Redis holds of the instrument otherwise: finer timeframes' bars resampled (a
+           ticker moved from 1Min to 5Min warms on the 1Min bars), then the trade stream;
+        3. Databento Historical (ohlcv-1m resampled for time bars, trades for tick bars), else the
+           replay files;
+        4. the feed's own past (`Feed.history`: the simulated feed generates one that closes at the
+           price its live walk continues from).
+        Each source only adds bars older than the oldest found so far. Sources 2 and 4 end where
+        this timeframe's live bars begin (`_live_start_ns`), so no bar is both history and live."""
         sym = canonical_symbol(symbol)
         bars = self.history(sym, tf, n, through_id)
         if len(bars) >= n:
             return bars
+        live_start = self._live_start_ns(sym, tf, bars)
+        if live_start is not None:
+            bars = self._rebuilt_from_redis(sym, tf, n - len(bars), live_start) + bars
+        if len(bars) < n:
+            bars = _prepend_older(self._vendor_history(sym, tf, n), bars)
+        if len(bars) < n and (bars or live_start is not None):
+            end_ns = bars[0].start_ns if bars else live_start
+            end_price = bars[0].open if bars else self.last_price(sym)
+            assert end_ns is not None
+            try:
+                bars = self.feed.history(sym, tf, n - len(bars), end_ns, end_price) + bars
+            except Exception:  # a feed's history is a bonus: warm up on what there is
+                log.warning("%s history for %s %s failed", self.feed.name, sym, tf.raw, exc_info=True)
+        return bars[-n:]
+
+    def _live_start_ns(self, sym: str, tf: Timeframe, held: list[Bar]) -> int | None:
+        """Where this timeframe's bars in Redis or still to come begin: bars rebuilt or generated
+        for a warm-up end there. (Time bars: a start on the session grid; tick bars: the time of
+        their first trade.) None when it cannot be known (a replay that has not reached `sym`)."""
+        if held:
+            return held[0].start_ns  # fewer than asked for: every bar of the stream up to `through_id`
+        try:
+            oldest = self.store.redis.xrange(self.buffer.hist_key(sym, tf.raw), count=1)
+        except redis.RedisError:
+            return None
+        if oldest:
+            return Bar.from_fields(oldest[0][1]).start_ns
+        with self._lock:
+            builder = self._builders.get(sym, {}).get(tf.raw)
+            under_way = builder.open_start_ns if builder is not None else None
+            partial_before = builder.partial_before_ns if isinstance(builder, TimeBarBuilder) else 0
+        if under_way is not None:
+            return under_way
+        last = self._last_trade.get(sym)
+        if tf.is_tick:  # the builder's first bar opens with the next trade
+            if last is not None:
+                return last.ts_ns + 1
+            return self._time_ns() if self.feed.realtime else None
+        if self.feed.realtime:
+            reference = partial_before or self._time_ns()
+        elif last is not None:
+            reference = last.ts_ns
+        else:
+            return None
+        return SessionGrid(sym).bucket(reference, tf)[0]
+
+    def _rebuilt_from_redis(self, sym: str, tf: Timeframe, need: int, end_ns: int) -> list[Bar]:
+        """Up to `need` bars of `tf` ending by `end_ns`, rebuilt from the finer timeframes' bars and
+        the trades Redis holds of `sym` (session bars only: bars outside the sessions are never
+        evaluated, and resampling them would spill them into the session's buckets). The source
+        reaching closest to `end_ns` goes first; each next one adds only older bars."""
+        sources: list[tuple[int, int, Callable[[int, int], list[Bar]]]] = []  # (newest ns, rank, build)
+        try:
+            if not tf.is_tick:
+                finer = _finer_timeframes(tf)
+                with self.store.redis.pipeline(transaction=False) as pipe:
+                    for lower in finer:
+                        pipe.xrevrange(self.buffer.hist_key(sym, lower.raw), max=_id_before(end_ns), count=1)
+                    newest = pipe.execute()
+                for rank, (lower, top) in enumerate(zip(finer, newest)):
+                    if top:
+                        sources.append((Bar.from_fields(top[0][1]).end_ns, rank,
+                                        lambda want, end, lower=lower: self._resampled(sym, lower, tf, want, end)))
+            top_trade = self.store.redis.xrevrange(self.buffer.trades_key(sym), max=_id_before(end_ns), count=1)
+            if top_trade:
+                sources.append((int(top_trade[0][1]["t"]), len(sources) + 1,
+                                lambda want, end: self._from_trades(sym, tf, want, end)))
+            bars: list[Bar] = []
+            for _newest, _rank, build in sorted(sources, key=lambda s: (-s[0], s[1])):
+                if len(bars) >= need:
+                    break
+                bars = build(need - len(bars), bars[0].start_ns if bars else end_ns) + bars
+            return bars[-need:] if need > 0 else []
+        except redis.RedisError:
+            log.warning("warm-up could not read %s from Redis", sym, exc_info=True)
+            return []
+
+    def _resampled(self, sym: str, lower: Timeframe, tf: Timeframe, need: int, end_ns: int) -> list[Bar]:
+        per_bar = 86_400 // lower.seconds if tf.is_daily else tf.seconds // lower.seconds
+        entries = self.store.redis.xrevrange(self.buffer.hist_key(sym, lower.raw), max=_id_before(end_ns),
+                                             count=min(HIST_MAXLEN, (need + 1) * per_bar))
+        source = [Bar.from_fields(fields) for _id, fields in reversed(entries)]
+        source = [b for b in source if b.end_ns <= end_ns]
+        source = _in_session(sym, source)
+        return resample_complete(source, tf, SessionGrid(sym))[-need:]
+
+    def _from_trades(self, sym: str, tf: Timeframe, need: int, end_ns: int) -> list[Bar]:
+        """Bars built from the trade stream before `end_ns`, exactly as the live builder would
+        have built them; the oldest (partial) time bar is left out, tick bars are counted from
+        the newest trade back."""
+        key = self.buffer.trades_key(sym)
+        want_ticks = need * tf.size if tf.is_tick else None
+        reach_ns = None if tf.is_tick else end_ns - (need + 1) * tf.seconds * NS
+        newest_first: list[Trade] = []
+        top = _id_before(end_ns)
+        while True:
+            chunk = self.store.redis.xrevrange(key, max=top, count=TRADE_READ_CHUNK)
+            for entry_id, fields in chunk:
+                trade = Trade.from_fields(sym, fields)
+                if trade.ts_ns < end_ns:
+                    newest_first.append(trade)
+            if len(chunk) < TRADE_READ_CHUNK or not newest_first:
+                break
+            if want_ticks is not None and len(newest_first) >= want_ticks:
+                break
+            if reach_ns is not None and newest_first[-1].ts_ns <= reach_ns:
+                break
+            top = _id_below(chunk[-1][0])
+        trades = newest_first[::-1]
+        if trades:
+            mask = calendars.open_mask(sym, np.fromiter((t.ts_ns for t in trades), dtype=np.int64, count=len(trades)))
+            trades = [t for t, inside in zip(trades, mask) if inside]
+        if tf.is_tick:
+            if want_ticks is not None:
+                trades = trades[-want_ticks:]
+            trades = trades[len(trades) % tf.size:]
+            return build_bars(trades, sym, tf)[-need:]
+        bars = build_bars(trades, sym, tf, SessionGrid(sym), watermark_ns=end_ns)[1:]
+        return [b for b in bars if b.end_ns <= end_ns][-need:]
+
+    def _vendor_history(self, sym: str, tf: Timeframe, n: int) -> list[Bar]:
+        """Databento Historical when a key (or client) is configured, else the replay files."""
         older: list[Bar] = []
         if self._historical is not None or self.settings.databento_api_key:
             try:
@@ -228,10 +382,7 @@ class MarketDataService:
                 log.warning("databento warm-up for %s %s failed", sym, tf.raw, exc_info=True)
         if len(older) < n and self.settings.replay_files:
             older = self._warmup_from_replay(sym, tf)
-        have = {b.start_ns for b in bars}
-        first = bars[0].start_ns if bars else None
-        merged = [b for b in older if b.start_ns not in have and (first is None or b.start_ns < first)] + bars
-        return merged[-n:]
+        return older
 
     def _warmup_from_replay(self, sym: str, tf: Timeframe) -> list[Bar]:
         """Bars from the replay files that lie before the replay's current position. When the
@@ -492,6 +643,41 @@ class MarketDataService:
         """Run trades through the same path synchronously (no threads). For tests and tools."""
         self._drain(deque(trades))
         self._flush()
+
+
+def _prepend_older(older: list[Bar], bars: list[Bar]) -> list[Bar]:
+    """`older` bars that start before the first of `bars` (and are not among them), then `bars`."""
+    have = {b.start_ns for b in bars}
+    first = bars[0].start_ns if bars else None
+    return [b for b in older if b.start_ns not in have and (first is None or b.start_ns < first)] + bars
+
+
+def _finer_timeframes(tf: Timeframe) -> list[Timeframe]:
+    """The time timeframes whose bars resample exactly into `tf` bars, finest first: they divide
+    it, so their session-grid buckets nest in its buckets (any of them nests in a daily bar)."""
+    sizes = sorted({m * 60 for m in ALLOWED_MINUTES} | {h * 3600 for h in ALLOWED_HOURS})
+    return [Timeframe(BarKind.TIME, s) for s in sizes
+            if s < tf.seconds and (tf.is_daily or tf.seconds % s == 0)]
+
+
+def _id_before(ts_ns: int) -> str:
+    """The largest stream id of an entry stamped (ms) before `ts_ns`: bar ids are their start's ms,
+    trade ids their time's ms."""
+    return str(-(-ts_ns // 1_000_000) - 1)
+
+
+def _id_below(stream_id: str) -> str:
+    """The largest stream id below `stream_id` (an exclusive XREVRANGE bound for any Redis)."""
+    ms, _, seq = stream_id.partition("-")
+    return f"{ms}-{int(seq) - 1}" if seq and int(seq) > 0 else str(int(ms) - 1)
+
+
+def _in_session(sym: str, bars: list[Bar]) -> list[Bar]:
+    if not bars:
+        return bars
+    starts = np.fromiter((b.start_ns for b in bars), dtype=np.int64, count=len(bars))
+    ends = np.fromiter((b.end_ns for b in bars), dtype=np.int64, count=len(bars))
+    return [b for b, inside in zip(bars, calendars.bars_in_session(sym, starts, ends)) if inside]
 
 
 def _merge(first: WriteBatch, second: WriteBatch) -> WriteBatch:

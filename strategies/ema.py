@@ -151,6 +151,13 @@ class EmaCrossStrategy(PositionStrategy):
             bars = max(bars, self.config.atr_period + 1)  # ATR's first value is at bar atr_period
         return bars
 
+    @property
+    def warmed_up(self) -> bool:
+        """Both lines are defined (the next bar's cross compares them with its own values), and
+        the ATR when the ATR stop is configured (no entry is taken without it)."""
+        return (self.fast.value is not None and self.slow.value is not None
+                and (self.config.stop_loss_atr <= 0 or self.atr.value is not None))
+
     def stop_distance(self) -> float | None:
         """Points from entry to the stop with the current ATR; None when no stop is configured or
         the ATR stop is configured but the ATR is not defined yet."""
@@ -227,6 +234,8 @@ class EmaCrossStrategy(PositionStrategy):
             intents.append(self._stop_intent(bar.end_ns, bar.close, f"bar low {bar.low} high {bar.high}"))
         # 2. Lines at the close.
         f, s = self._update_lines(bar)
+        if self.stop_price is None and self.target is not PositionTarget.FLAT and self.stop_configured:
+            self._arm_stop()  # a position resumed before the ATR was defined: its ATR stop, as soon as it is
         side = self._cross(f, s)
         if side is None:
             return intents

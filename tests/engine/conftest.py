@@ -21,7 +21,7 @@ from engine.executor import IntentExecutor
 import engine.runner as runner_module
 from engine.runner import StrategyRunner
 from engine.supervisor import StrategySupervisor
-from market_data.feeds import ReplayFeed
+from market_data.feeds import Feed, ReplayFeed
 from market_data.service import MarketDataService
 from oms.order_manager import OrderManager
 from store.redis_store import Store
@@ -106,10 +106,13 @@ class EngineRig:
 
 
 def build_rig(store: Store, settings: Settings, option_clock: Callable[[], datetime] | None = None, *,
-              time_ns: Callable[[], int] | None = None, **supervisor_options: object) -> EngineRig:
-    """`time_ns` is the engine's wall clock (ns); when given, the paper brokers' clock (option
-    pricing) follows it too unless `option_clock` is given."""
-    md = MarketDataService(settings, store, source=ReplayFeed([]))
+              time_ns: Callable[[], int] | None = None, source: Feed | None = None,
+              **supervisor_options: object) -> EngineRig:
+    """`time_ns` is the engine's wall clock (ns); when given, the market data service's bar builders
+    follow it, and so does the paper brokers' clock (option pricing) unless `option_clock` is
+    given. `source`: the market data feed (default: an empty replay; the test pushes trades)."""
+    md = MarketDataService(settings, store, source=source if source is not None else ReplayFeed([]),
+                           **({"time_ns": time_ns} if time_ns is not None else {}))
     if option_clock is None and time_ns is not None:
         option_clock = lambda: datetime.fromtimestamp(time_ns() / 1e9, timezone.utc)  # noqa: E731
     clock = option_clock or (lambda: datetime.now(timezone.utc))

@@ -66,7 +66,7 @@ def test_listener_exception_does_not_stop_the_pipeline(store: Store, make_servic
 
 
 def test_warmup_through_a_bar_id_leaves_later_bars_to_the_live_read(store: Store, make_service: ServiceFactory) -> None:
-    svc = make_service(store)
+    svc = make_service(store, ManualFeed(realtime=False))  # a feed without a past of its own
     tf = Timeframe.parse("2t")
     svc.ensure("/ES", tf)
     svc.process_now([Trade("/ES", BASE + i * S, 5000.0 + i, 1) for i in range(6)])  # bars open 5000, 5002, 5004

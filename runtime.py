@@ -4,12 +4,17 @@ strategy engine and the maintenance thread. `app.main()` calls `TradingRuntime.b
 
 Start-up order matters (issue: brokers): brokers connect, the order manager recovers in-flight
 orders and reconciliation runs BEFORE any strategy resumes, so a restart never acts on a book
-that disagrees with the broker. Tickers affected by a mismatch stay halted until an operator
-adopts the broker's position or flattens it.
+that disagrees with the broker. A mismatch halts the tickers it affects only once it held on a
+second read (orders fill while reconciliation reads); such a halt lifts itself when a later
+reconciliation agrees at that key, or when an operator adopts the broker's position or flattens
+it. Every standing disagreement (book vs broker from reconciliation, strategy vs book from the
+strategy engine) is kept in `divergences` and shown in /api/status.
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,43 +31,152 @@ from domain.market import Trade
 from domain.orders import BROKERS, SCHWAB, TASTYTRADE, BrokerName
 from engine.clock import spx_session_clock
 from engine.executor import IntentExecutor
+from engine.runner import Divergence as StrategyDivergence
 from engine.supervisor import StrategySupervisor
 from market_data.service import MarketDataService
 from domain.risk import allow_all
-from oms.models import TargetOrder
+from monitoring.divergence import Divergences
+from oms.journal import event_entry
+from oms.models import BrokerReport, OmsPosition, TargetOrder
 from oms.order_manager import OrderManager
-from oms.reconcile import ReconciliationReport, reconcile
+from oms.reconcile import ReconciliationReport, adopt_broker_position, flatten_mismatch, reconcile
 from store.redis_store import Store
 
 log = logging.getLogger("runtime")
 
 RECONCILE_INTERVAL_SECONDS = 180.0  # "every few minutes"
 MAINTENANCE_INTERVAL_SECONDS = 5.0  # ledger sync, loss limits, live order polling
+# Wait before the confirmation read of a candidate mismatch: long enough for an order sent or
+# filled during the first read to be booked (a paper fill is booked within milliseconds, a live
+# fill on the next poll), short enough that a real mismatch halts at once.
+RECONCILE_SETTLE_SECONDS = 1.5
+
+
+MISMATCH = "mismatch"  # cause prefix of a halt reconciliation raised (and so may lift)
+OTHER = "other"  # any other cause: never lifted by reconciliation
+_LEGACY_REASON = re.compile(r"^reconciliation mismatch at (\S+) (.+?): broker ")
+
+
+@dataclass(frozen=True, slots=True)
+class Halt:
+    strategy: str
+    symbol: str
+    reason: str  # one standing cause's reason (what the executor answers with)
+    causes: dict[str, str]  # cause -> reason; "mismatch\x1f<broker>\x1f<key>" or "other"
+
+    def mismatch_keys(self) -> list[tuple[str, str]]:
+        return sorted(tuple(c.split("\x1f")[1:3]) for c in self.causes if c.startswith(MISMATCH))  # type: ignore[misc]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "symbol": self.symbol, "reason": self.reason,
+                "causes": [{"cause": MISMATCH, "broker": c.split("\x1f")[1], "key": c.split("\x1f")[2], "reason": r}
+                           if c.startswith(MISMATCH) else {"cause": c, "reason": r}
+                           for c, r in sorted(self.causes.items())]}
 
 
 @dataclass
 class Halts:
-    """Tickers halted by reconciliation: (strategy, symbol) -> reason. Persisted in Redis so a
-    restart does not silently resume a ticker whose book disagreed with the broker."""
+    """Halted tickers: (strategy, symbol) -> reason, persisted in Redis so a restart does not
+    silently resume a ticker whose book disagreed with the broker.
+
+    Each halt remembers its causes (`engine:halt_causes`, one JSON object per ticker). A ticker
+    halted by reconciliation mismatches resumes when every one of them is released (a later
+    reconciliation agrees at the key, or an operator adopted or flattened there); a cause set with
+    `set` (anything else) is only lifted by `clear`. `engine:halts` keeps the plain reason per
+    ticker, which the executor reads before every intent. One process writes these (the instance
+    lock); the lock below serialises its threads."""
 
     store: Store
     _key: str = field(init=False)
+    _causes_key: str = field(init=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._key = self.store.key("engine", "halts")
+        self._causes_key = self.store.key("engine", "halt_causes")
+
+    @staticmethod
+    def _pair(strategy: str, symbol: str) -> str:
+        return f"{strategy}|{symbol}"
+
+    def _causes(self, pair: str, reason: str | None) -> dict[str, str]:
+        raw = self.store.redis.hget(self._causes_key, pair)
+        if raw is not None:
+            return dict(json.loads(raw))
+        if reason is None:
+            return {}
+        legacy = _LEGACY_REASON.match(reason)  # written before causes were recorded
+        return {"\x1f".join((MISMATCH, legacy[1], legacy[2])): reason} if legacy else {OTHER: reason}
+
+    def _write(self, pair: str, causes: dict[str, str]) -> None:
+        pipe = self.store.redis.pipeline(transaction=True)
+        if causes:
+            pipe.hset(self._key, pair, next(iter(causes.values())))
+            pipe.hset(self._causes_key, pair, json.dumps(causes))
+        else:
+            pipe.hdel(self._key, pair)
+            pipe.hdel(self._causes_key, pair)
+        pipe.execute()
 
     def set(self, strategy: str, symbol: str, reason: str) -> None:
-        self.store.redis.hset(self._key, f"{strategy}|{symbol}", reason)
+        """Halt for a cause reconciliation does not own: only `clear` lifts it."""
+        self._add(strategy, symbol, OTHER, reason)
+
+    def set_mismatch(self, strategy: str, symbol: str, broker: str, key: str, reason: str) -> bool:
+        """Halt because the book and `broker` disagree at `key`. True when this cause is new."""
+        return self._add(strategy, symbol, "\x1f".join((MISMATCH, broker, key)), reason)
+
+    def _add(self, strategy: str, symbol: str, cause: str, reason: str) -> bool:
+        pair = self._pair(strategy, symbol)
+        with self._lock:
+            causes = self._causes(pair, self.reason(strategy, symbol))
+            new = cause not in causes
+            causes[cause] = reason
+            self._write(pair, causes)
+        return new
+
+    def release_mismatch(self, broker: str, key: str, reason: str) -> list[tuple[str, str]]:
+        """The book and `broker` agree at `key` again: drop that cause from every halt; returns the
+        tickers that are no longer halted (none while another cause stands)."""
+        cause = "\x1f".join((MISMATCH, broker, key))
+        resumed: list[tuple[str, str]] = []
+        with self._lock:
+            for halt in self.standing():
+                if cause not in halt.causes:
+                    continue
+                causes = {c: r for c, r in halt.causes.items() if c != cause}
+                self._write(self._pair(halt.strategy, halt.symbol), causes)
+                if not causes:
+                    resumed.append((halt.strategy, halt.symbol))
+        if resumed:
+            log.warning("RESUMED %s: %s %s: %s", resumed, broker, key, reason)
+        return resumed
 
     def clear(self, strategy: str, symbol: str) -> bool:
-        return bool(self.store.redis.hdel(self._key, f"{strategy}|{symbol}"))
+        with self._lock:
+            pair = self._pair(strategy, symbol)
+            had = self.store.redis.hexists(self._key, pair)
+            self._write(pair, {})
+        return bool(had)
 
     def reason(self, strategy: str, symbol: str) -> str | None:
-        value = self.store.redis.hget(self._key, f"{strategy}|{symbol}")
+        value = self.store.redis.hget(self._key, self._pair(strategy, symbol))
         return None if value is None else str(value)
 
     def all(self) -> dict[str, str]:
         return {str(k): str(v) for k, v in self.store.redis.hgetall(self._key).items()}
+
+    def standing(self) -> list[Halt]:
+        """Every halt with its causes."""
+        out = []
+        for pair, reason in sorted(self.all().items()):
+            strategy, _, symbol = pair.partition("|")
+            out.append(Halt(strategy, symbol, reason, self._causes(pair, reason)))
+        return out
+
+    def mismatch_keys(self) -> set[tuple[str, str]]:
+        """Every (broker, key) some halt is waiting on."""
+        return {k for h in self.standing() for k in h.mismatch_keys()}
 
 
 def build_live_adapters(settings: Settings, store: Store, token_store: TokenStore) -> dict[BrokerName, BrokerAdapter]:
@@ -81,7 +195,9 @@ def build_live_adapters(settings: Settings, store: Store, token_store: TokenStor
 
 class TradingRuntime:
     def __init__(self, services: Services, *, market_data: MarketDataService, registry: BrokerRegistry,
-                 orders: OrderManager, supervisor: StrategySupervisor, halts: Halts) -> None:
+                 orders: OrderManager, supervisor: StrategySupervisor, halts: Halts,
+                 divergences: Divergences | None = None,
+                 reconcile_settle: Callable[[], object] | None = None) -> None:
         self.services = services
         self.market_data = market_data
         self.registry = registry
@@ -92,6 +208,12 @@ class TradingRuntime:
         self.on_reconciliation: Callable[[ReconciliationReport], None] | None = None  # alerts hook
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
+        # The settle wait is on the stop event: never a busy loop, and a stop cuts it short.
+        self._settle = reconcile_settle or (lambda: self._stop.wait(RECONCILE_SETTLE_SECONDS))
+        # One reconciliation or operator resolution at a time (maintenance thread, start-up and web
+        # requests): a comparison read before an adopt must not re-halt what the adopt cleared.
+        self._reconcile_lock = threading.RLock()
+        self.divergences = divergences or build_divergences(services)
 
     @staticmethod
     def build(services: Services, *, market_data: MarketDataService | None = None,
@@ -106,6 +228,7 @@ class TradingRuntime:
         registry = BrokerRegistry(settings, live=live, paper=paper)
         orders = OrderManager(store, registry.trading_adapters(), pre_trade_check=services.risk or allow_all)
         halts = Halts(store)
+        divergences = build_divergences(services)
         metrics = services.extras.get("metrics")
         executor = IntentExecutor(orders, chain_provider=registry.option_chain, halted=halts.reason)
         supervisor = StrategySupervisor(
@@ -114,9 +237,10 @@ class TradingRuntime:
             skip_stale_signals=settings.market_data_source is not MarketDataSource.REPLAY,
             on_bar_to_order=metrics.observe_bar_to_order if metrics else None,
             on_restart=metrics.strategy_restarted if metrics else None,
+            on_divergence=lambda d, strategy, symbol: strategy_divergence(divergences, d, strategy, symbol),
         )
         runtime = TradingRuntime(services, market_data=md, registry=registry, orders=orders,
-                                 supervisor=supervisor, halts=halts)
+                                 supervisor=supervisor, halts=halts, divergences=divergences)
         if services.risk is not None:  # a breached loss limit flattens its scope through the OMS
             services.risk.flatten_callback = runtime.flatten_scope
         services.market_data = md
@@ -125,6 +249,7 @@ class TradingRuntime:
         services.engine = supervisor
         services.extras["runtime"] = runtime
         services.extras["halts"] = halts
+        services.extras["divergences"] = divergences
         return runtime
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -182,21 +307,94 @@ class TradingRuntime:
         self.supervisor.sync_with_book(strategy)
         return {"orders": [r.to_json() for r in results], "ok": all(r.ok for r in results)}
 
+    # --- reconciliation, halts and divergences ------------------------------------------------
     def reconcile_now(self) -> ReconciliationReport:
-        report = reconcile(self.orders)
-        self.last_reconciliation = report
-        if self.on_reconciliation is not None:
-            self.on_reconciliation(report)
-        for broker in report.brokers:
-            for mismatch in broker.mismatches:
-                for strategy, symbol in mismatch.affected:
-                    reason = (f"reconciliation mismatch at {broker.broker} {mismatch.key}: broker "
-                              f"{mismatch.broker_quantity}, ours {mismatch.oms_quantity}")
-                    self.halts.set(strategy, symbol, reason)
-                    log.error("HALTED %s %s: %s", strategy, symbol, reason)
-            if not broker.ok:
-                log.warning("reconciliation could not read %s: %s", broker.broker, broker.error)
+        """Compare the book with every broker (a candidate mismatch is read again after the settle
+        wait), halt the tickers a confirmed mismatch affects, lift mismatch halts whose key now
+        agrees, and keep the standing book-vs-broker divergences."""
+        with self._reconcile_lock:
+            report = reconcile(self.orders, settle=self._settle)
+            self.last_reconciliation = report
+            if self.on_reconciliation is not None:
+                self.on_reconciliation(report)
+            for broker in report.brokers:
+                if not broker.ok:
+                    log.warning("reconciliation could not read %s: %s", broker.broker, broker.error)
+                for mismatch in broker.mismatches:
+                    self._halt_mismatch(broker.broker, mismatch.key, mismatch.affected, mismatch.broker_quantity,
+                                        mismatch.oms_quantity)
+            for broker_name, key in sorted(self.halts.mismatch_keys() | self.divergences.reconciliation_keys()):
+                seen = report.broker(broker_name)
+                if seen is not None and seen.agrees(key):
+                    self._release(broker_name, key, "a later reconciliation agrees")
         return report
+
+    def _halt_mismatch(self, broker: str, key: str, affected: tuple[tuple[str, str], ...], broker_qty: int,
+                       oms_qty: int) -> None:
+        reason = f"reconciliation mismatch at {broker} {key}: broker {broker_qty}, ours {oms_qty}"
+        self.divergences.report_reconciliation(broker, key, affected, oms_qty, broker_qty,
+                                               "confirmed on two reads")
+        for strategy, symbol in affected:
+            if self.halts.set_mismatch(strategy, symbol, broker, key, reason):
+                log.error("HALTED %s %s: %s", strategy, symbol, reason)
+                self._journal("ticker_halted", broker, strategy, symbol, reason, key)
+
+    def _release(self, broker: str, key: str, why: str) -> list[list[str]]:
+        """The book and `broker` agree at `key`: lift the halts waiting only on that, clear its
+        divergences. Returns the resumed tickers as [strategy, symbol] pairs."""
+        self.divergences.clear_reconciliation(broker, key, why)
+        resumed = self.halts.release_mismatch(broker, key, why)
+        alerter = self.services.extras.get("alerter")
+        for strategy, symbol in resumed:
+            message = f"{strategy} {symbol} resumed: {why} at {broker} {key}"
+            self._journal("halt_cleared", broker, strategy, symbol, why, key)
+            if alerter is not None:
+                alerter.alert("halt_cleared", message, "info", strategy=strategy, symbol=symbol, broker=broker,
+                              key=key)
+        return [[s, sym] for s, sym in resumed]
+
+    def _journal(self, event: str, broker: str, strategy: str, symbol: str, reason: str, key: str) -> None:
+        """Halts go into the OMS journal next to the orders they stopped (GET /api/journal)."""
+        try:
+            self.orders.store.redis.xadd(self.orders.k_journal,
+                                         event_entry(event, time.time_ns(), broker, strategy, symbol, reason, key=key))
+        except Exception:  # the halt itself is already in Redis; the journal line is the extra
+            log.exception("could not journal %s for %s %s", event, strategy, symbol)
+
+    def adopt(self, broker: str, key: str, strategy: str, symbol: str | None = None) -> tuple[OmsPosition, list[list[str]]]:
+        """Operator: the book takes the broker's position at `key` into `strategy`'s lane; the
+        halts waiting only on that key resume. Raises oms.reconcile.NothingAtKey, or the broker's
+        error when its positions cannot be read."""
+        with self._reconcile_lock:
+            position = adopt_broker_position(self.orders, broker, key, strategy, symbol)
+            return position, self._release(broker, key, "operator adopted the broker position")
+
+    def flatten(self, broker: str, key: str) -> tuple[BrokerReport, list[list[str]]]:
+        """Operator: close the broker's whole position at `key`. Halts resume only when every close
+        order went through."""
+        with self._reconcile_lock:
+            report = flatten_mismatch(self.orders, broker, key)
+            if not report.ok:
+                return report, []
+            return report, self._release(broker, key, "operator flattened the position")
+
+    def report_divergence(self, strategy: str, symbol: str, broker: str, strategy_qty: int, book_qty: int,
+                          broker_qty: int | None = None, note: str = "") -> bool:
+        """The strategy engine found the strategy believing `strategy_qty` where the book holds
+        `book_qty` (signed contracts/shares; `broker_qty` when it read the broker). Kept until
+        `clear_divergence`; True when it newly appeared (logged and alerted then). Thread-safe,
+        no Redis round trip when nothing changed."""
+        return self.divergences.report_strategy(strategy, symbol, broker, strategy_qty, book_qty, broker_qty, note)
+
+    def clear_divergence(self, strategy: str, symbol: str, broker: str, note: str = "") -> bool:
+        """The strategy and the book agree again; True when a divergence stood. Cheap when none did."""
+        return self.divergences.clear_strategy(strategy, symbol, broker, note)
+
+    def position_truth(self) -> dict[str, Any]:
+        """Standing divergences (both sources) and halts with their causes, for /api/status."""
+        divergences = self.divergences.to_json()
+        halts = [h.to_json() for h in self.halts.standing()]
+        return {"ok": not divergences and not halts, "divergences": divergences, "halts": halts}
 
     def _maintain(self) -> None:
         """Timer thread (Event.wait, not a busy loop). Every few seconds: fold new fills into the
@@ -239,5 +437,34 @@ class TradingRuntime:
             "halts": self.halts.all(),
             "reconciliation": self.last_reconciliation.to_json() if self.last_reconciliation else None,
             "paused_brokers": self.orders.paused_brokers(),
+            "divergences": self.divergences.to_json(),
         }
+
+
+def strategy_divergence(divergences: Divergences, d: StrategyDivergence | None, strategy: str, symbol: str) -> None:
+    """The runners' `on_divergence` callback: one entry per broker where the strategy's expected
+    position and the book differ; None (they agree again) clears the ticker's entries."""
+    for broker in BROKERS:
+        expected = d.expected.get(broker, 0) if d is not None else 0
+        book = d.book.get(broker, 0) if d is not None else 0
+        if d is not None and expected != book:
+            divergences.report_strategy(strategy, symbol, broker, expected, book, None,
+                                        f"strategy {d.strategy_target}: {d.note}")
+        else:
+            divergences.clear_strategy(strategy, symbol, broker, d.note if d is not None else "")
+
+
+def build_divergences(services: Services) -> Divergences:
+    """The divergence registry, reporting to the services' metrics and alerter (looked up when
+    used: the alerter may be attached after the runtime is built)."""
+    def alert(*args: Any, **kwargs: Any) -> object:
+        alerter = services.extras.get("alerter")
+        return alerter.alert(*args, **kwargs) if alerter is not None else None
+
+    def lane(strategy: str, symbol: str, broker: str, diverging: bool) -> None:
+        metrics = services.extras.get("metrics")
+        if metrics is not None:
+            metrics.set_position_divergence(strategy, symbol, broker, diverging)
+
+    return Divergences(services.store, alert=alert, on_lane=lane)
 

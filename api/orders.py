@@ -9,11 +9,11 @@ POST /api/reconcile/adopt     admin   {broker, key, strategy, symbol?}: the OMS 
 POST /api/reconcile/flatten   admin   {broker, key}: close the broker's whole position at key
 
 Reads `services.orders` (oms.order_manager.OrderManager; 503 when absent), `services.extras["runtime"]`
-(runtime.TradingRuntime: reconcile_now(), last_reconciliation) and `services.extras["halts"]`
-(runtime.Halts). Adopt/flatten clear the halts of the (strategy, symbol) pairs the resolved
-mismatch affected, except pairs another unresolved mismatch of the last report still affects.
-No trading logic here: the OMS and oms.reconcile do the work. Broker errors are reported by
-exception type only (never a broker message that could carry an account number).
+(runtime.TradingRuntime: reconcile_now(), adopt(), flatten(), last_reconciliation) and
+`services.extras["halts"]` (runtime.Halts). Which halts an adopt or flatten lifts is the
+runtime's decision (those waiting only on the resolved key). No trading logic here. Broker
+errors are reported by exception type only (never a broker message that could carry an account
+number).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from config.instruments import canonical_symbol
 from domain.orders import BROKERS, OrderState
 from domain.tickers import StrategyName
 from oms.journal import read_fills, read_journal
-from oms.reconcile import RECONCILE_STRATEGY, NothingAtKey, adopt_broker_position, flatten_mismatch, symbol_for_key
+from oms.reconcile import RECONCILE_STRATEGY, NothingAtKey
 
 log = logging.getLogger(__name__)
 
@@ -107,41 +107,6 @@ def _halts_json() -> list[dict[str, str]]:
 def _last_report() -> Any:
     runtime = _runtime(required=False)
     return getattr(runtime, "last_reconciliation", None) if runtime is not None else None
-
-
-def _clear_halts(broker: str, key: str, pairs: set[tuple[str, str]]) -> list[list[str]]:
-    """Clear the halts of `pairs`, except those another mismatch of the last report still affects."""
-    halts = get_services().extras.get("halts")
-    if halts is None:
-        return []
-    still: set[tuple[str, str]] = set()
-    report = _last_report()
-    if report is not None:
-        for b in report.brokers:
-            for m in b.mismatches:
-                if (m.broker, m.key) != (broker, key):
-                    still |= {tuple(a) for a in m.affected}  # type: ignore[misc]
-    cleared = []
-    for strategy, symbol in sorted(pairs - still):
-        if halts.clear(strategy, symbol):
-            cleared.append([strategy, symbol])
-    return cleared
-
-
-def _affected(om: Any, broker: str, key: str, symbol: str | None = None) -> set[tuple[str, str]]:
-    """(strategy, symbol) pairs a mismatch at (broker, key) concerns: the last report's, plus the
-    OMS lanes holding that key."""
-    pairs: set[tuple[str, str]] = set()
-    report = _last_report()
-    if report is not None:
-        for b in report.brokers:
-            for m in b.mismatches:
-                if (m.broker, m.key) == (broker, key):
-                    pairs |= {(str(s), str(sym)) for s, sym in m.affected}
-    pairs |= {(p.strategy, p.symbol) for p in om.positions() if p.broker == broker and p.key == key}
-    if symbol:
-        pairs.add((RECONCILE_STRATEGY, symbol))
-    return pairs
 
 
 # ---------------------------------------------------------------------------- reads
@@ -233,16 +198,15 @@ def adopt() -> Any:
     key = _key(body.get("key"))
     strategy = _strategy(body.get("strategy"))
     symbol = _symbol(body["symbol"]) if body.get("symbol") is not None else None
-    pairs = _affected(om, broker, key)
+    runtime = _runtime(required=True)
     try:
-        position = adopt_broker_position(om, broker, key, strategy, symbol)
+        position, cleared = runtime.adopt(broker, key, strategy, symbol)
     except NothingAtKey as exc:
         raise ApiError(404, str(exc), field="key", error="not found") from None
     except Exception as exc:
         log.warning("adopt at %s %s failed: %s", broker, key, type(exc).__name__)
         raise ApiError(502, f"could not read positions at {broker}: {type(exc).__name__}", error="broker_error") from None
-    pairs.add((position.strategy, position.symbol))
-    return ok(position=position.to_json(), cleared_halts=_clear_halts(broker, key, pairs), halts=_halts_json())
+    return ok(position=position.to_json(), cleared_halts=cleared, halts=_halts_json())
 
 
 @orders_bp.post("/reconcile/flatten")
@@ -254,21 +218,20 @@ def flatten() -> Any:
     body = json_body()
     broker = _broker(body.get("broker"), om)
     key = _key(body.get("key"))
-    pairs = _affected(om, broker, key, symbol_for_key(key))
+    runtime = _runtime(required=True)
     try:
-        report = flatten_mismatch(om, broker, key)
+        report, cleared = runtime.flatten(broker, key)
     except NothingAtKey as exc:
         raise ApiError(404, str(exc), field="key", error="not found") from None
     except Exception as exc:
         log.warning("flatten at %s %s failed: %s", broker, key, type(exc).__name__)
         raise ApiError(502, f"could not flatten at {broker}: {type(exc).__name__}", error="broker_error") from None
-    pairs |= {(r.strategy, r.symbol) for r in report.results}
     if not report.ok:
         body_out = {"success": False, "error": "flatten_incomplete",
                     "message": f"flatten at {broker} {key} did not complete; halts kept",
                     "report": report.to_json(), "cleared_halts": [], "halts": _halts_json()}
         return jsonify(body_out), 502
-    return ok(report=report.to_json(), cleared_halts=_clear_halts(broker, key, pairs), halts=_halts_json())
+    return ok(report=report.to_json(), cleared_halts=cleared, halts=_halts_json())
 
 
 __all__ = ["orders_bp"]

@@ -61,6 +61,13 @@ class Metrics:
         self.broker_token_expiry = Gauge("broker_token_expiry_timestamp_seconds",
                                          "Unix time the broker's refresh token expires", ["broker"],
                                          namespace=ns, registry=r)
+        # 1 while the strategy, the OMS book and the broker disagree about the lane (a strategy
+        # believing a position the book does not hold, or a confirmed reconciliation mismatch at a
+        # key the lane holds), 0 once they agree. 1/0 rather than a quantity: both sources share the
+        # series, and the quantities are in /api/status ("divergences").
+        self.position_divergence = Gauge("position_divergence",
+                                         "1 while the strategy, the book and the broker disagree about the lane",
+                                         ["strategy", "symbol", "broker"], namespace=ns, registry=r)
         self.alerts = Counter("alerts", "Alerts raised", ["kind", "severity"], namespace=ns, registry=r)
         self.alert_webhook_failures = Counter("alert_webhook_failures", "Alerts the webhook never accepted",
                                               namespace=ns, registry=r)
@@ -111,6 +118,9 @@ class Metrics:
         self.broker_connected.labels(broker).set(1 if connected else 0)
         if refresh_expires_unix is not None:
             self.broker_token_expiry.labels(broker).set(refresh_expires_unix)
+
+    def set_position_divergence(self, strategy: str, symbol: str, broker: str, diverging: bool) -> None:
+        self.position_divergence.labels(strategy, symbol, broker).set(1 if diverging else 0)
 
     def alert_raised(self, kind: str, severity: str) -> None:
         self.alerts.labels(kind, severity).inc()

@@ -69,8 +69,9 @@ def default_status_builder(services: Any) -> StatusBuilder:
     """Providers for every component the service container may hold (`api.services.Services`).
 
     Reads: settings, store, risk, orders, brokers, market_data, engine and, from `extras`,
-    "alerter" and "instance_lock". Attribute lookups happen at build time, so components
-    attached after this call are picked up."""
+    "alerter", "instance_lock" and "runtime" (its `position_truth()`: the standing divergences,
+    book vs broker and strategy vs book, and the halts with their causes). Attribute lookups
+    happen at build time, so components attached after this call are picked up."""
     builder = StatusBuilder()
     settings = services.settings
 
@@ -118,8 +119,12 @@ def default_status_builder(services: Any) -> StatusBuilder:
         return {"name": lock.name, "lost": lock.lost,
                 "holder": {k: v for k, v in lock.holder.items() if k != "token"}}
 
+    def divergences() -> Any:
+        runtime = services.extras.get("runtime")
+        return runtime.position_truth() if runtime is not None else _unavailable()
+
     for name, provider in (("mode", mode), ("trading_state", trading), ("risk", risk), ("feeds", feeds),
-                           ("brokers", brokers), ("strategies", strategies), ("alerts", alerts),
-                           ("last_errors", last_errors), ("instance", instance)):
+                           ("brokers", brokers), ("strategies", strategies), ("divergences", divergences),
+                           ("alerts", alerts), ("last_errors", last_errors), ("instance", instance)):
         builder.register(name, provider)
     return builder

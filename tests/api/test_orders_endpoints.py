@@ -41,7 +41,8 @@ def app(settings: Settings, store: Store) -> Iterator[Flask]:
     services.orders, services.brokers = om, registry
     services.extras["halts"] = halts
     services.extras["runtime"] = TradingRuntime(services, market_data=None, registry=registry,  # type: ignore[arg-type]
-                                                orders=om, supervisor=None, halts=halts)  # type: ignore[arg-type]
+                                                orders=om, supervisor=None, halts=halts,  # type: ignore[arg-type]
+                                                reconcile_settle=lambda: None)  # confirm without waiting
     services.extras["paper"] = paper
     yield application
 

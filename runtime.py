@@ -327,6 +327,10 @@ class TradingRuntime:
                 seen = report.broker(broker_name)
                 if seen is not None and seen.agrees(key):
                     self._release(broker_name, key, "a later reconciliation agrees")
+        if self.supervisor is not None:
+            # Every reconciliation also checks each running strategy against the book (the
+            # housekeeping tick does the comparison on the strategy's own thread).
+            self.supervisor.housekeeping_now()
         return report
 
     def _halt_mismatch(self, broker: str, key: str, affected: tuple[tuple[str, str], ...], broker_qty: int,

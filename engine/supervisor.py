@@ -256,7 +256,7 @@ class StrategySupervisor:
 
     def housekeeping_now(self, strategy: str | None = None) -> int:
         """Wake running threads (all, or one strategy's) to run housekeeping at once: 0DTE time
-        exits and stale-feed checks. Returns how many were woken."""
+        exits, stale-feed checks and the strategy-vs-book comparison. Returns how many were woken."""
         with self._lock:
             runners = [r for (name, _), r in self._runners.items() if strategy is None or name == strategy]
         for runner in runners:

@@ -60,7 +60,7 @@ def login() -> tuple[Response, int]:
         log.warning("failed login for %r", email.strip().lower()[:MAX_EMAIL_LENGTH])
         if audit is not None:
             audit.login(email.strip().lower()[:MAX_EMAIL_LENGTH], False, request.remote_addr)
-        raise ApiError(401, "invalid email or password", error="invalid credentials")
+        raise ApiError(401, "invalid email or password", error="invalid credentials", code="invalid_credentials")
     log.info("login %s (%s)", user.email, user.role.value)
     if audit is not None:
         audit.login(user.email, True, request.remote_addr)
@@ -98,7 +98,8 @@ def update_credentials() -> tuple[Response, int]:
         return _too_many_failures(retry_after)
     if services.users.authenticate(email, current_password) is None:
         limits.record_failure(email, client_address())
-        raise ApiError(401, "current password is wrong", field="currentPassword", error="invalid credentials")
+        # `error` is what the dashboard shows; `code` is the stable word programs compare.
+        raise ApiError(401, "Current password is incorrect", field="currentPassword", code="invalid_credentials")
     try:
         user = services.users.change_credentials(email, new_email, new_password)
     except UserError as exc:

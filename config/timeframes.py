@@ -34,6 +34,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+# Built from the tables above so the error can never list fewer timeframes than parse() accepts.
+_ACCEPTED = (
+    "use " + ", ".join([f"{m}Min" for m in ALLOWED_MINUTES] + [f"{h}Hour" for h in ALLOWED_HOURS] + ["1Day"])
+    + " (also written '5', '5m', '1h', '1d') or a tick chart of 1 to " + f"{MAX_TICKS} trades such as '512t'"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Timeframe:
     kind: BarKind
@@ -61,10 +68,7 @@ class Timeframe:
             elif unit == "t" and 1 <= n <= MAX_TICKS:
                 return Timeframe(BarKind.TICK, n)
             break
-        raise TimeframeError(
-            f"timeframe {cleaned[:20]!r} is not supported; use 1Min, 2Min, 5Min, 15Min, 30Min, 1Hour, 4Hour, 1Day "
-            f"or a tick chart such as 512t"
-        )
+        raise TimeframeError(f"timeframe {cleaned[:20]!r} is not supported; {_ACCEPTED}")
 
     @property
     def is_tick(self) -> bool:

@@ -167,3 +167,17 @@ def test_login_rate_limit_429_json(settings: Settings, store: Store) -> None:
     assert response.json["error"]
     if store.persistent:  # counters live in the service's Redis under its prefix
         assert list(store.redis.scan_iter(match=store.key("ratelimit") + "*"))
+
+
+def test_a_wrong_current_password_says_so_in_the_error_the_dashboard_shows(client: FlaskClient,
+                                                                           admin_headers: dict[str, str]) -> None:
+    response = client.post("/api/update-credentials", headers=admin_headers,
+                           json={"currentPassword": "wrong password", "newPassword": "a brand new password"})
+    assert response.status_code == 401
+    assert response.json["error"] == "Current password is incorrect"
+    assert response.json["code"] == "invalid_credentials" and response.json["field"] == "currentPassword"
+
+
+def test_a_failed_login_carries_the_same_stable_code(client: FlaskClient) -> None:
+    response = client.post("/api/login", json={"email": ADMIN_EMAIL, "password": "wrong password"})
+    assert response.status_code == 401 and response.json["code"] == "invalid_credentials"

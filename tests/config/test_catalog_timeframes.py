@@ -44,3 +44,28 @@ def test_timeframe_forms(text: str, raw: str, display: str) -> None:
 def test_bad_timeframes(text: object) -> None:
     with pytest.raises(TimeframeError):
         Timeframe.parse(text)
+
+
+def _every_time_bar_timeframe() -> list[Timeframe]:
+    """Every time-bar timeframe parse() accepts, found by trying every size its patterns can match."""
+    found: set[Timeframe] = set()
+    for text in [f"{n}m" for n in range(1000)] + [f"{n}h" for n in range(100)] + [f"{n}d" for n in range(10)]:
+        try:
+            found.add(Timeframe.parse(text))
+        except TimeframeError:
+            pass
+    return sorted(found, key=lambda tf: tf.size)
+
+
+def test_the_timeframe_error_lists_every_accepted_timeframe() -> None:
+    with pytest.raises(TimeframeError) as info:
+        Timeframe.parse("7Min")
+    message = str(info.value)
+    listed = message.split("use ", 1)[1].split(" (", 1)[0].split(", ")
+    assert listed == [tf.display for tf in _every_time_bar_timeframe()]
+    assert all(Timeframe.parse(text) for text in listed)
+    for spelling in ("'5'", "'5m'", "'1h'", "'1d'", "'512t'", "1 to 100000 trades"):
+        assert spelling in message
+    assert Timeframe.parse("1t").is_tick and Timeframe.parse("100000t").is_tick
+    with pytest.raises(TimeframeError):
+        Timeframe.parse("100001t")

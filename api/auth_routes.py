@@ -7,7 +7,9 @@ import logging
 
 from flask import request, Blueprint, Response
 
+from api.contract import Answer, endpoint
 from api.responses import ApiError, fail, ok
+from api.schemas import LoginBody, LoginReply, TokenReply, UpdateCredentialsBody
 from api.services import get_services
 from api.validation import json_body
 from auth.decorators import admin_required, current_user_email
@@ -37,6 +39,7 @@ def _too_many_failures(retry_after: int) -> tuple[Response, int]:
 
 
 @auth_bp.post("/login")
+@endpoint(body=LoginBody, answers=[Answer(200, "logged in", LoginReply)], errors={401: "wrong email or password"})
 def login() -> tuple[Response, int]:
     """Log in and receive a bearer token.
 
@@ -69,6 +72,8 @@ def login() -> tuple[Response, int]:
 
 @auth_bp.post("/update-credentials")
 @admin_required
+@endpoint(body=UpdateCredentialsBody, answers=[Answer(200, "changed; earlier tokens are revoked", TokenReply)],
+          errors={401: "no valid bearer token, or the current password is wrong"})
 def update_credentials() -> tuple[Response, int]:
     """Change the logged-in user's email and/or password.
 

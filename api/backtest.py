@@ -14,6 +14,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from api.responses import ApiError
+from api.contract import Answer, endpoint
+from api.schemas import BacktestBody, BacktestJobReply, QueuedReply
 from api.services import get_services
 from api.validation import json_body
 from auth.decorators import admin_required, viewer_required
@@ -30,6 +32,8 @@ def _jobs() -> Any:
 
 @backtest_bp.post("")
 @admin_required
+@endpoint(body=BacktestBody, answers=[Answer(202, "queued", QueuedReply)],
+          errors={429: "the backtest queue is full; try later", 503: "backtests are not available on this server"})
 def submit_backtest() -> tuple[Response, int]:
     """Queue a backtest job (admin) -> 202 `{success, id, status: "queued"}`.
 
@@ -53,6 +57,8 @@ def submit_backtest() -> tuple[Response, int]:
 
 @backtest_bp.get("/<job_id>")
 @viewer_required
+@endpoint(answers=[Answer(200, "the job", BacktestJobReply)],
+          errors={404: "no such job", 503: "backtests are not available on this server"})
 def get_backtest(job_id: str) -> tuple[Response, int]:
     """One backtest job -> `{success, id, status, progress, report, job}`; 404 for an unknown id."""
     job = _jobs().get(job_id)

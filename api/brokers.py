@@ -12,7 +12,10 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response
 
+from api.contract import Answer, endpoint
 from api.responses import ApiError, fail, ok
+from api.schemas import (ConnectionReply, ListReply, MessageReply, SchwabLinkBody, SchwabTokenLinkBody,
+                         TastyCodeBody)
 from api.services import Services, get_services
 from api.validation import MAX_TEXT, json_body, text_field
 from auth.decorators import admin_required, viewer_required
@@ -32,6 +35,13 @@ MAX_BARE_CODE = 512
 # Response keys that may carry credentials; dropped from anything a broker flow returns.
 _SECRET_WORDS = ("token", "secret", "password", "code", "key")
 _SAFE_SUFFIXES = ("_expires_at",)
+# What _call maps the broker errors to.
+BROKER_ERRORS = {400: "the broker rejected the login (`code` broker_authentication)",
+                 502: "the broker failed or is unreachable (`code` broker_error, broker_unavailable)",
+                 503: "the broker is not configured or not running here (`code` service_unavailable, "
+                      "broker_configuration)"}
+URL_ANSWER = [Answer(200, "the OAuth login URL", None, "text/plain")]
+CONNECTED = [Answer(200, "connected; tokens stored encrypted, never returned", MessageReply)]
 
 
 def _missing_settings(services: Services, broker: str) -> list[str]:
@@ -117,6 +127,7 @@ def _is_http_url(text: str) -> bool:
 
 @brokers_bp.get("/schwab/authorize-url")
 @admin_required
+@endpoint(answers=URL_ANSWER, errors=BROKER_ERRORS)
 def schwab_authorize_url() -> Response:
     """The Schwab OAuth login URL, as a text/plain body."""
     return _authorize_url(SCHWAB)
@@ -124,6 +135,7 @@ def schwab_authorize_url() -> Response:
 
 @brokers_bp.get("/tasty/authorize-url")
 @admin_required
+@endpoint(answers=URL_ANSWER, errors=BROKER_ERRORS)
 def tasty_authorize_url() -> Response:
     """The Tastytrade OAuth login URL, as a text/plain body."""
     return _authorize_url(TASTYTRADE)
@@ -131,6 +143,7 @@ def tasty_authorize_url() -> Response:
 
 @brokers_bp.post("/schwab/access-token")
 @admin_required
+@endpoint(body=SchwabLinkBody, answers=CONNECTED, errors=BROKER_ERRORS)
 def schwab_access_token() -> tuple[Response, int]:
     """Finish the Schwab login. Body: `{"authorizationLink": "<the full redirect URL>"}` ->
     `{success, message}`. The tokens are stored encrypted and never returned."""
@@ -139,6 +152,7 @@ def schwab_access_token() -> tuple[Response, int]:
 
 @brokers_bp.post("/refresh-token-link")
 @admin_required
+@endpoint(body=SchwabTokenLinkBody, answers=CONNECTED, errors=BROKER_ERRORS)
 def schwab_token_link() -> tuple[Response, int]:
     """The Schwab login as the dashboard's token dialog sends it. Body: `{"refresh_token_link":
     "<the full redirect URL>"}` (or `{"token": ...}`) -> the same as `/api/schwab/access-token`."""
@@ -148,6 +162,7 @@ def schwab_token_link() -> tuple[Response, int]:
 
 @brokers_bp.post("/tasty/access-token")
 @admin_required
+@endpoint(body=TastyCodeBody, answers=CONNECTED, errors=BROKER_ERRORS)
 def tasty_access_token() -> tuple[Response, int]:
     """Finish the Tastytrade login. Body: `{"authorizationCode": "<redirect URL or bare code>"}` ->
     `{success, message}`. The tokens are stored encrypted and never returned."""
@@ -161,6 +176,7 @@ def tasty_access_token() -> tuple[Response, int]:
 
 @brokers_bp.post("/schwab/refresh-token")
 @admin_required
+@endpoint(answers=[Answer(200, "refreshed", MessageReply)], errors=BROKER_ERRORS)
 def schwab_refresh_token() -> tuple[Response, int]:
     """Refresh the Schwab access token now -> `{success, message}`."""
     return _refresh(SCHWAB)
@@ -168,6 +184,7 @@ def schwab_refresh_token() -> tuple[Response, int]:
 
 @brokers_bp.post("/tasty/refresh-token")
 @admin_required
+@endpoint(answers=[Answer(200, "refreshed", MessageReply)], errors=BROKER_ERRORS)
 def tasty_refresh_token() -> tuple[Response, int]:
     """Refresh the Tastytrade access token now -> `{success, message}`."""
     return _refresh(TASTYTRADE)
@@ -175,6 +192,8 @@ def tasty_refresh_token() -> tuple[Response, int]:
 
 @brokers_bp.get("/get-tasty-connection")
 @admin_required
+@endpoint(answers=[Answer(200, "`success` says whether Tastytrade is connected", ConnectionReply)],
+          errors=BROKER_ERRORS)
 def get_tasty_connection() -> tuple[Response, int]:
     """Whether Tastytrade is connected -> `{success: <connected>, message}` (200 either way)."""
     result = safe_result(_call(TASTYTRADE, lambda b: b.connection(TASTYTRADE)))
@@ -188,6 +207,8 @@ def get_tasty_connection() -> tuple[Response, int]:
 
 @brokers_bp.get("/brokers")
 @viewer_required
+@endpoint(answers=[Answer(200, "one status per broker", ListReply)],
+          errors={502: "a broker's status failed", 503: "the broker service is not running here"})
 def broker_statuses() -> tuple[Response, int]:
     """Status of every broker (connected, masked account, token expiry) -> `{success, data: [...]}`."""
     services = get_services()

@@ -8,17 +8,16 @@ absent), "alerter", "mark_price" (callable position_key -> price, else market_da
 from __future__ import annotations
 
 import hmac
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Callable
 
 from flask import Blueprint, Response, request
 
 from api.responses import ApiError, ok
+from api.contract import Answer, endpoint, valid_query
+from api.schemas import PnlReply, StatusReply, TradeFilterQuery, TradesQuery, TradesReply
 from api.services import get_services
-from api.validation import int_query
 from auth.decorators import viewer_required
-from config.instruments import UnknownSymbolError, canonical_symbol
 from ledger.pnl import compute_pnl
 from ledger.trades import Ledger, TradeFilter
 from monitoring.status import default_status_builder
@@ -26,7 +25,8 @@ from monitoring.status import default_status_builder
 monitoring_bp = Blueprint("monitoring", __name__)
 
 LOCALHOST = {"127.0.0.1", "::1"}
-MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+NO_LEDGER = {503: "the trade journal is not available"}
 
 
 def _metrics_allowed() -> bool:
@@ -56,6 +56,7 @@ def metrics() -> Any:
 
 @monitoring_bp.get("/api/status")
 @viewer_required
+@endpoint(answers=[Answer(200, "mode, trading state, feeds, brokers, strategies, risk, alerts", StatusReply)])
 def status() -> Any:
     """One document for the dashboard: mode, trading state, feeds, brokers, strategies, risk, alerts."""
     services = get_services()
@@ -72,51 +73,31 @@ def _ledger() -> Ledger:
     return ledger
 
 
-def _time(name: str) -> datetime | None:
-    raw = request.args.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    try:
-        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(400, f"{name} must be an ISO date or time, e.g. 2025-06-10 or 2025-06-10T14:30:00Z",
-                       field=name) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _filter() -> TradeFilter:
-    symbol = request.args.get("symbol") or None
-    if symbol is not None:
-        try:
-            symbol = canonical_symbol(symbol)
-        except UnknownSymbolError as exc:
-            raise ApiError(400, str(exc), field="symbol") from None
-    strategy = request.args.get("strategy") or None
-    if strategy is not None and strategy not in ("ema", "supertrend", "zeroday"):
-        raise ApiError(400, "strategy must be ema, supertrend or zeroday", field="strategy")
-    broker = request.args.get("broker") or None
-    if broker is not None and broker not in ("schwab", "tastytrade"):
-        raise ApiError(400, "broker must be schwab or tastytrade", field="broker")
-    start, end = _time("from"), _time("to")
-    if start and end and start >= end:
+    args = valid_query(TradeFilterQuery)
+    if args.from_ and args.to and args.from_ >= args.to:
         raise ApiError(400, "from must be before to", field="from")
-    return TradeFilter(strategy, symbol, broker, start, end)
+    strategy = args.strategy.value if args.strategy is not None else None
+    return TradeFilter(strategy, args.symbol, args.broker, args.from_, args.to)
 
 
 @monitoring_bp.get("/api/trades")
 @viewer_required
+@endpoint(query=TradesQuery, answers=[Answer(200, "a page of trades", TradesReply),
+                                      Answer(200, "every matching trade (format=csv)", None, "text/csv")],
+          errors=NO_LEDGER)
 def trades() -> Any:
     """Round-trip trades, newest first. Filters: strategy, symbol, broker, from, to (exit time);
     paging: offset, limit (<= 1000); ?format=csv downloads every matching trade as CSV."""
     flt = _filter()
+    args = valid_query(TradesQuery)
     ledger = _ledger()
-    if request.args.get("format") == "csv":
+    if args.format == "csv":
         rows, _ = ledger.trades(flt, limit=None)
         return Response(Ledger.to_csv(rows), mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=trades.csv"})
-    if request.args.get("format") not in (None, "", "json"):
-        raise ApiError(400, "format must be json or csv", field="format")
-    offset, limit = int_query("offset", 0, 0, 10_000_000), int_query("limit", 100, 0, MAX_PAGE)
+    offset = 0 if args.offset is None else args.offset
+    limit = DEFAULT_PAGE if args.limit is None else args.limit
     rows, total = ledger.trades(flt, offset=offset, limit=limit)
     return ok(trades=[t.to_json() for t in rows], total=total, offset=offset, limit=limit)
 
@@ -134,6 +115,7 @@ def _mark_price() -> Callable[[str], Decimal | float | None] | None:
 
 @monitoring_bp.get("/api/pnl")
 @viewer_required
+@endpoint(query=TradeFilterQuery, answers=[Answer(200, "the P&L report", PnlReply)], errors=NO_LEDGER)
 def pnl() -> Any:
     """Realized P&L by strategy, symbol, broker and day; unrealized for open positions; equity curve."""
     report = compute_pnl(_ledger(), _filter(), _mark_price())

@@ -24,7 +24,10 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from api.validation import int_query, json_body
+from api.contract import Answer, endpoint
 from api.responses import ApiError, ok
+from api.schemas import (AdoptBody, ErrorReply, FlattenBody, JournalQuery, JournalReply, OrdersQuery, OrdersReply,
+                         PositionsQuery, PositionsReply, ReconcileReply, ResolvedReply)
 from api.services import get_services
 from auth.decorators import admin_required, viewer_required
 from config.instruments import canonical_symbol
@@ -40,6 +43,7 @@ orders_bp = Blueprint("orders", __name__, url_prefix="/api")
 MAX_LIMIT = 1000
 MAX_OFFSET = 100_000
 STRATEGIES = tuple(s.value for s in StrategyName) + (RECONCILE_STRATEGY,)
+NO_OMS = {503: "the order manager (or the trading runtime) is not running"}
 _KEY_RE = re.compile(r"^[A-Za-z0-9/ .\-]{1,40}$")
 
 
@@ -112,6 +116,7 @@ def _last_report() -> Any:
 # ---------------------------------------------------------------------------- reads
 @orders_bp.get("/orders")
 @viewer_required
+@endpoint(query=OrdersQuery, answers=[Answer(200, "a page of orders, newest first", OrdersReply)], errors=NO_OMS)
 def list_orders() -> Any:
     """Orders newest first. Filters: strategy, symbol, broker, state; paging: offset, limit (1..1000)."""
     om = _orders()
@@ -135,6 +140,8 @@ def list_orders() -> Any:
 
 @orders_bp.get("/positions")
 @viewer_required
+@endpoint(query=PositionsQuery, answers=[Answer(200, "the book and each broker's positions", PositionsReply)],
+          errors=NO_OMS)
 def positions() -> Any:
     """The OMS book (non-flat lanes; ?include_flat=true for all) and each trading broker's own
     positions; a broker that cannot be read is reported as such, per broker."""
@@ -157,6 +164,7 @@ def positions() -> Any:
 
 @orders_bp.get("/journal")
 @viewer_required
+@endpoint(query=JournalQuery, answers=[Answer(200, "journal entries, newest first", JournalReply)], errors=NO_OMS)
 def journal() -> Any:
     """OMS journal entries (every order transition and OMS event), newest first; ?stream=fills for fills."""
     om = _orders()
@@ -170,6 +178,7 @@ def journal() -> Any:
 
 @orders_bp.get("/reconcile")
 @viewer_required
+@endpoint(answers=[Answer(200, "the last report (null before the first run)", ReconcileReply)], errors=NO_OMS)
 def last_reconciliation() -> Any:
     """The last reconciliation report (null before the first run), halted tickers, paused brokers."""
     om = _orders()
@@ -181,6 +190,7 @@ def last_reconciliation() -> Any:
 # ---------------------------------------------------------------------------- operator actions
 @orders_bp.post("/reconcile")
 @admin_required
+@endpoint(answers=[Answer(200, "the report; mismatches halt their tickers", ReconcileReply)], errors=NO_OMS)
 def reconcile_now() -> Any:
     """Run reconciliation now (resolves UNKNOWN orders first); mismatches halt their tickers."""
     _orders()
@@ -190,6 +200,8 @@ def reconcile_now() -> Any:
 
 @orders_bp.post("/reconcile/adopt")
 @admin_required
+@endpoint(body=AdoptBody, answers=[Answer(200, "adopted; the halts it lifted", ResolvedReply)],
+          errors={404: "the broker holds nothing at key", 502: "the broker could not be read", **NO_OMS})
 def adopt() -> Any:
     """Make the OMS book match the broker at `key`: `strategy`'s lane absorbs the difference."""
     om = _orders()
@@ -211,6 +223,10 @@ def adopt() -> Any:
 
 @orders_bp.post("/reconcile/flatten")
 @admin_required
+@endpoint(body=FlattenBody, answers=[Answer(200, "flattened; the halts it lifted", ResolvedReply),
+                                     Answer(502, "the broker failed, or the flatten did not complete "
+                                                 "(`error` flatten_incomplete, with its report)", ErrorReply)],
+          errors={404: "the broker holds nothing at key", **NO_OMS})
 def flatten() -> Any:
     """Close the broker's whole position at `key` through the normal order path (adopting any
     unexplained remainder first). Halts are cleared only when every close order went through."""

@@ -10,8 +10,10 @@ from typing import Any
 
 from flask import Blueprint
 
+from api.contract import Answer, endpoint, valid_body
 from api.validation import json_body
 from api.responses import ApiError, ok
+from api.schemas import ReportReply, ResumeBody, ResumeReply, RiskLimitsBody, RiskReply
 from api.services import get_services
 from auth.decorators import admin_required, current_user_email, viewer_required
 from monitoring.status import _json, positions_rows
@@ -19,6 +21,7 @@ from risk.limits import LimitsValidationError
 from risk.state import GLOBAL_SCOPE
 
 risk_bp = Blueprint("risk", __name__, url_prefix="/api")
+NO_ENGINE = {503: "the risk engine is not running"}
 
 
 def _engine() -> Any:
@@ -30,6 +33,7 @@ def _engine() -> Any:
 
 @risk_bp.get("/risk")
 @viewer_required
+@endpoint(answers=[Answer(200, "limits, usage and recent denials", RiskReply)], errors=NO_ENGINE)
 def get_risk() -> Any:
     """Risk limits, trading states and the current usage of every limit."""
     engine = _engine()
@@ -40,6 +44,8 @@ def get_risk() -> Any:
 
 @risk_bp.put("/risk")
 @admin_required
+@endpoint(body=RiskLimitsBody, body_required=False, answers=[Answer(200, "the new limits", RiskReply)],
+          errors=NO_ENGINE)
 def put_risk() -> Any:
     """Update risk limits (partial: only the fields sent change; null removes a limit). Admin only."""
     engine = _engine()
@@ -52,6 +58,7 @@ def put_risk() -> Any:
 
 @risk_bp.post("/kill-switch")
 @admin_required
+@endpoint(answers=[Answer(200, "halted; what was cancelled and flattened", ReportReply)], errors=NO_ENGINE)
 def kill_switch() -> Any:
     """HALT all trading, cancel every open order and flatten every position at every broker. Admin only."""
     engine = _engine()
@@ -73,10 +80,12 @@ def kill_switch() -> Any:
 
 @risk_bp.post("/resume")
 @admin_required
+@endpoint(body=ResumeBody, body_required=False, answers=[Answer(200, "the scope's new state", ResumeReply)],
+          errors=NO_ENGINE)
 def resume() -> Any:
     """Return to ACTIVE (global by default; body {"scope": "<strategy>"} for one strategy). Admin only."""
-    scope = json_body(required=False).get("scope", GLOBAL_SCOPE)
-    if not isinstance(scope, str) or scope not in (GLOBAL_SCOPE, "ema", "supertrend", "zeroday"):
+    scope = valid_body(ResumeBody).scope
+    if scope not in (GLOBAL_SCOPE, "ema", "supertrend", "zeroday"):
         raise ApiError(400, "scope must be global, ema, supertrend or zeroday", field="scope")
     state = _engine().resume(scope, actor=current_user_email())
     return ok(scope=scope, state=state.to_json())

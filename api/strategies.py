@@ -12,6 +12,8 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from api.responses import ApiError, ok
+from api.contract import Answer, endpoint
+from api.schemas import StrategiesReply
 from api.services import get_services
 from auth.decorators import viewer_required
 
@@ -20,6 +22,8 @@ strategies_bp = Blueprint("strategies", __name__, url_prefix="/api")
 
 @strategies_bp.get("/strategies")
 @viewer_required
+@endpoint(answers=[Answer(200, "per strategy and ticker", StrategiesReply)],
+          errors={503: "no strategy engine runs in this process"})
 def strategies() -> tuple[Response, int]:
     """What the engine is doing, per strategy and ticker -> `{success, data}`.
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
+from api.contract import Answer, endpoint, valid_body, valid_query
 from api.responses import ApiError, ok
+from api.schemas import AddTickerBody, DeleteTickerArgs, StrategyQuery, TickerMap
 from api.services import Services, get_services
-from api.validation import json_body, strategy_arg, symbol_arg
+from api.validation import json_body
 from auth.decorators import admin_required, viewer_required
 from domain.tickers import StrategyName, TickerConfig, TickerValidationError
 
@@ -28,6 +30,7 @@ def ticker_map_body(services: Services, strategy: StrategyName) -> dict[str, obj
 
 @tickers_bp.get("/get-ticker")
 @viewer_required
+@endpoint(query=StrategyQuery, answers=[Answer(200, "the strategy's tickers", TickerMap)])
 def get_ticker() -> tuple[Response, int]:
     """The configured tickers of one strategy.
 
@@ -36,12 +39,12 @@ def get_ticker() -> tuple[Response, int]:
     trend_line_1, period_1, trend_line_2, period_2]` (zeroday then `call_enabled, put_enabled` as
     "TRUE"|"FALSE"), supertrend the first four.
     """
-    strategy = strategy_arg(request.args.get("strategy"))
-    return ok(**ticker_map_body(get_services(), strategy))
+    return ok(**ticker_map_body(get_services(), valid_query(StrategyQuery).strategy))
 
 
 @tickers_bp.post("/add-ticker")
 @admin_required
+@endpoint(body=AddTickerBody, answers=[Answer(201, "saved; the strategy's whole map", TickerMap)])
 def add_ticker() -> tuple[Response, int]:
     """Add or replace (by symbol) a ticker of a strategy.
 
@@ -53,8 +56,8 @@ def add_ticker() -> tuple[Response, int]:
     leaves out (the dashboard posts only the row fields). Timeframes as "5Min", "1Hour",
     "1Day", "512t", "5m" or raw "5". Answers 201 with the strategy's whole map.
     """
-    payload = json_body()
-    strategy = strategy_arg(payload.get("strategy"))
+    payload = json_body()  # as sent: the domain applies the rules across fields and keeps what is left out
+    strategy = valid_body(AddTickerBody).strategy
     services = get_services()
     try:
         config = TickerConfig.from_payload(payload, strategy)
@@ -74,15 +77,21 @@ def add_ticker() -> tuple[Response, int]:
 
 @tickers_bp.delete("/delete-ticker")
 @admin_required
+@endpoint(query=DeleteTickerArgs, body=DeleteTickerArgs, body_required=False,
+          answers=[Answer(200, "deleted; the strategy's remaining map", TickerMap)],
+          errors={404: "the strategy has no such ticker"})
 def delete_ticker() -> tuple[Response, int]:
     """Remove a ticker from a strategy.
 
     Body: `{strategy, symbol}` (query parameters are accepted too). Answers `{success, data:
     <remaining map>}`; a symbol the strategy does not have -> 404.
     """
-    payload = json_body(required=False) or dict(request.args)
-    strategy = strategy_arg(payload.get("strategy"))
-    symbol = symbol_arg(payload.get("symbol"))
+    args = valid_body(DeleteTickerArgs) if json_body(required=False) else valid_query(DeleteTickerArgs)
+    if args.strategy is None:
+        raise ApiError(400, "strategy is required (ema, supertrend or zeroday)", field="strategy")
+    if args.symbol is None:
+        raise ApiError(400, "symbol is required", field="symbol")
+    strategy, symbol = args.strategy, args.symbol
     services = get_services()
     config = services.tickers.get(strategy, symbol)  # its position is closed even with the strategy stopped
     if not services.tickers.delete(strategy, symbol):

@@ -18,7 +18,10 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from api.contract import Answer, endpoint
 from api.responses import ApiError, fail, ok
+from api.schemas import (EmaTriggerBody, ManualRefusal, ManualReply, MessageReply, PositionQuery, PositionReply,
+                         SpxButtonBody, StrategyQuery, ZerodayTriggerBody)
 from api.services import Services, get_services
 from api.validation import json_body, strategy_arg, symbol_arg
 from auth.decorators import admin_required, viewer_required
@@ -34,6 +37,13 @@ ZERODAY_ACTIONS = ("call", "put", "close")
 # long premium only, so a long view is the call and a short view the put.
 ZERODAY_ALIASES = {"long": "call", "short": "put"}
 EMA_ACTIONS = ("LONG", "SHORT", "CLOSE")
+MANUAL_ANSWERS = [
+    Answer(200, "at least one broker acknowledged the order (or already holds the target)", ManualReply),
+    Answer(409, "refused, nothing sent: a time rule (`code` market_closed, outside_entry_window, ...) or "
+                "every broker refused (risk denial, paused, rejected)", ManualRefusal),
+    Answer(502, "sent, outcome unknown (`code` order_outcome_unknown): check /api/orders", ManualRefusal),
+]
+MANUAL_ERRORS = {503: "no order path runs in this process (the strategy engine and brokers are not running)"}
 
 
 def _running_key(services: Services) -> str:
@@ -42,6 +52,7 @@ def _running_key(services: Services) -> str:
 
 @trading_bp.get("/start-trading")
 @admin_required
+@endpoint(query=StrategyQuery, answers=[Answer(200, "started, or already running", MessageReply)])
 def start_trading() -> tuple[Response, int]:
     """Start a strategy for its trade-enabled tickers.
 
@@ -74,6 +85,7 @@ def start_trading() -> tuple[Response, int]:
 
 @trading_bp.get("/stop-trading")
 @admin_required
+@endpoint(query=StrategyQuery, answers=[Answer(200, "stopped, or was not running", MessageReply)])
 def stop_trading() -> tuple[Response, int]:
     """Stop every ticker of a strategy. Query: `strategy=...`. Answers `{success, message}`."""
     strategy = strategy_arg(request.args.get("strategy"))
@@ -166,6 +178,7 @@ def _manual(strategy: StrategyName, allowed: tuple[str, ...], normalize: str,
 
 @trading_bp.post("/manual-trigger")
 @admin_required
+@endpoint(body=ZerodayTriggerBody, answers=MANUAL_ANSWERS, errors=MANUAL_ERRORS)
 def manual_trigger() -> tuple[Response, int]:
     """Manual 0DTE trade. Body: `{"ticker": "SPX", "action": "call"|"put"|"close"}` ("long"/"short"
     are taken as call/put) ->
@@ -179,6 +192,7 @@ def manual_trigger() -> tuple[Response, int]:
 
 @trading_bp.post("/ema-manual-trigger")
 @admin_required
+@endpoint(body=EmaTriggerBody, answers=MANUAL_ANSWERS, errors=MANUAL_ERRORS)
 def ema_manual_trigger() -> tuple[Response, int]:
     """Manual EMA position. Body: `{"ticker": "/MES", "action": "LONG"|"SHORT"|"CLOSE"}` (any case)
     -> `{success, message, partial, results}`. 409 `market_closed` (every action) while the
@@ -189,6 +203,7 @@ def ema_manual_trigger() -> tuple[Response, int]:
 
 @trading_bp.get("/current-position")
 @viewer_required
+@endpoint(query=PositionQuery, answers=[Answer(200, "the position, or null", PositionReply)])
 def current_position() -> tuple[Response, int]:
     """The strategy's position in a ticker. Query: `ticker=SPX&strategy=zeroday` -> `{success, data}`
     where data is the position object or null (also null while no order manager runs)."""
@@ -206,6 +221,7 @@ _SPX_BUTTONS = {"buy_call": "call", "buy_put": "put", "close_position": "close"}
 
 @trading_bp.post("/manual-spx-trigger")
 @admin_required
+@endpoint(body=SpxButtonBody, answers=MANUAL_ANSWERS, errors=MANUAL_ERRORS)
 def manual_spx_trigger() -> tuple[Response, int]:
     """The 0DTE manual trigger as one dashboard build calls it. Body: `{"action": "buy_call"|"buy_put"|
     "close_position", "symbol": "SPX"}` -> the same answer as `/api/manual-trigger`. The contract

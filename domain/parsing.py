@@ -10,9 +10,10 @@ accepts and refuses the same spellings:
 - `parse_decimal` / `parse_float`: the same, plus a fraction and a bounded exponent. "NaN",
   "Infinity", "1e999" and JSON's `NaN`/`Infinity` literals (which Python's json accepts) are
   refused as "not a finite number" rather than slipping past a range check.
+- `parse_bool`: a JSON boolean or the words true/false, 1/0, yes/no (any case).
 
-Each raises `NumberError` (a ValueError) whose `message` is a phrase to put after a field name:
-"limit: must be a whole number between 1 and 1000".
+Each raises a `ParseError` (a ValueError; `NumberError` for numbers) whose `message` is a phrase to
+put after a field name: "limit: must be a whole number between 1 and 1000".
 """
 from __future__ import annotations
 
@@ -29,10 +30,32 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1
 _SPACE = " \t\r\n"
 
 
-class NumberError(ValueError):
+class ParseError(ValueError):
+    """`message` is a phrase to put after the field's name."""
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class NumberError(ParseError):
+    pass
+
+
+TRUE_WORDS = ("true", "1", "yes")
+FALSE_WORDS = ("false", "0", "no")
+
+
+def parse_bool(raw: object) -> bool:
+    """A JSON boolean, or the words the dashboard's forms send ("true"/"false", "1"/"0", "yes"/"no",
+    any case)."""
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        word = raw.strip(_SPACE).lower()
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+    raise ParseError("must be true or false")
 
 
 def _range_phrase(kind: str, minimum: object, maximum: object) -> str:

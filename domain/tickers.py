@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from config.instruments import CATALOG, AssetClass, UnknownSymbolError, canonical_symbol
 from config.timeframes import Timeframe, TimeframeError
-from domain.parsing import NumberError, parse_float, parse_int
+from domain.parsing import NumberError, ParseError, parse_bool, parse_float, parse_int
 
 
 class StrategyName(StrEnum):
@@ -37,8 +37,6 @@ class TickerValidationError(ValueError):
 MAX_QUANTITY = 10_000
 MAX_PERIOD = 1_000
 _STOP_LOSS_CHOICE = ("stop_loss_ticks", "stop_loss_atr")  # ema: a stop in ticks or in ATRs
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no"}
 
 
 def parse_strategy(raw: object) -> StrategyName:
@@ -68,21 +66,23 @@ def _number(payload: Mapping[str, Any], name: str, default: float, minimum: floa
 
 
 def _bool(payload: Mapping[str, Any], name: str, default: bool | None) -> bool:
-    raw = payload.get(name, default)
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
-        return raw.strip().lower() in _TRUE
-    raise TickerValidationError(name, "must be true or false")
+    try:
+        return parse_bool(payload.get(name, default))
+    except ParseError as exc:
+        raise TickerValidationError(name, exc.message) from None
+
+
+def parse_trend_line(raw: object, name: str = "trend_line") -> TrendLine:
+    if isinstance(raw, str):
+        text = raw.strip().lower()
+        for line in TrendLine:
+            if text == line.value.lower() or (line is TrendLine.WILDER and text == "wilder"):
+                return line
+    raise TickerValidationError(name, "must be EMA, SMA or WilderSmoother")
 
 
 def _trend_line(payload: Mapping[str, Any], name: str) -> TrendLine:
-    raw = payload.get(name, "EMA")
-    if isinstance(raw, str):
-        for line in TrendLine:
-            if raw.strip().lower() == line.value.lower() or (line is TrendLine.WILDER and raw.strip().lower() == "wilder"):
-                return line
-    raise TickerValidationError(name, "must be EMA, SMA or WilderSmoother")
+    return parse_trend_line(payload.get(name, "EMA"), name)
 
 
 @dataclass(frozen=True, slots=True)

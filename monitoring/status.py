@@ -11,6 +11,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, Callable
 
+from store.persistence import redis_persistence
+
 log = logging.getLogger(__name__)
 
 Provider = Callable[[], Any]
@@ -78,7 +80,7 @@ def default_status_builder(services: Any) -> StatusBuilder:
     def mode() -> dict[str, Any]:
         return {"trading_mode": settings.trading_mode.value, "live": settings.is_live,
                 "market_data_source": settings.market_data_source.value,
-                "redis": {"persistent": services.store.persistent, "ok": services.store.ping()}}
+                "redis": {**redis_persistence(services.store).to_json(), "ok": services.store.ping()}}
 
     def trading() -> Any:
         return services.risk.states() if services.risk is not None else _unavailable()

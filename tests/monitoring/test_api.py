@@ -167,3 +167,15 @@ def test_trades_and_pnl(app: Flask, client: FlaskClient, viewer: dict[str, str],
     assert pnl["realized"]["by_strategy"]["ema"]["net"] == "37.52"
     assert pnl["unrealized"]["total"] == "10"  # long 2 from 5001, mark 5002, x5
     assert len(pnl["equity_curve"]) == 1
+
+
+def test_status_reports_redis_persistence_as_redis_reports_it(app: Flask, client: FlaskClient,
+                                                               viewer: dict[str, str]) -> None:
+    # It said "persistent": true for any real Redis, including the suite's (save "" appendonly no).
+    redis_status = client.get("/api/status", headers=viewer).json["mode"]["redis"]
+    store = app.extensions["services"].store
+    if store.persistent:  # the private redis-server: started keeping nothing
+        assert redis_status["persistent"] is False and redis_status["appendonly"] == "no" and redis_status["save"] == ""
+    else:  # in-process fakeredis keeps nothing either
+        assert redis_status["persistent"] is False
+    assert redis_status["ok"] is True

@@ -12,7 +12,7 @@ from app import create_app
 from auth.users import Role
 from config.settings import Settings
 from store.redis_store import Store
-from tests.api.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, VIEWER_EMAIL, VIEWER_PASSWORD, login
+from tests.api.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, FUZZ_STATS, VIEWER_EMAIL, VIEWER_PASSWORD, login
 
 
 @pytest.fixture
@@ -36,3 +36,10 @@ def admin_headers(client: FlaskClient) -> dict[str, str]:
 def viewer_headers(app: Flask, client: FlaskClient) -> dict[str, str]:
     app.extensions["services"].users.add(VIEWER_EMAIL, VIEWER_PASSWORD, Role.VIEWER)
     return {"Authorization": f"Bearer {login(client, VIEWER_EMAIL, VIEWER_PASSWORD)}"}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many cases the schemathesis run made (tests/api/test_fuzz_contract.py)."""
+    if FUZZ_STATS["cases"]:
+        terminalreporter.write_line(f"schemathesis: {FUZZ_STATS['cases']} cases over {FUZZ_STATS['operations']} "
+                                    "operations")

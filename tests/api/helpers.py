@@ -11,6 +11,8 @@ ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct horse battery staple"
 VIEWER_EMAIL = "viewer@example.com"
 VIEWER_PASSWORD = "viewer password 1"
+# What tests/api/test_fuzz_contract.py ran, for the session summary (tests/api/conftest.py).
+FUZZ_STATS: dict[str, int] = {"cases": 0, "operations": 0}
 
 
 def login(client: FlaskClient, email: str, password: str) -> str:

@@ -86,6 +86,11 @@ Amount = Annotated[str, BeforeValidator(_amount), WithJsonSchema(
     {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": DECIMAL_TEXT}],
      "description": "USD, greater than 0"})]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+DataPaths = Annotated[
+    list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=20),
+    BeforeValidator(lambda raw: [raw] if isinstance(raw, str) else raw),  # one path may come bare
+    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
+                               "maxItems": 20}, {"type": "string", "minLength": 1}]})]
 Broker = Annotated[str, BeforeValidator(_broker), WithJsonSchema({"type": "string", "enum": list(BROKERS)})]
 IsoTime = Annotated[datetime, BeforeValidator(_iso_time), WithJsonSchema(
     {"type": "string", "description": "ISO date or time (UTC unless it says), e.g. 2025-06-10 or "
@@ -380,8 +385,7 @@ class BacktestBody(Closed):
     strategy: Strategy
     symbol: CatalogSymbol
     timeframe: TimeframeField
-    data: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=20)] | str = Field(
-        description="data file paths (CSV or DBN) under an allowed data directory")
+    data: DataPaths = Field(description="data file paths (CSV or DBN) under an allowed data directory")
     trend_line_1: TrendLineField | None = None
     period_1: whole(1, MAX_PERIOD) | None = None
     trend_line_2: TrendLineField | None = None

@@ -6,13 +6,28 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from api.contract import contract_of
+from api import schemas
+from api.contract import contract_of, validate
 from api.openapi import markdown_html
+from api.responses import ApiError
 from api.schemas import AddTickerBody, ErrorReply, RiskLimitsBody, TradesQuery
 from tests.api.helpers import ema_payload
+
+REQUEST_MODELS = sorted((m for m in vars(schemas).values()
+                         if isinstance(m, type) and issubclass(m, schemas.Model) and m not in (schemas.Model,
+                                                                                             schemas.Closed)),
+                        key=lambda m: m.__name__)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+    | st.sampled_from(["²", "١٢", "NaN", "Infinity", "1e999", "５", " 7 ", "ema", "/MES", "5Min", "true"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8)
 
 
 def _spec(client: FlaskClient) -> dict[str, Any]:
@@ -117,3 +132,16 @@ def test_docs_render_markdown_not_backticks(client: FlaskClient) -> None:
 def test_markdown_is_escaped_before_it_is_rendered() -> None:
     assert markdown_html("a `<script>` b **c**\n\n- one\n- `two`") == (
         "<p>a <code>&lt;script&gt;</code> b <b>c</b></p><ul><li>one</li><li><code>two</code></li></ul>")
+
+
+@pytest.mark.parametrize("model", REQUEST_MODELS, ids=[m.__name__ for m in REQUEST_MODELS])
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_request_models_refuse_anything_with_a_400_naming_a_field(model: Any, data: st.DataObject) -> None:
+    names = [field.alias or name for name, field in model.model_fields.items()]
+    payload = data.draw(st.dictionaries(st.sampled_from(names) | st.text(max_size=6), JSON_VALUES, max_size=6))
+    try:
+        validate(model, payload)
+    except ApiError as exc:
+        assert exc.status == 400 and exc.field and "[" not in exc.field and exc.message.startswith(exc.field)

@@ -26,11 +26,12 @@ ALLOWED_HOURS = (1, 2, 4)
 MAX_TICKS = 100_000
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^(\d{1,3})$"), "m"),
-    (re.compile(r"^(\d{1,3})\s*(?:m|min|mins|minute|minutes)$", re.I), "m"),
-    (re.compile(r"^(\d{1,2})\s*(?:h|hr|hour|hours)$", re.I), "h"),
-    (re.compile(r"^(\d)\s*(?:d|day|days)$", re.I), "d"),
-    (re.compile(r"^(\d{1,6})\s*t(?:ick|icks)?$", re.I), "t"),
+    # re.ASCII: \d would also match "５" or "١", which no client means as a timeframe
+    (re.compile(r"^(\d{1,3})$", re.ASCII), "m"),
+    (re.compile(r"^(\d{1,3})\s*(?:m|min|mins|minute|minutes)$", re.I | re.ASCII), "m"),
+    (re.compile(r"^(\d{1,2})\s*(?:h|hr|hour|hours)$", re.I | re.ASCII), "h"),
+    (re.compile(r"^(\d)\s*(?:d|day|days)$", re.I | re.ASCII), "d"),
+    (re.compile(r"^(\d{1,6})\s*t(?:ick|icks)?$", re.I | re.ASCII), "t"),
 )
 
 

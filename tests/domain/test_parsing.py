@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from api.validation import MAX_JSON_DEPTH, json_too_deep
 from backtest.jobs import JobValidationError, validate_request
+from config.timeframes import Timeframe, TimeframeError
 from domain.parsing import NumberError, parse_decimal, parse_float, parse_int
 from domain.tickers import TickerConfig, TickerValidationError
 from risk.limits import LimitsValidationError, RiskLimits, apply_update
@@ -202,3 +203,9 @@ def test_risk_fields_refuse_unicode_digits_and_non_finite_numbers(field: str, ra
     with pytest.raises(LimitsValidationError) as caught:
         apply_update(RiskLimits(), {field: raw})
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize("text", ["５Min", "١t", "٥", "1ｈ"])
+def test_timeframes_refuse_non_ascii_digits(text: str) -> None:
+    with pytest.raises(TimeframeError):
+        Timeframe.parse(text)

@@ -57,6 +57,7 @@ from brokers.errors import (
     TemporaryBrokerError,
 )
 from brokers.position_effect import CrossesZero, account_position_effect
+from brokers.preview import OrderPreview, schwab_preview
 from brokers.token_store import TokenDecryptError, TokenStore
 from config.instruments import AssetClass, UnknownSymbolError, canonical_symbol, get_instrument
 from config.settings import Settings
@@ -678,6 +679,34 @@ class SchwabAdapter(BrokerAdapter):
         self._store.redis.delete(self._pending_key(coid))
         log.info("Schwab order %s placed as %s", coid, broker_id)
         return OrderUpdate(coid, broker_id, OrderState.ACCEPTED)
+
+    def preview_order(self, order: OrderRequest) -> OrderPreview:
+        """Schwab's own check of `order` without placing it (previewOrder): the JSON place_order
+        would send, its instruction chosen from the account's position the same way. Places
+        nothing, so it runs in any TRADING_MODE. Schwab's refusal is the answer (accepted=False);
+        an order this adapter cannot express raises OrderRejected before anything is sent."""
+        equity_symbol = self._equity_symbol(order)
+        try:
+            mapping.check_supported(order)
+        except mapping.UnsupportedOrder as exc:
+            raise OrderRejected(str(exc), broker=SCHWAB) from None
+        account_hash = self._ensure_account()
+        key = order.option.occ_symbol if order.option is not None else _catalog_or_raw(order.symbol)
+        try:
+            effect = account_position_effect(key, self._held(key), order.signed_quantity)
+        except CrossesZero as exc:
+            raise OrderRejected(str(exc), broker=SCHWAB) from None
+        spec = mapping.build_order_spec(order, equity_symbol, effect)
+        try:
+            # Read policy (refresh on 401, backoff on 429/5xx): a preview changes nothing.
+            resp = self._read("preview_order", lambda c: c.preview_order(account_hash, spec), reject_4xx=True)
+        except OrderRejected as exc:
+            return OrderPreview(False, f"Schwab refused the preview: {exc.reason}")
+        try:
+            payload = resp.json()
+        except ValueError:
+            payload = None
+        return schwab_preview(payload)
 
     def _held(self, key: str) -> int:
         """The account's signed position in `key` (catalog symbol or OCC option symbol), read just

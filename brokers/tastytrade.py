@@ -55,6 +55,7 @@ from brokers.errors import (
     OrderRejected,
     TemporaryBrokerError,
 )
+from brokers.preview import OrderPreview, tastytrade_preview
 from brokers.tastytrade_support import (
     CURRENT_TRACE,
     NOT_SENT_ERRORS,
@@ -359,6 +360,29 @@ class TastytradeAdapter(BrokerAdapter):
         self._remember(order.client_order_id, update.broker_order_id)
         log.info("tastytrade order %s placed as %s (%s)", order.client_order_id, update.broker_order_id, placed.status)
         return update
+
+    def preview_order(self, order: OrderRequest) -> OrderPreview:
+        """Tastytrade's dry run of `order` (the SDK's `place_order(dry_run=True)`), built as
+        place_order builds it. Never routed, so it runs in any TRADING_MODE. Tastytrade's refusal
+        is the answer (accepted=False); an order this adapter cannot express raises OrderRejected
+        before anything is sent."""
+        account = self._require_account()
+        try:
+            instrument = leg_instrument(order, self._today())
+            held = 0 if instrument.instrument_type is InstrumentType.FUTURE else self._held(account, instrument.symbol)
+            sdk_order = tastytrade_order(order, instrument, held)
+        except UntradeableOrder as exc:
+            raise OrderRejected(str(exc), broker=self.name) from None
+        try:
+            # Read policy (refresh on 401, backoff on 429/5xx): a dry run changes nothing.
+            response = self._read("orders.dry-run", lambda s: account.place_order(s, sdk_order, dry_run=True))
+        except (AuthenticationRequired, TemporaryBrokerError):
+            raise
+        except BrokerError as exc:  # a 4xx: Tastytrade refused the order
+            return OrderPreview(False, exc.message)
+        preview = tastytrade_preview(response)
+        return OrderPreview(preview.accepted, self._redact(preview.detail),
+                            tuple(self._redact(w) for w in preview.warnings))
 
     def _held(self, account: Account, symbol: str) -> int:
         """The account's signed position in `symbol`, read just before an order is built from it.

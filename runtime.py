@@ -26,7 +26,7 @@ from brokers.errors import BrokerError
 from brokers.paper import PaperBroker
 from brokers.registry import BrokerRegistry
 from brokers.token_store import TokenStore
-from config.settings import MarketDataSource, Settings
+from config.settings import FuturesRoll, MarketDataSource, Settings
 from domain.market import Trade
 from domain.orders import BROKERS, SCHWAB, TASTYTRADE, BrokerName
 from engine.clock import spx_session_clock
@@ -237,6 +237,7 @@ class TradingRuntime:
             skip_stale_signals=settings.market_data_source is not MarketDataSource.REPLAY,
             on_bar_to_order=metrics.observe_bar_to_order if metrics else None,
             on_restart=metrics.strategy_restarted if metrics else None,
+            roll_reopens=settings.futures_roll is FuturesRoll.REOPEN,
             on_divergence=lambda d, strategy, symbol: strategy_divergence(divergences, d, strategy, symbol),
         )
         runtime = TradingRuntime(services, market_data=md, registry=registry, orders=orders,

@@ -205,6 +205,7 @@ class PaperOrder:
     reason: str | None = None
     fills: list[dict[str, str]] = field(default_factory=list)
     created_ns: int = 0
+    contract: str | None = None  # a future's contract month ("/MESZ25"); its position is keyed by it
 
     def to_json(self) -> str:
         # Same document as json.dumps(asdict(self), separators=(",", ":")) without asdict's deep
@@ -215,7 +216,7 @@ class PaperOrder:
             "position_effect": self.position_effect, "order_type": self.order_type,
             "limit_price": self.limit_price, "stop_price": self.stop_price, "option": self.option,
             "state": self.state, "filled_quantity": self.filled_quantity, "avg_fill_price": self.avg_fill_price,
-            "reason": self.reason, "fills": self.fills, "created_ns": self.created_ns,
+            "reason": self.reason, "fills": self.fills, "created_ns": self.created_ns, "contract": self.contract,
         }).decode()
 
     @staticmethod
@@ -223,13 +224,13 @@ class PaperOrder:
         return PaperOrder(**json.loads(raw))
 
     @property
-    def contract(self) -> OptionContract | None:
+    def option_contract(self) -> OptionContract | None:
         return contract_from_json(self.option)
 
     @property
     def position_key(self) -> str:
-        c = self.contract
-        return c.occ_symbol if c else self.symbol
+        c = self.option_contract
+        return c.occ_symbol if c else self.contract or self.symbol
 
     def update(self) -> OrderUpdate:
         fills = tuple(
@@ -402,7 +403,7 @@ class PaperBroker(BrokerAdapter):
         last = reference if reference is not None else self._last(order.symbol)
         if last is None:
             return None, f"no price available for {order.symbol}"
-        contract = order.contract
+        contract = order.option_contract
         if contract is not None:
             priced = price_contract(contract, float(last), self._clock(), self._iv)
             px = priced.ask if side is OrderSide.BUY else priced.bid
@@ -425,7 +426,7 @@ class PaperBroker(BrokerAdapter):
         qty = order.quantity - order.filled_quantity
         side = OrderSide(order.side)
         signed = qty if side is OrderSide.BUY else -qty
-        contract = order.contract
+        contract = order.option_contract
         if contract is not None:
             multiplier, is_future = SPX_OPTION_MULTIPLIER, False
         else:
@@ -708,6 +709,7 @@ class PaperBroker(BrokerAdapter):
             limit_price=str(order.limit_price) if order.limit_price is not None else None,
             stop_price=str(order.stop_price) if order.stop_price is not None else None,
             option=contract_to_json(order.option), state=OrderState.ACCEPTED.value, created_ns=time.time_ns(),
+            contract=order.contract,
         )
         if order.option is not None:
             if order.option.underlying not in CATALOG:

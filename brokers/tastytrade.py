@@ -441,7 +441,8 @@ class TastytradeAdapter(BrokerAdapter):
     def positions(self) -> list[BrokerPosition]:
         account = self._require_account()
         rows = self._read("positions", lambda s: account.get_positions(s))
-        return [broker_position(p) for p in rows if p.quantity != 0]
+        today = self._today()
+        return [broker_position(p, today) for p in rows if p.quantity != 0]
 
     def balances(self) -> Balances:
         account = self._require_account()

@@ -38,7 +38,7 @@ from tastytrade.order import (
 
 from brokers.position_effect import CrossesZero, account_position_effect
 from config.instruments import CATALOG, AssetClass, UnknownSymbolError, canonical_symbol
-from config.symbology import front_month
+from config.symbology import contract_from_key, contract_from_venue, front_month
 from domain.orders import (
     BrokerOrderId,
     BrokerPosition,
@@ -275,7 +275,10 @@ def leg_instrument(order: OrderRequest, today: date) -> LegInstrument:
     except UnknownSymbolError as exc:
         raise UntradeableOrder(str(exc)) from None
     if instrument.asset_class is AssetClass.FUTURE:
-        return LegInstrument(InstrumentType.FUTURE, front_month(instrument.root, today).tastytrade)
+        # The contract month the book holds (a close goes to the month it was opened in), else
+        # the front month today.
+        held = contract_from_key(order.contract) if order.contract else None
+        return LegInstrument(InstrumentType.FUTURE, (held or front_month(instrument.root, today)).tastytrade)
     if instrument.asset_class is AssetClass.EQUITY:
         return LegInstrument(InstrumentType.EQUITY, instrument.root)
     raise UntradeableOrder(f"{instrument.symbol} is an index and cannot be traded; send an option contract")
@@ -376,27 +379,26 @@ def order_update(order: PlacedOrder | UnplacedOrder, client_order_id: ClientOrde
 # --------------------------------------------------------------------------------------------
 # Positions and chains
 # --------------------------------------------------------------------------------------------
-_FUTURE_SYMBOL = re.compile(r"^/([A-Z0-9]+?)([FGHJKMNQUVXZ])(\d{1,2})$")
 
 
-def position_key(position: CurrentPosition) -> str:
-    """Our position key: the catalog symbol ("/MES") for the front contract of a catalog future,
-    the OCC symbol for options, the ticker for equities."""
+def position_key(position: CurrentPosition, today: date | None = None) -> str:
+    """Our position key: the contract month ("/MESZ25", config.symbology) for a catalog future, so
+    positions in two months stay apart; the OCC symbol for options; the ticker for equities."""
     if position.instrument_type is InstrumentType.FUTURE:
-        match = _FUTURE_SYMBOL.match(position.symbol)
-        if match and ("/" + match.group(1)) in CATALOG:
-            return "/" + match.group(1)
+        contract = contract_from_venue(position.symbol, today or date.today())
+        if contract is not None:
+            return contract.key
     return position.symbol
 
 
-def broker_position(position: CurrentPosition) -> BrokerPosition:
+def broker_position(position: CurrentPosition, today: date | None = None) -> BrokerPosition:
     # Tastytrade reports an unsigned quantity plus a direction ("Long" | "Short" | "Zero").
     quantity = int(position.quantity)
     if position.quantity_direction.lower() == "short":
         quantity = -abs(quantity)
     elif position.quantity_direction.lower() == "zero":
         quantity = 0
-    return BrokerPosition(position_key(position), quantity, position.average_open_price, position.multiplier)
+    return BrokerPosition(position_key(position, today), quantity, position.average_open_price, position.multiplier)
 
 
 def chain_contracts(chains: list[NestedOptionChain], underlying: str, root: str, expiration: date) -> list[OptionContract]:

@@ -28,6 +28,11 @@ class TradingMode(StrEnum):
     LIVE = "live"
 
 
+class FuturesRoll(StrEnum):
+    REOPEN = "reopen"
+    CLOSE = "close"
+
+
 class MarketDataSource(StrEnum):
     SIMULATED = "simulated"
     REPLAY = "replay"
@@ -67,6 +72,9 @@ class Settings:
     replay_speed: float = 0.0  # 0 = as fast as possible, N = N x real time
     simulated_trades_per_second: float = 20.0
     stale_feed_seconds: float = 30.0
+    # At a future's roll date (config/symbology.py) a held position is closed in the expiring month
+    # and, with "reopen", reopened on the same side in the new front month; "close" only closes it.
+    futures_roll: FuturesRoll = FuturesRoll.REOPEN
 
     databento_api_key: str | None = None
     schwab_api_key: str | None = None
@@ -190,6 +198,7 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         replay_speed=_float(env, "REPLAY_SPEED", 0.0, 0.0),
         simulated_trades_per_second=_float(env, "SIMULATED_TRADES_PER_SECOND", 20.0, 0.1),
         stale_feed_seconds=_float(env, "STALE_FEED_SECONDS", 30.0, 1.0),
+        futures_roll=_enum(env, "FUTURES_ROLL", FuturesRoll, FuturesRoll.REOPEN),  # type: ignore[arg-type]
         databento_api_key=_opt(env, "DATABENTO_API_KEY"),
         schwab_api_key=_opt(env, "SCHWAB_API_KEY"),
         schwab_app_secret=_opt(env, "SCHWAB_APP_SECRET"),

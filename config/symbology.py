@@ -16,10 +16,12 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from config.instruments import CATALOG, AssetClass, Instrument, Symbol, canonical_symbol
 
+NEW_YORK = ZoneInfo("America/New_York")
 QUARTER_MONTHS = (3, 6, 9, 12)
 MONTH_CODES = {1: "F", 2: "G", 3: "H", 4: "J", 5: "K", 6: "M", 7: "N", 8: "Q", 9: "U", 10: "V", 11: "X", 12: "Z"}
 
@@ -63,6 +65,53 @@ class FutureContract:
     @property
     def schwab(self) -> str:
         return f"/{self.root}{self.month_code}{self.year % 100:02d}"
+
+    @property
+    def key(self) -> str:
+        """How the book and reconciliation name a position in this contract ("/MESZ25"): one key
+        per contract month, so positions in two months never collapse into one."""
+        return f"/{self.root}{self.month_code}{self.year % 100:02d}"
+
+
+_CONTRACT_KEY = re.compile(r"^/([A-Z0-9]+?)([FGHJKMNQUVXZ])(\d{2})$")
+_CODE_MONTHS = {code: month for month, code in MONTH_CODES.items()}
+
+
+def contract_from_key(key: str) -> FutureContract | None:
+    """"/MESZ25" -> the December 2025 MES contract; None for anything else ("/MES", "NVDA", OCC)."""
+    match = _CONTRACT_KEY.match(key)
+    if match is None or Symbol("/" + match.group(1)) not in CATALOG:
+        return None
+    return FutureContract(match.group(1), 2000 + int(match.group(3)), _CODE_MONTHS[match.group(2)])
+
+
+def contract_from_venue(code: str, near: date) -> FutureContract | None:
+    """A venue's contract code ("/MESZ5" Tastytrade, "MESZ5" Databento, "/MESZ25" Schwab) -> the
+    contract; a one-digit year is the one within the decade around `near`. None for other codes."""
+    match = _RAW_FUTURE.match(code.strip().upper().lstrip("/"))
+    if match is None or Symbol("/" + match.group(1)) not in CATALOG:
+        return None
+    digits = match.group(3)
+    if len(digits) == 2:
+        year = 2000 + int(digits)
+    else:  # the year ending in that digit nearest `near` (a contract listed up to a few years out)
+        year = min((near.year - 5 + k for k in range(10) if (near.year - 5 + k) % 10 == int(digits)),
+                   key=lambda y: abs(y - near.year))
+    return FutureContract(match.group(1), year, _CODE_MONTHS[match.group(2)])
+
+
+def new_york_date(ts_ns: int) -> date:
+    """The New York calendar date of a moment: the roll rule is stated in exchange (ET) days."""
+    return datetime.fromtimestamp(ts_ns / 1e9, NEW_YORK).date()
+
+
+def contract_key_at(symbol: str | Symbol, ts_ns: int) -> str | None:
+    """The front-month contract key a futures symbol trades at `ts_ns` (New York date); None for
+    an instrument that is not a future."""
+    instrument = CATALOG[canonical_symbol(symbol)]
+    if instrument.asset_class is not AssetClass.FUTURE:
+        return None
+    return front_month(instrument.root, new_york_date(ts_ns)).key
 
 
 def front_month(root: str, on: date) -> FutureContract:

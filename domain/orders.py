@@ -121,6 +121,10 @@ class OrderRequest:
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     option: OptionContract | None = None
+    # A future's contract month as the book keys it ("/MESZ25", config.symbology): orders close
+    # the contract held, not whatever the front month is when they are sent. None: the adapter
+    # trades the front month (and for every other instrument).
+    contract: str | None = None
 
     def __post_init__(self) -> None:
         if self.quantity <= 0:
@@ -132,8 +136,9 @@ class OrderRequest:
 
     @property
     def position_key(self) -> str:
-        """What the order changes a position in: the option's OCC symbol or the catalog symbol."""
-        return self.option.occ_symbol if self.option else self.symbol
+        """What the order changes a position in: the option's OCC symbol, the future's contract
+        key, or the catalog symbol."""
+        return self.option.occ_symbol if self.option else self.contract or self.symbol
 
     @property
     def signed_quantity(self) -> int:

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any, Callable, Protocol
 from zoneinfo import ZoneInfo
 
+from config.symbology import contract_key_at
 from domain.intents import Intent, PositionTarget
 from domain.orders import SCHWAB, TASTYTRADE, BrokerName, OptionContract, OptionRight
 from domain.tickers import StrategyName, TickerConfig
@@ -79,6 +80,9 @@ class IntentExecutor:
                     open_deadline_ns: int | None = None) -> tuple[list[TargetOrder], dict[str, str]]:
         targets: list[TargetOrder] = []
         errors: dict[str, str] = {}
+        # A future is held in the contract month that is the front month when the signal came
+        # (the roll rule, in New York days): a position in another month is rolled into it.
+        contract = contract_key_at(intent.symbol, intent.event_ts_ns)
         for broker, quantity in allocations(config).items():
             option: OptionContract | None = None
             signed = 0
@@ -97,7 +101,7 @@ class IntentExecutor:
             targets.append(TargetOrder(
                 strategy=intent.strategy, symbol=intent.symbol, broker=broker, target_quantity=signed,
                 event_ts_ns=intent.event_ts_ns, reason=intent.reason.value, detail=intent.detail, option=option,
-                open_deadline_ns=open_deadline_ns,
+                open_deadline_ns=open_deadline_ns, contract=contract,
             ))
         return targets, errors
 

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
+from config.symbology import contract_from_key, contract_key_at
 from config.timeframes import Timeframe
 from market_data import calendars
 from market_data.redis_buffer import HIST_MAXLEN
@@ -134,6 +135,7 @@ class RunnerHooks:
     on_bar_to_order: LatencyCallback | None = None
     on_restart: RestartCallback | None = None
     on_divergence: "DivergenceCallback | None" = None
+    roll_reopens: bool = True  # at a future's roll date: reopen in the next month (False: close only)
 
 
 @dataclass
@@ -196,6 +198,7 @@ class StrategyRunner:
         self._on_bar_to_order = hooks.on_bar_to_order
         self._on_restart = hooks.on_restart
         self._on_divergence = hooks.on_divergence
+        self._roll_reopens = hooks.roll_reopens
         self._skip_stale_signals = hooks.skip_stale_signals
         self._store = store
         self._md = market_data
@@ -240,6 +243,7 @@ class StrategyRunner:
         self._exit_pending: Intent | None = None
         self._exit_attempt_ns = 0
         self._divergence: Divergence | None = None
+        self._market_ns = 0  # time of the newest bar end or trade evaluated: the roll rule's clock
 
     # --- keys -------------------------------------------------------------------------------
     @property
@@ -334,6 +338,7 @@ class StrategyRunner:
                         self.log.info("resumed from saved state at bar id %s (position %s)", self._bar_id,
                                       self.strategy.target.value)
                         self._rearm_if_unpriced()
+                        self._follow_book_on_resume()
                         self._publish_position(self.strategy.last_signal)
                         return
                 else:
@@ -363,8 +368,17 @@ class StrategyRunner:
                 self.strategy.last_signal = old_strategy.get("last_signal")
                 if kept is not PositionTarget.FLAT and not saved:
                     self.log.info("starts holding %s: the order manager's book holds it", kept.value)
+            self._follow_book_on_resume()
             self._publish_position(self.strategy.last_signal)
             self._save()
+
+    def _follow_book_on_resume(self) -> None:
+        """The saved state may be older than the book (a crash after a fill, before the state was
+        saved): the resumed strategy holds what the book holds, before any bar or trade."""
+        try:
+            self._follow_book_now("resumed from the saved state")
+        finally:
+            self._flush_log()
 
     def _publish_position(self, last_signal: str | None) -> None:
         """The status shows the position the strategy resumed with (and why it holds it), and its
@@ -594,6 +608,7 @@ class StrategyRunner:
                 if self.status.stale_feed:
                     self._note(logging.INFO, f"bars arriving again (was: {self.status.stale_feed})")
                     self.status.stale_feed = None
+                self._market_ns = max(self._market_ns, bar.end_ns)
                 clock_intents = self._clock_intents(bar.end_ns)
                 intents = clock_intents + self.strategy.on_bar(bar)
                 values = self.strategy.indicators()
@@ -602,6 +617,8 @@ class StrategyRunner:
                 if self._skip_stale_signals and self._is_stale(bar):
                     intents = self._drop_stale_entries(intents)
                 self._act(intents, received, save=False)
+                if self._exit_pending is not None or self._book_check_due:
+                    self._check_book(bar.end_ns, throttle=True)
             except BaseException:
                 self._flush_log()  # the lines leading up to a crash are in the log with its traceback
                 raise
@@ -627,6 +644,7 @@ class StrategyRunner:
         message (or by the bookkeeping of the bar that came with it), not before `done`."""
         with self._lock:
             try:
+                self._market_ns = max(self._market_ns, trade.ts_ns)
                 self._act(self.strategy.on_trade(trade))
                 if self._exit_pending is not None or self._book_check_due:
                     self._check_book(trade.ts_ns, throttle=True)
@@ -642,6 +660,8 @@ class StrategyRunner:
             self._check_feed(now)
             try:
                 self._act(self._clock_intents(now))
+                if self._market_ns:  # the market's time, not the wall clock (a replay runs history)
+                    self._roll_if_due(self._market_ns)
                 self._check_book(now, throttle=False)
             finally:
                 self._flush_log()
@@ -869,6 +889,37 @@ class StrategyRunner:
             self._retry_exit(ts_ns, throttle=throttle)
         elif self._book_check_due or not throttle:
             self._compare_with_book(None, None, "checked after the orders settled")
+
+    def _roll_if_due(self, now_ns: int) -> None:
+        """A future held in a month that is no longer the front month (its roll date came, in New
+        York days): close it in that month and, unless configured to close only, reopen the same
+        side in the new front month (one intent: the order manager closes first, then opens)."""
+        target = self.strategy.target
+        if (target is PositionTarget.FLAT or self._exit_pending is not None or self._orders is None
+                or not self.config.trade_enabled or not self._in_session(now_ns)):
+            return
+        front = contract_key_at(self.config.symbol, now_ns)
+        if front is None:
+            return
+        held: list[str] = []
+        for broker in allocations(self.config):
+            try:
+                key = self._orders.lane(self.config.strategy.value, self.config.symbol, broker).position.key
+            except Exception as exc:  # the book unreadable: the next tick tries again
+                self.log.warning("could not read the %s book for the roll check: %s", broker, exc)
+                return
+            if contract_from_key(key) is not None and key != front:
+                held.append(f"{broker} {key}")
+        if not held:
+            return
+        new_target = target if self._roll_reopens else PositionTarget.FLAT
+        detail = (f"roll: {', '.join(held)} past its roll date; "
+                  + (f"reopening {target.value} in {front}" if self._roll_reopens else "closing (FUTURES_ROLL=close)"))
+        if new_target is PositionTarget.FLAT:
+            self.strategy.set_position(PositionTarget.FLAT)  # it follows the book if the close is refused
+        price = self._md.last_price(self.config.symbol)
+        self._act([Intent(self.config.strategy.value, self.config.symbol, new_target, IntentReason.ROLL, detail,
+                          now_ns, float(price) if price is not None else 0.0)])
 
     @staticmethod
     def _sign(target: PositionTarget) -> int:

@@ -72,6 +72,7 @@ class StrategySupervisor:
         on_bar_to_order: LatencyCallback | None = None,
         on_restart: RestartCallback | None = None,
         on_divergence: DivergenceCallback | None = None,
+        roll_reopens: bool = True,
         hub: StreamHub | None = None,
     ) -> None:
         """`hub`: a reader shared with another supervisor on the same market data (the engine
@@ -79,7 +80,7 @@ class StrategySupervisor:
         self._store = store
         self._hooks = RunnerHooks(on_report=on_report, skip_stale_signals=skip_stale_signals, time_ns=time_ns,
                                   on_bar_to_order=on_bar_to_order, on_restart=on_restart,
-                                  on_divergence=on_divergence)
+                                  on_divergence=on_divergence, roll_reopens=roll_reopens)
         self._tickers = tickers
         self._md = market_data
         self._orders = orders

@@ -10,6 +10,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from config.symbology import contract_from_key
 from domain.orders import (BrokerName, OptionContract, OptionRight, OrderSide, OrderState, PositionEffect,
                            apply_fill, plain_decimal)
 
@@ -35,10 +36,13 @@ class TargetOrder:
     # A reversal's open leg is sent only until then (ns): after a restart the close is finished but
     # an open for a signal that is no longer current is dropped. None: event_ts_ns + the default.
     open_deadline_ns: int | None = None
+    # A future's contract month to hold ("/MESZ25"): a position held in another month is closed
+    # there and reopened in this one (the roll). None: the symbol itself is the key.
+    contract: str | None = None
 
     @property
     def target_key(self) -> str:
-        return self.option.occ_symbol if self.option else self.symbol
+        return self.option.occ_symbol if self.option else self.contract or self.symbol
 
 
 class IntentStatus(StrEnum):
@@ -265,11 +269,21 @@ class LegPlan:
     position_key: str
     option: OptionContract | None = None
 
+    @property
+    def contract(self) -> str | None:
+        """The future's contract month the leg trades (its key, when the key names one)."""
+        return self.position_key if contract_from_key(self.position_key) is not None else None
+
 
 def plan_legs(cur_key: str, cur_qty: int, cur_option: OptionContract | None, target: TargetOrder) -> list[LegPlan]:
     """Close-then-open legs that take (cur_key, cur_qty) to the target. Reversals and contract
     changes (call -> put, new strike) close everything first; the open goes only after that fill."""
     t_qty, t_key = target.target_quantity, target.target_key
+    if cur_key == target.symbol and target.contract is not None and cur_qty and (cur_qty > 0) == (t_qty > 0):
+        # A futures position booked before positions were keyed by contract month: it is the
+        # contract it was bought in, taken as the one asked for (no spurious roll); it is keyed
+        # by its contract from its next order on.
+        t_key = cur_key
     legs: list[LegPlan] = []
 
     def close(n: int) -> LegPlan:

@@ -584,7 +584,8 @@ class OrderManager:
         coid = self._coid(t, leg.leg)
         multiplier = SPX_OPTION_MULTIPLIER if leg.option else CATALOG[canonical_symbol(t.symbol)].multiplier
         req = OrderRequest(client_order_id=coid, symbol=t.symbol, side=leg.side, quantity=leg.quantity,
-                           position_effect=leg.effect, order_type=OrderType.MARKET, option=leg.option)
+                           position_effect=leg.effect, order_type=OrderType.MARKET, option=leg.option,
+                           contract=leg.contract)
         now = self._clock()
         rec = OrderRecord(
             client_order_id=coid, broker_order_id=None, strategy=t.strategy, symbol=t.symbol, broker=t.broker,

@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from config.instruments import CATALOG, SPX_OPTION_MULTIPLIER, canonical_symbol
+from config.symbology import contract_from_key
 from domain.orders import BrokerName, BrokerPosition, OrderSide, OrderUpdate
 from oms.models import BrokerReport, OmsPosition, OrderRecord, TargetOrder, option_to_text, parse_occ
 from oms.order_manager import OrderManager
@@ -113,13 +114,16 @@ def _symbol_for_key(key: str) -> str:
     contract = parse_occ(key)
     if contract is not None:
         return contract.underlying
+    future = contract_from_key(key)  # a futures contract month, "/MESZ25"
+    if future is not None:
+        return canonical_symbol("/" + future.root)
     try:
         return canonical_symbol(key)
     except ValueError:
         return key
 
 
-symbol_for_key = _symbol_for_key  # public: position key (symbol / OCC) -> catalog symbol
+symbol_for_key = _symbol_for_key  # public: position key (symbol / contract month / OCC) -> catalog symbol
 
 Book = dict[tuple[str, str], dict[tuple[str, str], int]]  # (broker, key) -> {(strategy, symbol): quantity}
 

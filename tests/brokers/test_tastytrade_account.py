@@ -72,10 +72,22 @@ def test_positions_signed_by_direction(tt: Harness) -> None:
     adapter = tt.connected()
     tt.fake.on("GET", f"/accounts/{ACCOUNT}/positions", httpx2.Response(200, json=load("positions.json")))
     assert adapter.positions() == [
-        BrokerPosition("/MES", 2, Decimal("6612.25"), Decimal(5)),
+        BrokerPosition("/MESZ25", 2, Decimal("6612.25"), Decimal(5)),  # keyed by contract month
         BrokerPosition("NVDA", -10, Decimal("181.37"), Decimal(1)),
         BrokerPosition("SPXW  251120C06650000", 1, Decimal("4.1"), Decimal(100)),
     ]
+
+
+def test_futures_positions_in_two_contract_months_stay_apart(tt: Harness) -> None:
+    # They collapsed into one "/MES" key, so reconciliation kept whichever it read last.
+    adapter = tt.connected()
+    rows = load("positions.json")
+    mes = next(r for r in rows["data"]["items"] if r["symbol"] == "/MESZ5")
+    next_month = {**mes, "symbol": "/MESH6", "quantity": 1, "quantity-direction": "Short"}
+    rows["data"]["items"].append(next_month)
+    tt.fake.on("GET", f"/accounts/{ACCOUNT}/positions", httpx2.Response(200, json=rows))
+    held = {p.key: p.quantity for p in adapter.positions()}
+    assert held["/MESZ25"] == 2 and held["/MESH26"] == -1
 
 
 def test_balances(tt: Harness) -> None:

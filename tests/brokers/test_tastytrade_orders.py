@@ -268,3 +268,15 @@ def test_an_unreadable_position_means_the_order_is_not_sent(tt: Harness) -> None
     with pytest.raises(TemporaryBrokerError):
         adapter.place_order(OrderRequest(ClientOrderId("ema-NVDA-open-3"), "NVDA", OrderSide.BUY, 1, PositionEffect.OPEN))
     assert tt.fake.calls("POST", ORDERS) == []
+
+
+def test_a_futures_close_goes_to_the_contract_month_held_not_todays_front_month(tt: Harness) -> None:
+    # The harness's day trades December (/MESZ5) as the front month; a position held in March
+    # is closed in March (closing "in the front month" left a calendar spread across a roll).
+    adapter = tt.connected(live=True)
+    coid = ClientOrderId("ema-MES-clos-0123456789abcdef")
+    _reply(tt, ORDERS, order_body(order_id=902, coid=coid, symbol="/MESH6", instrument_type="Future",
+                                  action="Sell", quantity=1, underlying="/MES"))
+    adapter.place_order(OrderRequest(coid, "/MES", OrderSide.SELL, 1, PositionEffect.CLOSE, contract="/MESH26"))
+    (post,) = [r for r in tt.fake.requests if r.method == "POST" and r.path.startswith(f"/accounts/{ACCOUNT}/orders")]
+    assert post.json()["legs"] == [{"instrument-type": "Future", "symbol": "/MESH6", "action": "Sell", "quantity": 1}]

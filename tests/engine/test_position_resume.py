@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from decimal import Decimal
 
 import pytest
 
@@ -133,9 +134,10 @@ def test_editing_a_supertrend_ticker_in_a_position_reseeds_its_exits_from_the_av
 
 
 def test_resuming_a_position_with_no_known_price_says_the_stop_could_not_be_armed(rig: EngineRig) -> None:
-    # A saved state from before an edit says LONG, but neither the order manager's book nor the
-    # saved strategy has a price (and no bar has been seen to fall back on).
+    # A saved state from before an edit says LONG and the book holds it, but neither the order
+    # manager's book nor the saved strategy has a price (and no bar has been seen to fall back on).
     config = rig.add_ticker(**{**EMA_TICKER, "stop_loss_ticks": 2})
+    rig.orders.set_position("ema", "/MES", TASTYTRADE, "/MES", 2, Decimal(0), Decimal(5), "", "test: unpriced")
     runner = rig.supervisor._make_runner(config)
     stale = {"config": "the ticker before its edit", "strategy": {}, "bar_id": "0-0", "position": "LONG"}
     runner._states.put(runner.state_key, json.dumps(stale))
@@ -149,6 +151,29 @@ def test_resuming_a_position_with_no_known_price_says_the_stop_could_not_be_arme
     assert live.status.position == "LONG"
     log_text = (rig.settings.log_dir / "ema" / "MES.log").read_text()
     assert "the stop could not be armed" in log_text
+
+
+@pytest.mark.parametrize(("saved", "book", "resumed"), [("LONG", 0, "FLAT"), ("FLAT", 2, "LONG"), ("SHORT", 2, "LONG")])
+def test_a_resumed_strategy_holds_what_the_book_holds_not_what_it_saved(rig: EngineRig, saved: str, book: int,
+                                                                        resumed: str) -> None:
+    # A kill after a fill and before the state reached Redis: the saved state is older than the
+    # book. The old runner resumed the saved side and believed it until its next act.
+    config = rig.add_ticker(**{**EMA_TICKER, "stop_loss_ticks": 8})
+    runner = rig.supervisor._make_runner(config)
+    runner._prepare()  # a real saved state of this config, then edited to the stale side
+    state = json.loads(runner._states.get(runner.state_key))
+    state["strategy"]["target"] = saved
+    state["position"] = saved
+    runner._states.put(runner.state_key, json.dumps(state))
+    runner._states.flush(5)
+    if book:
+        rig.orders.set_position("ema", "/MES", TASTYTRADE, "/MES", book, Decimal("6000"), Decimal(5), "", "test")
+    rig.supervisor.start_strategy("ema")
+    live = rig.ready_runner("ema", "/MES")
+    assert live.strategy.target.value == resumed and live.status.position == resumed
+    if resumed == "LONG":
+        assert live.strategy.stop_price == 5998.0  # armed from the book's average price
+    assert "follows the book" in (rig.settings.log_dir / "ema" / "MES.log").read_text()
 
 
 def _history(rig: EngineRig, symbol: str, closes: list[float]) -> None:

@@ -25,6 +25,7 @@ from flask.testing import FlaskClient
 
 from app import attach_monitoring, create_app
 from brokers.paper import PaperBroker
+from config.symbology import contract_key_at
 from config.settings import Settings
 from domain.market import Trade
 from domain.orders import SCHWAB, TASTYTRADE, OrderRequest, OrderType
@@ -128,7 +129,8 @@ def test_kill_switch_flattens_both_paper_brokers_halts_and_resume_reactivates(
         assert trade.outcome().acknowledged and not trade.outcome().refused, trade.message
     assert _book(app) == {("ema", "NVDA", SCHWAB): 10, ("ema", "NVDA", TASTYTRADE): 5,
                           ("ema", "/MES", TASTYTRADE): 1}
-    assert _held(app) == {SCHWAB: {"NVDA": 10}, TASTYTRADE: {"NVDA": 5, "/MES": 1}}
+    mes_month = contract_key_at("/MES", time.time_ns())  # futures positions are keyed by contract month
+    assert _held(app) == {SCHWAB: {"NVDA": 10}, TASTYTRADE: {"NVDA": 5, mes_month: 1}}
     working = _open_orders(app)
     assert len(working[SCHWAB]) == 1 and len(working[TASTYTRADE]) == 1, working
     working_ids = working[SCHWAB] + working[TASTYTRADE]

@@ -14,17 +14,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from api.validation import MAX_TEXT
 from auth.users import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH
+from backtest.jobs import MAX_COMMISSION, MAX_DATA_FILES
 from config.instruments import CATALOG, Symbol, canonical_symbol
 from config.timeframes import ALLOWED_HOURS, ALLOWED_MINUTES, Timeframe
 from domain.orders import BROKERS, OrderState
 from domain.parsing import FALSE_WORDS, TRUE_WORDS, ParseError, parse_bool, parse_decimal, parse_float, parse_int
 from domain.tickers import MAX_PERIOD, MAX_QUANTITY, StrategyName, TrendLine, parse_strategy, parse_trend_line
+from risk.limits import MAX_CONTRACTS, MAX_RATE
 from risk.state import GLOBAL_SCOPE
 
 INTEGER_TEXT = r"^[+-]?[0-9]{1,18}$"
 DECIMAL_TEXT = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$"
-MAX_TEXT = 2048
 SYMBOLS = sorted(set(CATALOG) | {s.lstrip("/") for s in CATALOG})
 TIMEFRAMES = [f"{m}Min" for m in ALLOWED_MINUTES] + [f"{h}Hour" for h in ALLOWED_HOURS] + ["1Day"]
 STRATEGIES = [s.value for s in StrategyName]
@@ -87,10 +89,10 @@ Amount = Annotated[str, BeforeValidator(_amount), WithJsonSchema(
      "description": "USD, greater than 0"})]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 DataPaths = Annotated[
-    list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=20),
+    list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_DATA_FILES),
     BeforeValidator(lambda raw: [raw] if isinstance(raw, str) else raw),  # one path may come bare
     WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
-                               "maxItems": 20}, {"type": "string", "minLength": 1}]})]
+                               "maxItems": MAX_DATA_FILES}, {"type": "string", "minLength": 1}]})]
 Broker = Annotated[str, BeforeValidator(_broker), WithJsonSchema({"type": "string", "enum": list(BROKERS)})]
 IsoTime = Annotated[datetime, BeforeValidator(_iso_time), WithJsonSchema(
     {"type": "string", "description": "ISO date or time (UTC unless it says), e.g. 2025-06-10 or "
@@ -313,10 +315,10 @@ class RiskLimitsBody(Closed):
     daily_loss_limit_global: Amount | None = None
     daily_loss_limit_per_strategy: Amount | None = None
     daily_loss_limit_by_strategy: dict[Literal["ema", "supertrend", "zeroday"], Amount | None] | None = None
-    max_position: whole(1, 100_000) | None = None
-    max_position_by_symbol: dict[CatalogSymbol, whole(1, 100_000) | None] | None = None
-    max_order_quantity: whole(1, 100_000) | None = None
-    max_orders_per_minute: whole(1, 10_000) | None = None
+    max_position: whole(1, MAX_CONTRACTS) | None = None
+    max_position_by_symbol: dict[CatalogSymbol, whole(1, MAX_CONTRACTS) | None] | None = None
+    max_order_quantity: whole(1, MAX_CONTRACTS) | None = None
+    max_orders_per_minute: whole(1, MAX_RATE) | None = None
     sizing_mode: Literal["fixed", "risk"] | None = None
     risk_per_trade: Amount | None = Field(None, description="required with sizing_mode risk")
 
@@ -399,8 +401,9 @@ class BacktestBody(Closed):
     from_: str | None = Field(None, alias="from", description="ISO date/time")
     to: str | None = Field(None, description="ISO date/time, after from")
     quantity: whole(1, 10_000) | None = Field(None, description="default 1")
-    commission: Annotated[str, BeforeValidator(lambda raw: str(parse_decimal(raw, 0, 1000))), WithJsonSchema(
-        {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1000}, {"type": "string", "pattern": DECIMAL_TEXT}],
+    commission: Annotated[str, BeforeValidator(lambda raw: str(parse_decimal(raw, 0, MAX_COMMISSION))), WithJsonSchema(
+        {"anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_COMMISSION},
+                   {"type": "string", "pattern": DECIMAL_TEXT}],
          "description": "USD per contract per fill; default 0"})] | None = None
     slippage_ticks: whole(0, 1000) | None = Field(None, description="default 0")
     instrument: Annotated[str, Field(min_length=1, max_length=40)] | None = None

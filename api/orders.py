@@ -7,6 +7,8 @@ GET  /api/reconcile           viewer  the last reconciliation report, halted tic
 POST /api/reconcile           admin   run reconciliation now
 POST /api/reconcile/adopt     admin   {broker, key, strategy, symbol?}: the OMS book takes the broker's position
 POST /api/reconcile/flatten   admin   {broker, key}: close the broker's whole position at key
+POST /api/orders/resolve      admin   {client_order_id, state: FILLED|CANCELLED|REJECTED, filled_quantity?,
+                                      avg_fill_price?, note?}: the outcome of an UNKNOWN order, by hand
 
 Reads `services.orders` (oms.order_manager.OrderManager; 503 when absent), `services.extras["runtime"]`
 (runtime.TradingRuntime: reconcile_now(), adopt(), flatten(), last_reconciliation) and
@@ -26,12 +28,13 @@ from flask import Blueprint, jsonify, request
 from api.validation import int_query, json_body
 from api.contract import Answer, endpoint
 from api.responses import ApiError, ok
-from api.schemas import (AdoptBody, ErrorReply, FlattenBody, JournalQuery, JournalReply, OrdersQuery, OrdersReply,
-                         PositionsQuery, PositionsReply, ReconcileReply, ResolvedReply)
+from api.schemas import (AdoptBody, ErrorReply, FlattenBody, JournalQuery, JournalReply, OrderReply, OrdersQuery,
+                         OrdersReply, PositionsQuery, PositionsReply, ReconcileReply, ResolvedReply, ResolveOrderBody)
 from api.services import get_services
-from auth.decorators import admin_required, viewer_required
+from auth.decorators import admin_required, current_user_email, viewer_required
 from config.instruments import canonical_symbol
 from domain.orders import BROKERS, OrderState
+from domain.parsing import ParseError, parse_decimal, parse_int
 from domain.tickers import StrategyName
 from oms.journal import read_fills, read_journal
 from oms.reconcile import RECONCILE_STRATEGY, NothingAtKey
@@ -248,6 +251,49 @@ def flatten() -> Any:
                     "report": report.to_json(), "cleared_halts": [], "halts": _halts_json()}
         return jsonify(body_out), 502
     return ok(report=report.to_json(), cleared_halts=cleared, halts=_halts_json())
+
+
+_COID_RE = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
+_RESOLVED_STATES = (OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED)
+
+
+@orders_bp.post("/orders/resolve")
+@admin_required
+@endpoint(body=ResolveOrderBody, answers=[Answer(200, "resolved; the order as the book now has it", OrderReply)],
+          errors={404: "no such order", 409: "the order's outcome is not unknown: nothing changed", **NO_OMS})
+def resolve_order() -> Any:
+    """An operator states the outcome of an order whose outcome is unknown (the broker could not
+    be asked, or does not show it): what the broker's own records say. Journaled with who said
+    it; the lane unblocks. 409 when the order is not unresolved (nothing changed)."""
+    om = _orders()
+    body = json_body()
+    coid = body.get("client_order_id")
+    if not isinstance(coid, str) or not _COID_RE.match(coid):
+        raise ApiError(400, "client_order_id must be an order's client id", field="client_order_id")
+    raw_state = body.get("state")
+    state = _state(raw_state) if isinstance(raw_state, str) else None
+    if state not in _RESOLVED_STATES:
+        raise ApiError(400, "state must be FILLED, CANCELLED or REJECTED", field="state")
+    try:
+        filled = parse_int(body.get("filled_quantity", 0), 0, 1_000_000)
+    except ParseError as exc:
+        raise ApiError(400, f"filled_quantity {exc}", field="filled_quantity") from None
+    price = None
+    if body.get("avg_fill_price") is not None:
+        try:
+            price = parse_decimal(body["avg_fill_price"], 0, 10_000_000)
+        except ParseError as exc:
+            raise ApiError(400, f"avg_fill_price {exc}", field="avg_fill_price") from None
+    note = body.get("note", "")
+    if not isinstance(note, str) or len(note) > 200:
+        raise ApiError(400, "note must be text of at most 200 characters", field="note")
+    if om.order(coid) is None:
+        raise ApiError(404, f"no order {coid}", field="client_order_id", code="not_found")
+    try:
+        record = om.resolve_by_operator(coid, state, filled, price, actor=current_user_email() or "admin", note=note)
+    except ValueError as exc:
+        raise ApiError(409, str(exc), code="not_unresolved") from None
+    return ok(order=record.to_json())
 
 
 __all__ = ["orders_bp"]

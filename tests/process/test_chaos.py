@@ -102,10 +102,6 @@ EQUITIES: list[dict[str, Any]] = [
 pytestmark = [
     pytest.mark.chaos,
     pytest.mark.timeout(420),
-    pytest.mark.xfail(strict=False, reason=(
-        "before the order-path rewrite a SIGKILL between the pre-trade check and the order's claim made the "
-        "replayed intent a 'duplicate' that was never sent (a lost signal, the strategy on the other side of the "
-        "book); remove this mark once the rewrite is in")),
 ]
 
 

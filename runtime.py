@@ -29,11 +29,13 @@ from brokers.token_store import TokenStore
 from config.settings import FuturesRoll, MarketDataSource, Settings
 from domain.market import Trade
 from domain.orders import BROKERS, SCHWAB, TASTYTRADE, BrokerName
+from domain.tickers import TickerConfig
 from engine.clock import spx_session_clock
 from engine.executor import IntentExecutor
 from engine.runner import Divergence as StrategyDivergence
-from engine.supervisor import StrategySupervisor
-from market_data.service import MarketDataService
+from engine.supervisor import PriceRefusal, StrategySupervisor
+from market_data.index_feed import NO_SPX_SOURCE, IndexSource, index_feed_for
+from market_data.service import MarketDataService, build_feed
 from domain.risk import allow_all
 from monitoring.divergence import Divergences
 from oms.journal import event_entry
@@ -219,9 +221,13 @@ class TradingRuntime:
     def build(services: Services, *, market_data: MarketDataService | None = None,
               live_adapters: dict[BrokerName, BrokerAdapter] | None = None) -> "TradingRuntime":
         settings, store = services.settings, services.store
-        md = market_data or MarketDataService(settings, store)
         token_store = TokenStore(store, settings.token_encryption_key)
         live = live_adapters if live_adapters is not None else build_live_adapters(settings, store, token_store)
+        # SPX from a broker's stream (market data cannot import brokers, so the source is made here);
+        # an injected market data service brings its own feeds, so no stream is known to it.
+        index_source = build_index_source(settings, live) if market_data is None else None
+        md = market_data or MarketDataService(
+            settings, store, source=build_feed(settings, index_feed=index_feed_for(settings, index_source)))
         paper: dict[BrokerName, BrokerAdapter] = {
             name: PaperBroker(store, name, settings, md.last_price) for name in BROKERS
         }
@@ -239,6 +245,7 @@ class TradingRuntime:
             on_restart=metrics.strategy_restarted if metrics else None,
             roll_reopens=settings.futures_roll is FuturesRoll.REOPEN,
             on_divergence=lambda d, strategy, symbol: strategy_divergence(divergences, d, strategy, symbol),
+            price_refusal=live_price_refusal(settings, index_source),
         )
         runtime = TradingRuntime(services, market_data=md, registry=registry, orders=orders,
                                  supervisor=supervisor, halts=halts, divergences=divergences)
@@ -444,6 +451,30 @@ class TradingRuntime:
             "paused_brokers": self.orders.paused_brokers(),
             "divergences": self.divergences.to_json(),
         }
+
+
+def build_index_source(settings: Settings, live: dict[BrokerName, BrokerAdapter]) -> IndexSource | None:
+    """Where real SPX values come from: Schwab's streamer when a Schwab adapter is configured and
+    the rest of the data is real (Databento). None otherwise; simulated and replayed runs price
+    SPX with the rest of their data."""
+    schwab = live.get(SCHWAB)
+    if settings.market_data_source is not MarketDataSource.DATABENTO or schwab is None:
+        return None
+    from brokers.schwab import SchwabAdapter
+    from brokers.schwab_stream import SchwabIndexStream
+
+    return SchwabIndexStream(schwab.streaming_client) if isinstance(schwab, SchwabAdapter) else None
+
+
+def live_price_refusal(settings: Settings, index_source: IndexSource | None) -> PriceRefusal:
+    """The supervisor's check before a ticker takes new positions: in live mode SPX needs a broker
+    stream (settings already refuse a simulated or replayed source for everything else)."""
+    def refusal(config: TickerConfig) -> str | None:
+        if settings.is_live and config.symbol == "SPX" and index_source is None:
+            return f"{config.strategy.value} cannot trade live on SPX: {NO_SPX_SOURCE}"
+        return None
+
+    return refusal
 
 
 def strategy_divergence(divergences: Divergences, d: StrategyDivergence | None, strategy: str, symbol: str) -> None:

@@ -27,6 +27,7 @@ from api.validation import json_body, strategy_arg, symbol_arg
 from auth.decorators import admin_required, viewer_required
 from domain.tickers import StrategyName
 from engine.manual import NEW_YORK, ManualOutcome, Refusal, session_refusal, zeroday_entry_refusal
+from engine.supervisor import NoRealPriceSource
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,14 @@ ZERODAY_ALIASES = {"long": "call", "short": "put"}
 EMA_ACTIONS = ("LONG", "SHORT", "CLOSE")
 MANUAL_ANSWERS = [
     Answer(200, "at least one broker acknowledged the order (or already holds the target)", ManualReply),
-    Answer(409, "refused, nothing sent: a time rule (`code` market_closed, outside_entry_window, ...) or "
-                "every broker refused (risk denial, paused, rejected)", ManualRefusal),
+    Answer(409, "refused, nothing sent: a time rule (`code` market_closed, outside_entry_window, ...), no real "
+                "price source in live mode (no_real_price_source) or every broker refused (risk denial, paused, "
+                "rejected)", ManualRefusal),
     Answer(502, "sent, outcome unknown (`code` order_outcome_unknown): check /api/orders", ManualRefusal),
 ]
 MANUAL_ERRORS = {503: "no order path runs in this process (the strategy engine and brokers are not running)"}
+NO_REAL_PRICES = ("live mode and a ticker has no real price source (`code` no_real_price_source: SPX without a "
+                  "broker stream)")
 
 
 def _running_key(services: Services) -> str:
@@ -52,12 +56,14 @@ def _running_key(services: Services) -> str:
 
 @trading_bp.get("/start-trading")
 @admin_required
-@endpoint(query=StrategyQuery, answers=[Answer(200, "started, or already running", MessageReply)])
+@endpoint(query=StrategyQuery, answers=[Answer(200, "started, or already running", MessageReply)],
+          errors={409: NO_REAL_PRICES})
 def start_trading() -> tuple[Response, int]:
     """Start a strategy for its trade-enabled tickers.
 
     Query: `strategy=ema|supertrend|zeroday`. Answers `{success, message}`; nothing enabled -> 400;
-    a second start answers "already running".
+    a second start answers "already running"; in live mode zeroday without a broker streaming SPX
+    -> 409 `no_real_price_source` (nothing starts).
     """
     strategy = strategy_arg(request.args.get("strategy"))
     services = get_services()
@@ -72,7 +78,11 @@ def start_trading() -> tuple[Response, int]:
         log.info("start requested for %s (%s); no engine in this process", strategy.value, ", ".join(enabled))
         return ok(message=f"{strategy.value} marked as running for {', '.join(enabled)}; the strategy engine is "
                           "not active in this process, so nothing trades until it starts")
-    result = services.engine.start_strategy(strategy.value)
+    try:
+        result = services.engine.start_strategy(strategy.value)
+    except NoRealPriceSource as exc:
+        log.warning("start %s refused: %s", strategy.value, exc)
+        return _refused(409, exc.code, str(exc))
     started, already = list(result.started), list(result.already_running)
     if not started and already:
         return ok(message=f"{strategy.value} is already running for {', '.join(already)}")
@@ -171,6 +181,8 @@ def _manual(strategy: StrategyName, allowed: tuple[str, ...], normalize: str,
     log.info("manual trigger %s %s %s", strategy.value, ticker, action)
     try:
         answer = services.engine.manual_trigger(strategy.value, ticker, action)
+    except NoRealPriceSource as exc:
+        return _refused(409, exc.code, str(exc))
     except (ValueError, LookupError) as exc:
         raise ApiError(400, str(exc), field="ticker") from None
     return _answer(answer.message, answer.outcome())

@@ -262,6 +262,12 @@ class SchwabAdapter(BrokerAdapter):
             self._auth_error = None
         return self.status()
 
+    def streaming_client(self) -> Client:
+        """The logged-in SDK client, for schwab-py's StreamClient (brokers/schwab_stream.py), which
+        logs in with its user preferences and access token. Raises AuthenticationRequired while
+        Schwab is not logged in."""
+        return self._ensure_client()
+
     # ------------------------------------------------------------------ token hooks
 
     def _read_token(self) -> dict[str, Any]:

@@ -234,7 +234,13 @@ def _check_decimal(name: str, raw: str) -> None:
 
 
 def _check_live(settings: Settings) -> None:
-    """Live mode trades real money: refuse weak or implicit security settings."""
+    """Live mode trades real money: refuse made-up prices and weak or implicit security settings."""
+    if settings.market_data_source is not MarketDataSource.DATABENTO:
+        # The simulated feed invents prices and a replay's are old: real orders must never follow them.
+        raise SettingsError(
+            f"MARKET_DATA_SOURCE must be databento when TRADING_MODE=live (got {settings.market_data_source.value}: "
+            "simulated and replay prices are not the market's)"
+        )
     secret = settings.jwt_secret or ""
     if len(secret) < MIN_LIVE_JWT_SECRET_LENGTH or secret.lower() in _WEAK_SECRETS:
         raise SettingsError(

@@ -49,6 +49,17 @@ class TriggerError(ValueError):
     """A manual trigger cannot be carried out (unknown ticker, bad action, no price)."""
 
 
+class NoRealPriceSource(RuntimeError):
+    """A ticker would trade on prices nothing real supplies (live mode, SPX without a broker
+    stream). Not a ValueError: the request is well formed, the process cannot serve it (409)."""
+
+    code = "no_real_price_source"
+
+
+# (ticker) -> why it cannot take new positions on this process's prices, or None when it can.
+PriceRefusal = Callable[[TickerConfig], str | None]
+
+
 @dataclass
 class StartResult:
     started: list[str] = field(default_factory=list)
@@ -74,9 +85,13 @@ class StrategySupervisor:
         on_divergence: DivergenceCallback | None = None,
         roll_reopens: bool = True,
         hub: StreamHub | None = None,
+        price_refusal: PriceRefusal | None = None,
     ) -> None:
         """`hub`: a reader shared with another supervisor on the same market data (the engine
-        bench runs two); its owner starts and stops it. By default the supervisor has its own."""
+        bench runs two); its owner starts and stops it. By default the supervisor has its own.
+        `price_refusal`: checked for every ticker before start-trading and before a manual entry
+        (the runtime refuses SPX in live mode without a broker stream); None: never refused."""
+        self._price_refusal = price_refusal
         self._store = store
         self._hooks = RunnerHooks(on_report=on_report, skip_stale_signals=skip_stale_signals, time_ns=time_ns,
                                   on_bar_to_order=on_bar_to_order, on_restart=on_restart,
@@ -106,6 +121,8 @@ class StrategySupervisor:
         enabled = self._tickers.enabled(name)
         if not enabled:
             raise NothingEnabledError(f"no enabled ticker for {name.value}; add one with trade_enabled true first")
+        for config in enabled:  # nothing starts (nor is marked running) when one ticker has no real prices
+            self._refuse_without_real_prices(config)
         result = StartResult()
         with self._lock:
             self._store.redis.sadd(self._running_key, name.value)
@@ -141,7 +158,15 @@ class StrategySupervisor:
                 resumed[name] = self.start_strategy(name)
             except NothingEnabledError:
                 self._store.redis.srem(self._running_key, name)
+            except NoRealPriceSource as exc:  # an operator starts it again once real prices exist
+                log.error("not resuming %s: %s", name, exc)
+                self._store.redis.srem(self._running_key, name)
         return resumed
+
+    def _refuse_without_real_prices(self, config: TickerConfig) -> None:
+        why = self._price_refusal(config) if self._price_refusal is not None else None
+        if why is not None:
+            raise NoRealPriceSource(why)
 
     def shutdown(self) -> None:
         """Graceful stop (SIGTERM): threads stop, state is saved, the running set is kept."""
@@ -245,6 +270,8 @@ class StrategySupervisor:
         config = self._tickers.get_map(name).get(symbol)
         if config is None:
             raise TriggerError(f"{symbol} is not configured for {name.value}; add it first")
+        if target is not PositionTarget.FLAT:  # a close is always allowed: it takes no new risk
+            self._refuse_without_real_prices(config)
         price = self._md.last_price(symbol)
         if price is None:
             raise TriggerError(f"no market price for {symbol} yet; wait for the feed")

@@ -70,16 +70,20 @@ class ServiceCounters:
     flushes: int = 0
 
 
-def build_feed(settings: Settings, quote_sources: dict[str, QuoteSource] | None = None) -> Feed:
+def build_feed(settings: Settings, quote_sources: dict[str, QuoteSource] | None = None, *,
+               index_feed: Feed | None = None) -> Feed:
+    """`index_feed`: SPX next to Databento (a broker stream, market_data/index_feed.py); None: the
+    broker quote in `quote_sources` or the simulator."""
     source = settings.market_data_source
     if source is MarketDataSource.REPLAY:
         return ReplayFeed(settings.replay_files, speed=settings.replay_speed)
     if source is MarketDataSource.DATABENTO:
         from market_data.databento_feed import DatabentoLiveFeed
 
-        # Databento has no index feed: SPX comes from the broker quote (when given) or the simulator.
+        # Databento has no index feed: SPX comes from a broker (stream or quote) or the simulator.
         databento = DatabentoLiveFeed(settings.databento_api_key or "")
-        index = SimulatedFeed(settings.simulated_trades_per_second, symbols=["SPX"], quote_sources=quote_sources)
+        index = index_feed if index_feed is not None else SimulatedFeed(
+            settings.simulated_trades_per_second, symbols=["SPX"], quote_sources=quote_sources)
         return CompositeFeed([databento, index], lambda sym: index if sym == "SPX" else databento)
     return SimulatedFeed(settings.simulated_trades_per_second, quote_sources=quote_sources)
 

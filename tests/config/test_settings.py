@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STRONG = "k" * 48
 LIVE_OK = {"TRADING_MODE": "live", "JWT_SECRET": STRONG, "REDIS_URL": "redis://127.0.0.1:6379/0",
            "ADMIN_EMAIL": "ops@example.com", "ADMIN_PASSWORD": "a long admin password",
-           "TOKEN_ENCRYPTION_KEY": "x" * 44}
+           "TOKEN_ENCRYPTION_KEY": "x" * 44, "MARKET_DATA_SOURCE": "databento", "DATABENTO_API_KEY": "db-key"}
 
 
 def test_defaults() -> None:
@@ -55,6 +55,32 @@ def test_live_mode_refuses_weak_or_missing_security(drop_or_change: dict[str, st
 
 def test_live_mode_with_everything_set() -> None:
     assert settings_from_mapping(LIVE_OK).is_live
+
+
+@pytest.mark.parametrize("source", [None, "simulated", "replay"])
+def test_live_mode_refuses_made_up_or_old_prices(source: str | None, tmp_path: Path) -> None:
+    # The simulated walk invents prices and a replay's are history: no real order may follow them.
+    replay = tmp_path / "trades.csv"
+    replay.write_text("Datetime,Open,High,Low,Close,Volume\n2025-12-03T15:00:00,1,1,1,1,1\n")
+    env = {k: v for k, v in LIVE_OK.items() if k not in ("MARKET_DATA_SOURCE", "DATABENTO_API_KEY")}
+    if source is not None:  # None: the default, simulated
+        env["MARKET_DATA_SOURCE"] = source
+    if source == "replay":
+        env["REPLAY_FILES"] = str(replay)
+    with pytest.raises(SettingsError, match="^MARKET_DATA_SOURCE must be databento when TRADING_MODE=live") as info:
+        settings_from_mapping(env)
+    assert "\n" not in str(info.value) and f"got {source or 'simulated'}" in str(info.value)
+    assert settings_from_mapping({k: v for k, v in env.items() if k != "TRADING_MODE"}).market_data_source.value == (
+        source or "simulated")  # paper takes the same source
+
+
+def test_python_app_exits_2_naming_the_source_when_live_would_trade_simulated_prices(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "LOG_DIR": str(tmp_path), **LIVE_OK, "MARKET_DATA_SOURCE": "simulated"}
+    result = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MARKET_DATA_SOURCE" in lines[0] and "Traceback" not in result.stderr
 
 
 def test_python_app_exits_2_with_one_line_on_bad_setting(tmp_path: Path) -> None:

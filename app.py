@@ -27,7 +27,6 @@ from api.monitoring import monitoring_bp
 from api.orders import orders_bp
 from api.risk import risk_bp
 from api.strategies import strategies_bp
-from api.services import Services
 from api.tickers import tickers_bp
 from api.trading import trading_bp
 from auth.bootstrap import GeneratedAdmin, ensure_first_admin
@@ -37,6 +36,7 @@ from auth.tokens import init_jwt
 from auth.users import UserStore
 from backtest.jobs import BacktestJobs
 from config.settings import Settings, SettingsError, load_settings
+from engine.services import Services
 from ledger.trades import Ledger
 from ledger.pnl import session_pnl
 from market_data import calendars
@@ -120,15 +120,15 @@ def build_services(settings: Settings, store: Store) -> Services:
     """The service container with everything that needs no background thread: auth, tickers,
     risk, ledger, metrics, audit and backtest jobs. `main()` adds the trading runtime (market
     data, brokers, order manager, strategy engine) and the alerter, which own threads."""
-    services = Services(settings=settings, store=store, users=UserStore(store), tickers=TickerStore(store))
     metrics = Metrics()
     audit = AuditLog(settings, store)
     ledger = Ledger(store)
-    services.extras.update(metrics=metrics, audit=audit, ledger=ledger)
-    services.extras["mark_price"] = lambda key: _mark_price(services, key)
+    services = Services(settings=settings, store=store, users=UserStore(store), tickers=TickerStore(store),
+                        metrics=metrics, audit=audit, ledger=ledger)
+    services.mark_price = lambda key: _mark_price(services, key)
     services.risk = RiskEngine(
         store, settings, calendar_session_start=_session_start, audit=audit, metrics=metrics,
-        pnl_source=lambda start: session_pnl(ledger, start, services.extras["mark_price"]),
+        pnl_source=lambda start: session_pnl(ledger, start, services.mark_price),
     )
     services.backtests = BacktestJobs(store)
     return services
@@ -224,12 +224,13 @@ def main() -> int:
     except (InstanceLockError, PrefixModeError) as exc:
         print(f"startup error: {exc}", file=sys.stderr)
         return EXIT_STARTUP_ERROR
-    services.extras["instance_lock"] = lock
+    services.instance_lock = lock
 
     alerter = Alerter(settings, store)
     alerter.start()
-    services.extras["alerter"] = alerter
-    services.risk.alerter = alerter
+    services.alerter = alerter
+    if services.risk is not None:
+        services.risk.alerter = alerter
     runtime = TradingRuntime.build(services)
     attach_monitoring(services, runtime)
 
@@ -257,10 +258,11 @@ def main() -> int:
 
 
 def attach_monitoring(services: Services, runtime: TradingRuntime) -> None:
-    """Connect the order path, brokers and engine to metrics, audit and alerts."""
-    metrics: Metrics = services.extras["metrics"]
-    audit: AuditLog = services.extras["audit"]
-    alerter: Alerter = services.extras["alerter"]
+    """Connect the order path, brokers and engine to metrics, audit and alerts (all three are in
+    the services by then: build_services and main() made them)."""
+    metrics, audit, alerter = services.metrics, services.audit, services.alerter
+    if metrics is None or audit is None or alerter is None:
+        raise RuntimeError("attach_monitoring needs the services' metrics, audit log and alerter")
 
     def connection_changed(broker: str, status: dict[str, object]) -> None:
         connected = bool(status.get("connected"))

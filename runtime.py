@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from api.services import Services
 from brokers.base import BrokerAdapter
 from brokers.errors import BrokerError
 from brokers.paper import PaperBroker
@@ -33,6 +32,7 @@ from domain.tickers import TickerConfig
 from engine.clock import spx_session_clock
 from engine.executor import IntentExecutor
 from engine.runner import Divergence as StrategyDivergence
+from engine.services import Services
 from engine.supervisor import PriceRefusal, StrategySupervisor
 from market_data.index_feed import NO_SPX_SOURCE, IndexSource, index_feed_for
 from market_data.service import MarketDataService, build_feed
@@ -235,7 +235,7 @@ class TradingRuntime:
         orders = OrderManager(store, registry.trading_adapters(), pre_trade_check=services.risk or allow_all)
         halts = Halts(store)
         divergences = build_divergences(services)
-        metrics = services.extras.get("metrics")
+        metrics = services.metrics
         executor = IntentExecutor(orders, chain_provider=registry.option_chain, halted=halts.reason)
         supervisor = StrategySupervisor(
             store=store, tickers=services.tickers, market_data=md, orders=orders, executor=executor,
@@ -255,9 +255,8 @@ class TradingRuntime:
         services.brokers = registry
         services.orders = orders
         services.engine = supervisor
-        services.extras["runtime"] = runtime
-        services.extras["halts"] = halts
-        services.extras["divergences"] = divergences
+        services.runtime = runtime
+        services.halts = halts
         return runtime
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -356,7 +355,7 @@ class TradingRuntime:
         divergences. Returns the resumed tickers as [strategy, symbol] pairs."""
         self.divergences.clear_reconciliation(broker, key, why)
         resumed = self.halts.release_mismatch(broker, key, why)
-        alerter = self.services.extras.get("alerter")
+        alerter = self.services.alerter
         for strategy, symbol in resumed:
             message = f"{strategy} {symbol} resumed: {why} at {broker} {key}"
             self._journal("halt_cleared", broker, strategy, symbol, why, key)
@@ -418,7 +417,7 @@ class TradingRuntime:
             try:
                 if self.services.settings.is_live:
                     self.orders.poll_open_orders()
-                ledger = self.services.extras.get("ledger")
+                ledger = self.services.ledger
                 if ledger is not None:
                     ledger.sync()
                 if self.services.risk is not None:
@@ -432,7 +431,7 @@ class TradingRuntime:
 
     def _alert_on_broker_tokens(self) -> None:
         """Token expiry warnings (Schwab's 7-day refresh token from day 6) and disconnects."""
-        alerter = self.services.extras.get("alerter")
+        alerter = self.services.alerter
         if alerter is None:
             return
         for name, adapter in self.registry.live.items():
@@ -494,11 +493,11 @@ def build_divergences(services: Services) -> Divergences:
     """The divergence registry, reporting to the services' metrics and alerter (looked up when
     used: the alerter may be attached after the runtime is built)."""
     def alert(*args: Any, **kwargs: Any) -> object:
-        alerter = services.extras.get("alerter")
+        alerter = services.alerter
         return alerter.alert(*args, **kwargs) if alerter is not None else None
 
     def lane(strategy: str, symbol: str, broker: str, diverging: bool) -> None:
-        metrics = services.extras.get("metrics")
+        metrics = services.metrics
         if metrics is not None:
             metrics.set_position_divergence(strategy, symbol, broker, diverging)
 

@@ -57,7 +57,7 @@ def login() -> tuple[Response, int]:
         return _too_many_failures(retry_after)
     services = get_services()
     user = services.users.authenticate(email, password)
-    audit = services.extras.get("audit")
+    audit = services.audit
     if user is None:
         limits.record_failure(account, address)
         log.warning("failed login for %r", email.strip().lower()[:MAX_EMAIL_LENGTH])
@@ -110,7 +110,7 @@ def update_credentials() -> tuple[Response, int]:
     except UserError as exc:
         raise ApiError(400, exc.message, field=exc.field) from None
     log.info("credentials changed for %s (now %s); earlier tokens revoked", email, user.email)
-    if services.extras.get("audit") is not None:
+    if services.audit is not None:
         changed = ", ".join(n for n, v in (("email", new_email), ("password", new_password)) if v is not None)
-        services.extras["audit"].credential_change(user.email, f"changed {changed}", actor=email)
+        services.audit.credential_change(user.email, f"changed {changed}", actor=email)
     return ok(message="credentials updated; earlier tokens are revoked", token=issue_token(user, services.users))

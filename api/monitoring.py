@@ -1,9 +1,8 @@
 """Operational endpoints: Prometheus metrics, the status document, the trade journal and P&L.
 
 Reads from the service container: `settings.metrics_token`, `risk`, `orders`, `market_data`,
-`brokers`, `engine`, and from `extras`: "metrics" (monitoring.metrics.Metrics), "ledger"
-(ledger.trades.Ledger), "status" (monitoring.status.StatusBuilder; built from the services when
-absent), "alerter", "mark_price" (callable position_key -> price, else market_data.last_price).
+`brokers`, `engine`, `metrics`, `ledger`, `status` (built from the services when absent),
+`alerter` and `mark_price` (position_key -> price; else market_data.last_price).
 """
 from __future__ import annotations
 
@@ -47,7 +46,7 @@ def metrics() -> Any:
         raise ApiError(401 if get_services().settings.metrics_token else 403,
                        "metrics need the bearer METRICS_TOKEN" if get_services().settings.metrics_token
                        else "metrics are only served to localhost unless METRICS_TOKEN is set", error="forbidden")
-    registry = get_services().extras.get("metrics")
+    registry = get_services().metrics
     if registry is None:
         raise ApiError(503, "metrics are not enabled", error="unavailable")
     body, content_type = registry.render()
@@ -60,13 +59,13 @@ def metrics() -> Any:
 def status() -> Any:
     """One document for the dashboard: mode, trading state, feeds, brokers, strategies, risk, alerts."""
     services = get_services()
-    builder = services.extras.get("status") or default_status_builder(services)
+    builder = services.status or default_status_builder(services)
     # Sections at the top level of the envelope (ok()'s own `status` parameter is the HTTP code).
     return ok(**builder.build())
 
 
 def _ledger() -> Ledger:
-    ledger = get_services().extras.get("ledger")
+    ledger = get_services().ledger
     if ledger is None:
         raise ApiError(503, "the trade journal is not available", error="unavailable")
     ledger.sync()  # pick up fills written since the last call (cheap: incremental)
@@ -104,9 +103,8 @@ def trades() -> Any:
 
 def _mark_price() -> Callable[[str], Decimal | float | None] | None:
     services = get_services()
-    custom = services.extras.get("mark_price")
-    if custom is not None:
-        return custom  # type: ignore[no-any-return]
+    if services.mark_price is not None:
+        return services.mark_price
     if services.market_data is not None and hasattr(services.market_data, "last_price"):
         # Options have no trade feed here: their keys get no mark and show as marks_missing.
         return lambda key: services.market_data.last_price(key)

@@ -10,9 +10,9 @@ POST /api/reconcile/flatten   admin   {broker, key}: close the broker's whole po
 POST /api/orders/resolve      admin   {client_order_id, state: FILLED|CANCELLED|REJECTED, filled_quantity?,
                                       avg_fill_price?, note?}: the outcome of an UNKNOWN order, by hand
 
-Reads `services.orders` (oms.order_manager.OrderManager; 503 when absent), `services.extras["runtime"]`
+Reads `services.orders` (oms.order_manager.OrderManager; 503 when absent), `services.runtime`
 (runtime.TradingRuntime: reconcile_now(), adopt(), flatten(), last_reconciliation) and
-`services.extras["halts"]` (runtime.Halts). Which halts an adopt or flatten lifts is the
+`services.halts` (runtime.Halts). Which halts an adopt or flatten lifts is the
 runtime's decision (those waiting only on the resolved key). No trading logic here. Broker
 errors are reported by exception type only (never a broker message that could carry an account
 number).
@@ -59,7 +59,7 @@ def _orders() -> Any:
 
 
 def _runtime(required: bool) -> Any:
-    runtime = get_services().extras.get("runtime")
+    runtime = get_services().runtime
     if runtime is None and required:
         raise ApiError(503, "the trading runtime is not running", error="unavailable")
     return runtime
@@ -101,7 +101,7 @@ def _key(value: Any) -> str:
 
 
 def _halts_json() -> list[dict[str, str]]:
-    halts = get_services().extras.get("halts")
+    halts = get_services().halts
     if halts is None:
         return []
     out = []

@@ -1,10 +1,7 @@
-"""The JSON envelope every endpoint answers with.
+"""The JSON envelope every endpoint answers with (its shape: `domain/envelope.py`).
 
-Success: `{"success": true, ...}`. Failure: `{"success": false, "error": ..., "message": ...}`
-(the dashboard reads either field, and shows `error` to the trader: so `error` is a sentence, the
-message itself unless a view names a short one); where a program needs to tell failures apart
-without parsing text, `code` holds a stable word (e.g. `risk_denied`, `market_closed`). Views raise `ApiError`; the error handlers registered in
-`api/errors.py` render it and every werkzeug HTTP error in this shape.
+Views raise `ApiError`; the error handlers registered in `api/errors.py` render it and every
+werkzeug HTTP error in this shape.
 """
 from __future__ import annotations
 
@@ -12,16 +9,9 @@ from typing import Any
 
 from flask import Response, jsonify
 
+from domain.envelope import ApiError, error_body
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, field: str | None = None, error: str | None = None,
-                 code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-        self.error = error or message
-        self.code = code
+__all__ = ["ApiError", "fail", "ok"]
 
 
 def ok(status: int = 200, **body: Any) -> tuple[Response, int]:
@@ -30,10 +20,4 @@ def ok(status: int = 200, **body: Any) -> tuple[Response, int]:
 
 def fail(status: int, message: str, *, field: str | None = None, error: str | None = None,
          code: str | None = None, **extra: Any) -> tuple[Response, int]:
-    body: dict[str, Any] = {"success": False, "error": error or message, "message": message}
-    if code:
-        body["code"] = code
-    if field:
-        body["field"] = field
-    body.update(extra)
-    return jsonify(body), status
+    return jsonify(error_body(message, field=field, error=error, code=code, **extra)), status

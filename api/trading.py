@@ -6,13 +6,12 @@ running set in Redis (`engine:running`) for the engine to pick up, and the manua
 
 Manual triggers answer `success: true` only when at least one broker acknowledged the order (or
 already holds the target); a partial refusal says so (`partial: true`, per-broker `results`).
-Time rules (engine/manual.py) are checked first with the API clock, `services.extras["time_ns"]`
+Time rules (engine/manual.py) are checked first with the API clock, `services.time_ns`
 (a zero-argument callable returning ns; default `time.time_ns`).
 """
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime
 from typing import Any
 
@@ -112,10 +111,9 @@ def stop_trading() -> tuple[Response, int]:
 
 
 def _now_ns(services: Services) -> int:
-    """The API's wall clock (ns since the epoch). Injectable: `services.extras["time_ns"]` is a
+    """The API's wall clock (ns since the epoch). Injectable: `services.time_ns` is a
     zero-argument callable (tests pin the time); by default the system clock."""
-    clock = services.extras.get("time_ns") or time.time_ns
-    return int(clock())
+    return int(services.time_ns())
 
 
 def _time_rule(services: Services, strategy: StrategyName, ticker: str, action: str) -> Refusal | None:

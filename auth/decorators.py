@@ -13,8 +13,8 @@ from typing import Any, Callable, TypeVar, cast
 
 from flask_jwt_extended import current_user, verify_jwt_in_request
 
-from api.responses import ApiError
 from auth.users import Role, User
+from domain.envelope import ApiError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -13,12 +13,12 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, jsonify
 from flask_jwt_extended import JWTManager, create_access_token
 
-from api.responses import fail
 from auth.users import User, UserStore
 from config.settings import MIN_LIVE_JWT_SECRET_LENGTH, Settings
+from domain.envelope import error_body
 from store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def init_jwt(app: Flask, settings: Settings, users: UserStore, store: Store) -> 
     jwt = JWTManager(app)
 
     def unauthorized(message: str) -> tuple[Response, int]:
-        return fail(401, message, error="unauthorized")
+        return jsonify(error_body(message, error="unauthorized")), 401
 
     @jwt.unauthorized_loader
     def _missing(reason: str) -> tuple[Response, int]:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from store.persistence import redis_persistence
+
+if TYPE_CHECKING:
+    from engine.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +70,13 @@ def positions_rows(orders: Any) -> list[dict[str, Any]]:
              "quantity": p.quantity} for p in orders.positions()]
 
 
-def default_status_builder(services: Any) -> StatusBuilder:
-    """Providers for every component the service container may hold (`api.services.Services`).
+def default_status_builder(services: Services) -> StatusBuilder:
+    """Providers for every component the service container may hold (`engine.services.Services`).
 
-    Reads: settings, store, risk, orders, brokers, market_data, engine and, from `extras`,
-    "alerter", "instance_lock" and "runtime" (its `position_truth()`: the standing divergences,
-    book vs broker and strategy vs book, and the halts with their causes). Attribute lookups
-    happen at build time, so components attached after this call are picked up."""
+    Reads: settings, store, risk, orders, brokers, market_data, engine, alerter, instance_lock and
+    runtime (its `position_truth()`: the standing divergences, book vs broker and strategy vs
+    book, and the halts with their causes). Attribute lookups happen when the document is built,
+    so components attached after this call are picked up."""
     builder = StatusBuilder()
     settings = services.settings
 
@@ -105,24 +108,24 @@ def default_status_builder(services: Any) -> StatusBuilder:
         return services.engine.strategies_status() if services.engine is not None else _unavailable()
 
     def alerts() -> Any:
-        alerter = services.extras.get("alerter")
+        alerter = services.alerter
         return alerter.recent(20) if alerter is not None else _unavailable()
 
     def last_errors() -> Any:
         from monitoring.alerts import Severity
 
-        alerter = services.extras.get("alerter")
+        alerter = services.alerter
         return alerter.recent(20, min_severity=Severity.ERROR) if alerter is not None else _unavailable()
 
     def instance() -> Any:
-        lock = services.extras.get("instance_lock")
+        lock = services.instance_lock
         if lock is None:
             return _unavailable()
         return {"name": lock.name, "lost": lock.lost,
                 "holder": {k: v for k, v in lock.holder.items() if k != "token"}}
 
     def divergences() -> Any:
-        runtime = services.extras.get("runtime")
+        runtime = services.runtime
         return runtime.position_truth() if runtime is not None else _unavailable()
 
     for name, provider in (("mode", mode), ("trading_state", trading), ("risk", risk), ("feeds", feeds),

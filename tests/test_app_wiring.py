@@ -31,13 +31,13 @@ def test_attach_monitoring_wires_latency_of_both_real_adapters(fake_store, setti
     configured = replace(settings, schwab_api_key="k" * 32, schwab_app_secret="s" * 16, schwab_account_id="12345678",
                          tastytrade_client_id="c" * 16, tastytrade_client_secret="t" * 16, tastytrade_account_id="5WX0001")
     services = create_app(configured, fake_store).extensions["services"]
-    services.extras["alerter"] = Alerter(configured, fake_store)  # never started: nothing is sent
+    services.alerter = Alerter(configured, fake_store)  # never started: nothing is sent
     runtime = TradingRuntime.build(services)
     attach_monitoring(services, runtime)
     assert set(runtime.registry.live) == {SCHWAB, TASTYTRADE}
     for name, adapter in runtime.registry.live.items():
         adapter.on_latency("place_order", 0.02)
-    counts = _samples(services.extras["metrics"], "trading_broker_request_seconds_count")
+    counts = _samples(services.metrics, "trading_broker_request_seconds_count")
     brokers = {dict(labels)["broker"] for labels, value in counts.items() if value >= 1}
     assert brokers == {"schwab", "tastytrade"}
     runtime.registry.close()

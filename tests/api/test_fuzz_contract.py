@@ -68,7 +68,7 @@ def fuzz_app(settings: Settings, real_store: Store, tmp_path: Path) -> Iterator[
     services = app.extensions["services"]
     jobs = BacktestJobs(real_store, allowed_data_dirs=(empty,))
     services.backtests = jobs
-    services.extras["time_ns"] = lambda: SATURDAY_NS
+    services.time_ns = lambda: SATURDAY_NS
     runtime = TradingRuntime.build(services)
     yield app
     runtime.supervisor.shutdown()

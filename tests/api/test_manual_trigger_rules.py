@@ -1,6 +1,6 @@
 """Manual triggers: refused orders are not reported as success (A5), and the 0DTE / session time
 rules are enforced before anything is sent (A4). The API clock is pinned through
-`services.extras["time_ns"]`: nothing here depends on the real wall clock or weekday."""
+`services.time_ns`: nothing here depends on the real wall clock or weekday."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -69,12 +69,12 @@ class ScriptedEngine:
 def engine(app: Flask) -> ScriptedEngine:
     scripted = ScriptedEngine()
     app.extensions["services"].engine = scripted
-    app.extensions["services"].extras["time_ns"] = lambda: TUESDAY_10_00
+    app.extensions["services"].time_ns = lambda: TUESDAY_10_00
     return scripted
 
 
 def _at(app: Flask, now_ns: int) -> None:
-    app.extensions["services"].extras["time_ns"] = lambda: now_ns
+    app.extensions["services"].time_ns = lambda: now_ns
 
 
 def _add_spx(app: Flask) -> None:

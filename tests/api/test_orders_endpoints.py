@@ -39,11 +39,10 @@ def app(settings: Settings, store: Store) -> Iterator[Flask]:
     om = OrderManager(store, registry.trading_adapters())
     halts = Halts(store)
     services.orders, services.brokers = om, registry
-    services.extras["halts"] = halts
-    services.extras["runtime"] = TradingRuntime(services, market_data=None, registry=registry,  # type: ignore[arg-type]
-                                                orders=om, supervisor=None, halts=halts,  # type: ignore[arg-type]
-                                                reconcile_settle=lambda: None)  # confirm without waiting
-    services.extras["paper"] = paper
+    services.halts = halts
+    services.runtime = TradingRuntime(services, market_data=None, registry=registry,  # type: ignore[arg-type]
+                                      orders=om, supervisor=None, halts=halts,  # type: ignore[arg-type]
+                                      reconcile_settle=lambda: None)  # confirm without waiting
     yield application
 
 
@@ -58,7 +57,7 @@ def _move(app: Flask, strategy: str, symbol: str, broker: str, qty: int, ts: int
 
 def _broker_only_buy(app: Flask, broker: str, symbol: str, qty: int, coid: str = "manual-1") -> None:
     """A position the OMS did not place (a manual order at the broker): a reconciliation mismatch."""
-    paper = app.extensions["services"].extras["paper"][broker]
+    paper = app.extensions["services"].brokers.paper[broker]
     paper.place_order(OrderRequest(client_order_id=coid, symbol=symbol, side=OrderSide.BUY, quantity=qty,  # type: ignore[arg-type]
                                    position_effect=PositionEffect.OPEN, order_type=OrderType.MARKET))
 
@@ -133,7 +132,7 @@ def test_positions_show_the_book_and_each_brokers_own(app, client, viewer_header
 
 def test_positions_report_a_failing_broker_per_broker_not_500(app, client, viewer_headers, monkeypatch):
     _move(app, "ema", "/MES", TASTYTRADE, 1, 1)
-    paper = app.extensions["services"].extras["paper"][SCHWAB]
+    paper = app.extensions["services"].brokers.paper[SCHWAB]
 
     def boom() -> list[Any]:
         raise ConnectionError("account 12345678 unreachable")
@@ -182,7 +181,7 @@ def test_reconcile_run_halts_then_adopt_clears_the_halt(app, client, admin_heade
                     json={"broker": "schwab", "key": "/MES", "strategy": "ema"})
     assert r.status_code == 200, r.json
     assert r.json["position"]["quantity"] == 3 and r.json["cleared_halts"] == [["ema", "/MES"]]
-    assert r.json["halts"] == [] and app.extensions["services"].extras["halts"].all() == {}
+    assert r.json["halts"] == [] and app.extensions["services"].halts.all() == {}
     assert _om(app).position("ema", "/MES", SCHWAB).quantity == 3
     assert client.post("/api/reconcile", headers=admin_headers).json["report"]["ok"] is True
     adopted = [e for e in _om(app).journal(20) if e.get("event") == "position_adopted"]
@@ -212,7 +211,7 @@ def test_flatten_closes_the_broker_position_and_clears_halts(app, client, admin_
     res = r.json["report"]["results"]
     assert [(x["strategy"], x["previous_quantity"], x["quantity"], x["status"]) for x in res] == [
         ("reconcile", 4, 0, "filled")]
-    paper = app.extensions["services"].extras["paper"][TASTYTRADE]
+    paper = app.extensions["services"].brokers.paper[TASTYTRADE]
     assert paper.positions() == []
     assert client.post("/api/reconcile", headers=admin_headers).json["report"]["ok"] is True
 
@@ -272,7 +271,7 @@ def test_no_order_manager_is_503_json(app, client, admin_headers):
 
 
 def test_no_runtime_post_reconcile_is_503_get_still_answers(app, client, admin_headers):
-    del app.extensions["services"].extras["runtime"]
+    app.extensions["services"].runtime = None
     assert client.post("/api/reconcile", headers=admin_headers).status_code == 503
     r = client.get("/api/reconcile", headers=admin_headers)
     assert r.status_code == 200 and r.json["report"] is None

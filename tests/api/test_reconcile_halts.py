@@ -42,7 +42,12 @@ class Settle:
 
 
 @pytest.fixture
-def app(app: Flask, settings: Settings, store: Store) -> Iterator[Flask]:
+def settle(store: Store) -> Settle:
+    return Settle(Halts(store))
+
+
+@pytest.fixture
+def app(app: Flask, settings: Settings, store: Store, settle: Settle) -> Iterator[Flask]:
     PRICES.clear()
     PRICES.update({"/MES": 6000.0, "NVDA": 180.0})
     clock = lambda: datetime(2025, 6, 2, 15, 0, tzinfo=timezone.utc)  # noqa: E731
@@ -51,17 +56,16 @@ def app(app: Flask, settings: Settings, store: Store) -> Iterator[Flask]:
     services = app.extensions["services"]
     om = OrderManager(store, registry.trading_adapters())
     halts = Halts(store)
-    settle = Settle(halts)
     services.orders, services.brokers = om, registry
-    services.extras.update(halts=halts, paper=paper, settle=settle, alerter=Alerter(services.settings, store))
-    services.extras["runtime"] = TradingRuntime(services, market_data=None, registry=registry,  # type: ignore[arg-type]
-                                                orders=om, supervisor=None, halts=halts,  # type: ignore[arg-type]
-                                                reconcile_settle=settle)
+    services.halts, services.alerter = halts, Alerter(services.settings, store)
+    services.runtime = TradingRuntime(services, market_data=None, registry=registry,  # type: ignore[arg-type]
+                                      orders=om, supervisor=None, halts=halts,  # type: ignore[arg-type]
+                                      reconcile_settle=settle)
     yield app
 
 
 def _runtime(app: Flask) -> TradingRuntime:
-    return app.extensions["services"].extras["runtime"]  # type: ignore[no-any-return]
+    return app.extensions["services"].runtime  # type: ignore[no-any-return]
 
 
 def _move(app: Flask, strategy: str, symbol: str, broker: str, qty: int, ts: int) -> None:
@@ -71,14 +75,14 @@ def _move(app: Flask, strategy: str, symbol: str, broker: str, qty: int, ts: int
 
 def _broker_only(app: Flask, broker: str, symbol: str, qty: int, coid: str) -> None:
     """An order the OMS did not place (manual, at the broker)."""
-    paper = app.extensions["services"].extras["paper"][broker]
+    paper = app.extensions["services"].brokers.paper[broker]
     side = OrderSide.BUY if qty > 0 else OrderSide.SELL
     paper.place_order(OrderRequest(client_order_id=coid, symbol=symbol, side=side, quantity=abs(qty),  # type: ignore[arg-type]
                                    position_effect=PositionEffect.OPEN, order_type=OrderType.MARKET))
 
 
 def _alerts(app: Flask, kind: str) -> list[dict[str, Any]]:
-    return [a for a in app.extensions["services"].extras["alerter"].recent(100) if a["kind"] == kind]
+    return [a for a in app.extensions["services"].alerter.recent(100) if a["kind"] == kind]
 
 
 def _journal(app: Flask, event: str) -> list[dict[str, str]]:
@@ -92,32 +96,30 @@ def _divergence_gauge(client: FlaskClient) -> dict[tuple[str, str, str], float]:
             for s in families["trading_position_divergence"].samples}
 
 
-def test_a_mismatch_halts_only_once_it_held_on_the_confirmation_read(app):
+def test_a_mismatch_halts_only_once_it_held_on_the_confirmation_read(app, settle):
     _move(app, "ema", "/MES", SCHWAB, 1, 1)
     _broker_only(app, SCHWAB, "/MES", 2, "manual-1")
-    settle = app.extensions["services"].extras["settle"]
     report = _runtime(app).reconcile_now()
     assert settle.seen == [{}]  # nothing was halted on the first read
     assert report.affected == (("ema", "/MES"),)
-    halts = app.extensions["services"].extras["halts"]
+    halts = app.extensions["services"].halts
     assert halts.reason("ema", "/MES") == "reconciliation mismatch at schwab /MES: broker 3, ours 1"
     (halted,) = _journal(app, "ticker_halted")
     assert (halted["strategy"], halted["symbol"], halted["broker"], halted["key"]) == ("ema", "/MES", SCHWAB, "/MES")
 
 
-def test_a_difference_gone_by_the_confirmation_read_halts_nothing(app):
+def test_a_difference_gone_by_the_confirmation_read_halts_nothing(app, settle):
     _move(app, "ema", "/MES", SCHWAB, 1, 1)
     _broker_only(app, SCHWAB, "/MES", 2, "manual-1")
-    settle = app.extensions["services"].extras["settle"]
     settle.then = lambda: _broker_only(app, SCHWAB, "/MES", -2, "manual-2")  # undone during the wait
     report = _runtime(app).reconcile_now()
     assert settle.seen == [{}] and report.ok
-    assert app.extensions["services"].extras["halts"].all() == {}
+    assert app.extensions["services"].halts.all() == {}
     assert _runtime(app).position_truth() == {"ok": True, "divergences": [], "halts": []}
 
 
 def test_a_mismatch_halt_lifts_itself_when_a_later_reconciliation_agrees(app, caplog):
-    halts: Halts = app.extensions["services"].extras["halts"]
+    halts: Halts = app.extensions["services"].halts
     _move(app, "ema", "/MES", SCHWAB, 1, 1)
     _move(app, "supertrend", "/MES", SCHWAB, 1, 2)
     halts.set("supertrend", "/MES", "held by the operator")  # another cause: reconciliation must keep it
@@ -146,16 +148,16 @@ def test_a_halt_recorded_before_causes_were_kept_lifts_too(app, store):
                      "reconciliation mismatch at tastytrade NVDA: broker 3, ours 0")
     store.redis.hset(store.key("engine", "halts"), "ema|/MES", "halted by hand")
     _runtime(app).reconcile_now()  # NVDA agrees now (0 and 0)
-    assert app.extensions["services"].extras["halts"].all() == {"ema|/MES": "halted by hand"}
+    assert app.extensions["services"].halts.all() == {"ema|/MES": "halted by hand"}
 
 
 def test_an_in_flight_key_neither_halts_nor_lifts(app):
     _broker_only(app, TASTYTRADE, "NVDA", 3, "manual-1")
     _runtime(app).reconcile_now()
-    halts: Halts = app.extensions["services"].extras["halts"]
+    halts: Halts = app.extensions["services"].halts
     assert set(halts.all()) == {"reconcile|NVDA"}
     om = app.extensions["services"].orders
-    paper = app.extensions["services"].extras["paper"][TASTYTRADE]
+    paper = app.extensions["services"].brokers.paper[TASTYTRADE]
     read = paper.positions
 
     def positions_while_an_order_fills():  # the key moves during the read: no verdict on it

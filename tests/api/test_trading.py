@@ -134,7 +134,7 @@ def test_manual_triggers_reach_the_engine_normalised(app: Flask, client: FlaskCl
     services = app.extensions["services"]
     services.engine = engine
     # Pinned inside both the CME session and the 0DTE entry window (never the real wall clock).
-    services.extras["time_ns"] = lambda: TUESDAY_10_00_ET_NS
+    services.time_ns = lambda: TUESDAY_10_00_ET_NS
     response = client.post("/api/manual-trigger", json={"ticker": "spx", "action": "PUT"}, headers=admin_headers)
     assert response.status_code == 200
     assert response.json["success"] is True and response.json["partial"] is False
@@ -154,7 +154,7 @@ def test_zeroday_trigger_takes_the_dashboards_long_short_as_call_put(app: Flask,
     engine = FakeEngine()
     services = app.extensions["services"]
     services.engine = engine
-    services.extras["time_ns"] = lambda: TUESDAY_10_00_ET_NS
+    services.time_ns = lambda: TUESDAY_10_00_ET_NS
     response = client.post("/api/manual-trigger", json={"ticker": "SPX", "action": sent}, headers=admin_headers)
     assert response.status_code == 200 and response.json["success"] is True, response.json
     assert engine.triggers == [("zeroday", "SPX", taken)]

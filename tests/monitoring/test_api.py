@@ -54,7 +54,7 @@ def app(settings: Settings, store: Store) -> Iterator[Flask]:
     metrics = Metrics()
     services.risk = RiskEngine(store, services.settings, metrics=metrics)
     services.orders = FakeOrders()
-    services.extras.update(metrics=metrics, ledger=Ledger(store), alerter=Alerter(services.settings, store))
+    services.metrics, services.ledger, services.alerter = metrics, Ledger(store), Alerter(services.settings, store)
     yield application
 
 
@@ -150,7 +150,7 @@ def _fills(store: Store) -> None:
 
 def test_trades_and_pnl(app: Flask, client: FlaskClient, viewer: dict[str, str], store: Store) -> None:
     _fills(store)
-    app.extensions["services"].extras["mark_price"] = lambda key: Decimal("5002")
+    app.extensions["services"].mark_price = lambda key: Decimal("5002")
     resp = client.get("/api/trades?strategy=ema&symbol=mes&from=2025-06-10&to=2025-06-11", headers=viewer)
     assert resp.status_code == 200 and resp.json["total"] == 1
     trade = resp.json["trades"][0]

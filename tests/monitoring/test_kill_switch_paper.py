@@ -64,10 +64,10 @@ def app(settings: Settings, real_store: Store, monkeypatch: pytest.MonkeyPatch) 
     application = create_app(settings, real_store)
     application.config["TESTING"] = True
     services = application.extensions["services"]
-    services.extras["time_ns"] = lambda: API_NOW_NS  # manual triggers' session check: a fixed open session
+    services.time_ns = lambda: API_NOW_NS  # manual triggers' session check: a fixed open session
     runtime = TradingRuntime.build(services)  # market data thread is NOT started: prices come from _push
-    services.extras["alerter"] = Alerter(settings, real_store)  # not started: nothing is sent anywhere
-    services.risk.alerter = services.extras["alerter"]
+    services.alerter = Alerter(settings, real_store)  # not started: nothing is sent anywhere
+    services.risk.alerter = services.alerter
     attach_monitoring(services, runtime)
     for name, adapter in runtime.registry.paper.items():
         assert isinstance(adapter, PaperBroker)
@@ -171,7 +171,7 @@ def test_kill_switch_flattens_both_paper_brokers_halts_and_resume_reactivates(
 
     # Trading state, audit stream, risk events and OMS journal all record it.
     assert services.risk.states()["global"]["state"] == "HALTED"
-    audit = services.extras["audit"].recent(50, kind="kill_switch")
+    audit = services.audit.recent(50, kind="kill_switch")
     assert len(audit) == 1 and audit[0]["actor"] == ADMIN_EMAIL, audit
     events = real_store.redis.xrange(services.risk.events_key)
     assert any('"kill_switch"' in e[1]["json"] for e in events)
@@ -222,7 +222,7 @@ def test_round_trip_pnl_through_the_kill_switch(app: Flask, client: FlaskClient,
     _push(services, EXIT)
     assert client.post("/api/kill-switch", headers=admin).status_code == 200
     assert _book(app) == {}
-    services.extras["ledger"].sync()
+    services.ledger.sync()
 
     trades = client.get("/api/trades", headers=admin).json
     assert trades["total"] == 3, trades

@@ -244,6 +244,7 @@ class TradingRuntime:
             on_bar_to_order=metrics.observe_bar_to_order if metrics else None,
             on_restart=metrics.strategy_restarted if metrics else None,
             roll_reopens=settings.futures_roll is FuturesRoll.REOPEN,
+            broker_stops=settings.broker_stops,
             on_divergence=lambda d, strategy, symbol: strategy_divergence(divergences, d, strategy, symbol),
             price_refusal=live_price_refusal(settings, index_source),
         )
@@ -300,7 +301,10 @@ class TradingRuntime:
                 continue
             for update in adapter.on_trade(trade.symbol, trade.price, trade.ts_ns):
                 if not self.services.settings.is_live:
-                    self.orders.on_order_update(name, update)
+                    rec = self.orders.on_order_update(name, update)
+                    if rec is not None and rec.leg == "stop" and rec.filled_quantity:
+                        # A resting stop got the position out: its strategy follows the book now.
+                        self.supervisor.book_moved(rec.strategy, rec.symbol)
 
     def flatten_scope(self, strategy: str | None, reason: str) -> dict[str, Any]:
         """Close every position of one strategy (or of all, when None) through the normal order

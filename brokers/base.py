@@ -80,6 +80,9 @@ class BrokerAdapter(ABC):
     # blocked) until the broker shows it or an operator resolves it. The paper account writes its
     # orders atomically in the same Redis: "not found" there is final.
     lookup_is_authoritative: bool = False
+    # Whether the adapter places STOP orders that rest at the broker (the order manager keeps a
+    # protective stop there for a position only then; otherwise the strategy's own stop alone).
+    supports_stop_orders: bool = False
 
     def place_with_claim(self, order: OrderRequest, then: Then | None, first: ClaimFirst) -> PlacedAfter | None:
         """Write `first` (the order manager's claim) and place the order in one atomic step, when

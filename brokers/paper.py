@@ -273,6 +273,7 @@ class PaperPosition:
 class PaperBroker(BrokerAdapter):
     is_paper = True
     lookup_is_authoritative = True  # its orders are written atomically in this Redis
+    supports_stop_orders = True  # resting stops fill when a trade crosses them (not on options)
 
     def __init__(
         self, store: Store, name: BrokerName, settings: Settings, price_source: PriceSource, *,

@@ -121,6 +121,7 @@ class _HttpFailure(Exception):
 class TastytradeAdapter(BrokerAdapter):
     name = TASTYTRADE
     is_paper = False
+    supports_stop_orders = True  # futures and equity stops rest at Tastytrade (StopOrder; options are not protected this way)
 
     def __init__(
         self,

@@ -75,6 +75,9 @@ class Settings:
     # At a future's roll date (config/symbology.py) a held position is closed in the expiring month
     # and, with "reopen", reopened on the same side in the new front month; "close" only closes it.
     futures_roll: FuturesRoll = FuturesRoll.REOPEN
+    # Keep a ticker's stop resting at the broker as a real stop order (where the broker API takes
+    # one), so the position stays protected if this process, its feed or its strategy thread stop.
+    broker_stops: bool = True
 
     databento_api_key: str | None = None
     schwab_api_key: str | None = None
@@ -140,6 +143,17 @@ def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _opt(env, name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be on or off (true/false), got {raw!r}")
+
+
 def _opt(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name)
     if raw is None:
@@ -199,6 +213,7 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         simulated_trades_per_second=_float(env, "SIMULATED_TRADES_PER_SECOND", 20.0, 0.1),
         stale_feed_seconds=_float(env, "STALE_FEED_SECONDS", 30.0, 1.0),
         futures_roll=_enum(env, "FUTURES_ROLL", FuturesRoll, FuturesRoll.REOPEN),  # type: ignore[arg-type]
+        broker_stops=_bool(env, "BROKER_STOPS", True),
         databento_api_key=_opt(env, "DATABENTO_API_KEY"),
         schwab_api_key=_opt(env, "SCHWAB_API_KEY"),
         schwab_app_secret=_opt(env, "SCHWAB_APP_SECRET"),

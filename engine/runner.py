@@ -54,8 +54,10 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Callable, Protocol
 
+from config.instruments import CATALOG, Symbol
 from config.symbology import contract_from_key, contract_key_at
 from config.timeframes import Timeframe
 from market_data import calendars
@@ -136,6 +138,7 @@ class RunnerHooks:
     on_restart: RestartCallback | None = None
     on_divergence: "DivergenceCallback | None" = None
     roll_reopens: bool = True  # at a future's roll date: reopen in the next month (False: close only)
+    broker_stops: bool = True  # keep the strategy's stop resting at the broker as a real stop order
 
 
 @dataclass
@@ -171,6 +174,9 @@ class PositionBook(Protocol):
 
     def lane(self, strategy: str, symbol: str, broker: str) -> LaneView: ...
 
+    def protect(self, strategy: str, symbol: str, broker: str, stop_price: Decimal | None,
+                ts_ns: int) -> Any: ...
+
 
 class StrategyRunner:
     def __init__(
@@ -199,6 +205,7 @@ class StrategyRunner:
         self._on_restart = hooks.on_restart
         self._on_divergence = hooks.on_divergence
         self._roll_reopens = hooks.roll_reopens
+        self._broker_stops = hooks.broker_stops
         self._skip_stale_signals = hooks.skip_stale_signals
         self._store = store
         self._md = market_data
@@ -244,6 +251,13 @@ class StrategyRunner:
         self._exit_attempt_ns = 0
         self._divergence: Divergence | None = None
         self._market_ns = 0  # time of the newest bar end or trade evaluated: the roll rule's clock
+        # The stop level last handed to the brokers as a resting order, and whether the position may
+        # have changed since (then the order manager is asked again even at the same level).
+        self._protected_level: Decimal | None = None
+        self._protect_due = True
+        self._protect_ns = 0
+        instrument = CATALOG.get(Symbol(config.symbol))
+        self._tick = instrument.tick_size if instrument is not None else None
 
     # --- keys -------------------------------------------------------------------------------
     @property
@@ -277,6 +291,17 @@ class StrategyRunner:
         self._inbox.put(_STOP)  # wakes the waiting thread at once
         if self._thread and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        if self._prepared and not (self._thread and self._thread.is_alive()):
+            # A position may have moved since the thread's last look (a resting stop filled): the
+            # state it is saved with, which the next start resumes, holds what the book holds.
+            try:
+                with self._lock:
+                    self._follow_book_now("stopped")
+                    self._flush_log()
+                    self._save()
+            except Exception as exc:  # never block a stop (Redis down at shutdown): the resume compares again
+                app_log.warning("%s %s: could not compare with the book at stop: %s", self.config.strategy.value,
+                                self.config.symbol, exc)
         self._states.flush(timeout)  # the state it stopped with is in Redis when stop returns
         self.status.running = False
 
@@ -377,6 +402,8 @@ class StrategyRunner:
         saved): the resumed strategy holds what the book holds, before any bar or trade."""
         try:
             self._follow_book_now("resumed from the saved state")
+            self._protect_due = True
+            self._protect()
         finally:
             self._flush_log()
 
@@ -619,6 +646,7 @@ class StrategyRunner:
                 self._act(intents, received, save=False)
                 if self._exit_pending is not None or self._book_check_due:
                     self._check_book(bar.end_ns, throttle=True)
+                self._protect()  # a trailing stop moves with the bars
             except BaseException:
                 self._flush_log()  # the lines leading up to a crash are in the log with its traceback
                 raise
@@ -663,6 +691,7 @@ class StrategyRunner:
                 if self._market_ns:  # the market's time, not the wall clock (a replay runs history)
                     self._roll_if_due(self._market_ns)
                 self._check_book(now, throttle=False)
+                self._protect()
             finally:
                 self._flush_log()
 
@@ -723,6 +752,9 @@ class StrategyRunner:
                 except Exception:
                     app_log.exception("on_bar_to_order callback failed")
             self._follow_book(intent, report)
+            self._protect_due = True
+        if intents and self.config.trade_enabled:
+            self._protect()
         if intents and save:
             self._save()
 
@@ -824,12 +856,12 @@ class StrategyRunner:
     def _exit_refused(self, intent: Intent, expected: dict[str, int], book: dict[str, int], outcome: str) -> None:
         first = self._exit_pending is None
         self._exit_pending = intent
-        self.status.exit_pending = f"{intent.reason.value}: {intent.detail} (refused: {outcome})"
         note = f"protective exit ({intent.reason.value}) not done: {outcome}; retrying until the book is flat"
         if first:
             self._note(logging.ERROR, note)
             app_log.error("%s %s: %s", self.config.strategy.value, self.config.symbol, note)
-        self._diverged(expected, book, note)
+        self._diverged(expected, book, note)  # reported before the status shows it
+        self.status.exit_pending = f"{intent.reason.value}: {intent.detail} (refused: {outcome})"
         self._inbox.put(_TICK)  # the loop starts watching trades (the retries' trigger) at once
 
     def _retry_exit(self, ts_ns: int, *, throttle: bool) -> None:
@@ -851,13 +883,13 @@ class StrategyRunner:
             self._note(logging.INFO, "protective exit done: the book is flat")
             app_log.info("%s %s: protective exit done after retries", self.config.strategy.value, self.config.symbol)
         self._exit_pending = None
-        self.status.exit_pending = None
         self._book_check_due = False
         if self._divergence is not None:
             self._divergence = None
-            self.status.divergence = None
             self._note(logging.INFO, "strategy and book agree again")
-            self._report_divergence(None)
+            self._report_divergence(None)  # reported before the status shows it
+            self.status.divergence = None
+        self.status.exit_pending = None
 
     def _diverged(self, expected: dict[str, int], book: dict[str, int], note: str, repaired: bool = False) -> None:
         """Shown in the status, reported (metric, /api/status, alert) until they agree again. A
@@ -921,6 +953,42 @@ class StrategyRunner:
         self._act([Intent(self.config.strategy.value, self.config.symbol, new_target, IntentReason.ROLL, detail,
                           now_ns, float(price) if price is not None else 0.0)])
 
+    def _protect(self) -> None:
+        """Keep the strategy's armed stop resting at each broker as a real stop order, so the
+        position stays protected through a dead process, a dead feed or stop-trading. Asked only
+        when the level changed or the position may have (an act, a resume); the order manager
+        places, moves or cancels the order. The strategy's own stop stays armed as the backup."""
+        if not self._broker_stops or self._orders is None or not self.config.trade_enabled:
+            return
+        raw = self.strategy.indicators().get("stop") if self.strategy.stop_configured else None
+        level = self._on_tick(raw, self.strategy.target) if self.strategy.target is not PositionTarget.FLAT else None
+        if self._exit_pending is not None:
+            level = self._protected_level  # the way out was refused: the held position keeps its stop
+        if level == self._protected_level and not self._protect_due:
+            return
+        self._protect_ns = max(self._time_ns(), self._protect_ns + 1)  # a fresh client id per placement
+        try:
+            for broker in allocations(self.config):
+                self._orders.protect(self.config.strategy.value, self.config.symbol, broker, level, self._protect_ns)
+        except Exception as exc:  # the local stop still protects; the next bar or tick asks again
+            self.log.warning("could not place the protective stop at the broker: %s: %s", type(exc).__name__, exc)
+            self._protect_due = True
+            return
+        if level != self._protected_level and level is not None:
+            self._note(logging.INFO, f"protective stop resting at the broker at {level}")
+        self._protected_level, self._protect_due = level, False
+
+    def _on_tick(self, price: float | None, side: PositionTarget) -> Decimal | None:
+        """A stop level as the broker takes it: a multiple of the instrument's tick, rounded away
+        from the market (down for a long's sell stop, up for a short's buy stop), so the broker's
+        stop never triggers before the strategy's own: a trade that fills it fires both, and the
+        strategy knows at once that it is out."""
+        if price is None or self._tick is None:
+            return None
+        tick = Decimal(self._tick)
+        rounding = ROUND_FLOOR if side is PositionTarget.LONG else ROUND_CEILING
+        return (Decimal(str(price)) / tick).to_integral_value(rounding) * tick
+
     @staticmethod
     def _sign(target: PositionTarget) -> int:
         return 1 if target is PositionTarget.LONG else -1 if target is PositionTarget.SHORT else 0
@@ -959,6 +1027,8 @@ class StrategyRunner:
             # or rejected it (e.g. HALTED), the book did not move and neither does the strategy.
             self.strategy.set_position(target, price)
             self._follow_book(intent, report)
+            self._protect_due = True
+            self._protect()
             self._flush_log()
             if self.strategy.target is target:
                 self.status.position = target.value

@@ -84,6 +84,7 @@ class StrategySupervisor:
         on_restart: RestartCallback | None = None,
         on_divergence: DivergenceCallback | None = None,
         roll_reopens: bool = True,
+        broker_stops: bool = True,
         hub: StreamHub | None = None,
         price_refusal: PriceRefusal | None = None,
     ) -> None:
@@ -95,7 +96,8 @@ class StrategySupervisor:
         self._store = store
         self._hooks = RunnerHooks(on_report=on_report, skip_stale_signals=skip_stale_signals, time_ns=time_ns,
                                   on_bar_to_order=on_bar_to_order, on_restart=on_restart,
-                                  on_divergence=on_divergence, roll_reopens=roll_reopens)
+                                  on_divergence=on_divergence, roll_reopens=roll_reopens,
+                                  broker_stops=broker_stops)
         self._tickers = tickers
         self._md = market_data
         self._orders = orders
@@ -290,6 +292,20 @@ class StrategySupervisor:
         for runner in runners:
             runner.housekeeping_now()
         return len(runners)
+
+    def book_moved(self, strategy: str, symbol: str) -> None:
+        """A lane's position moved outside its strategy (a resting stop filled at the broker): a
+        running strategy compares with the book at once (on its own thread); a stopped ticker's
+        saved state takes the book's side, so its next start does not resume a closed position."""
+        with self._lock:
+            runner = self._runners.get((strategy, symbol))
+        if runner is not None and runner.is_alive():
+            runner.housekeeping_now()
+            return
+        for config in self._tickers.get_map(parse_strategy(strategy)).values():
+            if config.symbol == symbol:
+                stopped = self._make_runner(config)
+                stopped.sync_saved_position(stopped.book_target())
 
     def runner(self, strategy: str, symbol: str) -> StrategyRunner | None:
         with self._lock:

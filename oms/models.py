@@ -101,7 +101,7 @@ class OrderRecord:
     symbol: str
     broker: str
     position_key: str
-    leg: str  # "open" | "close"
+    leg: str  # "open" | "close" | "stop" (a protective stop resting at the broker)
     side: OrderSide
     quantity: int
     position_effect: PositionEffect
@@ -119,6 +119,7 @@ class OrderRecord:
     multiplier: Decimal = Decimal(1)
     option: OptionContract | None = None
     fill_ids: tuple[str, ...] = ()
+    stop_price: Decimal | None = None  # a protective stop's trigger (leg "stop")
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -132,6 +133,7 @@ class OrderRecord:
             "detail": self.detail, "event_ts_ns": str(self.event_ts_ns), "created_ns": str(self.created_ns),
             "updated_ns": str(self.updated_ns), "multiplier": str(self.multiplier),
             "option": option_to_text(self.option), "fill_ids": ",".join(self.fill_ids),
+            "stop_price": "" if self.stop_price is None else str(self.stop_price),
         }
 
     @staticmethod
@@ -149,6 +151,7 @@ class OrderRecord:
             updated_ns=int(f.get("updated_ns") or 0), multiplier=Decimal(f.get("multiplier") or "1"),
             option=option_from_text(f.get("option", "")),
             fill_ids=tuple(x for x in (f.get("fill_ids") or "").split(",") if x),
+            stop_price=Decimal(f["stop_price"]) if f.get("stop_price") else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -157,7 +160,8 @@ class OrderRecord:
                    created_ns=self.created_ns, updated_ns=self.updated_ns,
                    option=json.loads(out["option"]) if out["option"] else None,
                    fill_ids=list(self.fill_ids), broker_order_id=self.broker_order_id,
-                   avg_fill_price=None if self.avg_fill_price is None else str(self.avg_fill_price))
+                   avg_fill_price=None if self.avg_fill_price is None else str(self.avg_fill_price),
+                   stop_price=None if self.stop_price is None else str(self.stop_price))
         return out
 
 

@@ -68,6 +68,7 @@ from brokers.errors import (
     TemporaryBrokerError,
 )
 from config.instruments import CATALOG, SPX_OPTION_MULTIPLIER, canonical_symbol
+from config.symbology import contract_from_key
 from domain.orders import (
     BrokerName,
     ClientOrderId,
@@ -254,6 +255,11 @@ class OrderManager:
         self.k_pending = store.key("oms", "pending")  # intent keys whose open leg waits for a close fill
         self.k_paused = store.key("oms", "paused")  # broker -> reason (authentication required)
         self.k_lanes = store.key("oms", "lanes")  # "strategy\x1fsymbol\x1fbroker" with a position record
+        # lane ("strategy\x1fsymbol\x1fbroker") -> client id of its protective stop resting at the broker
+        self.k_stops = store.key("oms", "stops")
+        # What this process knows of each lane's resting stop (None: none), as the position cache
+        # above: filled from Redis on a lane's first use, then kept with what this process writes.
+        self._stop_cache: dict[tuple[str, str, str], str | None] = {}
 
     # ------------------------------------------------------------------ keys / locks
     def _k_order(self, coid: str) -> str:
@@ -431,6 +437,17 @@ class OrderManager:
                     pos_h = {k: v for k, v in pos_h.items() if k != "pending_intent"}
                     self._pos_cache[lane] = dict(pos_h)
                 legs = plan_legs(pos.key, pos.quantity, pos.option, t)
+                if legs and self._resting_stop(lane) is not None:
+                    # The protective stop goes first: the broker's stop and this order must never
+                    # both fill. Cancelled (or found filled: the position moved), then re-plan.
+                    stop = self._cancel_stop(lane)
+                    if stop is not None and not stop.state.is_terminal:
+                        return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, pos.quantity,
+                                            pos.quantity, TargetStatus.BLOCKED,
+                                            f"protective stop {stop.client_order_id} could not be cancelled; "
+                                            "not sent (it may still fill)")
+                    state = self._read_lane(t, k_intent)
+                    continue
                 if not legs:
                     if not state.verified:
                         state = self._read_lane(t, k_intent)
@@ -501,8 +518,10 @@ class OrderManager:
         pipe.hgetall(k_intent)
         pipe.smembers(self._k_lane_active(t.strategy, t.symbol, t.broker))
         pipe.hget(self.k_paused, t.broker)
-        pos_h, intent, lane_active, paused = pipe.execute()
+        pipe.hget(self.k_stops, "\x1f".join((t.strategy, t.symbol, t.broker)))
+        pos_h, intent, lane_active, paused, stop = pipe.execute()
         self._pos_cache[(t.strategy, t.symbol, t.broker)] = dict(pos_h)
+        self._stop_cache[(t.strategy, t.symbol, t.broker)] = stop
         return _LaneState(dict(pos_h), dict(intent), set(lane_active), paused, verified=True)
 
     # ------------------------------------------------------------------ internals
@@ -720,7 +739,10 @@ class OrderManager:
         cmds.append(["ZADD", self.k_orders, str(final.created_ns), coid])
         if final.state is OrderState.SUBMITTED:
             cmds.append(["SADD", self.k_active, coid])
-            cmds.append(["SADD", k_lane_active, coid])
+            if final.leg == "stop":  # rests for as long as the position: it never blocks the lane
+                cmds.append(["HSET", self.k_stops, "\x1f".join((final.strategy, final.symbol, final.broker)), coid])
+            else:
+                cmds.append(["SADD", k_lane_active, coid])
         if pending:  # the lane remembers its pending reversal
             cmds.append(["SADD", self.k_pending, k_intent])
             cmds.append(["HSET", k_pos, "pending_intent", k_intent])
@@ -786,6 +808,8 @@ class OrderManager:
         """After `plan`'s writes went through: mirror the position, tell the listeners."""
         if plan.pos_h is not None:
             self._pos_cache[plan.lane] = plan.pos_h
+        if plan.new.leg == "stop" and plan.new.state.is_terminal:
+            self._stop_cache[plan.lane] = None
         self._emit(plan.entries)
         if plan.new.state is OrderState.UNKNOWN:
             log.warning("order %s outcome unknown at %s: not resent; reconciliation will resolve it",
@@ -831,6 +855,8 @@ class OrderManager:
         lane_active = self._k_lane_active(*lane)
         if new_state.is_terminal:
             cmds += [["SREM", self.k_active, coid], ["SREM", self.k_unknown, coid], ["SREM", lane_active, coid]]
+            if rec.leg == "stop":
+                cmds.append(["HDEL", self.k_stops, "\x1f".join(lane)])
         elif new_state is OrderState.UNKNOWN:
             cmds.append(["SADD", self.k_unknown, coid])
         else:
@@ -952,11 +978,14 @@ class OrderManager:
         it never arrived; a live broker's "not found" may be a lag or a search gap, and a sent order
         that filled must never be written off: the order stays UNKNOWN, its lane blocked, until the
         broker shows it or an operator resolves it (`resolve_by_operator`)."""
-        if self._clock() - rec.created_ns < self._grace_ns or rec.state not in (OrderState.SUBMITTED,
-                                                                                 OrderState.UNKNOWN):
+        if rec.state not in (OrderState.SUBMITTED, OrderState.UNKNOWN):
             return rec
         if adapter.lookup_is_authoritative:
+            # No grace needed: every claim -> place -> record runs under its lane's lock, which the
+            # caller holds, so a claimed order the account does not have was never placed.
             return self._transition(rec, OrderState.REJECTED, reason="never reached the broker (not in its book)")
+        if self._clock() - rec.created_ns < self._grace_ns:
+            return rec  # a live broker may not show a fresh order yet
         if rec.state is OrderState.SUBMITTED:
             return self._transition(rec, OrderState.UNKNOWN,
                                     reason="submitted but not found at the broker: outcome unknown, lane blocked "
@@ -1056,6 +1085,103 @@ class OrderManager:
             reports[b] = BrokerReport(broker=b, ok=not errors, orders=cancel_report.orders, results=tuple(results),
                                       errors=tuple(errors))
         return reports
+
+    # ------------------------------------------------------------------ protective stops
+    def protect(self, strategy: str, symbol: str, broker: str, stop_price: Decimal | None,
+                ts_ns: int) -> OrderRecord | None:
+        """Keep one protective stop order resting at the broker for the lane's whole position at
+        `stop_price` (None: no stop wanted): placed, moved (cancel, then place) or cancelled as the
+        position and the level change. The strategy's own stop stays armed as the backup; an order
+        of the lane's (its exit) cancels the resting stop first, so the two never both fill. Only
+        for adapters that rest stops (`supports_stop_orders`) and never for options. Returns the
+        resting stop, or None."""
+        adapter = self._adapters.get(BrokerName(broker))
+        if adapter is None or not adapter.supports_stop_orders:
+            return None
+        lane = (strategy, symbol, broker)
+        with self._lock(*lane):
+            pos = self.position(strategy, symbol, broker)
+            coid = self._resting_stop(lane)
+            current = self.order(coid) if coid else None
+            if current is not None and current.state.is_terminal:
+                self._forget_stop(lane)
+                current = None
+            wanted = stop_price is not None and pos.quantity != 0 and pos.option is None
+            side = OrderSide.SELL if pos.quantity > 0 else OrderSide.BUY
+            if current is not None and wanted and (current.side, current.quantity, current.stop_price,
+                                                   current.position_key) == (side, abs(pos.quantity), stop_price,
+                                                                             pos.key):
+                return current
+            if current is not None:
+                current = self._cancel_stop(lane)
+                if current is not None and not current.state.is_terminal:
+                    return current  # could not be cancelled: it stays (and still protects)
+                if current is not None and current.filled_quantity:
+                    return None  # it filled meanwhile: the position moved; the caller looks again
+            if not wanted:
+                return None
+            assert stop_price is not None
+            return self._place_stop(adapter, pos, side, stop_price, ts_ns)
+
+    def _place_stop(self, adapter: BrokerAdapter, pos: OmsPosition, side: OrderSide, stop_price: Decimal,
+                    ts_ns: int) -> OrderRecord | None:
+        coid = client_order_id(pos.strategy, pos.symbol, ts_ns, "stop", BrokerName(pos.broker))
+        contract = pos.key if contract_from_key(pos.key) is not None else None
+        req = OrderRequest(client_order_id=coid, symbol=pos.symbol, side=side, quantity=abs(pos.quantity),
+                           position_effect=PositionEffect.CLOSE, order_type=OrderType.STOP, stop_price=stop_price,
+                           contract=contract)
+        now = self._clock()
+        rec = OrderRecord(
+            client_order_id=coid, broker_order_id=None, strategy=pos.strategy, symbol=pos.symbol, broker=pos.broker,
+            position_key=pos.key, leg="stop", side=side, quantity=abs(pos.quantity),
+            position_effect=PositionEffect.CLOSE, order_type=OrderType.STOP.value, state=OrderState.NEW,
+            intent_reason="stop", detail=f"protective stop at {stop_price}", event_ts_ns=ts_ns, created_ns=now,
+            updated_ns=now, multiplier=pos.multiplier, stop_price=stop_price)
+        ctx = OrderContext(strategy=pos.strategy, symbol=pos.symbol, broker=BrokerName(pos.broker),
+                           current_quantity=pos.quantity, reduces_position=True, reason="stop")
+        decision = self._decide(req, ctx)
+        if not decision.allowed:
+            log.warning("protective stop for %s %s at %s not placed: %s", pos.strategy, pos.symbol, pos.broker,
+                        decision.detail)
+            return None
+        final = replace(rec, state=OrderState.SUBMITTED)
+        claim = self._claim_spec(rec, final, self._k_order(coid), None, pending=False)
+        claimed = self._claim_order(claim)
+        if claimed is not True:  # this stop was placed before (the same moment asked twice)
+            return self.order(coid)
+        try:
+            update, _ = self._place(adapter, req, lambda u: [])
+        except Exception as exc:
+            return self._placement_failed(final, TargetOrder(pos.strategy, pos.symbol, BrokerName(pos.broker),
+                                                             0, ts_ns, "stop"), exc)
+        self._stop_cache[(pos.strategy, pos.symbol, pos.broker)] = coid
+        return self._apply(final, update)
+
+    def _resting_stop(self, lane: tuple[str, str, str]) -> str | None:
+        if lane not in self._stop_cache:
+            self._stop_cache[lane] = self._r.hget(self.k_stops, "\x1f".join(lane))
+        return self._stop_cache[lane]
+
+    def _forget_stop(self, lane: tuple[str, str, str]) -> None:
+        self._r.hdel(self.k_stops, "\x1f".join(lane))
+        self._stop_cache[lane] = None
+
+    def _cancel_stop(self, lane: tuple[str, str, str]) -> OrderRecord | None:
+        """Cancel the lane's resting stop (caller holds the lane lock). Returns its record as the
+        broker now has it: CANCELLED, FILLED (it fired first) or still working (not cancelled)."""
+        coid = self._resting_stop(lane)
+        rec = self.order(coid) if coid else None
+        if rec is None or rec.state.is_terminal:
+            self._forget_stop(lane)
+            return rec
+        adapter = self._adapters[BrokerName(rec.broker)]
+        try:
+            update = adapter.cancel_order(ClientOrderId(rec.client_order_id), rec.broker_order_id)  # type: ignore[arg-type]
+        except BrokerError as exc:
+            log.warning("cancel of protective stop %s at %s failed: %s; looking it up", coid, rec.broker,
+                        type(exc).__name__)
+            return self._refresh(rec)
+        return self._apply(rec, update)
 
     def resolve_by_operator(self, coid: str, state: OrderState, filled_quantity: int = 0,
                             avg_fill_price: Decimal | None = None, *, actor: str, note: str = "") -> OrderRecord:

@@ -194,7 +194,8 @@ def _compare(om: OrderManager) -> dict[str, BrokerReconciliation]:
             if book_a.get((name, key), {}) != lanes:
                 in_flight.append(InFlightKey(name, key, broker_qty, oms_qty, "book changed during the read"))
                 continue
-            at_key = [o for o in working if o.broker == name and o.position_key == key]
+            # A protective stop rests for as long as the position: it explains no difference.
+            at_key = [o for o in working if o.broker == name and o.position_key == key and o.leg != "stop"]
             lo, hi = _explainable(at_key)
             if at_key and lo <= broker_qty - oms_qty <= hi:
                 ids = ",".join(o.client_order_id for o in at_key)[:200]

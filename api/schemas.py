@@ -12,7 +12,7 @@ Response models list the fields clients read; `extra="allow"` documents that mor
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from api.validation import MAX_TEXT
 from auth.users import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH
@@ -22,6 +22,7 @@ from config.timeframes import ALLOWED_HOURS, ALLOWED_MINUTES, Timeframe
 from domain.orders import BROKERS, OrderState
 from domain.parsing import FALSE_WORDS, TRUE_WORDS, ParseError, parse_bool, parse_decimal, parse_float, parse_int
 from domain.tickers import MAX_PERIOD, MAX_QUANTITY, StrategyName, TrendLine, parse_strategy, parse_trend_line
+from engine.manual import EMA_ACTIONS, ZERODAY_ACTIONS
 from risk.limits import MAX_CONTRACTS, MAX_RATE
 from risk.state import GLOBAL_SCOPE
 
@@ -216,14 +217,13 @@ class ZerodayTriggerBody(TickerActionBody):
     model_config = ConfigDict(json_schema_extra={"examples": [{"ticker": "SPX", "action": "call"}]})
 
     ticker: Annotated[Symbol, BeforeValidator(canonical_symbol), WithJsonSchema({"type": "string", "enum": ["SPX"]})]
-    action: Annotated[str, WithJsonSchema({"type": "string", "enum": ["call", "put", "close", "long", "short"]})]
+    action: Annotated[str, WithJsonSchema({"type": "string", "enum": ZERODAY_ACTIONS.words()})]
 
 
 class EmaTriggerBody(TickerActionBody):
     model_config = ConfigDict(json_schema_extra={"examples": [{"ticker": "/MES", "action": "LONG"}]})
 
-    action: Annotated[str, WithJsonSchema({"type": "string", "enum": ["LONG", "SHORT", "CLOSE"],
-                                           "description": "any case"})]
+    action: Annotated[str, WithJsonSchema({"type": "string", "enum": EMA_ACTIONS.words(), "description": "any case"})]
 
 
 class SpxButtonBody(Model):
@@ -265,7 +265,18 @@ class SchwabTokenLinkBody(Model):
 
 
 class TastyCodeBody(Model):
-    authorizationCode: Text = Field(description="the redirect URL or the bare code")
+    """One of the two Tastytrade logins; which one is the field sent, never guessed from the text."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"authorizationCode": "https://127.0.0.1:8183/callback?code=...&state=..."},
+        {"refreshToken": "<the refresh token Create Grant showed>"}]})
+
+    authorizationCode: Text | None = Field(
+        None, description="the authorize-URL login: the redirect URL, or the bare code from it")
+    refreshToken: Text | None = Field(
+        None, validation_alias=AliasChoices("refreshToken", "refresh_token"),
+        description="a personal application's login: the refresh token made on my.tastytrade.com under OAuth "
+                    "Applications > Manage > Create Grant (also accepted as `refresh_token`)")
 
 
 class ConnectionReply(Reply):

@@ -1,5 +1,10 @@
 """Rules and outcome reading for manual triggers (POST /api/manual-trigger, /api/ema-manual-trigger).
 
+Actions: the words each strategy's trigger takes and the position each asks for (`manual_actions`):
+call/put/close for `zeroday` (also long/short, which a dashboard build sends for call/put: the
+strategy holds long premium only), LONG/SHORT/CLOSE for the others; any case. The API validates
+with these tables and the supervisor acts on them: one definition.
+
 Time rules, checked before anything is sent:
 - 0DTE (`zeroday`) call/put: only when the zeroday strategy itself would enter at that instant
   (`ZeroDayStrategy.entry_allowed_at` with the engine's `spx_session_clock`: a session today with a
@@ -17,11 +22,12 @@ risk, rejected, paused, blocked, error, no contract, halted ticker) was refused 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from domain.tickers import TickerConfig
+from domain.intents import PositionTarget
+from domain.tickers import StrategyName, TickerConfig
 from engine.clock import spx_session_clock
 from engine.executor import NEW_YORK, ExecutionReport
 from market_data import calendars
@@ -34,6 +40,47 @@ from strategies.zeroday import ZeroDayStrategy
 
 # A duplicate intent's orders in these states mean its first answer was acknowledged.
 _SENT_STATES = frozenset({OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED, OrderState.FILLED})
+
+
+@dataclass(frozen=True, slots=True)
+class ManualActions:
+    """The words one strategy's manual trigger takes. `targets`: each word as the engine spells it
+    (and logs it: "manual put on SPX") -> the position it asks for; `aliases`: other words taken
+    for one of them."""
+
+    targets: Mapping[str, PositionTarget]
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def word(self, raw: object) -> str | None:
+        """The engine's word for `raw` (any case, surrounding spaces ignored); None when it is none."""
+        if not isinstance(raw, str):
+            return None
+        text = raw.strip().lower()
+        text = self.aliases.get(text, text)
+        return next((word for word in self.targets if word.lower() == text), None)
+
+    def target(self, raw: object) -> PositionTarget | None:
+        word = self.word(raw)
+        return None if word is None else self.targets[word]
+
+    def words(self) -> list[str]:
+        """Every word taken, the engine's first (for documentation)."""
+        return [*self.targets, *self.aliases]
+
+    def describe(self) -> str:
+        """"call, put, close (or long, short for call, put)": for an error message."""
+        also = f" (or {', '.join(self.aliases)} for {', '.join(self.aliases.values())})" if self.aliases else ""
+        return f"{', '.join(self.targets)}{also}"
+
+
+ZERODAY_ACTIONS = ManualActions({"call": PositionTarget.LONG, "put": PositionTarget.SHORT, "close": PositionTarget.FLAT},
+                                aliases={"long": "call", "short": "put"})
+EMA_ACTIONS = ManualActions({"LONG": PositionTarget.LONG, "SHORT": PositionTarget.SHORT, "CLOSE": PositionTarget.FLAT})
+
+
+def manual_actions(strategy: StrategyName) -> ManualActions:
+    """The 0DTE strategy trades options (call/put); every other strategy the instrument itself."""
+    return ZERODAY_ACTIONS if strategy is StrategyName.ZERODAY else EMA_ACTIONS
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from domain.intents import IntentReason, PositionTarget
 from domain.orders import BROKERS
 from domain.tickers import StrategyName, TickerConfig, parse_strategy
 from engine.executor import ExecutionReport, IntentExecutor
-from engine.manual import ManualTrade
+from engine.manual import ManualTrade, manual_actions
 from engine.runner import DivergenceCallback, LatencyCallback, RestartCallback, RunnerHooks, StrategyRunner
 from engine.state_writer import StateWriter
 from engine.stream_hub import StreamHub
@@ -36,10 +36,6 @@ from store.tickers import TickerStore
 from strategies.base import SessionClock
 
 log = logging.getLogger("engine")
-
-ZERODAY_ACTIONS = {"call": PositionTarget.LONG, "put": PositionTarget.SHORT, "close": PositionTarget.FLAT}
-EMA_ACTIONS = {"long": PositionTarget.LONG, "short": PositionTarget.SHORT, "close": PositionTarget.FLAT}
-
 
 class NothingEnabledError(ValueError):
     """start-trading was asked for a strategy with no enabled ticker."""
@@ -58,6 +54,27 @@ class NoRealPriceSource(RuntimeError):
 
 # (ticker) -> why it cannot take new positions on this process's prices, or None when it can.
 PriceRefusal = Callable[[TickerConfig], str | None]
+
+
+class RunningSet:
+    """The operator's running set (`engine:running`): the strategies started and not stopped since.
+    It outlives the process (`StrategySupervisor.resume()` starts it again), and a process without
+    an engine records start/stop here for the engine to pick up."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.key = store.key("engine", "running")
+
+    def add(self, strategy: str) -> bool:
+        """True when it was not in the set."""
+        return bool(self._store.redis.sadd(self.key, strategy))
+
+    def remove(self, strategy: str) -> bool:
+        """True when it was in the set."""
+        return bool(self._store.redis.srem(self.key, strategy))
+
+    def members(self) -> set[str]:
+        return {str(s) for s in self._store.redis.smembers(self.key)}
 
 
 @dataclass
@@ -109,13 +126,10 @@ class StrategySupervisor:
         self._owns_hub = hub is None
         self._hub = hub or StreamHub(store)  # the one XREAD every strategy thread's bars and trades come through
         self._states = StateWriter(store)  # write-behind of every thread's saved state
-
-    @property
-    def _running_key(self) -> str:
-        return self._store.key("engine", "running")
+        self._running = RunningSet(store)
 
     def running_strategies(self) -> set[str]:
-        return {str(s) for s in self._store.redis.smembers(self._running_key)}
+        return self._running.members()
 
     # --- start / stop -----------------------------------------------------------------------
     def start_strategy(self, strategy: str | StrategyName) -> StartResult:
@@ -127,7 +141,7 @@ class StrategySupervisor:
             self._refuse_without_real_prices(config)
         result = StartResult()
         with self._lock:
-            self._store.redis.sadd(self._running_key, name.value)
+            self._running.add(name.value)
             for config in enabled:
                 key = (name.value, config.symbol)
                 runner = self._runners.get(key)
@@ -142,7 +156,7 @@ class StrategySupervisor:
     def stop_strategy(self, strategy: str | StrategyName) -> list[str]:
         name = parse_strategy(strategy)
         with self._lock:
-            self._store.redis.srem(self._running_key, name.value)
+            self._running.remove(name.value)
             stopping = [(key, r) for key, r in self._runners.items() if key[0] == name.value]
             for key, _ in stopping:
                 del self._runners[key]
@@ -159,10 +173,10 @@ class StrategySupervisor:
             try:
                 resumed[name] = self.start_strategy(name)
             except NothingEnabledError:
-                self._store.redis.srem(self._running_key, name)
+                self._running.remove(name)
             except NoRealPriceSource as exc:  # an operator starts it again once real prices exist
                 log.error("not resuming %s: %s", name, exc)
-                self._store.redis.srem(self._running_key, name)
+                self._running.remove(name)
         return resumed
 
     def _refuse_without_real_prices(self, config: TickerConfig) -> None:
@@ -265,10 +279,11 @@ class StrategySupervisor:
         order path (running or not): same client ids, risk checks and journal as its signals.
         Raises TriggerError for a bad action, an unconfigured ticker or no price yet."""
         name = parse_strategy(strategy)
-        table = ZERODAY_ACTIONS if name is StrategyName.ZERODAY else EMA_ACTIONS
-        target = table.get(action.strip().lower())
-        if target is None:
-            raise TriggerError(f"action must be one of {', '.join(a.upper() if name is not StrategyName.ZERODAY else a for a in table)}")
+        actions = manual_actions(name)
+        word = actions.word(action)
+        if word is None:
+            raise TriggerError(f"action must be one of {actions.describe()}")
+        target = actions.targets[word]
         config = self._tickers.get_map(name).get(symbol)
         if config is None:
             raise TriggerError(f"{symbol} is not configured for {name.value}; add it first")
@@ -281,8 +296,8 @@ class StrategySupervisor:
             runner = self._runners.get((name.value, symbol))
         if runner is None:  # not running: a one-off runner still uses the same path and state
             runner = self._make_runner(config)
-        report = runner.force_target(target, IntentReason.MANUAL, f"manual {action.lower()}", float(price))
-        return ManualTrade(f"manual {action.lower()} on {symbol}: {report.summary()}", report)
+        report = runner.force_target(target, IntentReason.MANUAL, f"manual {word.lower()}", float(price))
+        return ManualTrade(f"manual {word.lower()} on {symbol}: {report.summary()}", report)
 
     def housekeeping_now(self, strategy: str | None = None) -> int:
         """Wake running threads (all, or one strategy's) to run housekeeping at once: 0DTE time

@@ -295,16 +295,14 @@ class TradingRuntime:
 
     # --- events -----------------------------------------------------------------------------
     def _on_trade(self, trade: Trade) -> None:
-        """Market data writer thread: resting paper orders fill when price crosses."""
-        for name, adapter in self.registry.paper.items():
-            if not isinstance(adapter, PaperBroker):
-                continue
+        """Market data writer thread: the trading adapters see each trade (the paper accounts fill
+        their resting orders when it crosses them; a live broker fills at the broker)."""
+        for name, adapter in self.registry.trading_adapters().items():
             for update in adapter.on_trade(trade.symbol, trade.price, trade.ts_ns):
-                if not self.services.settings.is_live:
-                    rec = self.orders.on_order_update(name, update)
-                    if rec is not None and rec.leg == "stop" and rec.filled_quantity:
-                        # A resting stop got the position out: its strategy follows the book now.
-                        self.supervisor.book_moved(rec.strategy, rec.symbol)
+                rec = self.orders.on_order_update(name, update)
+                if rec is not None and rec.leg == "stop" and rec.filled_quantity:
+                    # A resting stop got the position out: its strategy follows the book now.
+                    self.supervisor.book_moved(rec.strategy, rec.symbol)
 
     def flatten_scope(self, strategy: str | None, reason: str) -> dict[str, Any]:
         """Close every position of one strategy (or of all, when None) through the normal order

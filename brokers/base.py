@@ -89,6 +89,11 @@ class BrokerAdapter(ABC):
         the adapter can. None: nothing done; the caller claims, then calls `place_then`."""
         return None
 
+    def on_trade(self, symbol: str, price: float, ts_ns: int) -> list[OrderUpdate]:
+        """A trade the feed saw. An account that simulates its fills (paper) answers the updates of
+        the resting orders the trade crossed; a live broker fills at the broker: nothing here."""
+        return []
+
     def place_then(self, order: OrderRequest, then: Then | None) -> tuple[OrderUpdate, bool]:
         """Place a claimed order: (the broker's answer, whether `then`'s writes went with it)."""
         return self.place_order(order), False

@@ -540,18 +540,7 @@ class StrategyRunner:
         bookkeeping_since: float | None = None  # bars acted on whose status, log and state are not written yet
         try:
             while not self._stop.is_set():
-                # Stops are checked, and a refused exit retried, on every trade while a position is held.
-                in_position = self.strategy.target is not PositionTarget.FLAT or self._exit_pending is not None
-                if in_position and not watching_trades:
-                    if self._trade_id == "$":  # start watching trades from now on
-                        self._trade_id = self._last_id(trades_key)
-                    self._hub.watch(sub, trades_key, self._trade_id)
-                    watching_trades = True
-                elif not in_position:
-                    if watching_trades:
-                        self._hub.unwatch(sub, trades_key)
-                        watching_trades = False
-                    self._trade_id = "$"
+                watching_trades = self._watch_trades_while_holding(sub, trades_key, watching_trades)
                 try:
                     message = inbox.get(timeout=0 if bookkeeping_since is not None else wait_s)
                 except queue.Empty:
@@ -588,6 +577,22 @@ class StrategyRunner:
             if bookkeeping_since is not None:
                 self._after_bars()  # stopping: what was acted on is logged and saved before stop returns
             self._hub.unsubscribe(sub)
+
+    def _watch_trades_while_holding(self, sub: Any, trades_key: str, watching: bool) -> bool:
+        """Stops are checked, and a refused exit retried, on every trade while a position is held:
+        the trade stream is watched then (from now on), and only then. Returns whether it is."""
+        holding = self.strategy.target is not PositionTarget.FLAT or self._exit_pending is not None
+        if holding and not watching:
+            if self._trade_id == "$":
+                self._trade_id = self._last_id(trades_key)
+            self._hub.watch(sub, trades_key, self._trade_id)
+            return True
+        if not holding:
+            if watching:
+                self._hub.unwatch(sub, trades_key)
+            self._trade_id = "$"
+            return False
+        return watching
 
     # --- events -----------------------------------------------------------------------------
     def _handle(self, message: InboxMessage, bars_key: str, trades_key: str | None) -> bool:

@@ -10,12 +10,33 @@ from domain.orders import SCHWAB, TASTYTRADE, OrderRequest, OrderState, OrderUpd
 from domain.risk import OrderContext, RiskDecision, RiskReason
 from oms.models import TargetOrder, TargetStatus
 from oms.reconcile import reconcile
-from tests.oms.helpers import FakeAdapter, make_om, paper_pair
+from tests.oms.helpers import FakeAdapter, paper_pair
+from tests.oms.helpers import make_om as _make_om
 
 
 # Intents are stamped around the moment the tests run (the order manager's clock is the wall
 # clock): a reversal's open leg follows its close only while its signal is current.
 BASE_NS = time.time_ns()
+
+
+class _Clock:
+    """The order manager's clock here: it starts at BASE_NS and moves 1 us a reading, so however
+    long a loaded machine takes to reach a test, a signal stamped around BASE_NS is current."""
+
+    def __init__(self) -> None:
+        self.now = BASE_NS
+
+    def __call__(self) -> int:
+        self.now += 1_000
+        return self.now
+
+
+OMS_CLOCK = _Clock()  # one for every order manager: a "restarted" one reads on from the same time
+
+
+def make_om(store, adapters, **kw):  # type: ignore[no-untyped-def]
+    kw.setdefault("clock", OMS_CLOCK)
+    return _make_om(store, adapters, **kw)
 
 
 def T(qty: int, ts: int, broker=SCHWAB, symbol="/MES", strategy="ema") -> TargetOrder:

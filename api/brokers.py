@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response
 
-from api.contract import Answer, endpoint
+from api.contract import Answer, endpoint, valid_body
 from api.responses import ApiError, fail, ok
 from api.schemas import (ConnectionReply, ListReply, MessageReply, SchwabLinkBody, SchwabTokenLinkBody,
                          TastyCodeBody)
@@ -21,6 +21,7 @@ from api.validation import MAX_TEXT, json_body, text_field
 from auth.decorators import admin_required, viewer_required
 from brokers.errors import AuthenticationRequired, BrokerConfigError, BrokerError, TemporaryBrokerError
 from brokers.registry import BrokerNotConfigured
+from brokers.tastytrade_support import refresh_token_problem
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,11 @@ def _authorize_url(broker: str) -> Response:
 
 
 def _login_result(broker: str, text: str) -> tuple[Response, int]:
-    result = safe_result(_call(broker, lambda b: b.complete_login(broker, text)))
+    return _login_answer(broker, lambda b: b.complete_login(broker, text))
+
+
+def _login_answer(broker: str, login: Callable[[Any], Any]) -> tuple[Response, int]:
+    result = safe_result(_call(broker, login))
     log.info("%s login completed", broker)
     message = str(result.pop("message", f"{_DISPLAY[broker]} connected"))
     result.pop("success", None)
@@ -164,13 +169,28 @@ def schwab_token_link() -> tuple[Response, int]:
 @admin_required
 @endpoint(body=TastyCodeBody, answers=CONNECTED, errors=BROKER_ERRORS)
 def tasty_access_token() -> tuple[Response, int]:
-    """Finish the Tastytrade login. Body: `{"authorizationCode": "<redirect URL or bare code>"}` ->
-    `{success, message}`. The tokens are stored encrypted and never returned."""
-    code = text_field(json_body(), "authorizationCode", max_length=MAX_TEXT)
+    """Finish the Tastytrade login, one of two ways, named by the field sent:
+    `{"authorizationCode": "<redirect URL or bare code>"}` after the authorize URL, or
+    `{"refreshToken": "<token>"}` with a refresh token made under OAuth Applications > Manage >
+    Create Grant (a personal application) -> `{success, message}`. The tokens are stored encrypted
+    and never returned."""
+    body = valid_body(TastyCodeBody)
+    if body.refreshToken is not None:
+        if body.authorizationCode is not None:
+            raise ApiError(400, "send either authorizationCode or refreshToken, not both", field="refreshToken")
+        token = body.refreshToken.strip()
+        problem = refresh_token_problem(token)
+        if problem is not None:
+            raise ApiError(400, f"refreshToken: {problem}", field="refreshToken")
+        return _login_answer(TASTYTRADE, lambda b: b.login_with_refresh_token(TASTYTRADE, token))
+    code = (body.authorizationCode or "").strip()
+    if not code:
+        raise ApiError(400, "send authorizationCode (the redirect URL or code of the authorize-URL login) or "
+                       "refreshToken (a refresh token made with Create Grant)", field="authorizationCode")
     if not _is_http_url(code):
         if len(code) > MAX_BARE_CODE or any(ch.isspace() or ch in "<>\"'\\" for ch in code):
-            raise ApiError(400, "authorizationCode must be the redirect URL or the bare code",
-                           field="authorizationCode")
+            raise ApiError(400, "authorizationCode must be the redirect URL or the bare code (a refresh token "
+                           "made with Create Grant is sent as refreshToken)", field="authorizationCode")
     return _login_result(TASTYTRADE, code)
 
 

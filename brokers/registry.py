@@ -64,6 +64,12 @@ class BrokerRegistry:
         self._changed(BrokerName(broker), status)
         return status
 
+    def login_with_refresh_token(self, broker: str, refresh_token: str) -> dict[str, Any]:
+        """A personal application's login (Tastytrade's "Create Grant" refresh token)."""
+        status = self._live(broker).login_with_refresh_token(refresh_token).to_json()
+        self._changed(BrokerName(broker), status)
+        return status
+
     def refresh(self, broker: str) -> dict[str, Any]:
         status = self._live(broker).refresh().to_json()
         self._changed(BrokerName(broker), status)

@@ -4,10 +4,15 @@ Shape:
 - The adapter owns exactly one asyncio event loop on one daemon thread (`connect()` starts it,
   `close()` stops it; a dead loop is restarted on the next call). Every SDK coroutine runs there
   via `run_coroutine_threadsafe` with a timeout, so engine threads stay synchronous.
-- OAuth: `authorize_url()` -> Tastytrade's consent page; `complete_login(url_or_code)` exchanges
-  the code at `/oauth/token` and stores only the refresh token, Fernet-encrypted (`TokenStore`).
-  The SDK `Session` is built from that refresh token + the client secret and refreshes its
-  15-minute access token itself; access tokens are never persisted.
+- OAuth, two ways in: `authorize_url()` -> Tastytrade's consent page, then
+  `complete_login(url_or_code)` exchanges the code at `/oauth/token`; or, for a personal
+  application, `login_with_refresh_token(token)` takes a refresh token made on Tastytrade's site
+  ("Create Grant"), the route the SDK documents. Only the refresh token is stored,
+  Fernet-encrypted (`TokenStore`), and only once the token endpoint accepted it. The SDK
+  `Session` is built from it + the client secret and refreshes its 15-minute access token itself;
+  access tokens are never persisted. Should the token endpoint answer a refresh with a new
+  refresh token (rotation), the session uses it at once and it replaces the stored one
+  (`TokenWatch`), so the next start-up logs in with the token that is still valid.
 - Orders: one SDK order per `place_order`, exactly one POST. `dry_run` is True unless
   TRADING_MODE=live (the dry-run endpoint validates but never routes). Our client order id goes in
   `external-identifier`, and a Redis map coid -> Tastytrade id is kept so `get_order(coid, None)`
@@ -31,6 +36,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import secrets as _secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -59,16 +65,20 @@ from brokers.preview import OrderPreview, tastytrade_preview
 from brokers.tastytrade_support import (
     CURRENT_TRACE,
     NOT_SENT_ERRORS,
+    TOKEN_PATH,
     HttpTrace,
     LoopThread,
     Redactor,
+    TokenWatch,
     UntradeableOrder,
     broker_position,
     chain_contracts,
     event_hooks,
     held_quantity,
     leg_instrument,
+    oauth_error_text,
     order_update,
+    refresh_token_problem,
     tastytrade_order,
 )
 from brokers.token_store import TokenDecryptError, TokenStore
@@ -96,7 +106,6 @@ T = TypeVar("T")
 NEW_YORK = ZoneInfo("America/New_York")
 
 AUTHORIZE_URL = "https://my.tastytrade.com/auth.html"
-TOKEN_PATH = "/oauth/token"
 OAUTH_SCOPES = "read trade"
 OAUTH_STATE_TTL_SECONDS = 600
 ORDER_SEARCH_DAYS_BACK = 1  # New York days before today searched for an order by client id
@@ -154,7 +163,11 @@ class TastytradeAdapter(BrokerAdapter):
         self._account: Account | None = None
         self._connected = False
         self._message = "not connected"
-        self._refresh_token: str | None = None  # kept for redaction only
+        self._refresh_token: str | None = None  # the one in the token store (a rotation differs from it)
+        # Serialises writes of the stored refresh token (a rotation kept vs. a new login).
+        self._token_lock = threading.Lock()
+        # Refresh tokens seen (pasted, stored, rotated): all stay redacted, like old access tokens.
+        self._old_refresh_tokens: tuple[str, ...] = ()
         # Recent access tokens, so an error echoing a just-rotated token is still redacted.
         # A tuple swapped whole: the log filter may read it from another thread at any time.
         self._old_access_tokens: tuple[str, ...] = ()
@@ -216,7 +229,8 @@ class TastytradeAdapter(BrokerAdapter):
         client_id, secret = self._settings.tastytrade_client_id, self._settings.tastytrade_client_secret
         if not client_id or not secret:
             raise BrokerConfigError("TASTYTRADE_CLIENT_ID and TASTYTRADE_CLIENT_SECRET must be set", broker=self.name)
-        code = self._extract_code(code_or_redirect_url.strip())
+        pasted = code_or_redirect_url.strip()
+        code = self._extract_code(pasted)
         self._ensure_loop()
         body = {"grant_type": "authorization_code", "code": code, "client_id": client_id,
                 "client_secret": secret, "redirect_uri": self._settings.tastytrade_redirect_uri}
@@ -226,19 +240,56 @@ class TastytradeAdapter(BrokerAdapter):
             if exc.transport_error is not None or exc.status is None or exc.status == 429 or exc.status >= 500:
                 raise TemporaryBrokerError(f"tastytrade token endpoint unavailable: {self._redact(exc.message)}",
                                            broker=self.name, retry_after=exc.retry_after) from None
-            raise AuthenticationRequired(f"tastytrade rejected the authorization code: {self._redact(exc.message)}",
-                                         broker=self.name) from None
+            # A bare value may be the other kind of credential pasted into the wrong field.
+            hint = "" if "://" in pasted else " (a refresh token made with Create Grant is sent as refreshToken)"
+            raise AuthenticationRequired(f"tastytrade rejected the authorization code: {self._redact(exc.message)}"
+                                         f"{hint}", broker=self.name) from None
         refresh_token = data.get("refresh_token")
         if not isinstance(refresh_token, str) or not refresh_token:
             raise AuthenticationRequired("tastytrade token response had no refresh token", broker=self.name)
-        self._refresh_token = refresh_token
-        self._tokens.save(self.name, {"refresh_token": refresh_token,
-                                      "obtained_at": self._clock().isoformat(), "scope": data.get("scope")})
+        with self._token_lock:
+            self._drop_session()
+            self._save_refresh_token(refresh_token, source="authorization_code", scope=data.get("scope"))
         log.info("tastytrade login completed; refresh token stored encrypted")
-        self._drop_session()
         access = data.get("access_token")
         seed = (access, float(data.get("expires_in", 900))) if isinstance(access, str) and access else None
         return self._connect(seed)
+
+    def login_with_refresh_token(self, refresh_token: str) -> BrokerStatus:
+        """Log in with a refresh token made on Tastytrade's site (OAuth Applications > Manage >
+        Create Grant), a personal application's route: no redirect, no authorization code. The
+        token is tried at the token endpoint (through the SDK's own refresh) before anything is
+        stored, so a wrong or revoked paste leaves an existing login as it was."""
+        if not self._settings.tastytrade_client_secret:
+            raise BrokerConfigError("TASTYTRADE_CLIENT_SECRET must be set", broker=self.name)
+        token = refresh_token.strip()
+        problem = refresh_token_problem(token)
+        if problem is not None:
+            raise AuthenticationRequired(problem, broker=self.name)
+        self._install_filters()
+        self._ensure_loop()
+        self._note_refresh_token(token)  # redacted from here on, even if Tastytrade refuses it
+        session, watch = self._run("session.create", lambda: self._new_session(token, None))
+        try:
+            self._run("oauth.token", lambda: session.refresh(force=True))
+        except _HttpFailure as exc:
+            self._close_client(session)
+            if exc.transport_error is not None or exc.status is None or exc.status == 429 or exc.status >= 500:
+                raise TemporaryBrokerError(f"tastytrade token endpoint unavailable: {self._redact(exc.message)}",
+                                           broker=self.name, retry_after=exc.retry_after) from None
+            reason = self._redact(watch.refusal or exc.message)
+            raise AuthenticationRequired(
+                f"tastytrade refused the refresh token (HTTP {exc.status}: {reason}): make a new one with "
+                f"Create Grant (OAuth Applications > Manage) for the OAuth client of TASTYTRADE_CLIENT_ID and "
+                f"TASTYTRADE_CLIENT_SECRET, on production (a sandbox grant works only in the sandbox); the code "
+                f"from the authorize-URL login is sent as authorizationCode", broker=self.name) from None
+        with self._token_lock:
+            self._drop_session()
+            # The first refresh may already have rotated it: store what the session now holds.
+            self._save_refresh_token(session.refresh_token, source="create_grant")
+            self._session = session
+        log.info("tastytrade login with a refresh token completed; refresh token stored encrypted")
+        return self._connect(None)
 
     def refresh(self) -> BrokerStatus:
         """Force an access-token refresh now (connecting first if needed)."""
@@ -282,7 +333,7 @@ class TastytradeAdapter(BrokerAdapter):
             self._connected, self._message = False, "TASTYTRADE_ACCOUNT_ID is not set"
             raise BrokerConfigError("TASTYTRADE_ACCOUNT_ID is not set: name the account to trade", broker=self.name)
         if self._session is None:
-            self._session = self._run("session.create", lambda: self._new_session(str(refresh_token), seed))
+            self._session, _ = self._run("session.create", lambda: self._new_session(str(refresh_token), seed))
         try:
             accounts = self._read("accounts", lambda s: Account.get(s))
         except AuthenticationRequired:
@@ -529,6 +580,7 @@ class TastytradeAdapter(BrokerAdapter):
         finally:
             self._latency(label, time.perf_counter() - started)
             self._note_access_token()
+            self._keep_rotated_token()
 
     def _with_session(self, fn: Callable[[Session], Awaitable[T]]) -> Awaitable[T]:
         session = self._session
@@ -583,7 +635,7 @@ class TastytradeAdapter(BrokerAdapter):
     def _set_disconnected_for(self, exc: _HttpFailure) -> None:
         self._connected = False
         self._message = (f"tastytrade authentication required (HTTP {exc.status or '-'}): log in again "
-                         f"through the authorize URL")
+                         f"(the authorize URL, or a new refresh token made with Create Grant)")
         log.error("tastytrade disconnected: authentication failed (HTTP %s)", exc.status)
 
     def _order_error(self, exc: _HttpFailure, url_suffix: str, coid: ClientOrderId) -> BrokerError:
@@ -625,7 +677,7 @@ class TastytradeAdapter(BrokerAdapter):
         return OrderRejected(f"tastytrade rejected order {coid}: {message}", broker=self.name, reason=message)
 
     # ---------------------------------------------------------------- internals: coroutines
-    async def _new_session(self, refresh_token: str, seed: tuple[str, float] | None) -> Session:
+    async def _new_session(self, refresh_token: str, seed: tuple[str, float] | None) -> tuple[Session, TokenWatch]:
         kwargs: dict[str, Any] = {"timeout": self._http_timeout, "event_hooks": event_hooks()}
         if self._transport is not None:
             kwargs["transport"] = self._transport
@@ -637,7 +689,9 @@ class TastytradeAdapter(BrokerAdapter):
             session.session_token = access
             session.session_expiration = time.time() + lifetime
             session._client.headers["Authorization"] = f"Bearer {access}"
-        return session
+        watch = TokenWatch(session)
+        watch.install()
+        return session, watch
 
     async def _session_refresh(self, *, force: bool) -> None:
         session = self._session
@@ -658,11 +712,7 @@ class TastytradeAdapter(BrokerAdapter):
                 payload = response.json()
             except ValueError:
                 payload = {}
-            error = payload.get("error") if isinstance(payload, dict) else None
-            detail = payload.get("error_description") if isinstance(payload, dict) else None
-            if isinstance(error, dict):
-                error, detail = error.get("code"), error.get("message")
-            raise RuntimeError(f"{error or 'HTTP ' + str(response.status_code)}: {detail or ''}".strip(": "))
+            raise RuntimeError(oauth_error_text(payload, response.status_code))
         data = response.json()
         return dict(data) if isinstance(data, dict) else {}
 
@@ -742,11 +792,54 @@ class TastytradeAdapter(BrokerAdapter):
 
     def _drop_session(self) -> None:
         session, self._session, self._account = self._session, None, None
-        if session is not None and self._loop.alive:
+        if session is not None:
+            self._close_client(session)
+
+    def _close_client(self, session: Session) -> None:
+        if self._loop.alive:
             try:
                 self._loop.submit(session._client.aclose()).result(timeout=5)
             except Exception:  # noqa: BLE001
                 pass
+
+    def _save_refresh_token(self, token: str, *, source: str, scope: object = None) -> None:
+        """Store a new login's refresh token (under `_token_lock`). `source` says which login made it."""
+        self._tokens.save(self.name, {"refresh_token": token, "obtained_at": self._clock().isoformat(),
+                                      "scope": scope, "source": source})
+        self._refresh_token = token
+        self._note_refresh_token(token)
+
+    def _keep_rotated_token(self) -> None:
+        """Store the refresh token the token endpoint rotated (see TokenWatch) in place of the old
+        one, so the next start-up logs in with it. Runs after every call (cheap when nothing
+        changed); a save that fails is retried after the next call, and the session keeps using
+        the new token meanwhile."""
+        session = self._session
+        if session is None or session.refresh_token == self._refresh_token:
+            return
+        with self._token_lock:
+            session = self._session  # a login may have replaced the session meanwhile
+            if session is None or not session.refresh_token or session.refresh_token == self._refresh_token:
+                return
+            rotated = session.refresh_token
+            self._note_refresh_token(rotated)
+            try:
+                try:
+                    kept = self._tokens.load(self.name) or {}
+                except TokenDecryptError:
+                    kept = {}
+                self._tokens.save(self.name, {**kept, "refresh_token": rotated,
+                                              "rotated_at": self._clock().isoformat()})
+            except redis.RedisError as exc:
+                log.error("tastytrade rotated the refresh token but it could not be stored (%s); "
+                          "retried after the next call", type(exc).__name__)
+                return
+            self._refresh_token = rotated
+        log.info("tastytrade rotated the refresh token; the new one is stored encrypted")
+
+    def _note_refresh_token(self, token: str) -> None:
+        if token and token not in self._old_refresh_tokens:
+            self._old_refresh_tokens = (*self._old_refresh_tokens, token)[-4:]
 
     def _today(self) -> date:
         return self._clock().astimezone(NEW_YORK).date()
@@ -757,7 +850,8 @@ class TastytradeAdapter(BrokerAdapter):
             self._old_access_tokens = (*self._old_access_tokens, session.session_token)[-4:]
 
     def _secrets(self) -> list[str]:
-        out = [self._settings.tastytrade_client_secret or "", self._refresh_token or "", *self._old_access_tokens]
+        out = [self._settings.tastytrade_client_secret or "", self._refresh_token or "", *self._old_refresh_tokens,
+               *self._old_access_tokens]
         session = self._session
         if session is not None:
             out += [session.session_token, session.refresh_token]

@@ -1,8 +1,11 @@
-"""OAuth: authorize URL, code exchange (pasted redirect URL or bare code), refresh, encrypted storage."""
+"""OAuth: authorize URL, code exchange (pasted redirect URL or bare code), a personal app's pasted
+refresh token ("Create Grant"), refresh, rotated refresh tokens, encrypted storage."""
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
@@ -13,13 +16,16 @@ from tt_fake import (  # noqa: E402,F401
     API,
     CLIENT_ID,
     CLIENT_SECRET,
+    REFRESH_TOKEN,
     Harness,
     error_body,
     tt,
     tt_any_store,
 )
 
-from brokers.errors import AuthenticationRequired, BrokerConfigError  # noqa: E402
+from tt_token_endpoint import Shape, TokenEndpoint  # noqa: E402
+
+from brokers.errors import AuthenticationRequired, BrokerConfigError, TemporaryBrokerError  # noqa: E402
 from domain.orders import TASTYTRADE  # noqa: E402
 
 REDIRECT = "https://127.0.0.1:8183/callback"
@@ -148,3 +154,122 @@ def test_tokens_are_encrypted_at_rest(tt_any_store: Harness) -> None:
         if kind == "string":
             value = str(tt.store.redis.get(key))
             assert NEW_REFRESH not in value and "atoken-from-code-1" not in value
+
+
+# ------------------------------------------------------------------ a personal app's refresh token
+GRANT = "rtoken-from-create-grant-5k2m9q"  # what OAuth Applications > Manage > Create Grant shows
+
+
+def _token_endpoint(tt: Harness, valid: set[str], **kwargs: Any) -> TokenEndpoint:
+    endpoint = TokenEndpoint(CLIENT_SECRET, valid, **kwargs)
+    tt.fake.on("POST", "/oauth/token", endpoint)
+    return endpoint
+
+
+def test_pasted_refresh_token_logs_in_and_is_stored_encrypted(tt: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    endpoint = _token_endpoint(tt, {GRANT})
+    status = tt.adapter().login_with_refresh_token(f"  {GRANT}\n")
+    assert status.connected and status.account == "****0001", status.message
+    (minted,) = tt.fake.calls("POST", "/oauth/token")
+    assert minted.json() == {"grant_type": "refresh_token", "client_secret": CLIENT_SECRET, "refresh_token": GRANT}
+    assert "authorization" not in minted.headers
+    assert tt.fake.calls("GET", "/customers/me/accounts")[-1].headers["authorization"] == "Bearer atoken-minted-001-kk4"
+    assert tt.tokens.load(TASTYTRADE)["refresh_token"] == GRANT
+    assert GRANT not in (tt.tokens.raw_blob(TASTYTRADE) or "")
+    assert GRANT not in caplog.text and "atoken-minted" not in caplog.text
+    # a restart logs in from the store
+    assert tt.adapter().connect().connected
+    assert endpoint.used == [GRANT, GRANT]
+
+
+def test_refresh_token_rotated_on_first_use_is_the_one_stored(tt: Harness) -> None:
+    endpoint = _token_endpoint(tt, {GRANT}, rotate=True)
+    assert tt.adapter().login_with_refresh_token(GRANT).connected
+    assert tt.tokens.load(TASTYTRADE)["refresh_token"] == "rtoken-rotated-001-p9x2w"
+    assert tt.adapter().connect().connected  # the pasted one is revoked by now
+    assert endpoint.used == [GRANT, "rtoken-rotated-001-p9x2w"]
+
+
+def test_rotated_refresh_token_is_kept_and_used_after_a_restart(tt_any_store: Harness,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    tt = tt_any_store
+    caplog.set_level(logging.DEBUG)
+    tt.login(REFRESH_TOKEN)
+    endpoint = _token_endpoint(tt, {REFRESH_TOKEN}, rotate=True)
+    first = tt.adapter()
+    assert first.connect().connected  # start-up refresh: rotated once
+    assert first.refresh().connected  # a later refresh: rotated again, and sent with the first rotation
+    assert endpoint.used == [REFRESH_TOKEN, "rtoken-rotated-001-p9x2w"]
+    assert tt.tokens.load(TASTYTRADE)["refresh_token"] == "rtoken-rotated-002-p9x2w"
+    first.close()
+    restarted = tt.adapter()  # a new process on the same store
+    status = restarted.connect()
+    assert status.connected, status.message
+    assert endpoint.used[-1] == "rtoken-rotated-002-p9x2w"
+    assert tt.tokens.load(TASTYTRADE)["refresh_token"] == "rtoken-rotated-003-p9x2w"
+    blob = tt.tokens.raw_blob(TASTYTRADE) or ""
+    for token in (REFRESH_TOKEN, *(f"rtoken-rotated-00{n}-p9x2w" for n in (1, 2, 3))):
+        assert token not in blob and token not in caplog.text
+
+
+def test_rotated_refresh_token_that_could_not_be_stored_is_stored_after_the_next_call(
+        tt: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+
+    tt.login(REFRESH_TOKEN)
+    _token_endpoint(tt, {REFRESH_TOKEN}, rotate=True)
+    adapter = tt.adapter()
+    save = tt.tokens.save
+    failures = iter([redis.ConnectionError("down")])
+
+    def flaky_save(broker: str, token: dict[str, Any]) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        save(broker, token)
+
+    monkeypatch.setattr(tt.tokens, "save", flaky_save)
+    assert adapter.connect().connected  # rotated; the save failed; the session uses the new token
+    assert tt.tokens.load(TASTYTRADE)["refresh_token"] == REFRESH_TOKEN
+    adapter.positions()
+    assert tt.tokens.load(TASTYTRADE)["refresh_token"] == "rtoken-rotated-001-p9x2w"
+
+
+@pytest.mark.parametrize("shape", ["tastytrade", "rfc6749"])
+def test_wrong_refresh_token_is_a_clear_error_and_keeps_the_existing_login(tt: Harness, shape: Shape) -> None:
+    tt.login(REFRESH_TOKEN)
+    endpoint = _token_endpoint(tt, {REFRESH_TOKEN}, shape=shape)
+    adapter = tt.adapter()
+    wrong = "rtoken-expired-or-other-client-3z8"
+    with pytest.raises(AuthenticationRequired) as refused:
+        adapter.login_with_refresh_token(wrong)
+    message = refused.value.message
+    status = 401 if shape == "tastytrade" else 400
+    assert (f"tastytrade refused the refresh token (HTTP {status}: invalid_grant: Grant revoked or not issued "
+            f"to this client)") in message
+    assert "Create Grant" in message and "authorizationCode" in message
+    assert wrong not in message
+    assert endpoint.used == [wrong]
+    assert tt.tokens.load(TASTYTRADE)["refresh_token"] == REFRESH_TOKEN
+    assert adapter.connect().connected
+
+
+def test_redirect_url_pasted_as_refresh_token_is_refused_before_any_request(tt: Harness) -> None:
+    with pytest.raises(AuthenticationRequired, match="send it as authorizationCode"):
+        tt.adapter().login_with_refresh_token(f"{REDIRECT}?code=authcode-abc123&state=xyz")
+    assert tt.fake.requests == [] and tt.tokens.load(TASTYTRADE) is None
+
+
+def test_refresh_token_login_with_the_token_endpoint_down_stores_nothing(tt: Harness) -> None:
+    tt.fake.on("POST", "/oauth/token", httpx2.Response(503, json=error_body("unavailable", "maintenance")))
+    with pytest.raises(TemporaryBrokerError, match="token endpoint unavailable"):
+        tt.adapter().login_with_refresh_token(GRANT)
+    assert tt.tokens.load(TASTYTRADE) is None
+
+
+def test_refused_bare_code_points_to_the_refresh_token_login(tt: Harness) -> None:
+    tt.fake.on("POST", "/oauth/token", httpx2.Response(400, json={"error": "invalid_grant",
+                                                                 "error_description": "Invalid authorization code"}))
+    with pytest.raises(AuthenticationRequired, match="Create Grant is sent as refreshToken"):
+        tt.adapter().complete_login(GRANT)

@@ -26,7 +26,9 @@ QUARTER_MONTHS = (3, 6, 9, 12)
 MONTH_CODES = {1: "F", 2: "G", 3: "H", 4: "J", 5: "K", 6: "M", 7: "N", 8: "Q", 9: "U", 10: "V", 11: "X", 12: "Z"}
 
 DATABENTO_FUTURES_DATASET = "GLBX.MDP3"
-DATABENTO_EQUITIES_DATASET = "XNAS.ITCH"
+# Databento US Equities Mini: trades and OHLCV aggregated across the exchanges and ATSs whose own
+# feeds Databento captures, rather than XNAS.ITCH's Nasdaq prints alone (README, Databento).
+DATABENTO_EQUITIES_DATASET = "EQUS.MINI"
 
 
 def third_friday(year: int, month: int) -> date:

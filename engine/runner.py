@@ -155,6 +155,7 @@ class RunnerStatus:
     last_error: str | None = None
     restarts: int = 0
     warmed_up: bool = False
+    warmup_note: str | None = None  # a warm-up short of history: how many bars it had and why
     alive: bool = False  # the thread is running (filled in by the supervisor's status)
     stale_feed: str | None = None  # set while the session is open and bars stopped arriving
     last_bar_received: str | None = None  # wall-clock time the thread last received a bar
@@ -387,6 +388,9 @@ class StrategyRunner:
                 self.strategy.on_bar(bar)  # intents from warm-up bars are discarded on purpose
             self._fed_start_ns = history[-1].start_ns if history and not self._timeframe.is_tick else None
             self.log.info("warmed up on %d bars (need %d)", len(history), needed)
+            self.status.warmup_note = self._md.warmup_note(self.config.symbol, self._timeframe, len(history), needed)
+            if self.status.warmup_note:
+                self.log.warning("%s", self.status.warmup_note)
             if kept is not None:
                 self._resume_position(kept, _opt_float(old_strategy.get("entry_price")))
                 # What the warm-up "decided" was never traded; the kept position's reason was.

@@ -109,6 +109,7 @@ class MarketDataService:
                                                                      ("bars_maxlen", bars_maxlen)) if v})
         self.counters = ServiceCounters()
         self._historical = historical
+        self._history_notes: dict[tuple[str, str], str | None] = {}  # why vendor history was short
         self._wall_clock = wall_clock  # for status/staleness (seconds)
         self._time_ns = time_ns  # for bar timers (exchange-time ns); injectable for tests
         self._lock = threading.Lock()  # guards builders and listeners (writer thread vs ensure())
@@ -253,6 +254,7 @@ class MarketDataService:
         Each source only adds bars older than the oldest found so far. Sources 2 and 4 end where
         this timeframe's live bars begin (`_live_start_ns`), so no bar is both history and live."""
         sym = canonical_symbol(symbol)
+        self._history_notes.pop((sym, tf.raw), None)
         bars = self.history(sym, tf, n, through_id)
         if len(bars) >= n:
             return bars
@@ -382,8 +384,9 @@ class MarketDataService:
         if self._historical is not None or self.settings.databento_api_key:
             try:
                 older = self._warmup_from_databento(sym, tf, n)
-            except Exception:  # offline / entitlement / outage: fall through to the next source
+            except Exception as exc:  # offline / entitlement / outage: fall through to the next source
                 log.warning("databento warm-up for %s %s failed", sym, tf.raw, exc_info=True)
+                self._history_notes[(sym, tf.raw)] = f"Databento history failed ({exc.__class__.__name__}: {exc})"
         if len(older) < n and self.settings.replay_files:
             older = self._warmup_from_replay(sym, tf)
         return older
@@ -405,10 +408,20 @@ class MarketDataService:
         return [b for b in build_bars([t for t in trades if t.ts_ns <= position], sym, tf) if b.end_ns <= position]
 
     def _warmup_from_databento(self, sym: str, tf: Timeframe, n: int) -> list[Bar]:
-        from market_data.databento_feed import historical_bars
+        from market_data.databento_feed import history_for
 
-        client = self._historical() if self._historical is not None else None
-        return historical_bars(client, self.settings.databento_api_key, sym, tf, n)
+        found = history_for(self.feed, self.settings.databento_api_key, self._historical).bars(sym, tf, n)
+        self._history_notes[(sym, tf.raw)] = found.note
+        return found.bars
+
+    def warmup_note(self, symbol: str, tf: Timeframe, got: int, needed: int) -> str | None:
+        """For the strategy status and log after `warmup`: how many of the bars needed it found and
+        what the Databento history lacked (a source that failed, a hole before now); None when it
+        had every bar and nothing is missing."""
+        why = self._history_notes.get((canonical_symbol(symbol), tf.raw))
+        if got < needed:
+            return f"warmed up on {got} of {needed} bars: {why or 'no more history available'}"
+        return None if why is None else f"warmed up on {got} bars, but the history is incomplete: {why}"
 
     # ---- status -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

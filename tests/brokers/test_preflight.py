@@ -263,7 +263,7 @@ def test_every_check_passes_on_healthy_fakes_and_nothing_is_placed(world: World)
             "dry run: futures market", "dry run: equity market", "dry run: SPXW option market",
             "dry run: futures stop")},
         ("databento", "GLBX.MDP3"): Outcome.PASS,
-        ("databento", "XNAS.ITCH"): Outcome.PASS,
+        ("databento", "EQUS.MINI"): Outcome.PASS,
     }
     assert "account ****4321 found on the login" in detail(report, SCHWAB, "login")
     assert "account ****0001 found on the login" in detail(report, TASTYTRADE, "login")
@@ -289,7 +289,7 @@ def test_every_check_passes_on_healthy_fakes_and_nothing_is_placed(world: World)
     assert world.tt_account.orders == []
     # Databento: one authenticated metadata call per dataset the catalog uses.
     assert sorted(parse_qs(urlsplit(r.url or "").query)["dataset"][0] for r in world.databento.requests) == [
-        "GLBX.MDP3", "XNAS.ITCH"]
+        "EQUS.MINI", "GLBX.MDP3"]
 
 
 def test_refused_tastytrade_login_fails_with_the_reason(world: World) -> None:
@@ -364,7 +364,7 @@ def test_refused_databento_key_fails(world: World) -> None:
     report = world.run()
 
     assert report.exit_code == 1
-    assert detail(report, "databento", "XNAS.ITCH") == "Databento refused the API key (HTTP 401: Authentication failed.)"
+    assert detail(report, "databento", "EQUS.MINI") == "Databento refused the API key (HTTP 401: Authentication failed.)"
 
 
 @pytest.mark.parametrize("case", ["healthy", "refused login", "expired token", "dry-run rejection"])

@@ -30,7 +30,7 @@ def test_venue_codes_on_both_sides_of_the_roll() -> None:
     assert (after.databento, after.tastytrade, after.schwab) == ("MESH6", "/MESH6", "/MESH26")
     assert before.databento_dataset == "GLBX.MDP3" and before.databento_continuous == "MES.c.0"
     nvda = venue_symbols("NVDA", date(2025, 12, 10))
-    assert (nvda.databento_dataset, nvda.databento, nvda.schwab) == ("XNAS.ITCH", "NVDA", "NVDA")
+    assert (nvda.databento_dataset, nvda.databento, nvda.schwab) == ("EQUS.MINI", "NVDA", "NVDA")
     spx = venue_symbols("SPX", date(2025, 12, 10))
     assert spx.databento is None and spx.schwab == "$SPX"
 

@@ -16,7 +16,15 @@ Exactly-once rules
 - Each intent (strategy, symbol, broker, event_ts_ns) is recorded with its plan the first time it
   is seen; seeing it again only resumes that plan (never re-plans from a newer position).
 - The record NEW (+ SUBMITTED) and the intent are written by one Lua script that first checks the
-  order key does not exist: the atomic dedupe, across threads and processes.
+  order key does not exist: the atomic dedupe, across threads and processes. The same call takes
+  the risk decision's orders-per-minute slot and audit record (`RateSlot`): one atomic step per
+  order, so a crash leaves a recorded order or nothing.
+- A reversal's open leg goes only until its signal's deadline (`TargetOrder.open_deadline_ns`).
+- "Not found" from a live broker keeps an UNKNOWN order UNKNOWN (lane blocked) until the broker
+  shows it or an operator resolves it (`resolve_by_operator`); only the paper account's lookup is
+  authoritative.
+- Protective stops (`protect`, leg "stop") rest at the broker outside the lane's blocking set and
+  are cancelled before any other order of the lane, so a stop and an exit never both fill.
 - The order is durably SUBMITTED before the broker call, so a crash after sending leaves an order
   that `recover()`/`poll_open_orders()` looks up by client id instead of sending again.
 - OrderOutcomeUnknown (or any unexpected exception after sending) -> UNKNOWN, never resent; the
@@ -1145,7 +1153,7 @@ class OrderManager:
                         decision.detail)
             return None
         final = replace(rec, state=OrderState.SUBMITTED)
-        claim = self._claim_spec(rec, final, self._k_order(coid), None, pending=False)
+        claim = self._claim_spec(rec, final, self._k_order(coid), None, pending=False, slot=decision.slot)
         claimed = self._claim_order(claim)
         if claimed is not True:  # this stop was placed before (the same moment asked twice)
             return self.order(coid)

@@ -18,6 +18,7 @@ Faults -> brokers.errors (the class decides retry policy):
 
 Instructions (BUY/SELL/SELL_SHORT/BUY_TO_COVER, *_TO_OPEN/*_TO_CLOSE) follow the account's position
 in the instrument, read just before the POST (brokers/position_effect.py), not the strategy's own.
+Protective stops are equity STOP orders, GOOD_TILL_CANCEL so they rest across days; options get none.
 
 Schwab orders carry no client id, so `client_order_id -> schwab order id` is kept in Redis
 (`broker:schwab:coid:<coid>`) and survives restarts.
@@ -86,6 +87,10 @@ REFRESH_TOKEN_WARN_AGE = timedelta(days=6)
 OAUTH_STATE_TTL_SECONDS = 15 * 60  # a login page left open longer than this must start again
 ORDER_MAP_TTL_SECONDS = 90 * 24 * 3600  # Schwab's order history only goes back 60 days
 PENDING_LOOKBACK = timedelta(minutes=2)  # Schwab's enteredTime vs our clock when resolving UNKNOWN
+# Protective stops are GOOD_TILL_CANCEL, so a working order may be weeks old. Schwab's order search
+# only reaches 60 days back (schwab-py's own default window); a day less keeps a clock that runs
+# behind Schwab's inside it.
+OPEN_ORDERS_LOOKBACK = timedelta(days=59)
 MAX_REDIRECT_URL_LENGTH = 4096
 
 # Errors that prove the request never reached Schwab (no connection was made / no slot in pool).
@@ -115,6 +120,9 @@ class LoginFlowError(AuthenticationRequired):
 class SchwabAdapter(BrokerAdapter):
     name = SCHWAB
     is_paper = False
+    # Equity stops rest at Schwab (orderType STOP, GOOD_TILL_CANCEL); a STOP on an option is
+    # refused before sending (brokers/schwab_orders.py `check_supported`).
+    supports_stop_orders = True
 
     def __init__(
         self,
@@ -799,9 +807,8 @@ class SchwabAdapter(BrokerAdapter):
     def open_orders(self) -> list[OrderUpdate]:
         account_hash = self._ensure_account()
         now = self._clock().astimezone(timezone.utc)
-        # Schwab orders are DAY orders here; a 2-day window covers anything still working.
         resp = self._read("get_orders", lambda c: c.get_orders_for_account(
-            account_hash, from_entered_datetime=now - timedelta(days=2), to_entered_datetime=now + timedelta(minutes=1)))
+            account_hash, from_entered_datetime=now - OPEN_ORDERS_LOOKBACK, to_entered_datetime=now + timedelta(minutes=1)))
         updates: list[OrderUpdate] = []
         for raw in resp.json() or []:
             update = mapping.map_order(raw, self._coid_for(str(raw.get("orderId"))))

@@ -14,6 +14,8 @@ from typing import Any
 
 from schwab.orders import equities as eq
 from schwab.orders import options as opt
+from schwab.orders.common import Duration
+from schwab.orders.common import OrderType as SchwabOrderType
 from schwab.orders.generic import OrderBuilder
 
 from domain.orders import (
@@ -63,21 +65,29 @@ class UnsupportedOrder(ValueError):
     """The order cannot be expressed for Schwab (caller turns it into OrderRejected)."""
 
 
-def format_price(price: Decimal) -> str:
-    """Decimal -> the string schwab-py's `set_price` passes through untouched.
+def format_price(price: Decimal, what: str = "limit price") -> str:
+    """Decimal -> the string schwab-py's `set_price` / `set_stop_price` pass through untouched.
 
     Strings avoid the SDK's deprecated float truncation; fixed-point formatting avoids "1E+1".
     """
     if not price.is_finite() or price <= 0:
-        raise UnsupportedOrder(f"limit price must be a positive finite number, got {price}")
+        raise UnsupportedOrder(f"{what} must be a positive finite number, got {price}")
     if price.as_tuple().exponent > -2:  # type: ignore[operator]
         price = price.quantize(Decimal("0.01"))  # "185.5" -> "185.50", matching the SDK's own formatting
     return format(price, "f")
 
 
 def check_supported(order: OrderRequest) -> None:
+    if order.order_type is OrderType.STOP:
+        if order.option is not None:
+            # The order manager never rests a stop on an option; an option stop reaching here is
+            # a wiring mistake, refused before anything is sent rather than tried at Schwab.
+            raise UnsupportedOrder(
+                f"Schwab adapter places STOP orders for equities only, not options ({order.option.occ_symbol})")
+        return
     if order.order_type not in (OrderType.MARKET, OrderType.LIMIT):
-        raise UnsupportedOrder(f"Schwab adapter supports MARKET and LIMIT orders only, not {order.order_type}")
+        raise UnsupportedOrder(
+            f"Schwab adapter supports MARKET, LIMIT and (equity) STOP orders only, not {order.order_type}")
 
 
 def build_order_spec(order: OrderRequest, equity_symbol: str, effect: PositionEffect) -> dict[str, Any]:
@@ -94,6 +104,16 @@ def build_order_spec(order: OrderRequest, equity_symbol: str, effect: PositionEf
     if order.order_type is OrderType.LIMIT:
         assert order.limit_price is not None  # OrderRequest.__post_init__ guarantees it
         builder = limit(symbol, order.quantity, format_price(order.limit_price))
+    elif order.order_type is OrderType.STOP:
+        assert order.stop_price is not None  # OrderRequest.__post_init__ guarantees it
+        # schwab-py has no stop template: its market template (session NORMAL, SINGLE, the leg)
+        # made a STOP with a stopPrice, as Schwab's Order schema defines them. GOOD_TILL_CANCEL
+        # (schwab-py's Duration: open up to six months) because a protective stop must still rest
+        # tomorrow; a DAY stop would leave the position bare after the close.
+        builder = (market(symbol, order.quantity)
+                   .set_order_type(SchwabOrderType.STOP)
+                   .set_stop_price(format_price(order.stop_price, "stop price"))
+                   .set_duration(Duration.GOOD_TILL_CANCEL))
     else:
         builder = market(symbol, order.quantity)
     spec: dict[str, Any] = builder.build()
@@ -109,6 +129,7 @@ def order_fingerprint(spec: Mapping[str, Any]) -> dict[str, Any]:
         "quantity": int(leg["quantity"]),
         "orderType": spec["orderType"],
         "price": spec.get("price"),
+        "stopPrice": spec.get("stopPrice"),
     }
 
 
@@ -122,6 +143,8 @@ def matches_fingerprint(order: Mapping[str, Any], fp: Mapping[str, Any]) -> bool
     if to_int(order.get("quantity")) != fp["quantity"] or order.get("orderType") != fp["orderType"]:
         return False
     if fp.get("price") is not None and to_decimal(order.get("price")) != Decimal(str(fp["price"])):
+        return False
+    if fp.get("stopPrice") is not None and to_decimal(order.get("stopPrice")) != Decimal(str(fp["stopPrice"])):
         return False
     return True
 

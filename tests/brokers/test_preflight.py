@@ -255,9 +255,7 @@ def test_every_check_passes_on_healthy_fakes_and_nothing_is_placed(world: World)
     assert outcomes(report) == {
         **{(SCHWAB, name): Outcome.PASS for name in (
             "login", "account", "positions", "quote $SPX", "quote NVDA", "SPXW chain 2025-11-20",
-            "dry run: equity market", "dry run: SPXW option market")},
-        # The Schwab adapter sends MARKET and LIMIT orders only: refused before anything is sent.
-        (SCHWAB, "dry run: equity stop"): Outcome.SKIP,
+            "dry run: equity market", "dry run: SPXW option market", "dry run: equity stop")},
         **{(TASTYTRADE, name): Outcome.PASS for name in (
             "login", "account", "positions", "quote $SPX", "quote NVDA", "quote /MES", "SPXW chain 2025-11-20",
             "dry run: futures market", "dry run: equity market", "dry run: SPXW option market",
@@ -274,7 +272,10 @@ def test_every_check_passes_on_healthy_fakes_and_nothing_is_placed(world: World)
     # Schwab: previews only, the same JSON place_order would send; the option is the ATM SPXW call.
     previews = [r.json() for r in world.schwab_env.fake.calls("POST", PREVIEW_PATH)]
     assert [(p["orderType"], p["orderLegCollection"][0]["instruction"], p["orderLegCollection"][0]["instrument"]["symbol"])
-            for p in previews] == [("MARKET", "BUY", "NVDA"), ("MARKET", "BUY_TO_OPEN", "SPXW  251120C06855000")]
+            for p in previews] == [("MARKET", "BUY", "NVDA"), ("MARKET", "BUY_TO_OPEN", "SPXW  251120C06855000"),
+                                   ("STOP", "SELL_SHORT", "NVDA")]  # the account holds no NVDA: a short sale
+    # The stop as place_order would rest it: 5 % under the last 183.35 on the cent, good till cancelled.
+    assert (previews[2]["stopPrice"], previews[2]["duration"]) == ("174.18", "GOOD_TILL_CANCEL")
     assert world.schwab_env.fake.calls("POST", SCHWAB_ORDERS_PATH) == []
 
     # Tastytrade: dry runs only (the adapter is in live mode, so its own orders would be routed).

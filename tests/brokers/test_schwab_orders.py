@@ -122,14 +122,125 @@ def test_futures_are_rejected_without_any_request(schwab_env: SchwabEnv, symbol:
     assert len(schwab_env.fake.requests) == sent
 
 
-def test_index_itself_and_stop_orders_are_rejected(schwab_env: SchwabEnv) -> None:
+def test_the_index_itself_is_rejected(schwab_env: SchwabEnv) -> None:
     adapter = schwab_env.logged_in()
     with pytest.raises(OrderRejected, match="index"):
         adapter.place_order(equity(BUY, OPEN, symbol="SPX", qty=1))
-    with pytest.raises(OrderRejected, match="MARKET and LIMIT"):
-        adapter.place_order(OrderRequest(ClientOrderId("x-1"), "NVDA", BUY, 1, OPEN, order_type=OrderType.STOP,
-                                         stop_price=Decimal("170")))
     assert schwab_env.fake.calls("POST", ORDERS_PATH) == []
+
+
+# --- protective stops: equity STOP orders resting at Schwab ------------------------------------
+# The JSON is Schwab's Order schema (Trader API "Place Order": orderType STOP with a stopPrice) as
+# schwab-py's OrderBuilder writes it: its equity market template (session NORMAL, orderStrategyType
+# SINGLE, the leg) with set_order_type(OrderType.STOP), set_stop_price(str) and
+# set_duration(Duration.GOOD_TILL_CANCEL), schwab/orders/generic.py and schwab/orders/common.py.
+
+def stop(side: OrderSide, price: str = "170", *, qty: int = 10, option: OptionContract | None = None,
+         coid: str = "ema-NVDA-stop-0001") -> OrderRequest:
+    return OrderRequest(ClientOrderId(coid), "SPX" if option else "NVDA", side, qty, CLOSE, order_type=OrderType.STOP,
+                        stop_price=Decimal(price), option=option)
+
+
+def test_the_adapter_rests_stops() -> None:
+    from brokers.schwab import SchwabAdapter
+
+    assert SchwabAdapter.supports_stop_orders is True  # so the order manager keeps one at Schwab
+
+
+@pytest.mark.parametrize("held, side, price, instruction, stop_price", [
+    (10, SELL, "170", "SELL", "170.00"),  # a long position's stop, below the market
+    (-10, BUY, "201.37", "BUY_TO_COVER", "201.37"),  # a short position's stop, above it
+])
+def test_protective_stop_json(schwab_env: SchwabEnv, held: int, side: OrderSide, price: str, instruction: str,
+                              stop_price: str) -> None:
+    schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456800))
+    schwab_env.fake.hold({"NVDA": held})
+    adapter = schwab_env.logged_in()
+    update = adapter.place_order(stop(side, price))
+
+    [post] = schwab_env.fake.calls("POST", ORDERS_PATH)
+    assert post.json() == {
+        "session": "NORMAL", "duration": "GOOD_TILL_CANCEL", "orderType": "STOP", "stopPrice": stop_price,
+        "orderLegCollection": [
+            {"instruction": instruction, "instrument": {"assetType": "EQUITY", "symbol": "NVDA"}, "quantity": 10},
+        ],
+        "orderStrategyType": "SINGLE",
+    }
+    assert (update.state, update.broker_order_id) == (OrderState.ACCEPTED, "1004123456800")
+
+
+def test_a_stop_on_an_option_is_refused_before_anything_is_sent(schwab_env: SchwabEnv) -> None:
+    schwab_env.fake.hold({SPXW_CALL.occ_symbol: 2})
+    schwab_env.fake.on("POST", ORDERS_PATH, created(1004123456801))
+    adapter = schwab_env.logged_in()
+    sent = len(schwab_env.fake.requests)
+    with pytest.raises(OrderRejected, match="STOP orders for equities only, not options"):
+        adapter.place_order(stop(SELL, "5", qty=2, option=SPXW_CALL))
+    with pytest.raises(OrderRejected, match="equities only"):
+        adapter.preview_order(stop(SELL, "5", qty=2, option=SPXW_CALL))
+    assert len(schwab_env.fake.requests) == sent  # not even the position read
+
+
+@pytest.mark.parametrize("status", ["WORKING", "AWAITING_STOP_CONDITION", "PENDING_ACTIVATION"])
+def test_a_resting_stop_is_accepted_and_open(schwab_env: SchwabEnv, status: str) -> None:
+    # Schwab's Order.status enum (schwab-py Client.Order.Status): a stop waiting for its price is
+    # WORKING / AWAITING_STOP_CONDITION, one entered outside market hours PENDING_ACTIVATION.
+    resting = dict(load("order_stop_resting.json"), status=status)
+    oid = resting["orderId"]
+    schwab_env.fake.hold({"NVDA": 10})
+    schwab_env.fake.on("POST", ORDERS_PATH, created(oid))
+    schwab_env.fake.on("GET", f"{ORDERS_PATH}/{oid}", json_reply(resting))
+    schwab_env.fake.on("GET", ORDERS_PATH, json_reply([resting]))
+    adapter = schwab_env.logged_in()
+    adapter.place_order(stop(SELL))
+
+    update = adapter.get_order(ClientOrderId("ema-NVDA-stop-0001"), None)
+    assert update is not None
+    assert (update.state, update.filled_quantity, update.broker_order_id) == (OrderState.ACCEPTED, 0, str(oid))
+    [listed] = adapter.open_orders()
+    assert (listed.client_order_id, listed.state) == ("ema-NVDA-stop-0001", OrderState.ACCEPTED)
+
+
+def test_open_orders_reach_back_to_a_stop_entered_weeks_ago(schwab_env: SchwabEnv) -> None:
+    # A GOOD_TILL_CANCEL stop may have been entered weeks ago: the search reaches as far back as
+    # Schwab's order search allows (60 days, schwab-py's default window), not two days.
+    from datetime import datetime, timedelta
+
+    schwab_env.fake.on("GET", ORDERS_PATH, json_reply([]))
+    adapter = schwab_env.logged_in()
+    adapter.open_orders()
+    [listing] = schwab_env.fake.calls("GET", ORDERS_PATH)
+    start = datetime.fromisoformat(listing.params["fromEnteredTime"][0].replace("Z", "+00:00"))
+    end = datetime.fromisoformat(listing.params["toEnteredTime"][0].replace("Z", "+00:00"))
+    assert timedelta(days=58) < end - start <= timedelta(days=60)
+
+
+def test_cancel_of_a_resting_stop(schwab_env: SchwabEnv) -> None:
+    import httpx2
+
+    resting = load("order_stop_resting.json")
+    oid = resting["orderId"]
+    schwab_env.fake.hold({"NVDA": 10})
+    schwab_env.fake.on("POST", ORDERS_PATH, created(oid))
+    # Schwab's Cancel Order answers 200 with no body; the order then reads CANCELED.
+    schwab_env.fake.on("DELETE", f"{ORDERS_PATH}/{oid}", lambda r: httpx2.Response(200))
+    schwab_env.fake.on("GET", f"{ORDERS_PATH}/{oid}", json_reply(dict(resting, status="CANCELED")))
+    adapter = schwab_env.logged_in()
+    adapter.place_order(stop(SELL))
+
+    update = adapter.cancel_order(ClientOrderId("ema-NVDA-stop-0001"), None)
+    assert (update.state, update.filled_quantity) == (OrderState.CANCELLED, 0)
+    [delete] = schwab_env.fake.calls("DELETE", f"{ORDERS_PATH}/{oid}")
+    assert delete.url == f"{ORDERS_URL}/{oid}"
+
+
+def test_a_stop_whose_outcome_is_unknown_is_found_by_its_stop_price() -> None:
+    from brokers.schwab_orders import build_order_spec, matches_fingerprint, order_fingerprint
+
+    fp = order_fingerprint(build_order_spec(stop(SELL, "170"), "NVDA", CLOSE))
+    resting = load("order_stop_resting.json")  # stopPrice 170.0, as Schwab answers numbers
+    assert matches_fingerprint(resting, fp)
+    assert not matches_fingerprint(dict(resting, stopPrice=165.0), fp)  # another stop of the same shape
 
 
 def test_rejection_carries_schwab_message_and_can_be_resent(schwab_env: SchwabEnv) -> None:

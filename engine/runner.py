@@ -700,6 +700,8 @@ class StrategyRunner:
                 if self._market_ns:  # the market's time, not the wall clock (a replay runs history)
                     self._roll_if_due(self._market_ns)
                 self._check_book(now, throttle=False)
+                if self.strategy.target is not PositionTarget.FLAT or self._protected_level is not None:
+                    self._protect_due = True  # each tick asks again: another strategy may share the symbol now
                 self._protect()
             finally:
                 self._flush_log()

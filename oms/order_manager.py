@@ -1114,7 +1114,11 @@ class OrderManager:
             if current is not None and current.state.is_terminal:
                 self._forget_stop(lane)
                 current = None
-            wanted = stop_price is not None and pos.quantity != 0 and pos.option is None
+            # Another strategy holding the same symbol at this account: a resting stop's close could
+            # meet an account that is no longer long (or short) and open a position there, so
+            # those lanes keep their strategies' own stops only.
+            wanted = (stop_price is not None and pos.quantity != 0 and pos.option is None
+                      and not self._shared_at_broker(strategy, symbol, broker))
             side = OrderSide.SELL if pos.quantity > 0 else OrderSide.BUY
             if current is not None and wanted and (current.side, current.quantity, current.stop_price,
                                                    current.position_key) == (side, abs(pos.quantity), stop_price,
@@ -1164,6 +1168,12 @@ class OrderManager:
                                                              0, ts_ns, "stop"), exc)
         self._stop_cache[(pos.strategy, pos.symbol, pos.broker)] = coid
         return self._apply(final, update)
+
+    def _shared_at_broker(self, strategy: str, symbol: str, broker: str) -> bool:
+        """Whether another strategy holds a position in `symbol` at `broker`."""
+        others = [p for p in (tuple(lane.split("\x1f")) for lane in self._r.smembers(self.k_lanes))
+                  if len(p) == 3 and p[1] == symbol and p[2] == broker and p[0] != strategy]
+        return any(self.position(*p).quantity != 0 for p in others)
 
     def _resting_stop(self, lane: tuple[str, str, str]) -> str | None:
         if lane not in self._stop_cache:

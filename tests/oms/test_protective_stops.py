@@ -94,3 +94,16 @@ def test_an_adapter_without_resting_stops_keeps_the_local_stop_only(store: Store
     om.move_to_target(T(5, 1))
     assert om.protect("ema", "NVDA", TASTYTRADE, Decimal("175"), NOW + 2) is None
     assert len(fake.placed) == 1
+
+
+def test_no_resting_stop_while_another_strategy_holds_the_symbol_at_the_account(store: Store) -> None:
+    # A resting SELL stop of one strategy could meet an account another strategy has made flat or
+    # short, and open a short there: shared symbols keep the strategies' own stops only.
+    om, paper, prices = _setup(store)
+    om.move_to_target(T(5, 1))
+    first = om.protect("ema", "NVDA", TASTYTRADE, Decimal("175"), NOW + 2)
+    assert first is not None and first.state is OrderState.ACCEPTED
+    om.move_to_target(TargetOrder("supertrend", "NVDA", TASTYTRADE, 2, NOW + 3, "signal", "t"))
+    assert om.protect("ema", "NVDA", TASTYTRADE, Decimal("175"), NOW + 4) is None  # asked again: cancelled
+    assert om.order(first.client_order_id).state is OrderState.CANCELLED and paper.open_orders() == []
+    assert om.protect("supertrend", "NVDA", TASTYTRADE, Decimal("176"), NOW + 5) is None

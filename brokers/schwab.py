@@ -612,12 +612,7 @@ class SchwabAdapter(BrokerAdapter):
             )
         client = self._ensure_client()
         account_hash = self._ensure_account()
-        key = order.option.occ_symbol if order.option is not None else _catalog_or_raw(order.symbol)
-        try:
-            effect = account_position_effect(key, self._held(key), order.signed_quantity)
-        except CrossesZero as exc:
-            raise OrderRejected(str(exc), broker=SCHWAB) from None
-        spec = mapping.build_order_spec(order, equity_symbol, effect)
+        spec = self._order_spec(order, equity_symbol)
         refreshed = False
         while True:
             self._ensure_fresh_token(client)
@@ -694,6 +689,16 @@ class SchwabAdapter(BrokerAdapter):
         log.info("Schwab order %s placed as %s", coid, broker_id)
         return OrderUpdate(coid, broker_id, OrderState.ACCEPTED)
 
+    def _order_spec(self, order: OrderRequest, equity_symbol: str) -> dict[str, Any]:
+        """Schwab's order JSON for `order`, its instruction from the account's position (as
+        place_order and preview_order send it); OrderRejected for an order through zero."""
+        key = order.option.occ_symbol if order.option is not None else _catalog_or_raw(order.symbol)
+        try:
+            effect = account_position_effect(key, self._held(key), order.signed_quantity)
+        except CrossesZero as exc:
+            raise OrderRejected(str(exc), broker=SCHWAB) from None
+        return mapping.build_order_spec(order, equity_symbol, effect)
+
     def preview_order(self, order: OrderRequest) -> OrderPreview:
         """Schwab's own check of `order` without placing it (previewOrder): the JSON place_order
         would send, its instruction chosen from the account's position the same way. Places
@@ -705,12 +710,7 @@ class SchwabAdapter(BrokerAdapter):
         except mapping.UnsupportedOrder as exc:
             raise OrderRejected(str(exc), broker=SCHWAB) from None
         account_hash = self._ensure_account()
-        key = order.option.occ_symbol if order.option is not None else _catalog_or_raw(order.symbol)
-        try:
-            effect = account_position_effect(key, self._held(key), order.signed_quantity)
-        except CrossesZero as exc:
-            raise OrderRejected(str(exc), broker=SCHWAB) from None
-        spec = mapping.build_order_spec(order, equity_symbol, effect)
+        spec = self._order_spec(order, equity_symbol)
         try:
             # Read policy (refresh on 401, backoff on 429/5xx): a preview changes nothing.
             resp = self._read("preview_order", lambda c: c.preview_order(account_hash, spec), reject_4xx=True)

@@ -369,14 +369,20 @@ class TastytradeAdapter(BrokerAdapter):
         self._remove_filters()
 
     # ---------------------------------------------------------------- orders
-    def place_order(self, order: OrderRequest) -> OrderUpdate:
-        account = self._require_account()
+    def _sdk_order(self, account: Any, order: OrderRequest) -> Any:
+        """The SDK order for `order` (its action from the account's position, except futures, which
+        net), as place_order and preview_order send it; OrderRejected before anything is sent
+        for an order this adapter cannot express."""
         try:
             instrument = leg_instrument(order, self._today())
             held = 0 if instrument.instrument_type is InstrumentType.FUTURE else self._held(account, instrument.symbol)
-            sdk_order = tastytrade_order(order, instrument, held)
+            return tastytrade_order(order, instrument, held)
         except UntradeableOrder as exc:
             raise OrderRejected(str(exc), broker=self.name) from None
+
+    def place_order(self, order: OrderRequest) -> OrderUpdate:
+        account = self._require_account()
+        sdk_order = self._sdk_order(account, order)
         dry_run = self.dry_run
         url_suffix = "/orders/dry-run" if dry_run else "/orders"
 
@@ -419,12 +425,7 @@ class TastytradeAdapter(BrokerAdapter):
         is the answer (accepted=False); an order this adapter cannot express raises OrderRejected
         before anything is sent."""
         account = self._require_account()
-        try:
-            instrument = leg_instrument(order, self._today())
-            held = 0 if instrument.instrument_type is InstrumentType.FUTURE else self._held(account, instrument.symbol)
-            sdk_order = tastytrade_order(order, instrument, held)
-        except UntradeableOrder as exc:
-            raise OrderRejected(str(exc), broker=self.name) from None
+        sdk_order = self._sdk_order(account, order)
         try:
             # Read policy (refresh on 401, backoff on 429/5xx): a dry run changes nothing.
             response = self._read("orders.dry-run", lambda s: account.place_order(s, sdk_order, dry_run=True))

@@ -1173,7 +1173,12 @@ class OrderManager:
         """Whether another strategy holds a position in `symbol` at `broker`."""
         others = [p for p in (tuple(lane.split("\x1f")) for lane in self._r.smembers(self.k_lanes))
                   if len(p) == 3 and p[1] == symbol and p[2] == broker and p[0] != strategy]
-        return any(self.position(*p).quantity != 0 for p in others)
+        if not others:
+            return False
+        pipe = self._r.pipeline(transaction=False)
+        for other in others:
+            pipe.hget(self._k_pos(*other), "qty")
+        return any(int(qty or 0) != 0 for qty in pipe.execute())
 
     def _resting_stop(self, lane: tuple[str, str, str]) -> str | None:
         if lane not in self._stop_cache:

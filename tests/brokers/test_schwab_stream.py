@@ -5,7 +5,7 @@ the index feed, through the real bar builder into the Redis bar stream."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pytest
@@ -23,19 +23,11 @@ from tests.brokers.fixtures_schwab.harness import (  # noqa: F401 - fixtures
     schwab_env,
 )
 from tests.brokers.fixtures_schwab.streamer import NOW_MS, FakeStreamer, preferences, spx_frame
+from tests.engine.conftest import wait_until
 
 PREFERENCES_PATH = "/trader/v1/userPreference"
 ACCESS_TOKEN = load("token_response.json")["access_token"]
 THREE_TICKS = Timeframe.parse("3t")
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class WallClock:
@@ -105,7 +97,7 @@ def test_spx_values_streamed_by_schwab_py_become_bars(rig: Rig) -> None:
     for i, price in enumerate((6850.25, 6851.5, 6849.75)):
         rig.streamer.send(spx_frame(price, NOW_MS + i * 1000))
     rig.streamer.send(spx_frame(None, None, extra={"18": 12.5}))  # only the net change moved: no value
-    wait_until(lambda: len(rig.bars()) == 1, "the 3-tick SPX bar")
+    wait_until(lambda: len(rig.bars()) == 1, what="the 3-tick SPX bar")
     [bar] = rig.bars()
     assert (bar.symbol, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count) == (
         "SPX", 6850.25, 6851.5, 6849.75, 6849.75, 0, 3)
@@ -121,14 +113,14 @@ def test_a_dropped_connection_reconnects_and_marks_the_bar_it_cut(rig: Rig) -> N
     rig.streamer.wait_subscribed(1)
     rig.streamer.send(spx_frame(6850.0, NOW_MS))
     rig.streamer.send(spx_frame(6851.0, NOW_MS + 1000))
-    wait_until(lambda: rig.trades_accepted() == 2, "two values")
+    wait_until(lambda: rig.trades_accepted() == 2, what="two values")
     rig.streamer.drop()
     rig.streamer.wait_subscribed(2)  # logged in again (a second REST preferences read) and resubscribed
     assert rig.streamer.logins == 2 and len(rig.env.fake.calls("GET", PREFERENCES_PATH)) == 2
     rig.streamer.send(spx_frame(6851.0, NOW_MS + 1000))  # the snapshot a new subscription repeats
     for i, price in enumerate((6852.0, 6853.0, 6854.0, 6855.0)):
         rig.streamer.send(spx_frame(price, NOW_MS + (5 + i) * 1000))
-    wait_until(lambda: len(rig.bars()) == 2, "two bars")
+    wait_until(lambda: len(rig.bars()) == 2, what="two bars")
     first, second = rig.bars()
     # The bar the drop cut lacks the values of the outage; the one after the reconnect is whole.
     assert (first.open, first.close, first.trade_count, first.gapped) == (6850.0, 6852.0, 3, True)
@@ -144,7 +136,7 @@ def test_a_silent_connection_is_given_up_and_reconnected(schwab_env: SchwabEnv, 
         rig.md.start()
         rig.streamer.wait_subscribed(2)  # each session is silent, so it is given up again and again
         assert rig.streamer.logins >= 2
-        wait_until(lambda: rig.stream.status()["reconnects"] >= 1, "the reconnect counted")
+        wait_until(lambda: rig.stream.status()["reconnects"] >= 1, what="the reconnect counted")
         assert rig.stream.status()["last_drop"] == "no frame from Schwab for 0.3s"
 
         def delivered() -> bool:  # each session goes silent again: send until one carries the value
@@ -154,7 +146,7 @@ def test_a_silent_connection_is_given_up_and_reconnected(schwab_env: SchwabEnv, 
                 pass
             return rig.md.last_price("SPX") == 6850.0
 
-        wait_until(delivered, "a value after the reconnect")
+        wait_until(delivered, what="a value after the reconnect")
     finally:
         rig.md.stop()
 
@@ -166,7 +158,7 @@ def test_a_stream_silent_during_the_session_is_flagged_stale(schwab_env: SchwabE
         rig.md.start()
         rig.streamer.wait_subscribed(1)
         rig.streamer.send(spx_frame(6850.0, NOW_MS))
-        wait_until(lambda: rig.trades_accepted() == 1, "a value")
+        wait_until(lambda: rig.trades_accepted() == 1, what="a value")
         status = rig.md.status()
         assert status["symbols"]["SPX"]["market_open"] and not status["symbols"]["SPX"]["stale"]
         rig.clock.now += rig.env.settings.stale_feed_seconds + 1
@@ -174,7 +166,7 @@ def test_a_stream_silent_during_the_session_is_flagged_stale(schwab_env: SchwabE
         assert status["symbols"]["SPX"]["stale"] and status["feeds"]["index:schwab"]["stale"]
         assert status["feeds"]["index:schwab"]["connected"]  # heartbeats kept it up: the values are stale
         rig.streamer.send(spx_frame(6851.0, NOW_MS + 31_000))
-        wait_until(lambda: rig.trades_accepted() == 2, "the next value")
+        wait_until(lambda: rig.trades_accepted() == 2, what="the next value")
         assert not rig.md.status()["symbols"]["SPX"]["stale"]
     finally:
         rig.md.stop()
@@ -185,16 +177,16 @@ def test_delayed_values_never_become_prices(rig: Rig) -> None:
     rig.streamer.wait_subscribed(1)
     rig.streamer.send(spx_frame(6850.0, NOW_MS, delayed=True))  # a login without real-time data
     rig.streamer.send(spx_frame(6851.0, NOW_MS + 1000))  # later entries carry only changed fields
-    wait_until(lambda: rig.stream.status()["delayed"] == ["$SPX"], "the delayed flag")
+    wait_until(lambda: rig.stream.status()["delayed"] == ["$SPX"], what="the delayed flag")
     rig.streamer.send(spx_frame(6852.0, NOW_MS + 2000, delayed=False))  # entitlement came back
-    wait_until(lambda: rig.trades_accepted() == 1, "the real-time value")
+    wait_until(lambda: rig.trades_accepted() == 1, what="the real-time value")
     assert rig.md.last_price("SPX") == 6852.0
 
 
 def test_a_refused_login_is_retried_with_backoff(rig: Rig) -> None:
     rig.streamer.access_token = "some other token"  # the streamer denies the login (code 3)
     rig.md.start()
-    wait_until(lambda: len(rig.streamer.of("ADMIN", "LOGIN")) >= 3, "three login attempts")
+    wait_until(lambda: len(rig.streamer.of("ADMIN", "LOGIN")) >= 3, what="three login attempts")
     assert rig.streamer.logins == 0 and not rig.stream.status()["connected"]
     assert "Login Denied" in str(rig.stream.status()["last_error"])
     rig.streamer.access_token = ACCESS_TOKEN

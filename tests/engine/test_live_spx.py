@@ -3,8 +3,7 @@ those values; without a broker stream, live zeroday refuses to start (and to ent
 clear 409, never a 500 and never on made-up prices."""
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -29,19 +28,11 @@ from tests.brokers.fixtures_schwab.harness import (  # noqa: F401 - fixtures
     schwab_env,
 )
 from tests.brokers.fixtures_schwab.streamer import NOW_MS, FakeStreamer, preferences, spx_frame
+from tests.engine.conftest import wait_until
 
 ZERODAY = {"strategy": "zeroday", "symbol": "SPX", "timeframe": "3t", "trade_enabled": True,
            "schwab_quantity": 1, "tastytrade_quantity": 0,
            "trend_line_1": "EMA", "period_1": 2, "trend_line_2": "EMA", "period_2": 3}
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def live(settings: Settings) -> Settings:
@@ -134,7 +125,7 @@ def test_the_live_runtime_feeds_zeroday_with_spx_from_schwabs_stream(schwab_env:
         assert runner is not None
         for i, value in enumerate((6850.25, 6852.5, 6851.75)):
             streamer.send(spx_frame(value, NOW_MS + i * 1000))
-        wait_until(lambda: runner.status.last_bar is not None, "the zeroday thread's first SPX bar")
+        wait_until(lambda: runner.status.last_bar is not None, what="the zeroday thread's first SPX bar")
         bar = runner.status.last_bar
         assert (bar["symbol"], bar["open"], bar["high"], bar["low"], bar["close"]) == (
             "SPX", 6850.25, 6852.5, 6850.25, 6851.75)

@@ -7,136 +7,22 @@ Every process started here is killed in `finally`; every wait is bounded.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[2]
-ADMIN_EMAIL = "admin@example.com"
-ADMIN_PASSWORD = "process test admin password"
-JWT_SECRET = "process-test-jwt-secret-" + "k" * 32  # fixed: tokens survive a restart
-STARTUP_SECONDS = 20.0
-STOP_SECONDS = 10.0
-# Only what Python needs from the outer environment: no broker, data or metrics credentials leak in.
-PASS_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+from tests.process.harness import STARTUP_SECONDS, Service
+from tests.process.harness import free_port as _free_port
+from tests.process.harness import service_env as _service_env
+from tests.process.harness import wait_for as _wait_for
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-
-
-@dataclass
-class Service:
-    """One `python app.py` process with its env, port and captured output files."""
-
-    env: dict[str, str]
-    log_dir: Path
-    name: str
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.env['PORT']}"
-
-    @property
-    def stdout_path(self) -> Path:
-        return self.log_dir / f"{self.name}.stdout"
-
-    @property
-    def stderr_path(self) -> Path:
-        return self.log_dir / f"{self.name}.stderr"
-
-    def start(self) -> "Service":
-        self.proc = subprocess.Popen(
-            [sys.executable, "app.py"], cwd=ROOT, env=self.env,
-            stdout=self.stdout_path.open("wb"), stderr=self.stderr_path.open("wb"),
-        )
-        return self
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace") if self.stderr_path.exists() else ""
-
-    def wait_healthy(self, timeout: float = STARTUP_SECONDS) -> None:
-        def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode} during start-up:\n{self.stderr()}")
-            try:
-                status, _ = self.request("GET", "/api/health", timeout=1.0)
-            except OSError:
-                return False
-            return status == 200
-
-        _wait_for(healthy, timeout, f"{self.name} /api/health")
-
-    def request(self, method: str, path: str, body: Any = None, token: str | None = None,
-                timeout: float = 5.0) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                raw, status, ctype = resp.read(), resp.status, resp.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as exc:
-            raw, status, ctype = exc.read(), exc.code, exc.headers.get("Content-Type", "")
-        if "json" in ctype:
-            return status, json.loads(raw)
-        return status, raw.decode("utf-8", errors="replace")
-
-    def api(self, method: str, path: str, token: str, body: Any = None, expect: int = 200) -> Any:
-        status, payload = self.request(method, path, body, token)
-        assert status == expect, f"{method} {path} -> {status}: {payload}"
-        return payload
-
-    def login(self) -> str:
-        payload = self.api("POST", "/api/login", "", {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-        return str(payload["token"])
-
-    def terminate(self, timeout: float = STOP_SECONDS) -> int:
-        """SIGTERM and wait; returns the exit code (fails the test if it does not exit in time)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} did not exit within {timeout:.0f} s of SIGTERM:\n{self.stderr()}") from None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 @pytest.fixture
@@ -149,13 +35,7 @@ def redis_client(real_redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def service_env(real_redis_url: str, tmp_path: Path, redis_client: redis.Redis) -> Iterator[dict[str, str]]:
     prefix = f"proc-{uuid.uuid4().hex[:10]}"
-    env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
-    env.update({
-        "REDIS_URL": real_redis_url, "REDIS_PREFIX": prefix, "PORT": str(_free_port()), "HOST": "127.0.0.1",
-        "ADMIN_EMAIL": ADMIN_EMAIL, "ADMIN_PASSWORD": ADMIN_PASSWORD, "JWT_SECRET": JWT_SECRET,
-        "LOG_DIR": str(tmp_path / "logs"), "MARKET_DATA_SOURCE": "simulated", "SIMULATED_TRADES_PER_SECOND": "50",
-        "TRADING_MODE": "paper", "PYTHONUNBUFFERED": "1",
-    })
+    env = _service_env(real_redis_url, prefix, tmp_path / "logs")
     yield env
     keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:

@@ -38,7 +38,7 @@ import logging
 import secrets as _secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -530,6 +530,17 @@ class TastytradeAdapter(BrokerAdapter):
         root = "SPXW" if underlying.upper() == "SPX" else underlying.upper()
         chains = self._read("option-chain", lambda s: NestedOptionChain.get(s, underlying.upper()))
         return chain_contracts(chains, underlying.upper(), root, expiration)
+
+    def start_on_session(self, make: Callable[[Session], Coroutine[Any, Any, None]]) -> concurrent.futures.Future[None]:
+        """Start `make(session)` on the adapter's event loop and return at once, for a long-lived
+        SDK stream (the DXLink index stream, brokers/tastytrade_dxlink.py): it shares this login
+        (no second session), and the session's httpx2 client is bound to this loop. Connects first
+        when needed; raises BrokerError (AuthenticationRequired, ...) while that is not possible."""
+        self._require_account()
+        session = self._session
+        if session is None:
+            raise AuthenticationRequired("tastytrade is not connected", broker=self.name)
+        return self._loop.submit(make(session))
 
     # ---------------------------------------------------------------- internals: running calls
     def _ensure_loop(self) -> None:

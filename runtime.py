@@ -185,7 +185,7 @@ def build_live_adapters(settings: Settings, store: Store, token_store: TokenStor
     """Real adapters for the brokers whose credentials are configured."""
     live: dict[BrokerName, BrokerAdapter] = {}
     if settings.schwab_api_key and settings.schwab_app_secret:
-        from brokers.schwab import SchwabAdapter
+        from brokers.schwab.adapter import SchwabAdapter
 
         live[SCHWAB] = SchwabAdapter(settings, store, token_store)
     if settings.tastytrade_client_id and settings.tastytrade_client_secret:
@@ -461,8 +461,8 @@ def build_index_source(settings: Settings, live: dict[BrokerName, BrokerAdapter]
     schwab = live.get(SCHWAB)
     if settings.market_data_source is not MarketDataSource.DATABENTO or schwab is None:
         return None
-    from brokers.schwab import SchwabAdapter
-    from brokers.schwab_stream import SchwabIndexStream
+    from brokers.schwab.adapter import SchwabAdapter
+    from brokers.schwab.stream import SchwabIndexStream
 
     return SchwabIndexStream(schwab.streaming_client) if isinstance(schwab, SchwabAdapter) else None
 

@@ -1,6 +1,6 @@
 """Index values (SPX) pushed by a streaming source, fed to the bar builders as trades.
 
-Databento carries no index, so SPX comes from a broker's stream (brokers/schwab_stream.py). This
+Databento carries no index, so SPX comes from a broker's stream (brokers/schwab/stream.py). This
 package must not import brokers: the runtime builds the source and hands it in; here it is only
 the `IndexSource` protocol.
 

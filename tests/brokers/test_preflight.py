@@ -1,5 +1,5 @@
 """The pre-flight command (preflight.py) through the real SDKs on fake transports: schwab-py and
-the tastytrade SDK over httpx2 MockTransports (tests/brokers/fixtures_schwab, fixtures_tastytrade),
+the tastytrade SDK over httpx2 MockTransports (tests/brokers/schwab/fixtures, fixtures_tastytrade),
 databento's Historical client over a requests transport adapter, or a closed port.
 
 Sources of the fakes' answers beyond the shared fixtures:
@@ -62,7 +62,7 @@ from app import secret_values  # noqa: E402
 from config.settings import MarketDataSource, Settings  # noqa: E402
 from domain.orders import SCHWAB, TASTYTRADE  # noqa: E402
 from preflight import Outcome, Report, run_preflight  # noqa: E402
-from tests.brokers.fixtures_schwab.harness import (  # noqa: E402,F401
+from tests.brokers.schwab.fixtures.harness import (  # noqa: E402,F401
     ACCOUNT_HASH,
     ACCOUNT_ID as SCHWAB_ACCOUNT,
     API_KEY,

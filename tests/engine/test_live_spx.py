@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from app import create_app
-from brokers.schwab import SchwabAdapter
+from brokers.schwab.adapter import SchwabAdapter
 from config.settings import MarketDataSource, Settings, TradingMode
 from domain.orders import SCHWAB
 from domain.tickers import TickerConfig
@@ -21,13 +21,13 @@ from market_data.index_feed import IndexStreamFeed, NoIndexFeed
 from runtime import TradingRuntime
 from store.redis_store import Store
 from tests.api.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, login
-from tests.brokers.fixtures_schwab.harness import (  # noqa: F401 - fixtures
+from tests.brokers.schwab.fixtures.harness import (  # noqa: F401 - fixtures
     SchwabEnv,
     json_reply,
     load,
     schwab_env,
 )
-from tests.brokers.fixtures_schwab.streamer import NOW_MS, FakeStreamer, preferences, spx_frame
+from tests.brokers.schwab.fixtures.streamer import NOW_MS, FakeStreamer, preferences, spx_frame
 from tests.engine.conftest import wait_until
 
 ZERODAY = {"strategy": "zeroday", "symbol": "SPX", "timeframe": "3t", "trade_enabled": True,

@@ -1,6 +1,6 @@
 """SPX from Schwab's streamer: the real schwab-py StreamClient (login through the real REST client
 and authlib on the fake HTTP transport, then a real websocket to the fake streamer in
-tests/brokers/fixtures_schwab/streamer.py, which answers as schwab/streaming.py expects), into
+tests/brokers/schwab/fixtures/streamer.py, which answers as schwab/streaming.py expects), into
 the index feed, through the real bar builder into the Redis bar stream."""
 from __future__ import annotations
 
@@ -10,19 +10,20 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from brokers.schwab_stream import DEFAULT_SYMBOLS, IndexValue, ReconnectBackoff, SchwabIndexStream, parse_level_one
+from brokers.schwab.parsing import IndexValue, parse_level_one
+from brokers.schwab.stream import DEFAULT_SYMBOLS, ReconnectBackoff, SchwabIndexStream
 from config.settings import MarketDataSource
 from config.timeframes import Timeframe
 from domain.market import Bar
 from market_data.index_feed import IndexStreamFeed
 from market_data.service import MarketDataService
-from tests.brokers.fixtures_schwab.harness import (  # noqa: F401 - fixtures
+from tests.brokers.schwab.fixtures.harness import (  # noqa: F401 - fixtures
     SchwabEnv,
     json_reply,
     load,
     schwab_env,
 )
-from tests.brokers.fixtures_schwab.streamer import NOW_MS, FakeStreamer, preferences, spx_frame
+from tests.brokers.schwab.fixtures.streamer import NOW_MS, FakeStreamer, preferences, spx_frame
 from tests.engine.conftest import wait_until
 
 PREFERENCES_PATH = "/trader/v1/userPreference"

@@ -30,24 +30,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
-import httpx
 import httpx2
 import schwab.auth
 from authlib.common.errors import AuthlibBaseError
 from schwab.client import Client
 from schwab.utils import AccountHashMismatchException, UnsuccessfulOrderException, Utils
 
-from brokers import schwab_orders as mapping
-from brokers import schwab_redact
 from brokers.base import BrokerAdapter
 from brokers.errors import (
     AuthenticationRequired,
@@ -59,6 +53,23 @@ from brokers.errors import (
 )
 from brokers.position_effect import CrossesZero, account_position_effect
 from brokers.preview import OrderPreview, schwab_preview
+from brokers.schwab import auth
+from brokers.schwab import parsing as mapping
+from brokers.schwab.auth import (
+    HTTP_STATUS_ERRORS,
+    NOT_SENT_ERRORS,
+    OAUTH_STATE_TTL_SECONDS,
+    REFRESH_TOKEN_LIFETIME,
+    REFRESH_TOKEN_WARN_AGE,
+    TOKEN_ENDPOINT,
+    TRANSPORT_ERRORS,
+    LoginFlowError,
+    refresh_expires_at,
+    sdk_transport,
+    token_secrets,
+    validate_redirect_url,
+)
+from brokers.schwab.parsing import schwab_message
 from brokers.token_store import TokenDecryptError, TokenStore
 from config.instruments import AssetClass, UnknownSymbolError, canonical_symbol, get_instrument
 from config.settings import Settings
@@ -81,29 +92,12 @@ from store.redis_store import Store
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENDPOINT: str = schwab.auth.TOKEN_ENDPOINT
-REFRESH_TOKEN_LIFETIME = timedelta(days=7)  # Schwab's documented refresh-token life
-REFRESH_TOKEN_WARN_AGE = timedelta(days=6)
-OAUTH_STATE_TTL_SECONDS = 15 * 60  # a login page left open longer than this must start again
 ORDER_MAP_TTL_SECONDS = 90 * 24 * 3600  # Schwab's order history only goes back 60 days
 PENDING_LOOKBACK = timedelta(minutes=2)  # Schwab's enteredTime vs our clock when resolving UNKNOWN
 # Protective stops are GOOD_TILL_CANCEL, so a working order may be weeks old. Schwab's order search
 # only reaches 60 days back (schwab-py's own default window); a day less keeps a clock that runs
 # behind Schwab's inside it.
 OPEN_ORDERS_LOOKBACK = timedelta(days=59)
-MAX_REDIRECT_URL_LENGTH = 4096
-
-# Errors that prove the request never reached Schwab (no connection was made / no slot in pool).
-_NOT_SENT_ERRORS: tuple[type[BaseException], ...] = (
-    httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout,
-    httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-)
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx2.TransportError, httpx.TransportError)
-_HTTP_STATUS_ERRORS: tuple[type[BaseException], ...] = (httpx2.HTTPStatusError, httpx.HTTPStatusError)
-
-# schwab.auth builds its OAuth2Client from a module global; swapping it is process-wide, so it is
-# serialised. Only taken when a transport is injected (tests); production never patches anything.
-_SDK_PATCH_LOCK = threading.Lock()
 
 Clock = Callable[[], datetime]
 LatencyHook = Callable[[str, float], None]
@@ -113,15 +107,11 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class LoginFlowError(AuthenticationRequired):
-    """The pasted redirect URL / OAuth state is unusable. Still logged out; message says why."""
-
-
 class SchwabAdapter(BrokerAdapter):
     name = SCHWAB
     is_paper = False
     # Equity stops rest at Schwab (orderType STOP, GOOD_TILL_CANCEL); a STOP on an option is
-    # refused before sending (brokers/schwab_orders.py `check_supported`).
+    # refused before sending (brokers/schwab/parsing.py `check_supported`).
     supports_stop_orders = True
 
     def __init__(
@@ -158,7 +148,7 @@ class SchwabAdapter(BrokerAdapter):
         self._auth_error: str | None = None  # set when Schwab refused our tokens
         self._config_error: str | None = None
         self._last_error: str | None = None
-        self._redactor = schwab_redact.install()
+        self._redactor = auth.install()
         log.addFilter(self._redactor)
         self._redactor.register(settings.schwab_app_secret, settings.schwab_account_id)
 
@@ -196,29 +186,6 @@ class SchwabAdapter(BrokerAdapter):
         )
         return str(ctx.authorization_url)
 
-    def _validate_redirect_url(self, redirect_url: str, expected_state: str, callback_url: str) -> str:
-        if not isinstance(redirect_url, str) or not redirect_url.strip():
-            raise LoginFlowError("paste the full URL your browser was redirected to", broker=SCHWAB)
-        url = redirect_url.strip()
-        if len(url) > MAX_REDIRECT_URL_LENGTH:
-            raise LoginFlowError("the pasted URL is too long to be a Schwab redirect", broker=SCHWAB)
-        parsed, expected = urlparse(url), urlparse(callback_url)
-        if parsed.scheme not in ("https", "http") or not parsed.netloc:
-            raise LoginFlowError("the pasted text is not a URL; paste the whole address from the browser bar", broker=SCHWAB)
-        if (parsed.scheme, parsed.netloc, parsed.path.rstrip("/")) != (
-            expected.scheme, expected.netloc, expected.path.rstrip("/")
-        ):
-            raise LoginFlowError(
-                f"the pasted URL does not start with the configured callback URL {callback_url}", broker=SCHWAB
-            )
-        query = parse_qs(parsed.query)
-        if len(query.get("code", [])) != 1 or len(query.get("state", [])) != 1:
-            raise LoginFlowError("the pasted URL has no authorization code and state; log in again", broker=SCHWAB)
-        if query["state"][0] != expected_state:
-            # CSRF protection: this redirect belongs to a different (or forged) login attempt.
-            raise LoginFlowError("the login state does not match; start the login again", broker=SCHWAB)
-        return url
-
     def complete_login(self, redirect_url: str) -> BrokerStatus:
         """Exchange the code in the pasted redirect URL for tokens, store them encrypted, connect."""
         api_key, secret = self._require_app_credentials()
@@ -226,11 +193,11 @@ class SchwabAdapter(BrokerAdapter):
         if raw_state is None:
             raise LoginFlowError("no Schwab login in progress (or it expired); request a new authorization URL", broker=SCHWAB)
         saved = json.loads(str(raw_state))
-        url = self._validate_redirect_url(redirect_url, saved["state"], saved["callback_url"])
+        url = validate_redirect_url(redirect_url, saved["state"], saved["callback_url"])
         ctx = schwab.auth.AuthContext(saved["callback_url"], saved["authorization_url"], saved["state"])
         started = time.monotonic()
         try:
-            with self._sdk_scope():
+            with sdk_transport(self._transport):
                 login_client = schwab.auth.client_from_received_url(
                     api_key, secret, ctx, url, self._write_token, asyncio=False, enforce_enums=True,
                 )
@@ -239,12 +206,12 @@ class SchwabAdapter(BrokerAdapter):
                 f"Schwab refused the authorization code ({getattr(exc, 'error', None) or type(exc).__name__}); log in again",
                 broker=SCHWAB,
             ) from None
-        except _HTTP_STATUS_ERRORS as exc:
+        except HTTP_STATUS_ERRORS as exc:
             code = exc.response.status_code  # type: ignore[attr-defined]
             if code >= 500:
                 raise TemporaryBrokerError(f"Schwab token endpoint error HTTP {code}; try again", broker=SCHWAB) from None
             raise LoginFlowError(f"Schwab refused the authorization code (HTTP {code}); log in again", broker=SCHWAB) from None
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise TemporaryBrokerError(f"Schwab token endpoint unreachable ({type(exc).__name__})", broker=SCHWAB) from None
         finally:
             self._record_latency("oauth_token", time.monotonic() - started)
@@ -271,7 +238,7 @@ class SchwabAdapter(BrokerAdapter):
         return self.status()
 
     def streaming_client(self) -> Client:
-        """The logged-in SDK client, for schwab-py's StreamClient (brokers/schwab_stream.py), which
+        """The logged-in SDK client, for schwab-py's StreamClient (brokers/schwab/stream.py), which
         logs in with its user preferences and access token. Raises AuthenticationRequired while
         Schwab is not logged in."""
         return self._ensure_client()
@@ -295,30 +262,7 @@ class SchwabAdapter(BrokerAdapter):
         log.info("Schwab token saved (encrypted)")
 
     def _register_token_secrets(self, wrapped: dict[str, Any]) -> None:
-        token = wrapped.get("token") if isinstance(wrapped.get("token"), dict) else wrapped
-        assert isinstance(token, dict)
-        self._redactor.register(*(token.get(k) for k in ("access_token", "refresh_token", "id_token")))
-
-    @contextmanager
-    def _sdk_scope(self) -> Iterator[None]:
-        """Make the OAuth2Client that schwab.auth builds use the injected transport (tests only)."""
-        if self._transport is None:
-            yield
-            return
-        transport = self._transport
-        with _SDK_PATCH_LOCK:
-            original = schwab.auth.OAuth2Client
-
-            class _TransportBoundOAuth2Client(original):  # type: ignore[valid-type, misc]
-                def __init__(self, *args: Any, **kwargs: Any) -> None:
-                    kwargs.setdefault("transport", transport)
-                    super().__init__(*args, **kwargs)
-
-            schwab.auth.OAuth2Client = _TransportBoundOAuth2Client  # type: ignore[misc]
-            try:
-                yield
-            finally:
-                schwab.auth.OAuth2Client = original  # type: ignore[misc]
+        self._redactor.register(*token_secrets(wrapped))
 
     # ------------------------------------------------------------------ client / account
 
@@ -340,11 +284,11 @@ class SchwabAdapter(BrokerAdapter):
                 return self._client
             api_key, secret = self._require_app_credentials()
             wrapped = self._read_token()
-            expires = self._refresh_expires_at(wrapped)
+            expires = refresh_expires_at(wrapped)
             if expires is not None and self._clock() >= expires:
                 raise AuthenticationRequired("Schwab refresh token expired (7 days); log in again", broker=SCHWAB)
             try:
-                with self._sdk_scope():
+                with sdk_transport(self._transport):
                     client = schwab.auth.client_from_access_functions(
                         api_key, secret, token_read_func=self._read_token, token_write_func=self._write_token,
                         asyncio=False, enforce_enums=True,
@@ -391,12 +335,6 @@ class SchwabAdapter(BrokerAdapter):
 
     # ------------------------------------------------------------------ status
 
-    def _refresh_expires_at(self, wrapped: dict[str, Any] | None) -> datetime | None:
-        if not wrapped or "creation_timestamp" not in wrapped:
-            return None
-        issued = datetime.fromtimestamp(int(wrapped["creation_timestamp"]), tz=timezone.utc)
-        return issued + REFRESH_TOKEN_LIFETIME
-
     def connect(self) -> BrokerStatus:
         try:
             self._ensure_client()
@@ -419,7 +357,7 @@ class SchwabAdapter(BrokerAdapter):
         if wrapped is None:
             return BrokerStatus(connected=False, message="not logged in", **base)  # type: ignore[arg-type]
         now = self._clock()
-        refresh_expires = self._refresh_expires_at(wrapped)
+        refresh_expires = refresh_expires_at(wrapped)
         token = wrapped.get("token") or {}
         access_expires = (
             datetime.fromtimestamp(int(token["expires_at"]), tz=timezone.utc) if token.get("expires_at") else None
@@ -470,12 +408,12 @@ class SchwabAdapter(BrokerAdapter):
 
     def _token_failure(self, exc: BaseException) -> BrokerError:
         """Classify an error raised by authlib while refreshing the token."""
-        if isinstance(exc, _HTTP_STATUS_ERRORS):
+        if isinstance(exc, HTTP_STATUS_ERRORS):
             code = exc.response.status_code  # type: ignore[attr-defined]
             if code >= 500 or code == 429:
                 return TemporaryBrokerError(f"Schwab token refresh failed: HTTP {code}", broker=SCHWAB)
             return self._mark_auth_failed(f"Schwab refused the token refresh (HTTP {code}); log in again")
-        if isinstance(exc, _TRANSPORT_ERRORS):
+        if isinstance(exc, TRANSPORT_ERRORS):
             return TemporaryBrokerError(f"Schwab token refresh failed: {type(exc).__name__}", broker=SCHWAB)
         error = getattr(exc, "error", None) or type(exc).__name__
         return self._mark_auth_failed(f"Schwab refused the token refresh ({error}); log in again")
@@ -489,7 +427,7 @@ class SchwabAdapter(BrokerAdapter):
             try:
                 # update_token (schwab-py's wrapped writer) persists the new token via _write_token.
                 client.session.refresh_token(TOKEN_ENDPOINT, refresh_token=refresh_token)
-            except (AuthlibBaseError, *_HTTP_STATUS_ERRORS, *_TRANSPORT_ERRORS) as exc:
+            except (AuthlibBaseError, *HTTP_STATUS_ERRORS, *TRANSPORT_ERRORS) as exc:
                 raise self._token_failure(exc) from None
             finally:
                 self._record_latency("token_refresh", time.monotonic() - started)
@@ -502,7 +440,7 @@ class SchwabAdapter(BrokerAdapter):
             try:
                 if not client.session.ensure_active_token(client.session.token):
                     raise self._mark_auth_failed("Schwab access token expired and cannot be refreshed; log in again")
-            except (AuthlibBaseError, *_HTTP_STATUS_ERRORS, *_TRANSPORT_ERRORS) as exc:
+            except (AuthlibBaseError, *HTTP_STATUS_ERRORS, *TRANSPORT_ERRORS) as exc:
                 raise self._token_failure(exc) from None
 
     def _backoff(self, attempt: int, resp: Any | None) -> float:
@@ -526,10 +464,10 @@ class SchwabAdapter(BrokerAdapter):
             started = time.monotonic()
             try:
                 resp = call(client)
-            except (AuthlibBaseError, *_HTTP_STATUS_ERRORS) as exc:  # the SDK's automatic refresh failed
+            except (AuthlibBaseError, *HTTP_STATUS_ERRORS) as exc:  # the SDK's automatic refresh failed
                 self._record_latency(endpoint, time.monotonic() - started)
                 raise self._token_failure(exc) from None
-            except _TRANSPORT_ERRORS as exc:
+            except TRANSPORT_ERRORS as exc:
                 self._record_latency(endpoint, time.monotonic() - started)
                 if attempt >= self._max_retries:
                     raise TemporaryBrokerError(
@@ -559,7 +497,7 @@ class SchwabAdapter(BrokerAdapter):
             if code == 404 and ok_404:
                 return resp
             if code >= 400:
-                message = _schwab_message(resp)
+                message = schwab_message(resp)
                 if reject_4xx:
                     raise OrderRejected(f"Schwab refused {endpoint}: {message}", broker=SCHWAB, reason=message)
                 raise BrokerError(f"Schwab {endpoint} failed: HTTP {code}: {message}", broker=SCHWAB)
@@ -634,13 +572,13 @@ class SchwabAdapter(BrokerAdapter):
             started = time.monotonic()
             try:
                 resp = client.place_order(account_hash, spec)
-            except _NOT_SENT_ERRORS as exc:
+            except NOT_SENT_ERRORS as exc:
                 self._record_latency("place_order", time.monotonic() - started)
                 self._store.redis.delete(self._pending_key(coid))
                 raise TemporaryBrokerError(
                     f"Schwab place_order not sent ({type(exc).__name__}); safe to retry", broker=SCHWAB,
                 ) from None
-            except (AuthlibBaseError, *_HTTP_STATUS_ERRORS) as exc:
+            except (AuthlibBaseError, *HTTP_STATUS_ERRORS) as exc:
                 # Token refresh inside the request failed: the order itself was not sent.
                 self._record_latency("place_order", time.monotonic() - started)
                 self._store.redis.delete(self._pending_key(coid))
@@ -667,7 +605,7 @@ class SchwabAdapter(BrokerAdapter):
             raise self._mark_auth_failed("Schwab rejected the refreshed token on place_order (HTTP 401); log in again")
         if code in (400, 403, 404, 422):
             self._store.redis.delete(self._pending_key(coid))
-            message = _schwab_message(resp)
+            message = schwab_message(resp)
             log.warning("Schwab rejected order %s: %s", coid, message)
             raise OrderRejected(f"Schwab rejected the order: {message}", broker=SCHWAB, reason=message)
         if code == 429:
@@ -855,28 +793,3 @@ def _catalog_or_raw(symbol: str) -> str:
         return str(canonical_symbol(symbol))
     except UnknownSymbolError:
         return symbol
-
-
-_MESSAGE_LIMIT = 300
-_CONTROL = re.compile(r"[\x00-\x1f]+")
-
-
-def _schwab_message(resp: Any) -> str:
-    """Schwab's error text: {"message": ..., "errors": [...]} or plain text; trimmed, one line."""
-    try:
-        body = resp.json()
-    except (ValueError, json.JSONDecodeError):
-        body = None
-    parts: list[str] = []
-    if isinstance(body, dict):
-        if body.get("message"):
-            parts.append(str(body["message"]))
-        for err in body.get("errors") or []:
-            if isinstance(err, dict):
-                parts.append(str(err.get("detail") or err.get("title") or err.get("message") or ""))
-            else:
-                parts.append(str(err))
-        if body.get("error_description") or body.get("error"):
-            parts.append(str(body.get("error_description") or body.get("error")))
-    text = "; ".join(p for p in parts if p) or (resp.text or "").strip() or f"HTTP {resp.status_code}"
-    return _CONTROL.sub(" ", text)[:_MESSAGE_LIMIT]

@@ -1,13 +1,18 @@
-"""Pure translation between our domain orders and Schwab's order JSON (no I/O).
+"""Pure translation between our domain objects and Schwab's JSON (no I/O, no SDK client).
 
 Order specs are built with schwab-py's own templates (`schwab.orders.equities` /
 `schwab.orders.options`) so the JSON is exactly what the SDK documents; we only choose the right
-template. Responses (orders, positions, balances, quotes, chains) are mapped here too, so the
-adapter in `brokers/schwab.py` stays about transport, auth and fault handling.
+template. Responses (orders, positions, balances, quotes, chains, error bodies) and the streamer's
+LEVELONE_EQUITIES messages are mapped here too, so the adapter (brokers/schwab/adapter.py) and the
+stream (brokers/schwab/stream.py) stay about transport, auth and fault handling.
 """
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -332,3 +337,69 @@ def map_chain(payload: Mapping[str, Any], underlying: str, root: str, expiration
                     contracts.append(contract)
     contracts.sort(key=lambda c: (c.strike, c.right.value))
     return contracts
+
+
+# --- errors -------------------------------------------------------------------------------
+
+_MESSAGE_LIMIT = 300
+_CONTROL = re.compile(r"[\x00-\x1f]+")
+
+
+def schwab_message(resp: Any) -> str:
+    """Schwab's error text: {"message": ..., "errors": [...]} or plain text; trimmed, one line."""
+    try:
+        body = resp.json()
+    except (ValueError, json.JSONDecodeError):
+        body = None
+    parts: list[str] = []
+    if isinstance(body, dict):
+        if body.get("message"):
+            parts.append(str(body["message"]))
+        for err in body.get("errors") or []:
+            if isinstance(err, dict):
+                parts.append(str(err.get("detail") or err.get("title") or err.get("message") or ""))
+            else:
+                parts.append(str(err))
+        if body.get("error_description") or body.get("error"):
+            parts.append(str(body.get("error_description") or body.get("error")))
+    text = "; ".join(p for p in parts if p) or (resp.text or "").strip() or f"HTTP {resp.status_code}"
+    return _CONTROL.sub(" ", text)[:_MESSAGE_LIMIT]
+
+
+# --- the streamer ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IndexValue:
+    symbol: str  # catalog symbol
+    value: float
+    ts_ns: int  # Schwab's trade time when it sent one, else the frame's timestamp
+
+
+def parse_level_one(message: Mapping[str, Any],
+                    venue_to_catalog: Mapping[str, str]) -> tuple[list[IndexValue], dict[str, bool]]:
+    """One relabelled LEVELONE_EQUITIES data message -> (the values it carries, venue symbol ->
+    `delayed` for the entries that say). Entries without LAST_PRICE (only other fields changed)
+    carry no value; delayed ones are returned too, the caller decides."""
+    values: list[IndexValue] = []
+    delayed: dict[str, bool] = {}
+    frame_ms = message.get("timestamp")
+    for entry in message.get("content") or ():
+        if not isinstance(entry, Mapping):
+            continue
+        key = entry.get("key")
+        symbol = venue_to_catalog.get(key) if isinstance(key, str) else None
+        if symbol is None:
+            continue
+        if isinstance(entry.get("delayed"), bool):
+            delayed[str(key)] = bool(entry["delayed"])
+        price = entry.get("LAST_PRICE")
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price <= 0:
+            continue
+        millis = entry.get("TRADE_TIME_MILLIS")
+        if isinstance(millis, bool) or not isinstance(millis, (int, float)) or millis <= 0:
+            millis = frame_ms
+        if isinstance(millis, bool) or not isinstance(millis, (int, float)) or millis <= 0:
+            continue
+        values.append(IndexValue(symbol, float(price), int(millis) * 1_000_000))
+    return values, delayed

@@ -12,7 +12,7 @@ import pytest
 
 from brokers.errors import BrokerError
 from domain.orders import ClientOrderId, OrderRequest, OrderSide, OrderType, PositionEffect
-from tests.brokers.fixtures_schwab.harness import (  # noqa: F401 - fixtures
+from tests.brokers.schwab.fixtures.harness import (  # noqa: F401 - fixtures
     ACCOUNT_HASH,
     ACCOUNT_ID,
     APP_SECRET,
@@ -107,7 +107,7 @@ def test_no_secrets_in_logs_statuses_or_errors(schwab_env: SchwabEnv, caplog: py
     ("status_code=200", [], ["status_code=200"]),
 ])
 def test_redactor_patterns(raw: str, hidden: list[str], kept: list[str]) -> None:
-    from brokers.schwab_redact import SecretRedactor
+    from brokers.schwab.auth import SecretRedactor
 
     cleaned = SecretRedactor().redact(raw)
     assert all(h not in cleaned for h in hidden), cleaned

@@ -17,7 +17,7 @@ from domain.orders import (
     OrderType,
     PositionEffect,
 )
-from tests.brokers.fixtures_schwab.harness import (  # noqa: F401 - fixtures
+from tests.brokers.schwab.fixtures.harness import (  # noqa: F401 - fixtures
     ACCOUNT_HASH,
     ORDERS_URL,
     SchwabEnv,
@@ -142,7 +142,7 @@ def stop(side: OrderSide, price: str = "170", *, qty: int = 10, option: OptionCo
 
 
 def test_the_adapter_rests_stops() -> None:
-    from brokers.schwab import SchwabAdapter
+    from brokers.schwab.adapter import SchwabAdapter
 
     assert SchwabAdapter.supports_stop_orders is True  # so the order manager keeps one at Schwab
 
@@ -235,7 +235,7 @@ def test_cancel_of_a_resting_stop(schwab_env: SchwabEnv) -> None:
 
 
 def test_a_stop_whose_outcome_is_unknown_is_found_by_its_stop_price() -> None:
-    from brokers.schwab_orders import build_order_spec, matches_fingerprint, order_fingerprint
+    from brokers.schwab.parsing import build_order_spec, matches_fingerprint, order_fingerprint
 
     fp = order_fingerprint(build_order_spec(stop(SELL, "170"), "NVDA", CLOSE))
     resting = load("order_stop_resting.json")  # stopPrice 170.0, as Schwab answers numbers
@@ -335,7 +335,7 @@ def test_terminal_order_states(schwab_env: SchwabEnv, fixture: str, state: Order
     ("SOMETHING_NEW", 0, OrderState.UNKNOWN),
 ])
 def test_status_mapping(status: str, filled: int, expected: OrderState) -> None:
-    from brokers.schwab_orders import map_order
+    from brokers.schwab.parsing import map_order
 
     raw = dict(load("order_partial.json"), status=status, filledQuantity=float(filled), orderActivityCollection=[])
     update = map_order(raw, ClientOrderId("c"))

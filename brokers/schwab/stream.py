@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import threading
 import time
@@ -40,11 +39,12 @@ from typing import Any, Callable, Mapping
 from schwab.client import Client
 from schwab.streaming import StreamClient
 
-from brokers import schwab_redact
 from brokers.errors import BrokerError
+from brokers.schwab import auth
+from brokers.schwab.parsing import parse_level_one
 
 log = logging.getLogger(__name__)
-log.addFilter(schwab_redact.install())  # failure texts quote Schwab's answers; tokens never reach the log
+log.addFilter(auth.install())  # failure texts quote Schwab's answers; tokens never reach the log
 
 # Catalog symbol -> Schwab's streamer key. Schwab prefixes indices with '$'.
 DEFAULT_SYMBOLS: Mapping[str, str] = {"SPX": "$SPX"}
@@ -54,42 +54,6 @@ SUBSCRIBED_FIELDS = (FIELDS.SYMBOL, FIELDS.LAST_PRICE, FIELDS.TRADE_TIME_MILLIS)
 ValueCallback = Callable[[str, float, int], None]
 StateCallback = Callable[[bool, str], None]
 StreamFactory = Callable[[Client], StreamClient]
-
-
-@dataclass(frozen=True, slots=True)
-class IndexValue:
-    symbol: str  # catalog symbol
-    value: float
-    ts_ns: int  # Schwab's trade time when it sent one, else the frame's timestamp
-
-
-def parse_level_one(message: Mapping[str, Any],
-                    venue_to_catalog: Mapping[str, str]) -> tuple[list[IndexValue], dict[str, bool]]:
-    """One relabelled LEVELONE_EQUITIES data message -> (the values it carries, venue symbol ->
-    `delayed` for the entries that say). Entries without LAST_PRICE (only other fields changed)
-    carry no value; delayed ones are returned too, the caller decides."""
-    values: list[IndexValue] = []
-    delayed: dict[str, bool] = {}
-    frame_ms = message.get("timestamp")
-    for entry in message.get("content") or ():
-        if not isinstance(entry, Mapping):
-            continue
-        key = entry.get("key")
-        symbol = venue_to_catalog.get(key) if isinstance(key, str) else None
-        if symbol is None:
-            continue
-        if isinstance(entry.get("delayed"), bool):
-            delayed[str(key)] = bool(entry["delayed"])
-        price = entry.get("LAST_PRICE")
-        if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price <= 0:
-            continue
-        millis = entry.get("TRADE_TIME_MILLIS")
-        if isinstance(millis, bool) or not isinstance(millis, (int, float)) or millis <= 0:
-            millis = frame_ms
-        if isinstance(millis, bool) or not isinstance(millis, (int, float)) or millis <= 0:
-            continue
-        values.append(IndexValue(symbol, float(price), int(millis) * 1_000_000))
-    return values, delayed
 
 
 @dataclass

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from brokers.errors import AuthenticationRequired
-from brokers.schwab import LoginFlowError
-from tests.brokers.fixtures_schwab.harness import (  # noqa: F401 - fixtures
+from brokers.schwab.auth import LoginFlowError
+from tests.brokers.schwab.fixtures.harness import (  # noqa: F401 - fixtures
     ACCOUNT_HASH,
     API_KEY,
     APP_SECRET,

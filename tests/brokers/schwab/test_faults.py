@@ -14,9 +14,9 @@ from brokers.errors import (
     OrderOutcomeUnknown,
     TemporaryBrokerError,
 )
-from brokers.schwab import SchwabAdapter
+from brokers.schwab.adapter import SchwabAdapter
 from domain.orders import ClientOrderId, OrderRequest, OrderSide, OrderState, OrderType, PositionEffect
-from tests.brokers.fixtures_schwab.harness import (  # noqa: F401 - fixtures
+from tests.brokers.schwab.fixtures.harness import (  # noqa: F401 - fixtures
     ACCOUNT_HASH,
     SchwabEnv,
     created,

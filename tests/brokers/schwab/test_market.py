@@ -8,7 +8,7 @@ import pytest
 
 from brokers.errors import BrokerError
 from domain.orders import BrokerPosition, OptionRight
-from tests.brokers.fixtures_schwab.harness import (  # noqa: F401 - fixtures
+from tests.brokers.schwab.fixtures.harness import (  # noqa: F401 - fixtures
     ACCOUNT_HASH,
     FakeClock,
     SchwabEnv,

@@ -5,13 +5,15 @@ Metric definitions (also written into report.json under "definitions"):
 - return_pct: net_pnl / starting_capital x 100.
 - max_drawdown: largest fall of the bar-close equity curve from its running peak (currency and %
   of that peak).
-- sharpe: mean / sample stdev of *daily* returns of the equity curve (last equity of each UTC
-  calendar day that has bars), x sqrt(252). Risk-free rate 0. None with fewer than 2 daily returns
-  or zero variance.
+- sharpe: mean / sample stdev of the *session* returns of the equity curve (last equity of each
+  session of the instrument's calendar, see backtest/statistics.py), x sqrt(sessions per year),
+  by empyrical-reloaded. Risk-free rate 0. None with fewer than 2 session returns or zero variance.
 - win_rate: winners / trades, a winner having net P&L > 0.
 - profit_factor: sum of winning net P&L / |sum of losing net P&L|; None when there is no loss.
 - exposure_pct: share of bars at whose close a position was open.
 - average_trade: net_pnl / trades.
+- CAGR, Sortino, Calmar, expectancy, streaks, drawdown dates, breakdowns, monthly/yearly returns and
+  buy and hold: backtest/statistics.py (its definitions are merged into report.json's).
 """
 from __future__ import annotations
 
@@ -25,17 +27,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from backtest import fills
+from backtest import fills, statistics
 from backtest.data import NS, utc_iso
 from backtest.engine import BacktestResult, RoundTrip
 
 DEFINITIONS = {
-    "sharpe": "daily returns of the bar-close equity (last value per UTC day), mean/stdev(ddof=1) x sqrt(252), rf=0",
+    "sharpe": "session returns of the bar-close equity (last value per session), mean/stdev(ddof=1) x sqrt(sessions "
+              "per year), rf=0 (empyrical sharpe_ratio)",
     "max_drawdown": "largest peak-to-trough fall of the bar-close equity curve",
     "profit_factor": "gross profit of winners / gross loss of losers, both net of commission",
     "win_rate": "share of round trips with net P&L > 0",
     "exposure_pct": "share of bars with an open position at the bar close",
     "prices": "fills are tick-rounded; P&L is exact (Decimal) from integer ticks x tick value",
+    **statistics.DEFINITIONS,
 }
 
 
@@ -88,8 +92,11 @@ def daily_sharpe(equity: np.ndarray, end_ns: np.ndarray) -> float | None:
     return float(np.mean(returns) / sd * math.sqrt(252))
 
 
-def metrics(result: BacktestResult, rows: Sequence[TradeRow] | None = None) -> dict[str, Any]:
+def metrics(result: BacktestResult, rows: Sequence[TradeRow] | None = None,
+            summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The scalar figures; `summary` is `statistics.summary` when the caller has it already."""
     rows = trade_rows(result) if rows is None else rows
+    summary = statistics.summary(result, rows) if summary is None else summary
     nets = [r.net for r in rows]
     net = sum(nets, Decimal(0))
     gross = sum((r.gross for r in rows), Decimal(0))
@@ -110,8 +117,9 @@ def metrics(result: BacktestResult, rows: Sequence[TradeRow] | None = None) -> d
         "return_pct": float(net / capital * 100) if capital else None,
         "max_drawdown": round(dd, 2),
         "max_drawdown_pct": round(dd_pct, 4),
-        "sharpe": daily_sharpe(result.equity, result.data.bars.end_ns),
-        "sharpe_annualisation": "daily returns x sqrt(252)",
+        "sharpe": summary["sharpe"],
+        "sharpe_annualisation": "daily returns x sqrt(252)" if summary["sessions_per_year"] == 252
+        else f"daily returns x sqrt({summary['sessions_per_year']})",
         "win_rate": len(wins) / len(rows) if rows else None,
         "profit_factor": float(win_sum / -loss_sum) if losses else None,
         "trades": len(rows),
@@ -121,12 +129,15 @@ def metrics(result: BacktestResult, rows: Sequence[TradeRow] | None = None) -> d
         "average_trade": str((net / len(rows)).quantize(Decimal("0.01"))) if rows else None,
         "bars": n,
         "risk_denials": len(result.denials),
+        **{k: v for k, v in summary.items() if k != "sharpe"},
     }
 
 
 def build_report(result: BacktestResult, rows: Sequence[TradeRow] | None = None) -> dict[str, Any]:
     bars = result.data.bars
     cfg = result.config
+    rows = trade_rows(result) if rows is None else rows
+    tables = statistics.full(result, rows)
     return {
         "strategy": cfg.strategy.value,
         "symbol": cfg.symbol,
@@ -141,7 +152,8 @@ def build_report(result: BacktestResult, rows: Sequence[TradeRow] | None = None)
         "from": utc_iso(int(bars.start_ns[0])) if len(bars) else None,
         "to": utc_iso(int(bars.end_ns[-1])) if len(bars) else None,
         "warmup_bars": result.warmup_bars,
-        "metrics": metrics(result, rows),
+        "metrics": metrics(result, rows, tables.pop("summary")),
+        **tables,
         "definitions": DEFINITIONS,
         "elapsed_s": round(result.elapsed_s, 4),
         "bars_per_second": round(result.bars_per_second, 1),

@@ -1,0 +1,162 @@
+"""The risk engine's pre-trade check with its state in this process, for backtests.
+
+`MemoryRiskEngine` decides through the same rule functions as the live `risk.engine.RiskEngine`
+(`risk.rules.pre_trade_decision`, `rate_denial`, `lifted_state`): same rules, order, reason codes
+and details. Only the state store differs: trading states, limits, session P&L and the
+orders-per-minute windows are Python objects instead of Redis keys, so a check costs
+microseconds instead of Redis (or fakeredis) round trips, and a backtest can never touch the live
+risk counters or trading state.
+
+The rate window keeps Redis's semantics exactly (store/rate_window.py's Lua): entries scored at or
+before `now - window` are dropped, a window holding `limit` entries or more refuses the order, an
+allowed order adds its entry at `now`. Denials are kept in `decisions` (newest last, bounded like
+the live decisions stream) and logged like the live engine's.
+
+Not here: audit records, metrics, events and alerts (a backtest is no trading activity), and the
+flatten of a loss-limit breach (`on_pnl` halts the scope as live; the caller owns its positions).
+The backtester does not feed P&L, so daily loss limits are not evaluated in a backtest.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+from collections import deque
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Callable, Mapping
+
+from domain.orders import OrderRequest
+from domain.risk import OrderContext, RateSlot, RiskDecision
+from risk.limits import RiskLimits, apply_update
+from risk.rules import (RATE_WINDOW_MS, RiskSnapshot, decision_record, lifted_state, loss_breaches, loss_halt,
+                        pre_trade_decision, rate_denial)
+from risk.state import GLOBAL_SCOPE, ScopeState, SessionStart, TradingState, default_session_start, next_session_start
+
+log = logging.getLogger("risk.engine")  # the live engine's logger: one switch silences both
+
+DECISIONS_MAXLEN = 50_000
+
+
+def _d(raw: Decimal | float | str) -> Decimal:
+    return raw if isinstance(raw, Decimal) else Decimal(str(raw))
+
+
+class MemoryRiskEngine:
+    """Implements `domain.risk.PreTradeCheck` (plus `check_and_take`) over in-process state.
+    Single-threaded use (one backtest loop)."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        calendar_session_start: SessionStart | None = None,
+        session_symbol: str = "/ES",
+        limits: RiskLimits | None = None,
+    ) -> None:
+        self.clock = clock
+        self.session_start_fn: SessionStart = calendar_session_start or default_session_start
+        self.session_symbol = session_symbol
+        self.limits = limits or RiskLimits()
+        self._states: dict[str, ScopeState] = {}
+        self._pnl: dict[str, dict[str, tuple[Decimal, Decimal]]] = {}  # session id -> strategy -> (realized, unrealized)
+        self._windows: dict[str, list[int]] = {}  # rate key -> sorted entry times (ms)
+        self._breached: set[tuple[str, str]] = set()  # (scope, session id) already halted for its loss
+        self.decisions: deque[dict[str, str]] = deque(maxlen=DECISIONS_MAXLEN)
+
+    # ------------------------------------------------------------------ state
+    def _session_id(self, now: datetime) -> str:
+        return self.session_start_fn(self.session_symbol, now).isoformat()
+
+    def get_limits(self) -> RiskLimits:
+        return self.limits
+
+    def update_limits(self, payload: Mapping[str, Any], actor: str | None = None) -> RiskLimits:
+        """Validate and apply a partial update, as `RiskEngine.update_limits` (same validator)."""
+        self.limits = apply_update(self.limits, payload)
+        return self.limits
+
+    def set_state(self, scope: str, state: TradingState | str, reason: str, *, by: str = "operator",
+                  actor: str | None = None) -> ScopeState:
+        new = ScopeState(TradingState(state), reason, self.clock().isoformat(), by)
+        self._states[scope] = new
+        return new
+
+    def scope_state(self, scope: str = GLOBAL_SCOPE, now: datetime | None = None) -> ScopeState:
+        now = now or self.clock()
+        state = self._states.get(scope, ScopeState())
+        lifted = lifted_state(state, self._session_id(now), now)
+        if lifted is not None:
+            self._states[scope] = state = lifted
+        return state
+
+    def on_pnl(self, strategy: str, realized: Decimal | float | str, unrealized: Decimal | float | str,
+               now: datetime | None = None) -> list[tuple[str, Decimal, Decimal]]:
+        """Latest session P&L of one strategy, then the loss limits, as `RiskEngine.on_pnl`: a
+        breached scope is HALTED until the next session (once per scope and session). Returns the
+        new breaches as (scope, limit, P&L); there is nothing to flatten here (the caller's
+        position is its own)."""
+        now = now or self.clock()
+        session = self._session_id(now)
+        self._pnl.setdefault(session, {})[strategy] = (_d(realized), _d(unrealized))
+        new: list[tuple[str, Decimal, Decimal]] = []
+        for scope, limit, total in loss_breaches(self.limits, self._pnl[session]):
+            if (scope, session) in self._breached:
+                continue
+            self._breached.add((scope, session))
+            resumes = next_session_start(self.session_start_fn, self.session_symbol, now)
+            self._states[scope] = loss_halt(limit, total, now, session, resumes)
+            new.append((scope, limit, total))
+        return new
+
+    def _snapshot(self, ctx: OrderContext, now: datetime) -> RiskSnapshot:
+        return RiskSnapshot(self.scope_state(GLOBAL_SCOPE, now), self.scope_state(ctx.strategy, now), self.limits,
+                            dict(self._pnl.get(self._session_id(now), {})))
+
+    # ------------------------------------------------------------------ the check
+    def __call__(self, order: OrderRequest, context: OrderContext) -> RiskDecision:
+        """Decide, write nothing (as the live check); an allowed decision carries its RateSlot."""
+        now = self.clock()
+        decision, limit = pre_trade_decision(order, context, lambda: self._snapshot(context, now))
+        if not decision.allowed:
+            self._record(order, context, decision, now)
+            return decision
+        if limit < 0:
+            return decision
+        slot = RateSlot(key=f"rate:{context.strategy}:{context.symbol}", limit=limit, window_ms=RATE_WINDOW_MS,
+                        now_ms=int(now.timestamp() * 1000), member=order.client_order_id)
+        return RiskDecision(True, decision.reason, decision.detail, slot=slot)
+
+    def rate_limited(self, order: OrderRequest, context: OrderContext, decision: RiskDecision,
+                     count: int) -> RiskDecision:
+        denial = rate_denial(context, decision.slot.limit if decision.slot is not None else 0, count)
+        self._record(order, context, denial, self.clock())
+        return denial
+
+    def take_slot(self, slot: RateSlot) -> tuple[int, int]:
+        """The rate fragment of store/rate_window.py on the in-process window: (-2, count) when
+        the window is full (nothing added), else (1, 0) with the entry added."""
+        window = self._windows.setdefault(slot.key, [])
+        expired = bisect.bisect_right(window, slot.now_ms - slot.window_ms)  # ZREMRANGEBYSCORE -inf (now - window)
+        if expired:
+            del window[:expired]
+        if len(window) >= slot.limit:
+            return -2, len(window)
+        bisect.insort_right(window, slot.now_ms)
+        return 1, 0
+
+    def check_and_take(self, order: OrderRequest, context: OrderContext) -> RiskDecision:
+        """The check plus taking its slot (no order manager in a backtest), as
+        `RiskEngine.check_and_take`."""
+        decision = self(order, context)
+        if not decision.allowed or decision.slot is None:
+            return decision
+        status, count = self.take_slot(decision.slot)
+        if status == -2:
+            return self.rate_limited(order, context, decision, count)
+        return decision
+
+    def _record(self, order: OrderRequest, ctx: OrderContext, decision: RiskDecision, now: datetime) -> None:
+        self.decisions.append(decision_record(order, ctx, decision, now))
+        if log.isEnabledFor(logging.WARNING):
+            log.warning("risk denied %s %s %s x%d at %s: %s (%s)", ctx.strategy, order.side.value, order.position_key,
+                        order.quantity, ctx.broker, decision.reason.value, decision.detail)

@@ -21,7 +21,8 @@ from config.instruments import CATALOG, Symbol, canonical_symbol
 from config.timeframes import ALLOWED_HOURS, ALLOWED_MINUTES, Timeframe
 from domain.orders import BROKERS, OrderState
 from domain.parsing import FALSE_WORDS, TRUE_WORDS, ParseError, parse_bool, parse_decimal, parse_float, parse_int
-from domain.tickers import MAX_PERIOD, MAX_QUANTITY, StrategyName, TrendLine, parse_strategy, parse_trend_line
+from domain.tickers import (MAX_PERIOD, MAX_QUANTITY, StartBehavior, StrategyName, TrendLine, parse_strategy,
+                            parse_trend_line)
 from engine.manual import EMA_ACTIONS, ZERODAY_ACTIONS
 from risk.limits import MAX_CONTRACTS, MAX_RATE
 from risk.state import GLOBAL_SCOPE
@@ -85,6 +86,7 @@ TimeframeField = Annotated[Timeframe, BeforeValidator(Timeframe.parse), WithJson
     "description": "a time bar (also as 1, 5m, 1h, 1d) or a tick chart: a bar every N trades (512t)"})]
 TrendLineField = Annotated[TrendLine, BeforeValidator(parse_trend_line),
                            WithJsonSchema({"type": "string", "enum": [t.value for t in TrendLine]})]
+StartBehaviorField = Annotated[StartBehavior, WithJsonSchema({"type": "string", "enum": [b.value for b in StartBehavior]})]
 Amount = Annotated[str, BeforeValidator(_amount), WithJsonSchema(
     {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": DECIMAL_TEXT}],
      "description": "USD, greater than 0"})]
@@ -198,6 +200,9 @@ class AddTickerBody(Model):
     take_profit_atr: decimal_number(0.0, 100.0) | None = Field(None, description="supertrend; default 3.0, 0 = off")
     call_enabled: Flag | None = Field(None, description="zeroday: may buy calls (default true)")
     put_enabled: Flag | None = Field(None, description="zeroday: may buy puts (default true)")
+    start_behavior: StartBehaviorField | None = Field(None, description=(
+        "ema/supertrend, on the first start with nothing in the book: wait_for_signal (default) stays flat "
+        "until a live signal; join_current takes the position the rules hold after the warm-up at once"))
 
 
 class DeleteTickerArgs(Model):

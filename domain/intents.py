@@ -31,6 +31,7 @@ class IntentReason(StrEnum):
     KILL_SWITCH = "kill_switch"
     RISK = "risk"  # loss limit flatten
     TICKER_REMOVED = "ticker_removed"  # ticker disabled or deleted while holding a position
+    JOIN = "join"  # start_behavior join_current: the position the rules held at the start
     ROLL = "roll"  # a future held into its roll date: closed in the expiring month (and reopened in the next)
 
 

@@ -27,6 +27,19 @@ class TrendLine(StrEnum):
     WILDER = "WilderSmoother"
 
 
+class StartBehavior(StrEnum):
+    """What a ticker does on its first start (no saved state) when the book holds nothing.
+
+    `wait_for_signal`: stays flat until its rules signal on a live bar (a crossover waits for the
+    next cross). `join_current`: takes the position its rules hold after the warm-up (the side of
+    the last cross, or the Supertrend position still open on the last history bar), at the market,
+    then trades its rules from there; a strategy whose rules hold nothing stays flat. NinjaTrader
+    calls the two "wait until flat" and "immediately submit"."""
+
+    WAIT_FOR_SIGNAL = "wait_for_signal"
+    JOIN_CURRENT = "join_current"
+
+
 class TickerValidationError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
@@ -46,6 +59,20 @@ def parse_strategy(raw: object) -> StrategyName:
         return StrategyName(raw.strip().lower())
     except ValueError:
         raise TickerValidationError("strategy", f"{raw[:20]!r} is not one of ema, supertrend, zeroday") from None
+
+
+def parse_start_behavior(raw: object, strategy: StrategyName) -> StartBehavior:
+    choices = ", ".join(b.value for b in StartBehavior)
+    if not isinstance(raw, str):
+        raise TickerValidationError("start_behavior", f"must be one of {choices}")
+    try:
+        behavior = StartBehavior(raw.strip().lower())
+    except ValueError:
+        raise TickerValidationError("start_behavior", f"{raw[:30]!r} is not one of {choices}") from None
+    if behavior is StartBehavior.JOIN_CURRENT and strategy is StrategyName.ZERODAY:
+        raise TickerValidationError("start_behavior", "join_current is for ema and supertrend: zeroday buys "
+                                    "today's option on a live signal only")
+    return behavior
 
 
 def _whole(payload: Mapping[str, Any], name: str, default: int | None, minimum: int, maximum: int) -> int:
@@ -108,6 +135,8 @@ class TickerConfig:
     # zeroday: which side may be bought (the dashboard's Call / Put switches)
     call_enabled: bool = True
     put_enabled: bool = True
+    # ema / supertrend
+    start_behavior: StartBehavior = StartBehavior.WAIT_FOR_SIGNAL
 
     @property
     def tf(self) -> Timeframe:
@@ -167,6 +196,8 @@ class TickerConfig:
         if strat is StrategyName.ZERODAY:
             config = replace(config, call_enabled=_bool(payload, "call_enabled", True),
                              put_enabled=_bool(payload, "put_enabled", True))
+        if "start_behavior" in payload and payload["start_behavior"] is not None:
+            config = replace(config, start_behavior=parse_start_behavior(payload["start_behavior"], strat))
         if strat is StrategyName.SUPERTREND:
             config = replace(
                 config,
@@ -191,10 +222,11 @@ class TickerConfig:
         """Strategy parameters beyond the positional row (shown by get-ticker's `params`)."""
         if self.strategy is StrategyName.SUPERTREND:
             return {"atr_period": self.atr_period, "multiplier": self.multiplier,
-                    "trailing_stop_atr": self.trailing_stop_atr, "take_profit_atr": self.take_profit_atr}
+                    "trailing_stop_atr": self.trailing_stop_atr, "take_profit_atr": self.take_profit_atr,
+                    "start_behavior": self.start_behavior.value}
         if self.strategy is StrategyName.EMA:
             return {"stop_loss_ticks": self.stop_loss_ticks, "stop_loss_atr": self.stop_loss_atr,
-                    "atr_period": self.atr_period}
+                    "atr_period": self.atr_period, "start_behavior": self.start_behavior.value}
         if self.strategy is StrategyName.ZERODAY:
             return {"call_enabled": self.call_enabled, "put_enabled": self.put_enabled}
         return {}
@@ -218,7 +250,12 @@ class TickerConfig:
         return kept
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        # Left out at its default so the configs stored before the field existed compare equal
+        # (a runner rebuilds its indicators when the stored config changes).
+        if self.start_behavior is StartBehavior.WAIT_FOR_SIGNAL:
+            del data["start_behavior"]
+        return json.dumps(data, sort_keys=True)
 
     @staticmethod
     def from_json(text: str) -> "TickerConfig":

@@ -65,7 +65,7 @@ from market_data.redis_buffer import HIST_MAXLEN
 from domain.intents import Intent, IntentReason, PositionTarget
 from domain.market import Bar, Trade
 from domain.orders import BROKERS, OptionRight
-from domain.tickers import TickerConfig
+from domain.tickers import StartBehavior, TickerConfig
 from oms.models import ACKNOWLEDGED_STATUSES, LaneView, OmsPosition, TargetStatus
 from engine.executor import ExecutionReport, IntentExecutor, allocations
 from engine.logs import emit_batch, record, ticker_logger
@@ -86,6 +86,9 @@ BOOKKEEPING_WAIT_SECONDS = 0.05
 # never saw.
 STALE_BAR_FACTOR = 2
 TICK_BAR_STALE_SECONDS = 300
+# `join_current` warms up on this many bars at least, so that the side its rules hold goes back
+# to the signal that opened it (a 9/21 crossover almost surely crossed within them).
+JOIN_HISTORY_BARS = 500
 MAX_WARMUP_BARS = HIST_MAXLEN  # the Redis bar history's length: asking for more finds nothing more
 STALE_FEED_FACTOR = 2  # no bar for this many bar-lengths while the session is open -> stale-feed note
 
@@ -248,6 +251,7 @@ class StrategyRunner:
         # The book is the truth the strategy follows: set when an act left orders in flight (look
         # again when they settle), and the refused protective exit being retried.
         self._book_check_due = False
+        self._join_pending = False  # start_behavior join_current: the rules' side not yet sent
         self._exit_pending: Intent | None = None
         self._exit_attempt_ns = 0
         self._divergence: Divergence | None = None
@@ -379,11 +383,14 @@ class StrategyRunner:
                 # while the ticker was not running), never what a warm-up bar's cross "decided".
                 kept = self.book_target()
             needed = self.strategy.warmup_bars()
+            join = (not saved and kept is PositionTarget.FLAT and self.config.trade_enabled and self.status.running
+                    and self.config.start_behavior is StartBehavior.JOIN_CURRENT)
             # History ends at the bar id pinned by start(): a bar that closed after the start is a
             # live bar, acted on, however late this thread got to its warm-up. (A runner never
-            # started, e.g. for a manual trigger, takes all history.)
+            # started, e.g. for a manual trigger, takes all history.) Joining reads further back, so
+            # that the rules' current position reaches back to the signal that opened it.
             through = "+" if self._bar_id == "$" else self._bar_id
-            history = self._session_history(needed, through)
+            history = self._session_history(max(needed, JOIN_HISTORY_BARS) if join else needed, through)
             for bar in history:
                 self.strategy.on_bar(bar)  # intents from warm-up bars are discarded on purpose
             self._fed_start_ns = history[-1].start_ns if history and not self._timeframe.is_tick else None
@@ -391,6 +398,17 @@ class StrategyRunner:
             self.status.warmup_note = self._md.warmup_note(self.config.symbol, self._timeframe, len(history), needed)
             if self.status.warmup_note:
                 self.log.warning("%s", self.status.warmup_note)
+            if join and history and self.strategy.target is not PositionTarget.FLAT and self.strategy.warmed_up:
+                self._join_pending = True  # the strategy keeps the side its rules hold; the book is flat
+                self._follow_book_on_resume()
+                self._publish_position(self.strategy.last_signal)
+                last = history[-1]
+                if self._in_session(self._time_ns()) and not self._is_stale(last):
+                    self._act([self._join_intent(last)])
+                else:
+                    self.log.info("start behavior join_current: the rules hold %s; joins at the first live bar "
+                                  "(the session is closed or the history is not recent)", self.strategy.target.value)
+                return
             if kept is not None:
                 self._resume_position(kept, _opt_float(old_strategy.get("entry_price")))
                 # What the warm-up "decided" was never traded; the kept position's reason was.
@@ -400,6 +418,14 @@ class StrategyRunner:
             self._follow_book_on_resume()
             self._publish_position(self.strategy.last_signal)
             self._save()
+
+    def _join_intent(self, bar: Bar) -> Intent:
+        """`join_current`: the position the rules hold, as a signal of `bar` (a restart before the
+        state is saved finds the same intent in the book, never a second one)."""
+        side = self.strategy.target
+        return Intent(self.config.strategy.value, self.config.symbol, side, IntentReason.JOIN,
+                      f"joins the {side.value} its rules hold (since {self.strategy.last_signal or 'the warm-up'})",
+                      bar.end_ns, bar.close)
 
     def _follow_book_on_resume(self) -> None:
         """The saved state may be older than the book (a crash after a fill, before the state was
@@ -647,6 +673,8 @@ class StrategyRunner:
                 self._market_ns = max(self._market_ns, bar.end_ns)
                 clock_intents = self._clock_intents(bar.end_ns)
                 intents = clock_intents + self.strategy.on_bar(bar)
+                if self._join_pending and not intents and self.strategy.target is not PositionTarget.FLAT:
+                    intents = [self._join_intent(bar)]
                 values = self.strategy.indicators()
                 self._last_bar_seen = (bar, values, now)
                 self._note(logging.INFO, _BarLine(bar, values))
@@ -745,6 +773,8 @@ class StrategyRunner:
         """Execute intents, then hold the strategy to the book (`_follow_book`); their log lines go
         to the batch the caller flushes. `save=False`: the caller saves the state right after (the
         bar loop, which also records the bar id)."""
+        if intents:
+            self._join_pending = False  # the rules acted: from here the book follows them
         for intent in intents:
             self.status.last_signal = f"{intent.target.value} ({intent.reason.value}): {intent.detail}"
             self.status.position = self.strategy.target.value
@@ -763,6 +793,8 @@ class StrategyRunner:
                 except Exception:
                     app_log.exception("on_bar_to_order callback failed")
             self._follow_book(intent, report)
+            if intent.reason is IntentReason.JOIN and self.book_target() is intent.target:
+                self._resume_position(intent.target, None)  # exits armed from the fill, not the history
             self._protect_due = True
         if intents and self.config.trade_enabled:
             self._protect()
@@ -806,8 +838,8 @@ class StrategyRunner:
           does not know about. Brokers on different sides: the strategy keeps a side some broker
           holds; the difference is reported (reconciliation and the operator settle it)."""
         alloc = allocations(self.config)
-        if not alloc or not self.config.trade_enabled or self._orders is None:
-            return
+        if not alloc or not self.config.trade_enabled or self._orders is None or self._join_pending:
+            return  # (a join not yet sent: the strategy holds its rules' side, the book nothing yet)
         lanes: dict[str, LaneView] = {}
         for broker in alloc:
             try:
@@ -1098,7 +1130,10 @@ class StrategyRunner:
 
     def _save(self) -> None:
         # Write-behind (engine/state_writer.py): no round trip on the bar path; safe because acting
-        # on a bar again after a crash is idempotent.
+        # on a bar again after a crash is idempotent. A join not yet sent is not saved: a restart
+        # then starts afresh (and joins again) instead of resuming a side no broker holds.
+        if self._join_pending:
+            return
         self._states.put(self._state_key, self._state_json())
 
     def _state_json(self) -> str:

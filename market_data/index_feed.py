@@ -1,8 +1,9 @@
 """Index values (SPX) pushed by a streaming source, fed to the bar builders as trades.
 
-Databento carries no index, so SPX comes from a broker's stream (brokers/schwab/stream.py). This
-package must not import brokers: the runtime builds the source and hands it in; here it is only
-the `IndexSource` protocol.
+Databento carries no index, so SPX comes from a broker's stream (brokers/schwab/stream.py,
+brokers/tastytrade_dxlink.py). This package must not import brokers: the runtime builds the
+sources and hands them in; here are only the `IndexSource` protocol and `FirstConnectedSource`,
+which runs one of several brokers' sources.
 
 - `IndexStreamFeed` owns one thread that runs the source (`IndexSource.run` blocks, event-driven,
   and reconnects by itself with backoff). Should `run` raise or return while the feed is running,
@@ -26,7 +27,8 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from config.instruments import CATALOG, canonical_symbol
 from config.settings import MarketDataSource, Settings
@@ -40,7 +42,7 @@ StateCallback = Callable[[bool, str], None]  # (connected, why)
 
 
 class IndexSource(Protocol):
-    """A stream of index values. Implemented in brokers/ (e.g. `SchwabIndexStream`)."""
+    """A stream of index values. Implemented in brokers/ (`SchwabIndexStream`, `TastytradeIndexStream`)."""
 
     name: str
 
@@ -53,6 +55,87 @@ class IndexSource(Protocol):
 
     def status(self) -> Mapping[str, Any]:
         """Cheap, no I/O: connection state, reconnects, last value, last error."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceChoice:
+    source: IndexSource
+    connected: Callable[[], bool]  # is the broker behind it logged in and connected now (cheap, no I/O)
+
+
+class FirstConnectedSource:
+    """One of several brokers' sources: the first (in the order given) whose broker is connected
+    when it starts, the first of all when none is. Each time the running source loses its
+    connection, the choice is looked at again: a source whose broker is no longer connected gives
+    way to one whose broker is (a drop of a source whose broker is still connected is only a
+    drop: that source reconnects by itself). The feed sees a switch as a drop and a reconnect."""
+
+    def __init__(self, choices: Sequence[SourceChoice]) -> None:
+        if not choices:
+            raise ValueError("FirstConnectedSource needs at least one source")
+        self.choices = tuple(choices)
+        self.name = "+".join(choice.source.name for choice in self.choices)
+        self._lock = threading.Lock()
+        self._running: SourceChoice | None = None
+        self._running_stop: threading.Event | None = None
+        self._shown = self.choices[0]  # whose status status() shows: the one running or last run
+        self.switches = 0
+
+    def _pick(self) -> SourceChoice:
+        return next((choice for choice in self.choices if _broker_connected(choice)), self.choices[0])
+
+    def run(self, on_value: IndexValueCallback, on_state: StateCallback, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            choice = self._pick()
+            own_stop = threading.Event()  # set on stop, or to switch away from this source
+            with self._lock:
+                self._running, self._running_stop, self._shown = choice, own_stop, choice
+            if stopping.is_set():  # interrupt() came before the source was known to it
+                own_stop.set()
+
+            def state(connected: bool, detail: str, choice: SourceChoice = choice,
+                      own_stop: threading.Event = own_stop) -> None:
+                on_state(connected, detail)
+                if connected or stopping.is_set() or _broker_connected(choice):
+                    return
+                better = self._pick()
+                if better is not choice:
+                    log.warning("index source %s lost its broker; switching to %s", choice.source.name,
+                                better.source.name)
+                    self.switches += 1
+                    own_stop.set()
+                    choice.source.interrupt()
+
+            try:
+                choice.source.run(on_value, state, own_stop)
+            finally:
+                with self._lock:
+                    self._running = self._running_stop = None
+            if not own_stop.is_set():
+                return  # the source ended by itself: the feed restarts this after its delay
+
+    def interrupt(self) -> None:
+        with self._lock:
+            choice, own_stop = self._running, self._running_stop
+        if own_stop is not None:
+            own_stop.set()
+        if choice is not None:
+            choice.source.interrupt()
+
+    def status(self) -> Mapping[str, Any]:
+        shown = self._shown.source
+        out = dict(shown.status())
+        out.update(active=shown.name if self._running is not None else None, switches=self.switches,
+                   candidates=[choice.source.name for choice in self.choices])
+        return out
+
+
+def _broker_connected(choice: SourceChoice) -> bool:
+    try:
+        return bool(choice.connected())
+    except Exception:  # a broker that cannot say counts as not connected
+        log.exception("index source %s: connection check failed", choice.source.name)
+        return False
 
 
 class IndexStreamFeed(Feed):
@@ -137,8 +220,9 @@ class NoIndexFeed(Feed):
         self._stop.wait()
 
 
-NO_SPX_SOURCE = ("no broker streams $SPX (Databento carries no index): set SCHWAB_API_KEY, SCHWAB_APP_SECRET and "
-                 "SCHWAB_ACCOUNT_ID and log in to Schwab, whose streamer supplies it")
+NO_SPX_SOURCE = ("no broker streams $SPX (Databento carries no index): configure and log in to Schwab "
+                 "(SCHWAB_API_KEY, SCHWAB_APP_SECRET, SCHWAB_ACCOUNT_ID) or Tastytrade (TASTYTRADE_CLIENT_ID, "
+                 "TASTYTRADE_CLIENT_SECRET, TASTYTRADE_ACCOUNT_ID), whose streamers supply it")
 
 
 def index_feed_for(settings: Settings, source: IndexSource | None) -> Feed | None:

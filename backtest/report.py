@@ -1,4 +1,5 @@
-"""Backtest outputs: metrics (report.json), trades.csv, equity.csv, bars.csv and equity.png.
+"""Backtest outputs: metrics (report.json), trades.csv, equity.csv, bars.csv, equity.png and
+report.html (backtest/report_html.py).
 
 Metric definitions (also written into report.json under "definitions"):
 - net_pnl: sum of round-trip net P&L (gross - commissions), exact Decimal from integer ticks.
@@ -30,6 +31,7 @@ import numpy as np
 from backtest import fills, statistics
 from backtest.data import NS, utc_iso
 from backtest.engine import BacktestResult, RoundTrip
+from backtest.report_html import write_report_html
 
 DEFINITIONS = {
     "sharpe": "session returns of the bar-close equity (last value per session), mean/stdev(ddof=1) x sqrt(sessions "
@@ -207,23 +209,32 @@ def write_bars(path: Path, result: BacktestResult) -> None:
 
 
 def plot_equity(path: Path, result: BacktestResult) -> None:
+    """Equity and drawdown against the bar number (dates as tick labels): nights, weekends and
+    holidays take no room, so no straight line is drawn across a closed market."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a server
     import matplotlib.pyplot as plt
 
+    from backtest.report_html import chart_title
+
     eq = result.equity
-    times = (result.data.bars.end_ns // 1_000_000).astype("datetime64[ms]")
-    peak = np.maximum.accumulate(eq)
+    x = np.arange(eq.size)
+    peak = np.maximum.accumulate(eq) if eq.size else eq
     fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(11, 6), height_ratios=(3, 1))
-    ax1.plot(times, eq, lw=0.9, color="tab:blue")
+    ax1.plot(x, eq, lw=0.9, color="tab:blue")
     ax1.set_ylabel("equity")
-    cfg = result.config
-    ax1.set_title(f"{cfg.strategy.value} {cfg.symbol} {cfg.tf.display}")
+    ax1.set_title(chart_title(result))
     ax1.grid(alpha=0.3)
-    ax2.fill_between(times, -(peak - eq), 0, color="tab:red", alpha=0.5, lw=0)
+    ax2.fill_between(x, -(peak - eq), 0, color="tab:red", alpha=0.5, lw=0)
     ax2.set_ylabel("drawdown")
     ax2.grid(alpha=0.3)
+    if eq.size:
+        ticks = np.unique(np.linspace(0, eq.size - 1, min(8, eq.size)).round().astype(np.int64))
+        end = result.data.bars.end_ns
+        span_days = (int(end[-1]) - int(end[0])) / (86_400 * NS)
+        ax2.set_xticks(ticks, [utc_iso(int(end[i]))[:10] if span_days > 3 else utc_iso(int(end[i]))[5:16].replace("T", " ")
+                               for i in ticks])
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -236,5 +247,6 @@ def write_all(out_dir: Path, result: BacktestResult) -> dict[str, Any]:
     write_equity(out_dir / "equity.csv", result)
     write_bars(out_dir / "bars.csv", result)
     plot_equity(out_dir / "equity.png", result)
+    write_report_html(out_dir / "report.html", result, rows, report)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -21,7 +21,8 @@ def test_ema_on_2006_bars_writes_every_output(shared_data: Path, tmp_path: Path)
            "--commission", "0.62", "--slippage-ticks", "1", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert {p.name for p in out.iterdir()} == {"trades.csv", "equity.csv", "bars.csv", "report.json", "equity.png"}
+    assert {p.name for p in out.iterdir()} == {"trades.csv", "equity.csv", "bars.csv", "report.json", "equity.png",
+                                            "report.html"}
     report = json.loads((out / "report.json").read_text())
     m = report["metrics"]
     assert report["data"] == "30889 source bars -> 6404 5Min bars"

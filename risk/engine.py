@@ -13,7 +13,10 @@ guard exist to stop new risk, not to keep a trader in the risk they hold.
 
 The check writes nothing (see domain/risk.py): an allowed decision carries the `RateSlot` the
 order manager's claim takes together with the order record, so there is one atomic step per order.
-`check_and_take` does both for a caller without an order manager (the backtester).
+`check_and_take` does both for a caller without an order manager.
+
+The rules themselves are pure functions in risk/rules.py, shared with `risk.memory.MemoryRiskEngine`
+(the same check over in-process state, for backtests); this class keeps their state in Redis.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import json
 import logging
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Callable, Mapping
@@ -33,6 +36,8 @@ from domain.orders import OrderRequest
 from domain.risk import OrderContext, RateSlot, RiskDecision, RiskReason
 from monitoring.audit import AUDIT_STREAM_MAXLEN
 from risk.limits import RiskLimits, apply_update, load_limits, save_limits
+from risk.rules import (RATE_WINDOW_MS, RiskSnapshot, decision_record, lifted_state, loss_breaches, loss_halt,
+                        pre_trade_decision, rate_denial)
 from risk.sizing import SizingResult, size_order
 from risk.state import GLOBAL_SCOPE, ScopeState, SessionStart, TradingState, default_session_start, next_session_start
 from store.rate_window import RATE_SLOT_LUA, rate_slot_args
@@ -43,7 +48,6 @@ log = logging.getLogger(__name__)
 FlattenCallback = Callable[[str | None, str], dict[str, Any]]  # (strategy or None for global, reason) -> report
 PnlSource = Callable[[datetime], Mapping[str, tuple[Decimal, Decimal]]]  # session start -> {strategy: (realized, unrealized)}
 
-RATE_WINDOW_MS = 60_000
 DECISIONS_MAXLEN = 50_000
 EVENTS_MAXLEN = 10_000
 PNL_TTL_SECONDS = 4 * 24 * 3600
@@ -69,23 +73,7 @@ class BreachEvent:
                 "flatten_required": self.flatten_required, "flatten_report": self.flatten_report, "ts": self.ts}
 
 
-@dataclass
-class _Snapshot:
-    global_state: ScopeState
-    strategy_state: ScopeState
-    limits: RiskLimits
-    pnl: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
-
-
-def _fields(order: OrderRequest, ctx: OrderContext, decision: RiskDecision, now: datetime) -> dict[str, str]:
-    """One risk decision as recorded (decisions stream, audit)."""
-    return {
-        "ts": now.isoformat(), "allowed": "1" if decision.allowed else "0", "reason": decision.reason.value,
-        "detail": decision.detail, "client_order_id": order.client_order_id, "strategy": ctx.strategy,
-        "symbol": ctx.symbol, "position_key": order.position_key, "broker": ctx.broker,
-        "side": order.side.value, "quantity": str(order.quantity), "intent_reason": ctx.reason,
-        "reduces_position": "1" if ctx.reduces_position else "0",
-    }
+_fields = decision_record
 
 
 def _d(raw: Any) -> Decimal:
@@ -171,8 +159,8 @@ class RiskEngine:
 
     def _lift_if_new_session(self, scope: str, state: ScopeState, now: datetime) -> ScopeState:
         if state.state is TradingState.HALTED and state.auto_resume and state.halted_session is not None:
-            if self._session_id(now) != state.halted_session:
-                lifted = ScopeState(TradingState.ACTIVE, "new session", now.isoformat(), "session_change")
+            lifted = lifted_state(state, self._session_id(now), now)
+            if lifted is not None:
                 self.store.redis.set(self._k("state", scope), lifted.dumps())
                 self._event({"type": "reactivated", "scope": scope, "previous_session": state.halted_session,
                              "ts": now.isoformat()})
@@ -249,10 +237,7 @@ class RiskEngine:
     def rate_limited(self, order: OrderRequest, context: OrderContext, decision: RiskDecision,
                      count: int) -> RiskDecision:
         """The claim found the window full: the denial (recorded like any other)."""
-        limit = decision.slot.limit if decision.slot is not None else 0
-        denial = RiskDecision(False, RiskReason.ORDER_RATE,
-                              f"{count} orders in the last minute for {context.strategy} {context.symbol} "
-                              f"(max {limit}/min): runaway guard")
+        denial = rate_denial(context, decision.slot.limit if decision.slot is not None else 0, count)
         self._record(order, context, denial, self.clock())
         return denial
 
@@ -267,7 +252,7 @@ class RiskEngine:
             return self.rate_limited(order, context, decision, int(count))
         return decision
 
-    def _snapshot(self, context: OrderContext, now: datetime) -> _Snapshot:
+    def _snapshot(self, context: OrderContext, now: datetime) -> RiskSnapshot:
         pipe = self.store.redis.pipeline(transaction=False)  # one round trip for every read
         pipe.get(self._k("state", GLOBAL_SCOPE))
         pipe.get(self._k("state", context.strategy))
@@ -276,7 +261,7 @@ class RiskEngine:
         g_raw, s_raw, limits_raw, pnl_raw = pipe.execute()
         limits = RiskLimits.from_json(json.loads(limits_raw)) if limits_raw else RiskLimits()
         pnl = {name: (_d(json.loads(v)["realized"]), _d(json.loads(v)["unrealized"])) for name, v in pnl_raw.items()}
-        return _Snapshot(
+        return RiskSnapshot(
             self._lift_if_new_session(GLOBAL_SCOPE, ScopeState.loads(g_raw), now),
             self._lift_if_new_session(context.strategy, ScopeState.loads(s_raw), now),
             limits, pnl,
@@ -284,46 +269,7 @@ class RiskEngine:
 
     def _check(self, order: OrderRequest, ctx: OrderContext, now: datetime) -> tuple[RiskDecision, int]:
         """The decision and, when allowed, the orders-per-minute limit its slot applies (-1: none)."""
-        if ctx.reduces_position:
-            # The way out: no state, exposure or rate rule applies (see the module docstring).
-            return RiskDecision(True, RiskReason.OK, "reduces the position"), -1
-        snap = self._snapshot(ctx, now)
-        for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
-            if st.state is TradingState.HALTED:
-                return RiskDecision(False, RiskReason.HALTED, f"{scope} is HALTED: {st.reason}"), -1
-        for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
-            if st.state is TradingState.REDUCING:
-                return RiskDecision(False, RiskReason.REDUCING_ONLY,
-                                    f"{scope} is REDUCING: only orders that reduce a position pass"), -1
-        denial = self._exposure_checks(order, ctx, snap)
-        if denial is not None:
-            return denial, -1
-        limit = snap.limits.max_orders_per_minute
-        return RiskDecision.allow(), -1 if limit is None else limit
-
-    def _exposure_checks(self, order: OrderRequest, ctx: OrderContext, snap: _Snapshot) -> RiskDecision | None:
-        limits = snap.limits
-        # Loss limits deny new exposure even before on_pnl's halt lands (belt and braces).
-        strat_limit = limits.strategy_loss_limit(ctx.strategy)
-        if strat_limit is not None and ctx.strategy in snap.pnl:
-            total = sum(snap.pnl[ctx.strategy], Decimal(0))
-            if total <= -strat_limit:
-                return RiskDecision(False, RiskReason.DAILY_LOSS_LIMIT,
-                                    f"{ctx.strategy} P&L {total} breached its daily loss limit {strat_limit}")
-        if limits.daily_loss_limit_global is not None and snap.pnl:
-            total = sum((r + u for r, u in snap.pnl.values()), Decimal(0))
-            if total <= -limits.daily_loss_limit_global:
-                return RiskDecision(False, RiskReason.DAILY_LOSS_LIMIT,
-                                    f"global P&L {total} breached the daily loss limit {limits.daily_loss_limit_global}")
-        if limits.max_order_quantity is not None and order.quantity > limits.max_order_quantity:
-            return RiskDecision(False, RiskReason.MAX_ORDER_QUANTITY,
-                                f"order quantity {order.quantity} exceeds max {limits.max_order_quantity}")
-        cap = limits.position_limit(ctx.symbol)
-        after = ctx.current_quantity + order.signed_quantity
-        if cap is not None and abs(after) > cap and abs(after) > abs(ctx.current_quantity):
-            return RiskDecision(False, RiskReason.MAX_POSITION,
-                                f"position would be {after} {ctx.symbol}; max {cap}")
-        return None
+        return pre_trade_decision(order, ctx, lambda: self._snapshot(ctx, now))
 
     # ------------------------------------------------------------------ P&L and loss limits
     def on_pnl(self, strategy: str, realized: Decimal | float | str, unrealized: Decimal | float | str,
@@ -362,18 +308,10 @@ class RiskEngine:
             limits = self.get_limits()
             pnl = self.session_pnl(now)
             events: list[BreachEvent] = []
-            for strategy, (realized, unrealized) in sorted(pnl.items()):
-                limit = limits.strategy_loss_limit(strategy)
-                if limit is not None and realized + unrealized <= -limit:
-                    event = self._breach(strategy, limit, realized + unrealized, now)
-                    if event:
-                        events.append(event)
-            if limits.daily_loss_limit_global is not None and pnl:
-                total = sum((r + u for r, u in pnl.values()), Decimal(0))
-                if total <= -limits.daily_loss_limit_global:
-                    event = self._breach(GLOBAL_SCOPE, limits.daily_loss_limit_global, total, now)
-                    if event:
-                        events.append(event)
+            for scope, limit, total in loss_breaches(limits, pnl):
+                event = self._breach(scope, limit, total, now)
+                if event:
+                    events.append(event)
             if self.metrics is not None and pnl:
                 self.metrics.set_pnl(GLOBAL_SCOPE, sum((r for r, _ in pnl.values()), Decimal(0)),
                                      sum((u for _, u in pnl.values()), Decimal(0)))
@@ -386,9 +324,8 @@ class RiskEngine:
         if not self.store.redis.set(self._k("breach", scope, session), now.isoformat(), nx=True, ex=PNL_TTL_SECONDS):
             return None
         resumes = next_session_start(self.session_start_fn, self.session_symbol, now)
-        reason = f"daily loss limit {limit} breached (P&L {pnl}); halted until the next session"
-        halted = ScopeState(TradingState.HALTED, reason, now.isoformat(), "loss_limit", session, True,
-                            resumes.isoformat() if resumes else None)
+        halted = loss_halt(limit, pnl, now, session, resumes)
+        reason = halted.reason
         self.store.redis.set(self._k("state", scope), halted.dumps())
         self._metric_state(scope, TradingState.HALTED)
         report: dict[str, Any] | None = None

@@ -35,6 +35,12 @@ from risk.state import GLOBAL_SCOPE, ScopeState, SessionStart, TradingState, def
 log = logging.getLogger("risk.engine")  # the live engine's logger: one switch silences both
 
 DECISIONS_MAXLEN = 50_000
+_ACTIVE = ScopeState()  # a scope never set is ACTIVE
+
+
+def _rate_key(ctx: OrderContext) -> str:
+    """The orders-per-minute window's key: per (strategy, symbol), as the live `risk:rate:*` keys."""
+    return f"{ctx.strategy}:{ctx.symbol}"
 
 
 def _d(raw: Decimal | float | str) -> Decimal:
@@ -62,6 +68,7 @@ class MemoryRiskEngine:
         self._windows: dict[str, list[int]] = {}  # rate key -> sorted entry times (ms)
         self._breached: set[tuple[str, str]] = set()  # (scope, session id) already halted for its loss
         self.decisions: deque[dict[str, str]] = deque(maxlen=DECISIONS_MAXLEN)
+        self._plain: RiskSnapshot | None = None  # the snapshot while nothing but limits was ever set
 
     # ------------------------------------------------------------------ state
     def _session_id(self, now: datetime) -> str:
@@ -82,11 +89,14 @@ class MemoryRiskEngine:
         return new
 
     def scope_state(self, scope: str = GLOBAL_SCOPE, now: datetime | None = None) -> ScopeState:
-        now = now or self.clock()
-        state = self._states.get(scope, ScopeState())
-        lifted = lifted_state(state, self._session_id(now), now)
-        if lifted is not None:
-            self._states[scope] = state = lifted
+        state = self._states.get(scope)
+        if state is None:
+            return _ACTIVE
+        if state.auto_resume and state.state is TradingState.HALTED:  # only a loss-limit halt needs the session
+            now = now or self.clock()
+            lifted = lifted_state(state, self._session_id(now), now)
+            if lifted is not None:
+                self._states[scope] = state = lifted
         return state
 
     def on_pnl(self, strategy: str, realized: Decimal | float | str, unrealized: Decimal | float | str,
@@ -109,8 +119,14 @@ class MemoryRiskEngine:
         return new
 
     def _snapshot(self, ctx: OrderContext, now: datetime) -> RiskSnapshot:
-        return RiskSnapshot(self.scope_state(GLOBAL_SCOPE, now), self.scope_state(ctx.strategy, now), self.limits,
-                            dict(self._pnl.get(self._session_id(now), {})))
+        if not self._states and not self._pnl:
+            # Every scope ACTIVE and no P&L ever fed (every backtest): nothing to look up.
+            plain = self._plain
+            if plain is None or plain.limits is not self.limits:
+                plain = self._plain = RiskSnapshot(_ACTIVE, _ACTIVE, self.limits, {})
+            return plain
+        pnl = dict(self._pnl.get(self._session_id(now), {})) if self._pnl else {}
+        return RiskSnapshot(self.scope_state(GLOBAL_SCOPE, now), self.scope_state(ctx.strategy, now), self.limits, pnl)
 
     # ------------------------------------------------------------------ the check
     def __call__(self, order: OrderRequest, context: OrderContext) -> RiskDecision:
@@ -122,7 +138,7 @@ class MemoryRiskEngine:
             return decision
         if limit < 0:
             return decision
-        slot = RateSlot(key=f"rate:{context.strategy}:{context.symbol}", limit=limit, window_ms=RATE_WINDOW_MS,
+        slot = RateSlot(key=_rate_key(context), limit=limit, window_ms=RATE_WINDOW_MS,
                         now_ms=int(now.timestamp() * 1000), member=order.client_order_id)
         return RiskDecision(True, decision.reason, decision.detail, slot=slot)
 
@@ -135,24 +151,39 @@ class MemoryRiskEngine:
     def take_slot(self, slot: RateSlot) -> tuple[int, int]:
         """The rate fragment of store/rate_window.py on the in-process window: (-2, count) when
         the window is full (nothing added), else (1, 0) with the entry added."""
-        window = self._windows.setdefault(slot.key, [])
-        expired = bisect.bisect_right(window, slot.now_ms - slot.window_ms)  # ZREMRANGEBYSCORE -inf (now - window)
-        if expired:
-            del window[:expired]
-        if len(window) >= slot.limit:
-            return -2, len(window)
-        bisect.insort_right(window, slot.now_ms)
-        return 1, 0
+        count = self._take(slot.key, slot.now_ms, slot.window_ms, slot.limit)
+        return (-2, count) if count >= 0 else (1, 0)
+
+    def _take(self, key: str, now_ms: int, window_ms: int, limit: int) -> int:
+        """-1 with the entry added, else the count of the full window (nothing added)."""
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = []
+        elif window and window[0] <= now_ms - window_ms:  # ZREMRANGEBYSCORE -inf (now - window)
+            del window[:bisect.bisect_right(window, now_ms - window_ms)]
+        if len(window) >= limit:
+            return len(window)
+        if not window or window[-1] <= now_ms:
+            window.append(now_ms)  # the usual case: time moves forward
+        else:
+            bisect.insort_right(window, now_ms)
+        return -1
 
     def check_and_take(self, order: OrderRequest, context: OrderContext) -> RiskDecision:
-        """The check plus taking its slot (no order manager in a backtest), as
-        `RiskEngine.check_and_take`."""
-        decision = self(order, context)
-        if not decision.allowed or decision.slot is None:
+        """The check plus taking its slot (no order manager in a backtest): the decision of
+        `RiskEngine.check_and_take` (allowed, reason, detail), without building the slot object."""
+        now = self.clock()
+        decision, limit = pre_trade_decision(order, context, lambda: self._snapshot(context, now))
+        if not decision.allowed:
+            self._record(order, context, decision, now)
             return decision
-        status, count = self.take_slot(decision.slot)
-        if status == -2:
-            return self.rate_limited(order, context, decision, count)
+        if limit < 0:
+            return decision
+        count = self._take(_rate_key(context), int(now.timestamp() * 1000), RATE_WINDOW_MS, limit)
+        if count >= 0:
+            denial = rate_denial(context, limit, count)
+            self._record(order, context, denial, now)
+            return denial
         return decision
 
     def _record(self, order: OrderRequest, ctx: OrderContext, decision: RiskDecision, now: datetime) -> None:

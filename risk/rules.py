@@ -24,6 +24,9 @@ from risk.limits import RiskLimits
 from risk.state import GLOBAL_SCOPE, ScopeState, TradingState
 
 RATE_WINDOW_MS = 60_000
+# Decisions are immutable: the two answers without detail of their own are shared.
+_WAY_OUT = RiskDecision(True, RiskReason.OK, "reduces the position")
+_ALLOWED = RiskDecision.allow()
 
 
 @dataclass
@@ -43,7 +46,7 @@ def pre_trade_decision(order: OrderRequest, ctx: OrderContext,
     `snapshot` is called only for an order that adds exposure (the way out reads nothing)."""
     if ctx.reduces_position:
         # The way out: no state, exposure or rate rule applies.
-        return RiskDecision(True, RiskReason.OK, "reduces the position"), -1
+        return _WAY_OUT, -1
     snap = snapshot()
     for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
         if st.state is TradingState.HALTED:
@@ -56,7 +59,7 @@ def pre_trade_decision(order: OrderRequest, ctx: OrderContext,
     if denial is not None:
         return denial, -1
     limit = snap.limits.max_orders_per_minute
-    return RiskDecision.allow(), -1 if limit is None else limit
+    return _ALLOWED, -1 if limit is None else limit
 
 
 def exposure_denial(order: OrderRequest, ctx: OrderContext, snap: RiskSnapshot) -> RiskDecision | None:

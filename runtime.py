@@ -189,7 +189,7 @@ def build_live_adapters(settings: Settings, store: Store, token_store: TokenStor
 
         live[SCHWAB] = SchwabAdapter(settings, store, token_store)
     if settings.tastytrade_client_id and settings.tastytrade_client_secret:
-        from brokers.tastytrade import TastytradeAdapter
+        from brokers.tastytrade.adapter import TastytradeAdapter
 
         live[TASTYTRADE] = TastytradeAdapter(settings, store, token_store)
     return live

@@ -21,7 +21,7 @@ from api.validation import MAX_TEXT, json_body, text_field
 from auth.decorators import admin_required, viewer_required
 from brokers.errors import AuthenticationRequired, BrokerConfigError, BrokerError, TemporaryBrokerError
 from brokers.registry import BrokerNotConfigured
-from brokers.tastytrade_support import refresh_token_problem
+from brokers.tastytrade.auth import refresh_token_problem
 
 log = logging.getLogger(__name__)
 

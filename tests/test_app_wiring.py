@@ -106,7 +106,7 @@ def test_an_unrecorded_prefix_with_state_refuses_the_other_mode(
 
 def test_a_prefix_already_mixing_paper_and_live_orders_refuses_both_modes(fake_store) -> None:
     _paper_book(fake_store)
-    # and a live order, mapped as brokers/tastytrade.py maps every order it places for real
+    # and a live order, mapped as brokers/tastytrade/adapter.py maps every order it places for real
     fake_store.redis.hset(fake_store.key("broker", "tastytrade", "order_ids"), "ema-MES-open-x", "901")
     for mode in TradingMode:
         with pytest.raises(PrefixModeError, match="holds both paper and live orders"):

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "brokers" / "fixtures_tastytrade"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "brokers" / "tastytrade" / "fixtures"))
 from tt_fake import CLIENT_SECRET, REFRESH_TOKEN, Harness  # noqa: E402
 from tt_token_endpoint import TokenEndpoint  # noqa: E402
 

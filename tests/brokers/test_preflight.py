@@ -1,5 +1,5 @@
 """The pre-flight command (preflight.py) through the real SDKs on fake transports: schwab-py and
-the tastytrade SDK over httpx2 MockTransports (tests/brokers/schwab/fixtures, fixtures_tastytrade),
+the tastytrade SDK over httpx2 MockTransports (tests/brokers/schwab/fixtures, tests/brokers/tastytrade/fixtures),
 databento's Historical client over a requests transport adapter, or a closed port.
 
 Sources of the fakes' answers beyond the shared fixtures:
@@ -38,7 +38,7 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures_tastytrade"))
+sys.path.insert(0, str(Path(__file__).parent / "tastytrade" / "fixtures"))
 from tt_fake import (  # noqa: E402,F401
     ACCOUNT as TT_ACCOUNT,
 )

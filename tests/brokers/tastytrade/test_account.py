@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures_tastytrade"))
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from tt_fake import (  # noqa: E402,F401
     ACCOUNT,
     NOW,
@@ -24,7 +24,7 @@ from tt_fake import (  # noqa: E402,F401
 )
 
 from brokers.errors import AuthenticationRequired, BrokerConfigError  # noqa: E402
-from brokers.tastytrade import TastytradeAdapter  # noqa: E402
+from brokers.tastytrade.adapter import TastytradeAdapter  # noqa: E402
 from domain.orders import (  # noqa: E402
     Balances,
     BrokerOrderId,

@@ -47,7 +47,7 @@ from zoneinfo import ZoneInfo
 import httpx2
 import redis
 from pydantic import ValidationError
-from tastytrade import API_URL, Account, Session
+from tastytrade import Account, Session
 from tastytrade.instruments import NestedOptionChain
 from tastytrade.market_data import get_market_data_by_type
 from tastytrade.order import InstrumentType, OrderStatus, PlacedOrder
@@ -62,23 +62,24 @@ from brokers.errors import (
     TemporaryBrokerError,
 )
 from brokers.preview import OrderPreview, tastytrade_preview
-from brokers.tastytrade_support import (
-    CURRENT_TRACE,
-    NOT_SENT_ERRORS,
+from brokers.tastytrade.auth import (
+    AUTHORIZE_URL,
+    OAUTH_SCOPES,
     TOKEN_PATH,
-    HttpTrace,
-    LoopThread,
     Redactor,
     TokenWatch,
+    exchange_code,
+    refresh_token_problem,
+)
+from brokers.tastytrade.http_trace import CURRENT_TRACE, NOT_SENT_ERRORS, HttpFailure, HttpTrace, event_hooks
+from brokers.tastytrade.loop import LoopThread
+from brokers.tastytrade.parsing import (
     UntradeableOrder,
     broker_position,
     chain_contracts,
-    event_hooks,
     held_quantity,
     leg_instrument,
-    oauth_error_text,
     order_update,
-    refresh_token_problem,
     tastytrade_order,
 )
 from brokers.token_store import TokenDecryptError, TokenStore
@@ -105,26 +106,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 NEW_YORK = ZoneInfo("America/New_York")
 
-AUTHORIZE_URL = "https://my.tastytrade.com/auth.html"
-OAUTH_SCOPES = "read trade"
 OAUTH_STATE_TTL_SECONDS = 600
 ORDER_SEARCH_DAYS_BACK = 1  # New York days before today searched for an order by client id
 _SDK_LOGGERS = ("httpx2", "tastytrade")
-
-
-class _HttpFailure(Exception):
-    """Internal: an SDK call failed; carries what the HTTP trace saw."""
-
-    def __init__(self, message: str, *, status: int | None, path: str | None, retry_after: float | None,
-                 transport_error: Exception | None = None, sent: bool = True, call_timeout: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.path = path
-        self.retry_after = retry_after
-        self.transport_error = transport_error
-        self.sent = sent
-        self.call_timeout = call_timeout
 
 
 class TastytradeAdapter(BrokerAdapter):
@@ -235,8 +219,9 @@ class TastytradeAdapter(BrokerAdapter):
         body = {"grant_type": "authorization_code", "code": code, "client_id": client_id,
                 "client_secret": secret, "redirect_uri": self._settings.tastytrade_redirect_uri}
         try:
-            data = self._run("oauth.token", lambda: self._exchange_code(body))
-        except _HttpFailure as exc:
+            data = self._run("oauth.token", lambda: exchange_code(body, timeout=self._http_timeout,
+                                                                 transport=self._transport))
+        except HttpFailure as exc:
             if exc.transport_error is not None or exc.status is None or exc.status == 429 or exc.status >= 500:
                 raise TemporaryBrokerError(f"tastytrade token endpoint unavailable: {self._redact(exc.message)}",
                                            broker=self.name, retry_after=exc.retry_after) from None
@@ -272,7 +257,7 @@ class TastytradeAdapter(BrokerAdapter):
         session, watch = self._run("session.create", lambda: self._new_session(token, None))
         try:
             self._run("oauth.token", lambda: session.refresh(force=True))
-        except _HttpFailure as exc:
+        except HttpFailure as exc:
             self._close_client(session)
             if exc.transport_error is not None or exc.status is None or exc.status == 429 or exc.status >= 500:
                 raise TemporaryBrokerError(f"tastytrade token endpoint unavailable: {self._redact(exc.message)}",
@@ -297,7 +282,7 @@ class TastytradeAdapter(BrokerAdapter):
             return self.connect()
         try:
             self._run("oauth.refresh", lambda: self._session_refresh(force=True))
-        except _HttpFailure as exc:
+        except HttpFailure as exc:
             if exc.transport_error is not None or exc.status == 429 or (exc.status or 0) >= 500:
                 # Tastytrade unreachable: the current access token may still be valid.
                 self._message = f"token refresh failed temporarily: {self._redact(exc.message)}"
@@ -395,7 +380,7 @@ class TastytradeAdapter(BrokerAdapter):
         for attempt in (1, 2):
             try:
                 response = self._run("orders.place", lambda: self._with_session(place), order_call=True)
-            except _HttpFailure as exc:
+            except HttpFailure as exc:
                 if exc.status == 401 and attempt == 1 and exc.path is not None and exc.path.endswith(url_suffix):
                     # A 401 is decided by the auth layer before the order handler, so the order was
                     # not accepted. Refresh, make sure (by external id) it really is absent, retry once.
@@ -552,7 +537,7 @@ class TastytradeAdapter(BrokerAdapter):
             self._connected = False
 
     def _run(self, label: str, make: Callable[[], Awaitable[T]], *, order_call: bool = False) -> T:
-        """Run one coroutine on the loop thread with an HTTP trace; failures -> _HttpFailure."""
+        """Run one coroutine on the loop thread with an HTTP trace; failures -> HttpFailure."""
         self._ensure_loop()
         trace = HttpTrace()
 
@@ -568,12 +553,12 @@ class TastytradeAdapter(BrokerAdapter):
             future.cancel()
             # The cancellation lands asynchronously: the request may still go out after this
             # point, so a timed-out call can never be proven unsent.
-            raise _HttpFailure(f"no answer within {self._call_timeout:.0f}s", status=None,
+            raise HttpFailure(f"no answer within {self._call_timeout:.0f}s", status=None,
                                path=trace.last.path if trace.last else None, retry_after=None,
                                transport_error=TimeoutError("call timeout"), sent=True, call_timeout=True) from None
         except httpx2.TransportError as exc:
             last = trace.last
-            raise _HttpFailure(f"{type(exc).__name__}", status=None, path=last.path if last else None,
+            raise HttpFailure(f"{type(exc).__name__}", status=None, path=last.path if last else None,
                                retry_after=None, transport_error=exc,
                                sent=not isinstance(exc, NOT_SENT_ERRORS)) from None
         except BrokerError:
@@ -581,12 +566,12 @@ class TastytradeAdapter(BrokerAdapter):
         except ValidationError as exc:
             # A 2xx body we could not parse. For an order this means it WAS accepted.
             last = trace.last
-            raise _HttpFailure(f"unexpected response shape ({exc.error_count()} errors)", status=last.status if last else None,
+            raise HttpFailure(f"unexpected response shape ({exc.error_count()} errors)", status=last.status if last else None,
                                path=last.path if last else None, retry_after=None) from None
         except Exception as exc:  # noqa: BLE001 - the SDK raises TastytradeError / parse errors
             failed = next((e for e in reversed(trace.events) if e.status is not None and e.status // 100 != 2), None)
             last = failed or trace.last
-            raise _HttpFailure(str(exc).strip() or type(exc).__name__, status=last.status if last else None,
+            raise HttpFailure(str(exc).strip() or type(exc).__name__, status=last.status if last else None,
                                path=last.path if last else None,
                                retry_after=last.retry_after if last else None) from None
         finally:
@@ -609,7 +594,7 @@ class TastytradeAdapter(BrokerAdapter):
             attempt += 1
             try:
                 return self._run(label, lambda: self._with_session(fn))
-            except _HttpFailure as exc:
+            except HttpFailure as exc:
                 if exc.status == 401 and exc.path != TOKEN_PATH and not refreshed:
                     refreshed = True
                     attempt -= 1  # the auth retry does not use up a backoff attempt
@@ -637,20 +622,20 @@ class TastytradeAdapter(BrokerAdapter):
     def _force_refresh_or_raise(self) -> None:
         try:
             self._run("oauth.refresh", lambda: self._session_refresh(force=True))
-        except _HttpFailure as exc:
+        except HttpFailure as exc:
             if exc.transport_error is not None or exc.status == 429 or (exc.status or 0) >= 500:
                 raise TemporaryBrokerError(f"tastytrade token refresh unavailable: {self._redact(exc.message)}",
                                            broker=self.name) from None
             self._set_disconnected_for(exc)
             raise AuthenticationRequired(self._message, broker=self.name) from None
 
-    def _set_disconnected_for(self, exc: _HttpFailure) -> None:
+    def _set_disconnected_for(self, exc: HttpFailure) -> None:
         self._connected = False
         self._message = (f"tastytrade authentication required (HTTP {exc.status or '-'}): log in again "
                          f"(the authorize URL, or a new refresh token made with Create Grant)")
         log.error("tastytrade disconnected: authentication failed (HTTP %s)", exc.status)
 
-    def _order_error(self, exc: _HttpFailure, url_suffix: str, coid: ClientOrderId) -> BrokerError:
+    def _order_error(self, exc: HttpFailure, url_suffix: str, coid: ClientOrderId) -> BrokerError:
         """Map a failed order call. The question is always: could the order have reached Tastytrade?"""
         order_sent = exc.path is not None and exc.path.endswith(url_suffix)
         message = self._redact(exc.message)
@@ -710,23 +695,6 @@ class TastytradeAdapter(BrokerAdapter):
         if session is None:
             raise AuthenticationRequired("tastytrade is not connected", broker=self.name)
         await session.refresh(force=force)
-
-    async def _exchange_code(self, body: dict[str, str]) -> dict[str, Any]:
-        # The SDK has no authorization-code helper, so this one request uses httpx2 directly, with
-        # the same transport, base URL and headers the SDK uses.
-        kwargs: dict[str, Any] = {"base_url": API_URL, "timeout": self._http_timeout, "event_hooks": event_hooks()}
-        if self._transport is not None:
-            kwargs["transport"] = self._transport
-        async with httpx2.AsyncClient(**kwargs) as client:
-            response = await client.post(TOKEN_PATH, json=body, headers={"Accept": "application/json"})
-        if response.status_code // 100 != 2:
-            try:
-                payload = response.json()
-            except ValueError:
-                payload = {}
-            raise RuntimeError(oauth_error_text(payload, response.status_code))
-        data = response.json()
-        return dict(data) if isinstance(data, dict) else {}
 
     # ---------------------------------------------------------------- internals: misc
     def _require_account(self) -> Account:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures_tastytrade"))
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from tt_fake import (  # noqa: E402,F401
     NOW,
     ORDERS_PATH,

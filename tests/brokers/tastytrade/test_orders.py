@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures_tastytrade"))
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from tt_fake import (  # noqa: E402,F401
     ACCOUNT,
     API,
@@ -190,7 +190,7 @@ def test_index_without_option_is_rejected_before_sending(tt: Harness) -> None:
 def test_front_month_rolls_on_second_thursday(tt: Harness) -> None:
     from datetime import UTC, datetime
 
-    from brokers.tastytrade import TastytradeAdapter
+    from brokers.tastytrade.adapter import TastytradeAdapter
     from tt_fake import make_settings
 
     tt.login()

@@ -34,7 +34,7 @@ from engine.executor import IntentExecutor
 from engine.runner import Divergence as StrategyDivergence
 from engine.services import Services
 from engine.supervisor import PriceRefusal, StrategySupervisor
-from market_data.index_feed import NO_SPX_SOURCE, IndexSource, index_feed_for
+from market_data.index_feed import NO_SPX_SOURCE, FirstConnectedSource, IndexSource, SourceChoice, index_feed_for
 from market_data.service import MarketDataService, build_feed
 from domain.risk import allow_all
 from monitoring.divergence import Divergences
@@ -455,16 +455,31 @@ class TradingRuntime:
 
 
 def build_index_source(settings: Settings, live: dict[BrokerName, BrokerAdapter]) -> IndexSource | None:
-    """Where real SPX values come from: Schwab's streamer when a Schwab adapter is configured and
-    the rest of the data is real (Databento). None otherwise; simulated and replayed runs price
-    SPX with the rest of their data."""
-    schwab = live.get(SCHWAB)
-    if settings.market_data_source is not MarketDataSource.DATABENTO or schwab is None:
+    """Where real SPX values come from when the rest of the data is real (Databento): the streams
+    of the configured brokers, Schwab's first. With both, the one that runs is the first whose
+    broker is connected when market data starts (after `start()` connected the brokers), and a
+    stream whose broker went away gives way to the other (`FirstConnectedSource`). None without a
+    streaming broker; simulated and replayed runs price SPX with the rest of their data."""
+    if settings.market_data_source is not MarketDataSource.DATABENTO:
         return None
-    from brokers.schwab.adapter import SchwabAdapter
-    from brokers.schwab.stream import SchwabIndexStream
+    choices: list[SourceChoice] = []
+    schwab, tastytrade = live.get(SCHWAB), live.get(TASTYTRADE)
+    if schwab is not None:
+        from brokers.schwab.adapter import SchwabAdapter
+        from brokers.schwab.stream import SchwabIndexStream
 
-    return SchwabIndexStream(schwab.streaming_client) if isinstance(schwab, SchwabAdapter) else None
+        if isinstance(schwab, SchwabAdapter):
+            choices.append(SourceChoice(SchwabIndexStream(schwab.streaming_client), lambda: schwab.status().connected))
+    if tastytrade is not None:
+        from brokers.tastytrade.adapter import TastytradeAdapter
+        from brokers.tastytrade_dxlink import TastytradeIndexStream
+
+        if isinstance(tastytrade, TastytradeAdapter):
+            choices.append(SourceChoice(TastytradeIndexStream(tastytrade.start_on_session),
+                                        lambda: tastytrade.status().connected))
+    if len(choices) > 1:
+        return FirstConnectedSource(choices)
+    return choices[0].source if choices else None
 
 
 def live_price_refusal(settings: Settings, index_source: IndexSource | None) -> PriceRefusal:

@@ -21,6 +21,7 @@ from api.auth_routes import auth_bp
 from api.backtest import backtest_bp
 from api.bars import bars_bp
 from api.brokers import brokers_bp
+from api.console import console_bp
 from api.errors import register_error_handlers
 from api.meta import meta_bp
 from api.monitoring import monitoring_bp
@@ -36,6 +37,7 @@ from auth.tokens import init_jwt
 from auth.users import UserStore
 from backtest.jobs import BacktestJobs
 from config.settings import Settings, SettingsError, load_settings
+from config.symbology import contract_from_key, contract_key_at
 from engine.services import Services
 from ledger.trades import Ledger
 from ledger.pnl import session_pnl
@@ -135,9 +137,17 @@ def build_services(settings: Settings, store: Store) -> Services:
 
 
 def _mark_price(services: Services, key: str) -> Decimal | None:
-    """Latest trade price for a catalog symbol (options have no live mark here: reported missing)."""
+    """Latest trade price for a position key: a catalog symbol, or a futures contract month while it
+    is the front month the feed streams (another month's position would be marked at the wrong
+    contract's price: reported missing instead, as options are, which have no live mark here)."""
     if services.market_data is None:
         return None
+    contract = contract_from_key(key)
+    if contract is not None:
+        root = f"/{contract.root}"
+        if contract_key_at(root, services.time_ns()) != key:
+            return None
+        key = root
     try:
         price = services.market_data.last_price(key)
     except ValueError:  # an OCC option symbol is not a catalog symbol
@@ -179,7 +189,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     install_login_limits(app, store, auth_bp, per_address=settings.login_rate_limit,
                          per_account_address=settings.login_account_rate_limit)
     for blueprint in (auth_bp, tickers_bp, trading_bp, brokers_bp, meta_bp, bars_bp, risk_bp, monitoring_bp,
-                      backtest_bp, orders_bp, strategies_bp):
+                      backtest_bp, orders_bp, strategies_bp, console_bp):
         app.register_blueprint(blueprint)
     app.cli.add_command(users_cli)
 
@@ -243,6 +253,7 @@ def main() -> int:
         runtime.start()
         log.info("serving on http://%s:%d (mode=%s, data=%s, redis=%s, prefix=%s)", settings.host, settings.port,
                  settings.trading_mode.value, settings.market_data_source.value, store.url, settings.redis_prefix)
+        log.info("operations console: http://%s:%d/console/", settings.host, settings.port)
         from waitress import serve
 
         serve(app, host=settings.host, port=settings.port, threads=WAITRESS_THREADS)

@@ -4,6 +4,7 @@ POST /api/backtest (admin): validate the request (same fields as the CLI: the ad
 `data` file paths under an allowed data directory, optional from/to, quantity, commission,
 slippage_ticks) and queue a job -> 202 {success, id}.
 GET /api/backtest/<id> (viewer): {success, job: {id, status, progress, report, error, ...}}.
+GET /api/backtest/<id>/results (viewer): a finished job's equity curve, trades and last bars.
 
 The work happens in `backtest.jobs.BacktestJobs` (a niced child process), never in the request.
 """
@@ -15,7 +16,7 @@ from flask import Blueprint, Response, jsonify
 
 from api.responses import ApiError
 from api.contract import Answer, endpoint
-from api.schemas import BacktestBody, BacktestJobReply, QueuedReply
+from api.schemas import BacktestBody, BacktestJobReply, BacktestResultsReply, QueuedReply
 from api.services import get_services
 from api.validation import json_body
 from auth.decorators import admin_required, viewer_required
@@ -66,3 +67,18 @@ def get_backtest(job_id: str) -> tuple[Response, int]:
         raise ApiError(404, f"no backtest job {job_id[:32]!r}", error="not found")
     return jsonify({"success": True, "id": job["id"], "status": job["status"], "progress": job["progress"],
                     "report": job["report"], "job": job}), 200
+
+
+@backtest_bp.get("/<job_id>/results")
+@viewer_required
+@endpoint(answers=[Answer(200, "the finished job's series", BacktestResultsReply)],
+          errors={404: "no such job, or it has not finished (or its files are gone)",
+                  503: "backtests are not available on this server"})
+def get_backtest_results(job_id: str) -> tuple[Response, int]:
+    """A finished job's equity and drawdown curve, its trades and its last bars with the
+    strategy's lines -> `{success, id, equity, trades, trades_total, lines, bars}` (values as the
+    CSV files have them: text)."""
+    results = _jobs().results(job_id)
+    if results is None:
+        raise ApiError(404, f"no finished backtest job {job_id[:32]!r}", error="not found")
+    return jsonify({"success": True, "id": job_id, **results}), 200

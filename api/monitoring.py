@@ -14,7 +14,7 @@ from flask import Blueprint, Response, request
 
 from api.responses import ApiError, ok
 from api.contract import Answer, endpoint, valid_query
-from api.schemas import PnlReply, StatusReply, TradeFilterQuery, TradesQuery, TradesReply
+from api.schemas import IntradayEquityReply, PnlReply, StatusReply, TradeFilterQuery, TradesQuery, TradesReply
 from api.services import get_services
 from auth.decorators import viewer_required
 from ledger.pnl import compute_pnl
@@ -118,3 +118,17 @@ def pnl() -> Any:
     """Realized P&L by strategy, symbol, broker and day; unrealized for open positions; equity curve."""
     report = compute_pnl(_ledger(), _filter(), _mark_price())
     return ok(pnl=report.to_json())
+
+
+@monitoring_bp.get("/api/pnl/intraday")
+@viewer_required
+@endpoint(answers=[Answer(200, "this session's equity curve", IntradayEquityReply)],
+          errors={503: "the risk engine is not running"})
+def intraday_equity() -> Any:
+    """The current session's P&L over time, as the loss limits see it (all strategies, realized
+    since the session start plus unrealized), one point per P&L refresh (every few seconds, at
+    most one per 10 s) -> `{success, session_start, points: [{ts, realized, unrealized, total}]}`."""
+    risk = get_services().risk
+    if risk is None:
+        raise ApiError(503, "the risk engine is not running", error="unavailable")
+    return ok(**risk.intraday_equity())

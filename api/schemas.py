@@ -16,13 +16,14 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from api.validation import MAX_TEXT
 from auth.users import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH
-from backtest.jobs import MAX_COMMISSION, MAX_DATA_FILES
+from backtest.jobs import MAX_COMMISSION, MAX_DATA_FILES, RESULT_POINTS, RESULT_TRADES
 from config.instruments import CATALOG, Symbol, canonical_symbol
 from config.timeframes import ALLOWED_HOURS, ALLOWED_MINUTES, Timeframe
 from domain.orders import BROKERS, OrderState
 from domain.parsing import FALSE_WORDS, TRUE_WORDS, ParseError, parse_bool, parse_decimal, parse_float, parse_int
 from domain.tickers import (MAX_PERIOD, MAX_QUANTITY, StartBehavior, StrategyName, TrendLine, parse_strategy,
                             parse_trend_line)
+from engine.chart import MAX_BARS as CHART_MAX_BARS
 from engine.manual import EMA_ACTIONS, ZERODAY_ACTIONS
 from risk.limits import MAX_CONTRACTS, MAX_RATE
 from risk.state import GLOBAL_SCOPE
@@ -386,12 +387,31 @@ class PnlReply(Done):
     pnl: dict[str, Any]
 
 
+class IntradayEquityReply(Done):
+    session_start: str = Field(description="where the loss limits' session began (ISO 8601)")
+    points: list[dict[str, Any]] = Field(description="oldest first: {ts, realized, unrealized, total}, decimals as "
+                                                     "text, sampled by the P&L refresh")
+
+
 class StatusReply(Done):
     pass
 
 
 class StrategiesReply(Done):
     data: dict[str, Any] = Field(description="strategy -> {running, tickers: {symbol: status}}")
+
+
+class ChartQuery(Model):
+    strategy: Strategy
+    symbol: CatalogSymbol
+    limit: whole(1, CHART_MAX_BARS, text=False) | None = Field(None, description=f"default {CHART_MAX_BARS}")
+
+
+class ChartReply(Done):
+    data: dict[str, Any] = Field(description=(
+        "{strategy, symbol, timeframe, lines: [indicator names drawn], bars: [bar + lines: {name: value} or null "
+        "for a bar the running strategy did not compute], markers: [{ts_ns, side, leg, price, quantity, broker, "
+        "reason}], position, stop}"))
 
 
 # ------------------------------------------------------------------------------------ backtest
@@ -438,6 +458,16 @@ class BacktestJobReply(Done):
     progress: float
     report: dict[str, Any] | None
     job: dict[str, Any]
+
+
+class BacktestResultsReply(Done):
+    id: str
+    equity: list[dict[str, Any]] = Field(description="{time, equity, drawdown}, evenly thinned to at most "
+                                                     f"{RESULT_POINTS} points, the last one kept")
+    trades: list[dict[str, Any]] = Field(description=f"the round trips (trades.csv), the last {RESULT_TRADES}")
+    trades_total: int
+    lines: list[str] = Field(description="the strategy's price lines among the bar columns")
+    bars: list[dict[str, Any]] = Field(description="the last bars with the strategy's lines (bars.csv)")
 
 
 # ------------------------------------------------------------------------------------ orders

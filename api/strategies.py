@@ -6,16 +6,20 @@ indicators, position, positions, last_signal, last_error, restarts, warmed_up, s
 last_bar_received, last_housekeeping, trade_enabled}}}}` (a ticker whose thread is not running has
 only strategy, symbol, timeframe, running, alive, trade_enabled and positions). Any logged-in user
 (viewer or admin). 503 when no strategy engine runs in this process.
+
+`GET /api/strategies/chart?strategy=&symbol=&limit=`: one ticker's recent bars with the lines its
+strategy computed on them, its fills as markers and the armed stop (engine/chart.py).
 """
 from __future__ import annotations
 
 from flask import Blueprint, Response
 
 from api.responses import ApiError, ok
-from api.contract import Answer, endpoint
-from api.schemas import StrategiesReply
+from api.contract import Answer, endpoint, valid_query
+from api.schemas import ChartQuery, ChartReply, StrategiesReply
 from api.services import get_services
 from auth.decorators import viewer_required
+from engine.chart import MAX_BARS, ChartUnavailable, strategy_chart
 
 strategies_bp = Blueprint("strategies", __name__, url_prefix="/api")
 
@@ -34,3 +38,23 @@ def strategies() -> tuple[Response, int]:
     if engine is None:
         raise ApiError(503, "the strategy engine is not running in this process", error="unavailable")
     return ok(data=engine.strategies_status())
+
+
+@strategies_bp.get("/strategies/chart")
+@viewer_required
+@endpoint(query=ChartQuery, answers=[Answer(200, "bars, the strategy's lines, fills and the armed stop", ChartReply)],
+          errors={404: "the symbol is not one of the strategy's tickers",
+                  503: "the market data service is not running in this process"})
+def chart() -> tuple[Response, int]:
+    """One ticker's price chart -> `{success, data}`: its recent completed bars (oldest first) with
+    the values of the strategy's lines after each bar it computed (null for bars it did not see:
+    stopped, or older than it keeps), its filled orders as entry/exit markers, and the stop it
+    has armed now."""
+    args = valid_query(ChartQuery)
+    try:
+        data = strategy_chart(get_services(), args.strategy, args.symbol, args.limit or MAX_BARS)
+    except LookupError as exc:
+        raise ApiError(404, str(exc), field="symbol", error="not found") from None
+    except ChartUnavailable as exc:
+        raise ApiError(503, str(exc), error="unavailable") from None
+    return ok(data=data)

@@ -12,6 +12,7 @@ process that ran it died is reported as such until its TTL; it is never re-run s
 """
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -27,8 +28,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from domain.parsing import NumberError, parse_decimal, parse_int
-from domain.tickers import TickerValidationError
+from domain.tickers import StrategyName, TickerValidationError
 from store.redis_store import Store
+from strategies import STRATEGY_CLASSES
 
 from backtest.data import DataError, parse_when
 from backtest.engine import config_from_options
@@ -39,6 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 JOB_TTL_SECONDS = 7 * 24 * 3600
 MAX_DATA_FILES = 20
 MAX_COMMISSION = 1_000  # per contract, USD: beyond any broker's fee, so a typo is caught
+# What GET /api/backtest/<id>/results hands a browser of a finished job's files: the equity curve
+# thinned to this many points, the last trades and the last bars (with the strategy's lines).
+RESULT_POINTS = 1_500
+RESULT_TRADES = 1_000
+RESULT_BARS = 400
 STRATEGY_FIELDS = ("strategy", "symbol", "timeframe", "trend_line_1", "period_1", "trend_line_2", "period_2",
                    "stop_loss_ticks", "stop_loss_atr", "atr_period", "multiplier", "trailing_stop_atr",
                    "take_profit_atr")
@@ -228,6 +235,32 @@ class BacktestJobs:
         doc["report"] = json.loads(raw["report"]) if raw.get("report") else None
         return doc
 
+    def results(self, job_id: str) -> dict[str, Any] | None:
+        """A finished job's series from its output files (equity.csv, trades.csv, bars.csv) for
+        charts: None for an unknown job or one not done (or whose files are gone). The equity
+        curve is thinned evenly to RESULT_POINTS (its last point kept); trades and bars are the
+        last RESULT_TRADES / RESULT_BARS, bars with only the strategy's price lines."""
+        job = self.get(job_id)
+        if job is None or job["status"] != "done" or not job.get("out_dir"):
+            return None
+        out = Path(job["out_dir"])
+        if not (out / "equity.csv").is_file():
+            return None
+        equity = _read_csv(out / "equity.csv")
+        thinned = equity
+        if len(equity) > RESULT_POINTS:  # every step-th point, then the last one
+            step = -(-(len(equity) - 1) // (RESULT_POINTS - 1))
+            thinned = equity[:-1:step] + [equity[-1]]
+        trades = _read_csv(out / "trades.csv")
+        bars = _read_csv(out / "bars.csv")[-RESULT_BARS:]
+        strategy = (job.get("report") or {}).get("strategy")
+        names = STRATEGY_CLASSES[StrategyName(strategy)].price_lines if strategy else ()
+        lines = [name for name in names if bars and name in bars[0]]
+        keep = ("start", "end", "open", "high", "low", "close", "volume", "position", "signal", *lines)
+        return {"equity": [{k: row[k] for k in ("time", "equity", "drawdown")} for row in thinned],
+                "trades": trades[-RESULT_TRADES:], "trades_total": len(trades), "lines": lines,
+                "bars": [{k: row.get(k, "") for k in keep} for row in bars]}
+
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
@@ -291,6 +324,13 @@ class BacktestJobs:
             shutil.rmtree(out, ignore_errors=True)
             error = last_line.removeprefix("error: ") or f"backtest exited with status {rc}"
             self._save(job_id, status="failed", error=error[:500], finished_at=_now())
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
 
 def _now() -> str:

@@ -52,6 +52,7 @@ import queue
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -91,6 +92,7 @@ TICK_BAR_STALE_SECONDS = 300
 JOIN_HISTORY_BARS = 500
 MAX_WARMUP_BARS = HIST_MAXLEN  # the Redis bar history's length: asking for more finds nothing more
 STALE_FEED_FACTOR = 2  # no bar for this many bar-lengths while the session is open -> stale-feed note
+RECENT_BARS = 500  # bars kept in memory with the indicator values the strategy computed on them (the chart)
 
 # In-process inbox messages besides the hub's stream entries.
 _STOP = "stop"
@@ -229,6 +231,9 @@ class StrategyRunner:
         self._state_head = '{"config": ' + json.dumps(self._config_json) + ', "strategy": '
         self._log_batch: list[logging.LogRecord] = []  # this event's ticker-log lines, one write
         self._last_bar_seen: tuple[Bar, dict[str, float | None], int] | None = None  # for the status
+        # (bar, indicator values after it) for the console's chart: what this strategy computed on
+        # each bar it was fed, warm-up included, never recomputed afterwards.
+        self._recent: deque[tuple[Bar, dict[str, float | None]]] = deque(maxlen=RECENT_BARS)
         self.status = RunnerStatus(config.strategy.value, config.symbol, config.timeframe)
         self._bar_id = "$"
         self._trade_id = "$"
@@ -393,6 +398,7 @@ class StrategyRunner:
             history = self._session_history(max(needed, JOIN_HISTORY_BARS) if join else needed, through)
             for bar in history:
                 self.strategy.on_bar(bar)  # intents from warm-up bars are discarded on purpose
+                self._recent.append((bar, self.strategy.indicators()))
             self._fed_start_ns = history[-1].start_ns if history and not self._timeframe.is_tick else None
             self.log.info("warmed up on %d bars (need %d)", len(history), needed)
             self.status.warmup_note = self._md.warmup_note(self.config.symbol, self._timeframe, len(history), needed)
@@ -677,6 +683,7 @@ class StrategyRunner:
                     intents = [self._join_intent(bar)]
                 values = self.strategy.indicators()
                 self._last_bar_seen = (bar, values, now)
+                self._recent.append((bar, values))
                 self._note(logging.INFO, _BarLine(bar, values))
                 if self._skip_stale_signals and self._is_stale(bar):
                     intents = self._drop_stale_entries(intents)
@@ -703,6 +710,11 @@ class StrategyRunner:
             finally:
                 self._flush_log()
             self._save()
+
+    def recent_bars(self) -> list[tuple[Bar, dict[str, float | None]]]:
+        """The last RECENT_BARS bars this strategy was fed, each with its indicator values after
+        it, oldest first. Safe from any thread: deque.copy() runs without releasing the GIL."""
+        return list(self._recent.copy())
 
     def _on_trade(self, trade: Trade) -> None:
         """A trade (while in a position): stops. Its log lines are written by the loop after the

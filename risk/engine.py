@@ -51,6 +51,10 @@ PnlSource = Callable[[datetime], Mapping[str, tuple[Decimal, Decimal]]]  # sessi
 DECISIONS_MAXLEN = 50_000
 EVENTS_MAXLEN = 10_000
 PNL_TTL_SECONDS = 4 * 24 * 3600
+# The session's equity curve (realized + unrealized of all strategies) for the console: one point
+# per P&L refresh at most this often; a 23-hour futures session stays under the cap.
+EQUITY_SAMPLE_SECONDS = 10.0
+EQUITY_MAX_POINTS = 10_000
 
 # Takes a decision's slot when no order manager does (check_and_take): ARGV = the slot's arguments.
 _TAKE_SLOT_LUA = "local rate_at = 1\n" + RATE_SLOT_LUA + "\nreturn {1, 0}"
@@ -112,6 +116,7 @@ class RiskEngine:
         self.audit_allowed = audit_allowed
         self._take_slot = store.redis.register_script(_TAKE_SLOT_LUA)
         self._eval_lock = threading.Lock()  # one loss-limit evaluation at a time in this process
+        self._last_equity_sample: datetime | None = None
 
     # ------------------------------------------------------------------ keys
     def _k(self, *parts: object) -> str:
@@ -295,7 +300,40 @@ class RiskEngine:
         events: list[BreachEvent] = []
         for strategy, (realized, unrealized) in self.pnl_source(self.session_start(now)).items():
             events += self.on_pnl(strategy, realized, unrealized, now)
-        return events + self.evaluate(now)
+        events += self.evaluate(now)
+        self.sample_equity(now)
+        return events
+
+    def sample_equity(self, now: datetime | None = None) -> bool:
+        """Append the session's P&L (all strategies, realized and unrealized, as the loss limits
+        see it) to the session's equity curve, at most every EQUITY_SAMPLE_SECONDS; True when a
+        point was added."""
+        now = now or self.clock()
+        last = self._last_equity_sample
+        if last is not None and last <= now and (now - last).total_seconds() < EQUITY_SAMPLE_SECONDS:
+            return False
+        self._last_equity_sample = now
+        pnl = self.session_pnl(now)
+        doc = {"ts": now.isoformat(), "realized": str(sum((r for r, _ in pnl.values()), Decimal(0))),
+               "unrealized": str(sum((u for _, u in pnl.values()), Decimal(0)))}
+        key = self._k("equity", self._session_id(now))
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.rpush(key, json.dumps(doc))
+        pipe.ltrim(key, -EQUITY_MAX_POINTS, -1)
+        pipe.expire(key, PNL_TTL_SECONDS)
+        pipe.execute()
+        return True
+
+    def intraday_equity(self, now: datetime | None = None) -> dict[str, Any]:
+        """The current session's equity curve, oldest first: {session_start, points: [{ts,
+        realized, unrealized, total}]} (decimals as text)."""
+        now = now or self.clock()
+        points = []
+        for raw in self.store.redis.lrange(self._k("equity", self._session_id(now)), 0, -1):
+            doc = json.loads(raw)
+            total = _d(doc["realized"]) + _d(doc["unrealized"])
+            points.append({**doc, "total": str(total)})
+        return {"session_start": self.session_start(now).isoformat(), "points": points}
 
     def session_pnl(self, now: datetime | None = None) -> dict[str, tuple[Decimal, Decimal]]:
         now = now or self.clock()

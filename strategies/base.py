@@ -33,6 +33,9 @@ class SessionClock:
 
 class Strategy(ABC):
     name: ClassVar[str]
+    # The indicator names whose values are prices, drawn over the bars in the console's chart;
+    # the others (an ATR, a trend direction) are in other units.
+    price_lines: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: TickerConfig) -> None:
         self.config = config

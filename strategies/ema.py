@@ -123,6 +123,7 @@ class EmaCrossStrategy(PositionStrategy):
     """Stop-and-reverse trend-line crossover; see the module docstring for the exact rules."""
 
     name: ClassVar[str] = "ema"
+    price_lines: ClassVar[tuple[str, ...]] = ("fast", "slow", "stop")
 
     def __init__(self, config: TickerConfig) -> None:
         super().__init__(config)

@@ -36,6 +36,7 @@ SF_PERIOD, F_PERIOD, S_PERIOD = 9, 14, 21
 
 class SupertrendStrategy(PositionStrategy):
     name: ClassVar[str] = "supertrend"
+    price_lines: ClassVar[tuple[str, ...]] = ("sf", "f", "s", "supertrend", "stop", "take_profit")
 
     def __init__(self, config: TickerConfig) -> None:
         super().__init__(config)

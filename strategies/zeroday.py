@@ -71,6 +71,7 @@ class ZeroDayStrategy(EmaCrossStrategy):
     close_time=time(15, 45), early_close_offset=timedelta(minutes=15))`."""
 
     name: ClassVar[str] = "zeroday"
+    price_lines: ClassVar[tuple[str, ...]] = ("fast", "slow")  # SPX levels; the option has no stop here
 
     def __init__(self, config: TickerConfig, *, entry_start: time = time(9, 35), entry_end: time = time(15, 30),
                  close_time: time = time(15, 45), early_close_offset: timedelta = timedelta(minutes=15),

@@ -29,6 +29,8 @@ from dxlink_fake import (  # noqa: E402
 )
 from tt_fake import Harness, TastytradeAccount, error_body, make_settings, tt  # noqa: E402,F401
 
+from tests.brokers.schwab.fixtures.harness import schwab_env  # noqa: E402,F401 - fixture
+
 from brokers.tastytrade.adapter import TastytradeAdapter  # noqa: E402
 from brokers.tastytrade_dxlink import (  # noqa: E402
     IndexValue,
@@ -397,31 +399,39 @@ ZERODAY_AT_TASTYTRADE = {"strategy": "zeroday", "symbol": "SPX", "timeframe": "3
                          "trend_line_1": "EMA", "period_1": 2, "trend_line_2": "EMA", "period_2": 3}
 
 
-def test_the_live_runtime_with_only_tastytrade_feeds_zeroday_from_dxlink(tt: Harness, dxlink: FakeDXLink,
-                                                                         tmp_path: Path) -> None:
+def live_runtime(tt: Harness, dxlink: FakeDXLink, tmp_path: Path, **others: Any) -> tuple[Any, Any, IndexStreamFeed]:
+    """The live runtime (Databento market data) with the Tastytrade adapter on the fake API and
+    DXLink server, next to `others` (broker name -> adapter); the runtime connects them all."""
     from app import create_app
     from domain.orders import TASTYTRADE
-    from domain.tickers import TickerConfig
     from market_data.feeds import CompositeFeed
     from runtime import TradingRuntime
-    from tests.api.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, login
+    from tests.api.helpers import ADMIN_EMAIL, ADMIN_PASSWORD
 
     serve_dxlink(tt, dxlink, live=True)
     tt.base = tt.base.with_overrides(jwt_secret="j" * 48, admin_email=ADMIN_EMAIL, admin_password=ADMIN_PASSWORD,
                                      log_dir=tmp_path / "logs")
     TastytradeAccount(tt.fake)  # positions and orders for the start-up reconciliation
     tt.login()
-    adapter = tt.adapter(live=True)  # the real SDK on the fake transport; the runtime connects it
+    adapter = tt.adapter(live=True)  # the real SDK on the fake transport
     app = create_app(make_settings(tt.base, live=True), tt.store)
-    services = app.extensions["services"]
-    runtime = TradingRuntime.build(services, live_adapters={TASTYTRADE: adapter})  # no Schwab configured
+    runtime = TradingRuntime.build(app.extensions["services"], live_adapters={**others, TASTYTRADE: adapter})
     feed = runtime.market_data.feed
     assert isinstance(feed, CompositeFeed)
     [index] = [f for f in feed.feeds if f.name != "databento"]
-    assert isinstance(index, IndexStreamFeed) and index.name == "index:tastytrade"
-    assert isinstance(index.source, TastytradeIndexStream)
-    services.tickers.upsert(TickerConfig.from_payload(ZERODAY_AT_TASTYTRADE))
-    runtime.start()
+    assert isinstance(index, IndexStreamFeed)
+    return app, runtime, index
+
+
+def test_the_live_runtime_with_only_tastytrade_feeds_zeroday_from_dxlink(tt: Harness, dxlink: FakeDXLink,
+                                                                         tmp_path: Path) -> None:
+    from domain.tickers import TickerConfig
+    from tests.api.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, login
+
+    app, runtime, index = live_runtime(tt, dxlink, tmp_path)  # no Schwab configured
+    assert index.name == "index:tastytrade" and isinstance(index.source, TastytradeIndexStream)
+    app.extensions["services"].tickers.upsert(TickerConfig.from_payload(ZERODAY_AT_TASTYTRADE))
+    runtime.start()  # Tastytrade connects and reconciles through the fake API, market data starts
     try:
         client = app.test_client()
         headers = {"Authorization": f"Bearer {login(client, ADMIN_EMAIL, ADMIN_PASSWORD)}"}
@@ -435,8 +445,28 @@ def test_the_live_runtime_with_only_tastytrade_feeds_zeroday_from_dxlink(tt: Har
         bar = runner.status.last_bar
         assert (bar["symbol"], bar["open"], bar["high"], bar["low"], bar["close"]) == (
             "SPX", 6850.25, 6852.5, 6850.25, 6851.75)
-        assert runtime.market_data.last_price("SPX") == 6851.75
+        assert runtime.market_data.last_price("SPX") == 6851.75  # what the ATM strike is chosen from
         assert runtime.market_data.status()["feeds"]["index:tastytrade"]["connected"]
     finally:
         runtime.stop()
     assert index._thread is not None and not index._thread.is_alive()
+
+
+def test_with_schwab_configured_but_not_logged_in_spx_comes_from_tastytrade(
+        tt: Harness, dxlink: FakeDXLink, schwab_env: Any, tmp_path: Path) -> None:
+    from domain.orders import SCHWAB
+    from market_data.index_feed import FirstConnectedSource
+
+    schwab = schwab_env.adapter()  # configured, never logged in: not connected after start()
+    _app, runtime, index = live_runtime(tt, dxlink, tmp_path, **{SCHWAB: schwab})
+    assert index.name == "index:schwab+tastytrade" and isinstance(index.source, FirstConnectedSource)
+    runtime.start()
+    try:
+        dxlink.wait_subscribed(1)
+        dxlink.send_trades(spx_trade(6850.25, NOW_MS))
+        wait_until(lambda: runtime.market_data.last_price("SPX") == 6850.25, what="SPX from Tastytrade")
+        feed = runtime.market_data.status()["feeds"]["index:schwab+tastytrade"]
+        assert feed["connected"] and feed["source"]["active"] == "tastytrade"
+        assert not schwab.status().connected
+    finally:
+        runtime.stop()

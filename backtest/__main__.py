@@ -4,7 +4,9 @@
         --trend-line-1 EMA --period-1 9 --trend-line-2 EMA --period-2 21 \
         --data ../shared/data/bars/index-future-2006.1min.csv --out out/ema-9-21 \
         [--from 2006-03-01 --to 2006-06-01] [--quantity 1] [--commission 0.62] [--slippage-ticks 1]
-        [--sweep period_1=5:20:1 period_2=20:60:5 [--rank-by net_pnl] [--workers N]]
+        [--sweep period_1=5:20:1 period_2=20:60:5 [--rank-by net_pnl] [--workers N]
+         [--optimizer optuna --trials 200 --seed 0] [--train-fraction 0.7 | --walk-forward 4 [--anchored]]
+         [--cluster tcp://scheduler:8786]]
 
 Bad input (missing/unreadable files, unknown columns, empty ranges, invalid parameters) prints one
 line on stderr and exits with status 2; the output directory is written under a temporary name and
@@ -66,10 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capital", default="100000", help="starting capital for return and drawdown %%")
     p.add_argument("--risk-limits", help='risk limits JSON for the risk engine, e.g. {"max_position": 1}')
     p.add_argument("--no-risk", action="store_true", help="skip the risk engine (allow every order)")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                   help="trades/equity/bars tables as CSV (default) or Parquet")
+    p.add_argument("--bars-out", dest="bars_out", action="store_true",
+                   help="also write bars.csv/.parquet: every bar with the strategy's indicators and signal")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--sweep", nargs="+", help="NAME=start:stop:step ... (stop inclusive)")
     p.add_argument("--rank-by", default="net_pnl")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local worker processes (default: all cores)")
+    p.add_argument("--optimizer", choices=("grid", "optuna"), default="grid",
+                   help="search the --sweep axes by grid (every point) or Optuna (TPE, --trials candidates)")
+    p.add_argument("--trials", type=int, default=100, help="optuna: candidates per fold")
+    p.add_argument("--seed", type=int, default=0, help="optuna: sampler seed (same seed, same candidates)")
+    p.add_argument("--train-fraction", dest="train_fraction", type=float,
+                   help="train on the first share of the bars, test on the rest (e.g. 0.7)")
+    p.add_argument("--walk-forward", dest="walk_forward", type=int, metavar="FOLDS",
+                   help="walk-forward: FOLDS train/test windows, each test after its training window")
+    p.add_argument("--anchored", action="store_true", help="walk-forward: every training window starts at the first bar")
+    p.add_argument("--cluster", metavar="tcp://HOST:8786",
+                   help="run the search on this Dask distributed scheduler instead of the local cores")
     p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
                    help="tqdm bar on stderr (auto: long runs on a terminal), json lines for jobs, or none")
     return p
@@ -217,10 +234,11 @@ def _run(args: argparse.Namespace, out: Path) -> str:
     try:
         clock = SimulatedClock()
         check = None if args.no_risk else backtest_risk_check(clock, _limits(args.risk_limits))
-        result = BacktestEngine(config, costs, risk_check=check, clock=clock).run(data, progress=progress)
+        result = BacktestEngine(config, costs, risk_check=check, clock=clock).run(data, record_bars=args.bars_out,
+                                                                                progress=progress)
     finally:
         close()
-    report = write_all(out, result)
+    report = write_all(out, result, table_format=args.format, bars=args.bars_out)
     m = report["metrics"]
     return (f"{config.strategy.value} {config.symbol} {config.tf.display}: {m['bars']} bars, {m['trades']} trades, "
             f"net P&L {m['net_pnl']}, max drawdown {m['max_drawdown']:.2f}, sharpe {m['sharpe']} "
@@ -247,30 +265,68 @@ def _limits(raw: str | None) -> dict[str, Any] | None:
 
 def _run_sweep(args: argparse.Namespace, options: dict[str, Any], load_opts: Any, costs: Any, out: Path) -> str:
     from backtest.data import load
-    from backtest.sweep import RANK_KEYS, grid, parse_axis, rank, run_sweep, write_sweep
+    from backtest.distributed import make_executor
+    from backtest.optimize import columns_for, make_folds, run_grid, run_optuna
+    from backtest.report_html import write_sweep_html
+    from backtest.sweep import RANK_KEYS, grid, parse_axis, write_sweep
+    from config.instruments import CATALOG, Symbol
 
     axes = [parse_axis(a) for a in args.sweep]
     if args.rank_by not in RANK_KEYS:
         raise UsageError(f"--rank-by must be one of {', '.join(RANK_KEYS)}")
-    points, skipped = grid(options, axes)
-    if not points:
-        raise UsageError(f"--sweep: none of the {skipped} parameter combinations is valid")
-    load(load_opts)  # fail fast, with the one-line error, before starting workers
-    progress, close = _progress(args.progress, len(points), "sweep")
-    try:
-        rows = run_sweep(load_opts, points, costs, workers=min(args.workers, len(points)), on_done=progress)
-    finally:
-        close()
-    ranked = rank(rows, args.rank_by)
+    if args.optimizer == "optuna" and not 1 <= args.trials <= 100_000:
+        raise UsageError("--trials must be between 1 and 100000")
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    data = load(load_opts)  # fail fast, with the one-line error, before starting workers
+    calendar = getattr(CATALOG.get(Symbol(options["symbol"])), "calendar", None)
+    folds = make_folds(data, calendar, train_fraction=args.train_fraction, walk_forward=args.walk_forward,
+                       anchored=args.anchored)
+    split = folds[0].test is not None
     names = [a.name for a in axes]
-    cols = write_sweep(out / "sweep.csv", ranked, names)
-    (out / "sweep.json").write_text(json.dumps({"rank_by": args.rank_by, "points": len(points), "skipped": skipped,
-                                                "results": ranked}, indent=2, default=str) + "\n")
-    shown = cols[: len(names) + 6]
+    label = "optuna" if args.optimizer == "optuna" else "sweep"
+    if args.optimizer == "optuna":
+        total = args.trials * len(folds)
+    else:  # one run per point and window
+        total = len(grid(options, axes)[0]) * len(folds) * (2 if split else 1)
+    progress, close = _progress(args.progress, total, "sweep")
+    try:
+        executor = make_executor(data, args.workers, args.cluster)
+    except OSError as exc:  # an unreachable --cluster
+        close()
+        raise UsageError(f"--cluster {args.cluster}: {exc.__class__.__name__}: {exc}") from None
+    try:
+        if args.optimizer == "optuna":
+            found = run_optuna(options, axes, costs, folds, executor, args.rank_by, trials=args.trials, seed=args.seed,
+                               on_done=progress)
+        else:
+            found = run_grid(options, axes, costs, folds, executor, args.rank_by, on_done=progress)
+    finally:
+        executor.close()
+        close()
+    cols = columns_for(names, split, args.optimizer, args.rank_by)
+    write_sweep(out / "sweep.csv", found.rows, names, cols)
+    split_text = (f"train {args.train_fraction:g} / test {1 - args.train_fraction:g}" if args.train_fraction
+                  else f"walk-forward {args.walk_forward} folds{' (anchored)' if args.anchored else ''}"
+                  if args.walk_forward else None)
+    doc = {"rank_by": args.rank_by, "optimizer": args.optimizer, "points": found.points, "skipped": found.skipped,
+           "split": split_text, "where": args.cluster or f"{executor.slots} local worker process(es)",
+           "title": f"{options['strategy']} {options['symbol']} {options['timeframe']}: {label}",
+           "folds": found.folds, "overfitting": found.overfitting, "results": found.rows}
+    (out / "sweep.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    write_sweep_html(out / "sweep.html", doc, names, cols)
+    shown = cols[: len(names) + (6 if not split else 3) + (2 if args.optimizer == "optuna" else 0)]
     lines = ["  ".join(f"{c:>12}" for c in shown)]
-    for row in ranked[:10]:
+    for row in found.rows[:10]:
         lines.append("  ".join(f"{_fmt(row.get(c)):>12}" for c in shown))
-    lines.append(f"{len(points)} runs ({skipped} invalid combinations skipped), ranked by {args.rank_by} -> {Path(args.out)}")
+    what = (f"{found.points} runs ({found.skipped} invalid combinations skipped)" if args.optimizer == "grid"
+            else f"{found.points} optuna trials per fold ({found.skipped} invalid)")
+    ranked_by = f"in-sample {args.rank_by}" if split else args.rank_by
+    lines.append(f"{what}, ranked by {ranked_by}" + (f", {split_text}" if split_text else "") + f" -> {Path(args.out)}")
+    if found.overfitting:
+        o = found.overfitting
+        lines.append(f"out of sample: the in-sample best ranks {o['best_in_sample_oos_rank']} of {o['candidates']}, "
+                     f"rank correlation in/out {o['rank_correlation_is_oos']}")
     return "\n".join(lines)
 
 

@@ -480,7 +480,9 @@ def write_sweep_html(path: Path, doc: dict[str, Any], params: Sequence[str], col
     minimise = metric == "max_drawdown"
     summary = doc.get("overfitting")
     if summary:
-        page.add(_table(["overfitting check", "value"], [[k, v] for k, v in summary.items()], left=1))
+        shown_summary = [[k.replace("_", " "), ", ".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else v]
+                         for k, v in summary.items()]
+        page.add(_table(["overfitting check", "value"], shown_summary, left=1))
     if split:
         metric_keys = [(f"is_{metric}", f"in-sample {metric}"), (f"oos_{metric}", f"out-of-sample {metric}")]
     else:

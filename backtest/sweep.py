@@ -1,28 +1,25 @@
-"""Parameter sweeps: a grid of TickerConfig variants run in parallel, ranked.
-
-Workers are processes (the engine is CPU-bound Python; threads would share one GIL). Each worker
-loads the market data once in its initializer and then runs many configs against it, so a
-100-point grid reads the file `workers` times, not 100 times.
+"""Parameter sweeps: the axes (`--sweep NAME=start:stop:step`), the grid of TickerConfig variants
+they span, ranking and sweep.csv. Running the points (local processes or a Dask cluster), Optuna
+and the train/test and walk-forward windows: backtest/optimize.py and backtest/distributed.py.
 """
 from __future__ import annotations
 
 import csv
 import itertools
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from domain.tickers import TickerConfig, TickerValidationError
 
-from backtest.data import DataError, LoadOptions, MarketData, load
-from backtest.engine import BacktestEngine, CostSettings, config_from_options
-from backtest.report import metrics
+from backtest.data import DataError
+from backtest.engine import config_from_options
 
 SWEEPABLE = ("period_1", "period_2", "stop_loss_ticks", "stop_loss_atr", "atr_period", "multiplier",
              "trailing_stop_atr", "take_profit_atr")
-RANK_KEYS = ("net_pnl", "return_pct", "sharpe", "profit_factor", "win_rate", "max_drawdown", "trades")
+RANK_KEYS = ("net_pnl", "return_pct", "cagr_pct", "sharpe", "sortino", "calmar", "profit_factor", "win_rate",
+             "expectancy", "max_drawdown", "max_drawdown_pct", "trades")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,39 +72,6 @@ def grid(base: dict[str, Any], axes: Sequence[SweepAxis]) -> tuple[list[tuple[di
     return points, skipped
 
 
-# -- worker side ----------------------------------------------------------------------------------
-_DATA: MarketData | None = None
-
-
-def _init_worker(options: LoadOptions) -> None:
-    global _DATA
-    _DATA = load(options)
-
-
-def _run_point(config: TickerConfig, costs: CostSettings) -> dict[str, Any]:
-    assert _DATA is not None
-    result = BacktestEngine(config, costs).run(_DATA, record_bars=False)
-    return metrics(result)
-
-
-def run_sweep(
-    load_options: LoadOptions,
-    points: Sequence[tuple[dict[str, Any], TickerConfig]],
-    costs: CostSettings,
-    *,
-    workers: int,
-    on_done: Callable[[int, int], None] | None = None,
-) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(load_options,)) as pool:
-        futures = [(params, pool.submit(_run_point, cfg, costs)) for params, cfg in points]
-        for k, (params, fut) in enumerate(futures, 1):
-            rows.append({**params, **fut.result()})
-            if on_done is not None:
-                on_done(k, len(futures))
-    return rows
-
-
 def rank(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     """Best first. Drawdown ranks ascending (smaller is better); None sorts last."""
     ascending = key == "max_drawdown"
@@ -123,9 +87,11 @@ def rank(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return [{"rank": i, **r} for i, r in enumerate(ranked, 1)]
 
 
-def write_sweep(path: Path, ranked: Sequence[dict[str, Any]], param_names: Sequence[str]) -> list[str]:
-    cols = ["rank", *param_names, "net_pnl", "return_pct", "max_drawdown", "max_drawdown_pct", "sharpe", "win_rate",
-            "profit_factor", "trades", "exposure_pct", "average_trade", "commission"]
+def write_sweep(path: Path, ranked: Sequence[dict[str, Any]], param_names: Sequence[str],
+                columns: Sequence[str] | None = None) -> list[str]:
+    cols = list(columns) if columns is not None else [
+        "rank", *param_names, "net_pnl", "return_pct", "max_drawdown", "max_drawdown_pct", "sharpe", "win_rate",
+        "profit_factor", "trades", "exposure_pct", "average_trade", "commission"]
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()

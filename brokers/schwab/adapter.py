@@ -10,7 +10,8 @@ after 7 days), so status() can warn from day 6 and report disconnected from day 
 
 Faults -> brokers.errors (the class decides retry policy):
 - 401: one forced token refresh, then one retry; still 401 -> AuthenticationRequired.
-- reads: 429/5xx/network errors retried with bounded exponential backoff, then TemporaryBrokerError.
+- reads: 429/5xx/network errors are TemporaryBrokerError, retried with bounded exponential
+  backoff by brokers/retry.py (4 calls, 0.5 s doubling, Retry-After honoured, 8 s cap).
 - place_order: never retried internally once bytes may have left. A timeout / dropped connection
   after sending -> OrderOutcomeUnknown and a "pending" record so get_order() can find the order
   later by its fingerprint; 400/403/404/422 -> OrderRejected with Schwab's message; 5xx ->
@@ -53,6 +54,7 @@ from brokers.errors import (
 )
 from brokers.position_effect import CrossesZero, account_position_effect
 from brokers.preview import OrderPreview, schwab_preview
+from brokers.retry import ReadRetry, retry_reads
 from brokers.schwab import auth
 from brokers.schwab import parsing as mapping
 from brokers.schwab.auth import (
@@ -69,7 +71,8 @@ from brokers.schwab.auth import (
     token_secrets,
     validate_redirect_url,
 )
-from brokers.schwab.parsing import schwab_message
+from brokers.schwab.parsing import retry_after, schwab_message
+from brokers.timing import LatencyHook, timed
 from brokers.token_store import TokenDecryptError, TokenStore
 from config.instruments import AssetClass, UnknownSymbolError, canonical_symbol, get_instrument
 from config.settings import Settings
@@ -99,8 +102,10 @@ PENDING_LOOKBACK = timedelta(minutes=2)  # Schwab's enteredTime vs our clock whe
 # behind Schwab's inside it.
 OPEN_ORDERS_LOOKBACK = timedelta(days=59)
 
+# Reads, previews and cancels: the first call and three more, 0.5 s doubling to a 8 s cap.
+READ_RETRY = ReadRetry(attempts=4, base=0.5, cap=8.0)
+
 Clock = Callable[[], datetime]
-LatencyHook = Callable[[str, float], None]
 
 
 def _utcnow() -> datetime:
@@ -124,9 +129,7 @@ class SchwabAdapter(BrokerAdapter):
         clock: Clock = _utcnow,
         sleep: Callable[[float], None] = time.sleep,
         on_latency: LatencyHook | None = None,
-        max_read_retries: int = 3,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 8.0,
+        read_retry: ReadRetry = READ_RETRY,
         timeout: float = 10.0,
     ) -> None:
         self._settings = settings
@@ -136,9 +139,7 @@ class SchwabAdapter(BrokerAdapter):
         self._clock = clock
         self._sleep = sleep
         self.on_latency = on_latency
-        self._max_retries = max(0, max_read_retries)
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
+        self._read_retry = read_retry
         self._timeout = timeout
         self._lock = threading.RLock()  # guards client/account state
         self._refresh_lock = threading.Lock()  # one token refresh at a time
@@ -195,9 +196,8 @@ class SchwabAdapter(BrokerAdapter):
         saved = json.loads(str(raw_state))
         url = validate_redirect_url(redirect_url, saved["state"], saved["callback_url"])
         ctx = schwab.auth.AuthContext(saved["callback_url"], saved["authorization_url"], saved["state"])
-        started = time.monotonic()
         try:
-            with sdk_transport(self._transport):
+            with timed("oauth_token", self.on_latency), sdk_transport(self._transport):
                 login_client = schwab.auth.client_from_received_url(
                     api_key, secret, ctx, url, self._write_token, asyncio=False, enforce_enums=True,
                 )
@@ -213,8 +213,6 @@ class SchwabAdapter(BrokerAdapter):
             raise LoginFlowError(f"Schwab refused the authorization code (HTTP {code}); log in again", broker=SCHWAB) from None
         except TRANSPORT_ERRORS as exc:
             raise TemporaryBrokerError(f"Schwab token endpoint unreachable ({type(exc).__name__})", broker=SCHWAB) from None
-        finally:
-            self._record_latency("oauth_token", time.monotonic() - started)
         # The code is single-use: forget the state so the same URL cannot be replayed.
         self._store.redis.delete(self._state_key())
         # client_from_received_url's session has no token_endpoint, so it could not refresh on its
@@ -391,15 +389,6 @@ class SchwabAdapter(BrokerAdapter):
 
     # ------------------------------------------------------------------ HTTP plumbing
 
-    def _record_latency(self, endpoint: str, seconds: float) -> None:
-        hook = self.on_latency
-        if hook is None:
-            return
-        try:
-            hook(endpoint, seconds)
-        except Exception:  # monitoring must never break trading
-            log.exception("on_latency hook failed for %s", endpoint)
-
     def _mark_auth_failed(self, message: str) -> AuthenticationRequired:
         with self._lock:
             self._auth_error = message
@@ -423,14 +412,12 @@ class SchwabAdapter(BrokerAdapter):
             refresh_token = (client.session.token or {}).get("refresh_token")
             if not refresh_token:
                 raise self._mark_auth_failed("no Schwab refresh token; log in again")
-            started = time.monotonic()
             try:
-                # update_token (schwab-py's wrapped writer) persists the new token via _write_token.
-                client.session.refresh_token(TOKEN_ENDPOINT, refresh_token=refresh_token)
+                with timed("token_refresh", self.on_latency):
+                    # update_token (schwab-py's wrapped writer) persists the new token via _write_token.
+                    client.session.refresh_token(TOKEN_ENDPOINT, refresh_token=refresh_token)
             except (AuthlibBaseError, *HTTP_STATUS_ERRORS, *TRANSPORT_ERRORS) as exc:
                 raise self._token_failure(exc) from None
-            finally:
-                self._record_latency("token_refresh", time.monotonic() - started)
         log.info("Schwab access token refreshed")
 
     def _ensure_fresh_token(self, client: Client) -> None:
@@ -443,68 +430,48 @@ class SchwabAdapter(BrokerAdapter):
             except (AuthlibBaseError, *HTTP_STATUS_ERRORS, *TRANSPORT_ERRORS) as exc:
                 raise self._token_failure(exc) from None
 
-    def _backoff(self, attempt: int, resp: Any | None) -> float:
-        delay = min(self._backoff_cap, self._backoff_base * (2 ** attempt))
-        retry_after = resp.headers.get("Retry-After") if resp is not None else None
-        if retry_after:
-            try:
-                delay = min(self._backoff_cap, max(delay, float(retry_after)))
-            except ValueError:
-                pass
-        return delay
-
     def _read(
         self, endpoint: str, call: Callable[[Client], Any], *, ok_404: bool = False, reject_4xx: bool = False,
     ) -> Any:
-        """A retry-safe call: 401 -> one refresh + retry; 429/5xx/network -> bounded backoff."""
+        """A retry-safe call: 401 -> one refresh + retry (once per read); 429/5xx/network ->
+        TemporaryBrokerError, which brokers/retry.py retries with bounded backoff."""
         refreshed = False
-        attempt = 0
-        while True:
-            client = self._ensure_client()
-            started = time.monotonic()
-            try:
-                resp = call(client)
-            except (AuthlibBaseError, *HTTP_STATUS_ERRORS) as exc:  # the SDK's automatic refresh failed
-                self._record_latency(endpoint, time.monotonic() - started)
-                raise self._token_failure(exc) from None
-            except TRANSPORT_ERRORS as exc:
-                self._record_latency(endpoint, time.monotonic() - started)
-                if attempt >= self._max_retries:
-                    raise TemporaryBrokerError(
-                        f"Schwab {endpoint}: {type(exc).__name__} after {attempt + 1} attempts", broker=SCHWAB,
-                    ) from None
-                self._sleep(self._backoff(attempt, None))
-                attempt += 1
-                continue
-            self._record_latency(endpoint, time.monotonic() - started)
-            code = resp.status_code
-            if code == 401:
-                if refreshed:
-                    raise self._mark_auth_failed(f"Schwab rejected the refreshed token on {endpoint} (HTTP 401); log in again")
-                self._force_refresh(client)
-                refreshed = True
-                continue
-            if code == 429 or code >= 500:
-                if attempt >= self._max_retries:
-                    retry_after = self._backoff(attempt, resp)
-                    raise TemporaryBrokerError(
-                        f"Schwab {endpoint}: HTTP {code} after {attempt + 1} attempts", broker=SCHWAB,
-                        retry_after=retry_after,
-                    )
-                self._sleep(self._backoff(attempt, resp))
-                attempt += 1
-                continue
-            if code == 404 and ok_404:
+
+        def attempt() -> Any:
+            nonlocal refreshed
+            while True:
+                client = self._ensure_client()
+                try:
+                    with timed(endpoint, self.on_latency):
+                        resp = call(client)
+                except (AuthlibBaseError, *HTTP_STATUS_ERRORS) as exc:  # the SDK's automatic refresh failed
+                    raise self._token_failure(exc) from None
+                except TRANSPORT_ERRORS as exc:
+                    raise TemporaryBrokerError(f"Schwab {endpoint}: {type(exc).__name__}", broker=SCHWAB) from None
+                code = resp.status_code
+                if code == 401:
+                    if refreshed:
+                        raise self._mark_auth_failed(
+                            f"Schwab rejected the refreshed token on {endpoint} (HTTP 401); log in again")
+                    self._force_refresh(client)
+                    refreshed = True
+                    continue
+                if code == 429 or code >= 500:
+                    raise TemporaryBrokerError(f"Schwab {endpoint}: HTTP {code}", broker=SCHWAB,
+                                               retry_after=retry_after(resp))
+                if code == 404 and ok_404:
+                    return resp
+                if code >= 400:
+                    message = schwab_message(resp)
+                    if reject_4xx:
+                        raise OrderRejected(f"Schwab refused {endpoint}: {message}", broker=SCHWAB, reason=message)
+                    raise BrokerError(f"Schwab {endpoint} failed: HTTP {code}: {message}", broker=SCHWAB)
+                with self._lock:
+                    self._auth_error = None
+                    self._last_error = None
                 return resp
-            if code >= 400:
-                message = schwab_message(resp)
-                if reject_4xx:
-                    raise OrderRejected(f"Schwab refused {endpoint}: {message}", broker=SCHWAB, reason=message)
-                raise BrokerError(f"Schwab {endpoint} failed: HTTP {code}: {message}", broker=SCHWAB)
-            with self._lock:
-                self._auth_error = None
-                self._last_error = None
-            return resp
+
+        return retry_reads(attempt, self._read_retry, sleep=self._sleep)
 
     # ------------------------------------------------------------------ orders
 
@@ -569,28 +536,24 @@ class SchwabAdapter(BrokerAdapter):
                 return OrderUpdate(coid, BrokerOrderId(str(known)), OrderState.ACCEPTED)
             log.info("Schwab place_order %s: %s %s x%s %s", coid, spec["orderLegCollection"][0]["instruction"],
                      spec["orderLegCollection"][0]["instrument"]["symbol"], order.quantity, spec["orderType"])
-            started = time.monotonic()
             try:
-                resp = client.place_order(account_hash, spec)
+                with timed("place_order", self.on_latency):
+                    resp = client.place_order(account_hash, spec)
             except NOT_SENT_ERRORS as exc:
-                self._record_latency("place_order", time.monotonic() - started)
                 self._store.redis.delete(self._pending_key(coid))
                 raise TemporaryBrokerError(
                     f"Schwab place_order not sent ({type(exc).__name__}); safe to retry", broker=SCHWAB,
                 ) from None
             except (AuthlibBaseError, *HTTP_STATUS_ERRORS) as exc:
                 # Token refresh inside the request failed: the order itself was not sent.
-                self._record_latency("place_order", time.monotonic() - started)
                 self._store.redis.delete(self._pending_key(coid))
                 raise self._token_failure(exc) from None
             except Exception as exc:  # timeout / dropped connection after sending: outcome unknown
-                self._record_latency("place_order", time.monotonic() - started)
                 log.warning("Schwab place_order %s outcome unknown: %s", coid, type(exc).__name__)
                 raise OrderOutcomeUnknown(
                     f"Schwab place_order {coid}: {type(exc).__name__} after sending; not resent, query the order",
                     broker=SCHWAB,
                 ) from None
-            self._record_latency("place_order", time.monotonic() - started)
             code = resp.status_code
             if code == 401 and not refreshed:
                 # 401 means Schwab did not process the order: refresh once and send again.
@@ -611,7 +574,7 @@ class SchwabAdapter(BrokerAdapter):
         if code == 429:
             self._store.redis.delete(self._pending_key(coid))
             raise TemporaryBrokerError("Schwab place_order rate limited (HTTP 429); not placed", broker=SCHWAB,
-                                       retry_after=self._backoff(0, resp))
+                                       retry_after=self._read_retry.delay(1, retry_after(resp)))
         if code >= 300:
             raise OrderOutcomeUnknown(f"Schwab place_order {coid}: HTTP {code}; outcome unknown", broker=SCHWAB)
         try:

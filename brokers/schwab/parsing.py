@@ -345,6 +345,18 @@ _MESSAGE_LIMIT = 300
 _CONTROL = re.compile(r"[\x00-\x1f]+")
 
 
+def retry_after(resp: Any) -> float | None:
+    """The seconds in a response's Retry-After header; None without one (or in its HTTP-date
+    form, which Schwab does not send)."""
+    raw = resp.headers.get("Retry-After")
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
 def schwab_message(resp: Any) -> str:
     """Schwab's error text: {"message": ..., "errors": [...]} or plain text; trimmed, one line."""
     try:

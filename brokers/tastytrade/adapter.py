@@ -23,9 +23,11 @@ Shape:
   or option leg's open/close effect comes from the account's position in the instrument, read
   just before the POST (brokers/position_effect.py), never from the strategy's, and is sent with
   strict position-effect validation, so a close whose position is gone is refused, not opened.
-- Faults -> `brokers.errors` (see `_classify`): 401 refresh + one retry, then
-  AuthenticationRequired; 429/5xx on reads bounded backoff, then TemporaryBrokerError; an order
-  whose outcome cannot be known -> OrderOutcomeUnknown, never resent; 4xx -> OrderRejected.
+- Faults -> `brokers.errors` (`_read_error`, `_order_error`): 401 refresh + one retry, then
+  AuthenticationRequired; 429/5xx/transport errors on reads are TemporaryBrokerError, retried
+  with bounded backoff by brokers/retry.py (3 calls, 0.5 s doubling, Retry-After honoured up to
+  30 s); an order whose outcome cannot be known -> OrderOutcomeUnknown, never resent; 4xx ->
+  OrderRejected.
 - Tests inject an httpx2 transport (`transport=httpx2.MockTransport(...)`); it is passed through
   the SDK Session's client kwargs, so requests are built by the real SDK.
 
@@ -62,6 +64,7 @@ from brokers.errors import (
     TemporaryBrokerError,
 )
 from brokers.preview import OrderPreview, tastytrade_preview
+from brokers.retry import ReadRetry, retry_reads
 from brokers.tastytrade.auth import (
     AUTHORIZE_URL,
     OAUTH_SCOPES,
@@ -82,6 +85,7 @@ from brokers.tastytrade.parsing import (
     order_update,
     tastytrade_order,
 )
+from brokers.timing import LatencyHook, timed
 from brokers.token_store import TokenDecryptError, TokenStore
 from config.instruments import CATALOG, AssetClass, UnknownSymbolError, canonical_symbol
 from config.settings import Settings
@@ -108,6 +112,8 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 OAUTH_STATE_TTL_SECONDS = 600
 ORDER_SEARCH_DAYS_BACK = 1  # New York days before today searched for an order by client id
+# Reads, dry runs and cancels: three calls, 0.5 s then 1 s apart; a Retry-After is honoured up to 30 s.
+READ_RETRY = ReadRetry(attempts=3, base=0.5, cap=30.0)
 _SDK_LOGGERS = ("httpx2", "tastytrade")
 
 
@@ -125,11 +131,10 @@ class TastytradeAdapter(BrokerAdapter):
         transport: httpx2.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
-        on_latency: Callable[[str, float], None] | None = None,
+        on_latency: LatencyHook | None = None,
         http_timeout: float = 10.0,
         call_timeout: float = 20.0,
-        max_read_attempts: int = 3,
-        backoff_seconds: float = 0.5,
+        read_retry: ReadRetry = READ_RETRY,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -140,8 +145,7 @@ class TastytradeAdapter(BrokerAdapter):
         self.on_latency = on_latency
         self._http_timeout = http_timeout
         self._call_timeout = call_timeout
-        self._max_read_attempts = max(1, max_read_attempts)
-        self._backoff = backoff_seconds
+        self._read_retry = read_retry
         self._loop = LoopThread("tastytrade-loop")
         self._session: Session | None = None
         self._account: Account | None = None
@@ -545,8 +549,16 @@ class TastytradeAdapter(BrokerAdapter):
             CURRENT_TRACE.set(trace)
             return await make()
 
-        started = time.perf_counter()
-        future = self._loop.submit(traced())
+        try:
+            with timed(label, self.on_latency):
+                return self._await(traced(), trace)
+        finally:
+            self._note_access_token()
+            self._keep_rotated_token()
+
+    def _await(self, coro: Coroutine[Any, Any, T], trace: HttpTrace) -> T:
+        """Run `coro` on the loop thread within the call timeout; failures -> HttpFailure."""
+        future = self._loop.submit(coro)
         try:
             return future.result(timeout=self._call_timeout)
         except concurrent.futures.TimeoutError:
@@ -574,10 +586,6 @@ class TastytradeAdapter(BrokerAdapter):
             raise HttpFailure(str(exc).strip() or type(exc).__name__, status=last.status if last else None,
                                path=last.path if last else None,
                                retry_after=last.retry_after if last else None) from None
-        finally:
-            self._latency(label, time.perf_counter() - started)
-            self._note_access_token()
-            self._keep_rotated_token()
 
     def _with_session(self, fn: Callable[[Session], Awaitable[T]]) -> Awaitable[T]:
         session = self._session
@@ -586,38 +594,37 @@ class TastytradeAdapter(BrokerAdapter):
         return fn(session)
 
     def _read(self, label: str, fn: Callable[[Session], Awaitable[T]]) -> T:
-        """A read (or idempotent) call: 401 -> refresh + one retry; 429/5xx/transport errors ->
-        bounded exponential backoff with the injectable sleep."""
+        """A read (or idempotent) call: 401 -> refresh + one retry (once per read); 429/5xx/
+        transport errors -> TemporaryBrokerError, which brokers/retry.py retries with bounded
+        backoff and the injectable sleep."""
         refreshed = False
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self._run(label, lambda: self._with_session(fn))
-            except HttpFailure as exc:
-                if exc.status == 401 and exc.path != TOKEN_PATH and not refreshed:
-                    refreshed = True
-                    attempt -= 1  # the auth retry does not use up a backoff attempt
-                    self._force_refresh_or_raise()
-                    continue
-                if exc.status == 401 or (exc.path == TOKEN_PATH and exc.status in (400, 403)):
-                    self._set_disconnected_for(exc)
-                    raise AuthenticationRequired(self._message, broker=self.name) from None
-                temporary = exc.transport_error is not None or exc.status == 429 or (exc.status or 0) >= 500
-                if not temporary:
-                    if exc.status == 404:
-                        raise OrderRejected(f"tastytrade: not found ({self._redact(exc.message)})", broker=self.name) from None
-                    raise BrokerError(f"tastytrade {label} failed: {self._redact(exc.message)}", broker=self.name) from None
-                if attempt >= self._max_read_attempts:
-                    raise TemporaryBrokerError(
-                        f"tastytrade {label} failed after {attempt} attempts: HTTP {exc.status or '-'} "
-                        f"{self._redact(exc.message)}", broker=self.name, retry_after=exc.retry_after) from None
-                delay = self._backoff * (2 ** (attempt - 1))
-                if exc.retry_after is not None:
-                    delay = max(delay, min(exc.retry_after, 30.0))
-                log.warning("tastytrade %s: HTTP %s, retrying in %.2fs (attempt %d/%d)", label,
-                            exc.status or type(exc.transport_error).__name__, delay, attempt, self._max_read_attempts)
-                self._sleep(delay)
+
+        def attempt() -> T:
+            nonlocal refreshed
+            while True:
+                try:
+                    return self._run(label, lambda: self._with_session(fn))
+                except HttpFailure as exc:
+                    if exc.status == 401 and exc.path != TOKEN_PATH and not refreshed:
+                        self._force_refresh_or_raise()
+                        refreshed = True
+                        continue
+                    raise self._read_error(label, exc) from None
+
+        return retry_reads(attempt, self._read_retry, sleep=self._sleep)
+
+    def _read_error(self, label: str, exc: HttpFailure) -> BrokerError:
+        """Map a failed read: a refused login, a temporary failure, a 404, or anything else."""
+        if exc.status == 401 or (exc.path == TOKEN_PATH and exc.status in (400, 403)):
+            self._set_disconnected_for(exc)
+            return AuthenticationRequired(self._message, broker=self.name)
+        if exc.transport_error is not None or exc.status == 429 or (exc.status or 0) >= 500:
+            status = f"HTTP {exc.status}: " if exc.status else ""
+            return TemporaryBrokerError(f"tastytrade {label} failed: {status}{self._redact(exc.message)}",
+                                        broker=self.name, retry_after=exc.retry_after)
+        if exc.status == 404:
+            return OrderRejected(f"tastytrade: not found ({self._redact(exc.message)})", broker=self.name)
+        return BrokerError(f"tastytrade {label} failed: {self._redact(exc.message)}", broker=self.name)
 
     def _force_refresh_or_raise(self) -> None:
         try:
@@ -839,14 +846,6 @@ class TastytradeAdapter(BrokerAdapter):
 
     def _redact(self, text: str) -> str:
         return self._redactor.redact(text)
-
-    def _latency(self, label: str, seconds: float) -> None:
-        if self.on_latency is None:
-            return
-        try:
-            self.on_latency(label, seconds)
-        except Exception:  # noqa: BLE001 - a metrics hook must never break trading
-            log.debug("on_latency hook failed for %s", label)
 
     def _install_filters(self) -> None:
         if self._filters_installed:

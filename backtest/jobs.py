@@ -284,8 +284,9 @@ class BacktestJobs:
     def _execute(self, job_id: str, request: JobRequest) -> None:
         self.out_root.mkdir(parents=True, exist_ok=True)
         out = self.out_root / job_id
+        # --bars-out: the console draws a finished job's last bars with the strategy's lines.
         cmd = [self.python, "-m", "backtest", *request.cli_args(), "--out", str(out), "--progress", "json",
-               "--workers", "1"]
+               "--workers", "1", "--bars-out"]
         self._save(job_id, status="running", started_at=_now())
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

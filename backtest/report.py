@@ -18,7 +18,6 @@ Metric definitions (also written into report.json under "definitions"):
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from backtest import fills, statistics
+from backtest import fills, statistics, tables
 from backtest.data import NS, utc_iso
 from backtest.engine import BacktestResult, RoundTrip
 from backtest.report_html import write_report_html
@@ -162,50 +161,23 @@ def build_report(result: BacktestResult, rows: Sequence[TradeRow] | None = None)
     }
 
 
-def write_trades(path: Path, rows: Sequence[TradeRow]) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        # zeroday: every trade is a bought option (side LONG); the option column names it and the
-        # prices are its premium.
-        with_option = any(r.trade.option for r in rows)
-        w.writerow(["trade", "side", "quantity", "entry_time", "entry_price", "entry_reason", "exit_time",
-                    "exit_price", "exit_reason", "gross_pnl", "commission", "net_pnl", "duration_s", "bars_held"]
-                   + (["option"] if with_option else []))
-        for k, r in enumerate(rows, 1):
-            t = r.trade
-            w.writerow([k, "LONG" if t.side > 0 else "SHORT", t.quantity, utc_iso(t.entry_ns), r.entry_price,
-                        t.entry_reason, utc_iso(t.exit_ns), r.exit_price, t.exit_reason, r.gross, r.commission, r.net,
-                        (t.exit_ns - t.entry_ns) / NS, t.exit_bar - t.entry_bar] + ([t.option] if with_option else []))
+def write_trades(path: Path, rows: Sequence[TradeRow]) -> Path:
+    """trades.csv / trades.parquet (by the path's suffix), columnar: backtest/tables.py."""
+    return tables.write_table(tables.trades_table(rows), path.parent, path.stem, _format_of(path))
 
 
-def write_equity(path: Path, result: BacktestResult) -> None:
-    eq = result.equity
-    peak = np.maximum.accumulate(eq) if eq.size else eq
-    end = result.data.bars.end_ns
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["time", "equity", "drawdown", "position"])
-        for i in range(eq.size):
-            w.writerow([utc_iso(int(end[i])), f"{eq[i]:.2f}", f"{peak[i] - eq[i]:.2f}", int(result.position[i])])
+def write_equity(path: Path, result: BacktestResult) -> Path:
+    return tables.write_table(tables.equity_table(result), path.parent, path.stem, _format_of(path))
 
 
-def write_bars(path: Path, result: BacktestResult) -> None:
+def write_bars(path: Path, result: BacktestResult) -> Path:
     """Every bar with the strategy's indicator values after it and the signal taken at its close,
     for checking against a charting platform."""
-    b = result.data.bars
-    inds = result.indicators or []
-    keys: list[str] = []
-    for d in inds[:1] + inds[-1:]:
-        keys += [k for k in d if k not in keys]
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["start", "end", "open", "high", "low", "close", "volume", *keys, "position", "signal"])
-        for i in range(len(b)):
-            d = inds[i] if i < len(inds) else {}
-            vals = ["" if d.get(k) is None else repr(float(d[k])) for k in keys]  # type: ignore[arg-type]
-            w.writerow([utc_iso(int(b.start_ns[i])), utc_iso(int(b.end_ns[i])), repr(float(b.open[i])),
-                        repr(float(b.high[i])), repr(float(b.low[i])), repr(float(b.close[i])), int(b.volume[i]),
-                        *vals, int(result.position[i]), result.signals.get(i, "")])
+    return tables.write_table(tables.bars_table(result), path.parent, path.stem, _format_of(path))
+
+
+def _format_of(path: Path) -> str:
+    return "parquet" if path.suffix == ".parquet" else "csv"
 
 
 def plot_equity(path: Path, result: BacktestResult) -> None:
@@ -240,12 +212,15 @@ def plot_equity(path: Path, result: BacktestResult) -> None:
     plt.close(fig)
 
 
-def write_all(out_dir: Path, result: BacktestResult) -> dict[str, Any]:
+def write_all(out_dir: Path, result: BacktestResult, *, table_format: str = "csv", bars: bool = False) -> dict[str, Any]:
+    """Every output; the tables as CSV or Parquet (`table_format`), bars.* (every bar with its
+    indicators, needs a run with `record_bars`) only when `bars`."""
     rows = trade_rows(result)
     report = build_report(result, rows)
-    write_trades(out_dir / "trades.csv", rows)
-    write_equity(out_dir / "equity.csv", result)
-    write_bars(out_dir / "bars.csv", result)
+    write_trades(out_dir / f"trades.{table_format}", rows)
+    write_equity(out_dir / f"equity.{table_format}", result)
+    if bars:
+        write_bars(out_dir / f"bars.{table_format}", result)
     plot_equity(out_dir / "equity.png", result)
     write_report_html(out_dir / "report.html", result, rows, report)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -18,7 +18,7 @@ def test_ema_on_2006_bars_writes_every_output(shared_data: Path, tmp_path: Path)
     cmd = [sys.executable, "-m", "backtest", "--strategy", "ema", "--symbol", "/MES", "--timeframe", "5Min",
            "--trend-line-1", "EMA", "--period-1", "9", "--trend-line-2", "EMA", "--period-2", "21",
            "--data", str(shared_data / "bars" / "index-future-2006.1min.csv"), "--quantity", "2",
-           "--commission", "0.62", "--slippage-ticks", "1", "--out", str(out)]
+           "--commission", "0.62", "--slippage-ticks", "1", "--bars-out", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert {p.name for p in out.iterdir()} == {"trades.csv", "equity.csv", "bars.csv", "report.json", "equity.png",

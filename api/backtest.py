@@ -5,6 +5,7 @@ POST /api/backtest (admin): validate the request (same fields as the CLI: the ad
 slippage_ticks) and queue a job -> 202 {success, id}.
 GET /api/backtest/<id> (viewer): {success, job: {id, status, progress, report, error, ...}}.
 GET /api/backtest/<id>/results (viewer): a finished job's equity curve, trades and last bars.
+GET /api/backtest/<id>/report.html (viewer): a finished job's report page, as a download.
 
 The work happens in `backtest.jobs.BacktestJobs` (a niced child process), never in the request.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, send_file
 
 from api.responses import ApiError
 from api.contract import Answer, endpoint
@@ -65,8 +66,9 @@ def get_backtest(job_id: str) -> tuple[Response, int]:
     job = _jobs().get(job_id)
     if job is None:
         raise ApiError(404, f"no backtest job {job_id[:32]!r}", error="not found")
+    report_url = f"/api/backtest/{job['id']}/report.html" if job["status"] == "done" else None
     return jsonify({"success": True, "id": job["id"], "status": job["status"], "progress": job["progress"],
-                    "report": job["report"], "job": job}), 200
+                    "report": job["report"], "report_url": report_url, "job": job}), 200
 
 
 @backtest_bp.get("/<job_id>/results")
@@ -82,3 +84,18 @@ def get_backtest_results(job_id: str) -> tuple[Response, int]:
     if results is None:
         raise ApiError(404, f"no finished backtest job {job_id[:32]!r}", error="not found")
     return jsonify({"success": True, "id": job_id, **results}), 200
+
+
+@backtest_bp.get("/<job_id>/report.html")
+@viewer_required
+@endpoint(answers=[Answer(200, "the report page (self-contained HTML: charts, statistics, trades)", None, "text/html")],
+          errors={404: "no such job, or it has not finished (or its files are gone)",
+                  503: "backtests are not available on this server"})
+def get_backtest_report_html(job_id: str) -> Response:
+    """A finished job's report.html, as an attachment: it embeds its own scripts (plotly.js) and
+    works offline, opened from the file rather than under the API's origin."""
+    page = _jobs().report_html(job_id)
+    if page is None:
+        raise ApiError(404, f"no finished backtest job {job_id[:32]!r}", error="not found")
+    return send_file(page, mimetype="text/html", as_attachment=True, download_name=f"backtest-{job_id}.html",
+                     max_age=0)

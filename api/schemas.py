@@ -457,6 +457,7 @@ class BacktestJobReply(Done):
     status: str
     progress: float
     report: dict[str, Any] | None
+    report_url: str | None = Field(None, description="the report page (GET, text/html) once the job is done")
     job: dict[str, Any]
 
 

@@ -261,6 +261,18 @@ class BacktestJobs:
                 "trades": trades[-RESULT_TRADES:], "trades_total": len(trades), "lines": lines,
                 "bars": [{k: row.get(k, "") for k in keep} for row in bars]}
 
+    def report_html(self, job_id: str) -> Path | None:
+        """A finished job's report.html (the self-contained page `python -m backtest` writes), or
+        None for an unknown job, one not done, or one whose files are gone. Only a file inside
+        this runner's output directory is ever handed out."""
+        job = self.get(job_id)
+        if job is None or job["status"] != "done" or not job.get("out_dir"):
+            return None
+        page = (Path(job["out_dir"]) / "report.html").resolve()
+        if not page.is_relative_to(self.out_root.resolve()) or not page.is_file():
+            return None
+        return page
+
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 

@@ -110,3 +110,27 @@ def test_api_submit_and_poll(app: Flask) -> None:
     job = _wait(lambda: client.get(f"/api/backtest/{job_id}", headers=viewer).json["job"])
     assert job["status"] == "done" and job["report"]["metrics"]["trades"] > 10
     assert client.get("/api/backtest/doesnotexist", headers=viewer).status_code == 404
+
+
+def test_api_job_has_the_full_report_and_its_page(app: Flask) -> None:
+    client: FlaskClient = app.test_client()
+    admin = {"Authorization": f"Bearer {login(client, ADMIN_EMAIL, ADMIN_PASSWORD)}"}
+    app.extensions["services"].users.add(VIEWER_EMAIL, VIEWER_PASSWORD, Role.VIEWER)
+    viewer = {"Authorization": f"Bearer {login(client, VIEWER_EMAIL, VIEWER_PASSWORD)}"}
+    job_id = client.post("/api/backtest", json=_payload(), headers=admin).json["id"]
+    assert client.get(f"/api/backtest/{job_id}/report.html", headers=viewer).status_code in (200, 404)
+    _wait(lambda: client.get(f"/api/backtest/{job_id}", headers=viewer).json["job"])
+    reply = client.get(f"/api/backtest/{job_id}", headers=viewer).json
+    report = reply["report"]
+    assert {"cagr_pct", "sortino", "calmar", "expectancy", "max_consecutive_losses",
+            "max_drawdown_start"} <= report["metrics"].keys()
+    assert {"monthly_returns", "yearly_returns", "buy_and_hold", "by_side", "by_exit_reason", "drawdowns",
+            "trade_durations"} <= report.keys()
+    assert reply["report_url"] == f"/api/backtest/{job_id}/report.html"
+
+    assert client.get(reply["report_url"]).status_code == 401
+    page = client.get(reply["report_url"], headers=viewer)
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert page.headers["Content-Disposition"] == f"attachment; filename=backtest-{job_id}.html"
+    assert "plotly.js v" in page.get_data(as_text=True) and "Micro E-mini S&amp;P 500" in page.get_data(as_text=True)
+    assert client.get("/api/backtest/0123456789abcdef/report.html", headers=viewer).status_code == 404

@@ -103,7 +103,7 @@ export function drawGauge(element, percent, label) {
       steps: [{ range: [80, 100], color: 'rgba(239,68,68,0.25)' }],
     },
   }];
-  draw(element, traces, { ...layout(), margin: { l: 20, r: 20, t: 30, b: 10 } }, 1);
+  draw(element, traces, { ...layout(), margin: { l: 36, r: 36, t: 36, b: 10 } }, 1);
 }
 
 // A backtest: equity and drawdown over time ({time, equity, drawdown} as text).

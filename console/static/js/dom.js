@@ -101,7 +101,7 @@ export function timeOf(iso) {
 export function duration(seconds) {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return '-';
   const s = Math.abs(Math.round(seconds));
-  const sign = seconds < 0 ? '-' : '';
+  const sign = seconds < 0 && s > 0 ? '-' : '';
   if (s < 120) return `${sign}${s} s`;
   if (s < 7200) return `${sign}${Math.floor(s / 60)} min`;
   if (s < 172800) return `${sign}${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;

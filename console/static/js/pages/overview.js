@@ -145,7 +145,7 @@ function renderFeeds(container, status) {
     ], sources, { empty: 'no feed' }),
     table([
       { label: 'instrument', value: (s) => s.symbol },
-      { label: 'last trade', value: (s) => (s.last_trade_wall ? `${duration(now - s.last_trade_wall)} ago` : 'none yet') },
+      { label: 'last trade', value: (s) => (s.last_trade_wall ? `${duration(Math.max(0, now - s.last_trade_wall))} ago` : 'none yet') },
       { label: 'stale', value: (s) => badge(s.stale ? 'stale' : 'fresh') },
       { label: 'session', value: (s) => badge(s.market_open ? 'open' : 'closed') },
     ], symbols, { empty: 'no instrument subscribed' }));

@@ -85,6 +85,10 @@ def _run_local(task: Task) -> dict[str, Any]:
 
 class LocalExecutor:
     def __init__(self, data: MarketData, workers: int) -> None:
+        # Imported before the workers fork so each inherits it: empyrical pulls in scipy.stats,
+        # about a second of import per process otherwise.
+        import empyrical  # noqa: F401
+
         self._workers = max(1, workers)
         self._pool = ProcessPoolExecutor(max_workers=self._workers, initializer=_init_worker, initargs=(data,))
 

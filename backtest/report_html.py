@@ -114,6 +114,12 @@ class _Page:
 # x axis: bar numbers labelled with dates
 # ---------------------------------------------------------------------------------------------
 
+def _iso(ns: np.ndarray) -> np.ndarray:
+    """utc_iso for an int64 array, vectorised (a string per point is the slow part of a big page)."""
+    text = np.datetime_as_string(np.asarray(ns, dtype=np.int64).astype("datetime64[ms]"), unit="ms")
+    return np.char.add(text.astype(str), "Z")
+
+
 def _date_ticks(x: np.ndarray, times_ns: np.ndarray, count: int = 8) -> dict[str, Any]:
     """tickvals/ticktext for an axis of point numbers `x` whose times are `times_ns`."""
     if x.size == 0:
@@ -205,7 +211,7 @@ def _equity_figure(result: BacktestResult, hold: np.ndarray, title: str) -> Any:
     dd = eq - peak
     idx = np.unique(np.concatenate((_thin(eq, MAX_EQUITY_POINTS), _thin(dd, MAX_EQUITY_POINTS))))
     x = idx.astype(np.float64)
-    when = [utc_iso(int(t)) for t in end[idx]]
+    when = _iso(end[idx])
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=(0.72, 0.28), vertical_spacing=0.04)
     fig.add_trace(go.Scatter(x=x, y=eq[idx], name="strategy", line={"width": 1.3, "color": "#1f5fbf"},
                              customdata=when, hovertemplate="%{customdata}<br>equity %{y:,.2f}<extra></extra>"), 1, 1)
@@ -244,24 +250,23 @@ def _monthly_figure(months: Sequence[dict[str, Any]]) -> Any | None:
     return fig
 
 
-def _indicator_columns(result: BacktestResult) -> dict[str, np.ndarray]:
-    """Per-bar price-level indicator values (NaN where undefined)."""
+def _indicator_columns(result: BacktestResult, picks: np.ndarray) -> dict[str, np.ndarray]:
+    """Price-level indicator values at the bars `picks` (NaN where undefined), plus the Supertrend
+    direction; read only at those bars, so a million-bar run costs a few thousand look-ups."""
     inds = result.indicators
-    n = len(result.data.bars)
     if not inds:
         return {}
     if isinstance(inds, dict):  # columnar form
-        return {k: np.asarray(v, dtype=np.float64) for k, v in inds.items() if k not in _NOT_PRICE_LINES}
+        return {k: np.asarray(v, dtype=np.float64)[picks] for k, v in inds.items()
+                if k not in _NOT_PRICE_LINES or k == "direction"}
     keys: list[str] = []
     for d in inds[:1] + inds[-1:] + inds[len(inds) // 2: len(inds) // 2 + 1]:
         keys += [k for k in d if k not in keys and k not in _NOT_PRICE_LINES]
-    cols = {}
-    for k in keys + (["direction"] if "supertrend" in keys else []):
-        col = np.full(n, np.nan)
-        vals = [d.get(k) for d in inds[:n]]
-        col[: len(vals)] = [np.nan if v is None else float(v) for v in vals]
-        cols[k] = col
-    return cols
+    if "supertrend" in keys:
+        keys.append("direction")
+    size = len(inds)
+    chosen = [inds[i] if i < size else {} for i in picks.tolist()]
+    return {k: np.array([np.nan if d.get(k) is None else float(d[k]) for d in chosen], dtype=np.float64) for k in keys}
 
 
 def _line_names(result: BacktestResult) -> dict[str, str]:
@@ -284,21 +289,21 @@ def _price_figure(result: BacktestResult, rows: Sequence[TradeRow], title: str) 
     o, c = b.open[starts], b.close[last]
     h, lo = np.maximum.reduceat(b.high, starts), np.minimum.reduceat(b.low, starts)
     x = np.arange(starts.size, dtype=np.float64)
-    when = [utc_iso(int(t)) for t in b.start_ns[starts]]
+    when = _iso(b.start_ns[starts])
     fig = go.Figure(go.Candlestick(x=x, open=o, high=h, low=lo, close=c, name="price", text=when,
                                    increasing={"line": {"color": "#26a69a", "width": 1}},
                                    decreasing={"line": {"color": "#ef5350", "width": 1}}))
     names = _line_names(result)
-    cols = _indicator_columns(result)
+    cols = _indicator_columns(result, last)
     palette = ["#1f5fbf", "#f39c12", "#8e44ad", "#16a085", "#7f8c8d"]
     for j, (key, col) in enumerate((kk, v) for kk, v in cols.items() if kk != "direction"):
-        y = col[last]
+        y = col
         style: dict[str, Any] = {"width": 1.2, "color": palette[j % len(palette)]}
         if key in ("stop", "take_profit"):
             style = {"width": 1, "dash": "dot", "color": "#c0392b" if key == "stop" else "#27ae60"}
         if key == "supertrend" and "direction" in cols:
-            up = np.where(cols["direction"][last] > 0, y, np.nan)
-            down = np.where(cols["direction"][last] < 0, y, np.nan)
+            up = np.where(cols["direction"] > 0, y, np.nan)
+            down = np.where(cols["direction"] < 0, y, np.nan)
             fig.add_trace(go.Scatter(x=x, y=up, name="Supertrend (up)", mode="lines",
                                      line={"width": 1.4, "color": "#2e7d32"}, connectgaps=False))
             fig.add_trace(go.Scatter(x=x, y=down, name="Supertrend (down)", mode="lines",
@@ -306,22 +311,29 @@ def _price_figure(result: BacktestResult, rows: Sequence[TradeRow], title: str) 
             continue
         fig.add_trace(go.Scatter(x=x, y=y, name=esc(names.get(key, key)), mode="lines", line=style,
                                  connectgaps=False))
-    for label, pick, symbol, color in (("long entry", lambda r: r.trade.side > 0, "triangle-up", "#1b8a3a"),
-                                       ("short entry", lambda r: r.trade.side < 0, "triangle-down", "#c0392b")):
-        chosen = [r for r in rows if pick(r)]
-        if chosen:
+    entry_bar = np.array([r.trade.entry_bar for r in rows], dtype=np.int64)
+    exit_bar = np.array([r.trade.exit_bar for r in rows], dtype=np.int64)
+    side = np.array([r.trade.side for r in rows], dtype=np.int64)
+    entry_px = np.array([float(r.entry_price) for r in rows], dtype=np.float64)
+    exit_px = np.array([float(r.exit_price) for r in rows], dtype=np.float64)
+    entry_when = _iso(np.array([r.trade.entry_ns for r in rows], dtype=np.int64))
+    exit_when = _iso(np.array([r.trade.exit_ns for r in rows], dtype=np.int64))
+    entry_text = np.array([esc(f"{w} {r.trade.entry_reason} @ {r.entry_price}" + (f" {r.trade.option}" if r.trade.option
+                                                                                   else ""))
+                           for w, r in zip(entry_when, rows)], dtype=object)
+    for label, mask, symbol, color in (("long entry", side > 0, "triangle-up", "#1b8a3a"),
+                                       ("short entry", side < 0, "triangle-down", "#c0392b")):
+        if mask.any():
             fig.add_trace(go.Scatter(
-                x=[r.trade.entry_bar // k for r in chosen], y=[float(r.entry_price) for r in chosen], mode="markers",
-                name=label, marker={"symbol": symbol, "size": 10, "color": color, "line": {"width": 1, "color": "#222"}},
-                text=[esc(f"{utc_iso(r.trade.entry_ns)} {r.trade.entry_reason} @ {r.entry_price}"
-                          + (f" {r.trade.option}" if r.trade.option else "")) for r in chosen],
+                x=entry_bar[mask] // k, y=entry_px[mask], mode="markers", name=label, text=entry_text[mask],
+                marker={"symbol": symbol, "size": 10, "color": color, "line": {"width": 1, "color": "#222"}},
                 hovertemplate="%{text}<extra>" + label + "</extra>"))
     if rows:
-        fig.add_trace(go.Scatter(
-            x=[r.trade.exit_bar // k for r in rows], y=[float(r.exit_price) for r in rows], mode="markers",
-            name="exit", marker={"symbol": "x", "size": 8, "color": "#222"},
-            text=[esc(f"{utc_iso(r.trade.exit_ns)} {r.trade.exit_reason} @ {r.exit_price}, net {r.net}") for r in rows],
-            hovertemplate="%{text}<extra>exit</extra>"))
+        exit_text = np.array([esc(f"{w} {r.trade.exit_reason} @ {r.exit_price}, net {r.net}")
+                              for w, r in zip(exit_when, rows)], dtype=object)
+        fig.add_trace(go.Scatter(x=exit_bar // k, y=exit_px, mode="markers", name="exit", text=exit_text,
+                                 marker={"symbol": "x", "size": 8, "color": "#222"},
+                                 hovertemplate="%{text}<extra>exit</extra>"))
     fig.update_xaxes(**_date_ticks(x, b.start_ns[starts]), rangeslider={"visible": False})
     fig.update_layout(title={"text": esc(title)}, height=560, margin={"l": 60, "r": 20, "t": 50, "b": 40},
                       legend={"orientation": "h", "y": 1.05})

@@ -263,11 +263,9 @@ def streaks(nets: Sequence[Decimal]) -> tuple[int, int]:
     return best_win, best_loss
 
 
-def _durations(rows: Sequence[TradeRow]) -> dict[str, Any]:
-    if not rows:
+def _durations(secs: np.ndarray, held: np.ndarray) -> dict[str, Any]:
+    if secs.size == 0:
         return {"average_s": None, "median_s": None, "max_s": None, "min_s": None, "average_bars": None}
-    secs = np.array([(r.trade.exit_ns - r.trade.entry_ns) / NS for r in rows], dtype=np.float64)
-    held = np.array([r.trade.exit_bar - r.trade.entry_bar for r in rows], dtype=np.float64)
     return {"average_s": round(float(secs.mean()), 3), "median_s": round(float(np.median(secs)), 3),
             "max_s": round(float(secs.max()), 3), "min_s": round(float(secs.min()), 3),
             "average_bars": round(float(held.mean()), 3)}
@@ -282,6 +280,10 @@ def trade_statistics(rows: Sequence[TradeRow]) -> dict[str, Any]:
     win_streak, loss_streak = streaks(nets)
     best = max(range(len(rows)), key=lambda k: nets[k], default=None)
     worst = min(range(len(rows)), key=lambda k: nets[k], default=None)
+    secs = np.array([(r.trade.exit_ns - r.trade.entry_ns) / NS for r in rows], dtype=np.float64)
+    held = np.array([r.trade.exit_bar - r.trade.entry_bar for r in rows], dtype=np.float64)
+    won = np.array([x > 0 for x in nets], dtype=bool)
+    lost = np.array([x < 0 for x in nets], dtype=bool)
     by_reason: dict[str, list[TradeRow]] = defaultdict(list)
     for r in rows:
         by_reason[r.trade.exit_reason].append(r)
@@ -296,9 +298,8 @@ def trade_statistics(rows: Sequence[TradeRow]) -> dict[str, Any]:
         "worst_trade_time": utc_iso(rows[worst].trade.entry_ns) if worst is not None else None,
         "max_consecutive_wins": win_streak,
         "max_consecutive_losses": loss_streak,
-        "durations": {"all": _durations(rows),
-                      "winners": _durations([r for r in rows if r.net > 0]),
-                      "losers": _durations([r for r in rows if r.net < 0])},
+        "durations": {"all": _durations(secs, held), "winners": _durations(secs[won], held[won]),
+                      "losers": _durations(secs[lost], held[lost])},
         "by_side": {"long": _group([r for r in rows if r.trade.side > 0]),
                     "short": _group([r for r in rows if r.trade.side < 0])},
         "by_exit_reason": {reason: _group(group) for reason, group in sorted(by_reason.items())},
@@ -323,13 +324,14 @@ def buy_and_hold_equity(result: BacktestResult) -> np.ndarray:
 # everything
 # ---------------------------------------------------------------------------------------------
 
-def summary(result: BacktestResult, rows: Sequence[TradeRow], sessions: Sessions | None = None) -> dict[str, Any]:
+def summary(result: BacktestResult, rows: Sequence[TradeRow], sessions: Sessions | None = None,
+            trades: dict[str, Any] | None = None) -> dict[str, Any]:
     """The scalar figures (merged into report.json's metrics, and ranked by sweeps)."""
     sessions = sessions_of(result) if sessions is None else sessions
     capital = float(result.costs.starting_capital)
     returns = session_returns(result.equity, sessions, capital)
     stats = return_statistics(returns, sessions.per_year)
-    trades = trade_statistics(rows)
+    trades = trade_statistics(rows) if trades is None else trades
     scalars = {k: v for k, v in trades.items() if not isinstance(v, dict)}
     dd, _ = drawdown_statistics(result.equity, result.data.bars.end_ns)
     return {**stats, **scalars, **dd, "sessions": int(sessions.last_bar.size), "sessions_per_year": sessions.per_year,
@@ -363,7 +365,7 @@ def full(result: BacktestResult, rows: Sequence[TradeRow]) -> dict[str, Any]:
         "correlation": _correlation(returns, hold_returns),
         "yearly_returns": hold_years, "monthly_returns": hold_months,
     }
-    return {"summary": summary(result, rows, sessions), "drawdowns": deepest, "trade_durations": trades["durations"],
+    return {"summary": summary(result, rows, sessions, trades), "drawdowns": deepest, "trade_durations": trades["durations"],
             "by_side": trades["by_side"], "by_exit_reason": trades["by_exit_reason"],
             "monthly_returns": months, "yearly_returns": years, "buy_and_hold": buy_and_hold}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -182,18 +183,28 @@ def _read_dbn(path: Path, opts: LoadOptions) -> _Raw:
 
 
 _LOGICAL = ("datetime", "date", "time", "open", "high", "low", "close", "volume", "price", "size")
+# Header names are compared normalised (`_norm`): lower case, anything but letters and digits as
+# "_", so "Timestamp (UTC)", "<DATE>" (MetaTrader) and "Gmt time" (Dukascopy) match too.
 _ALIASES = {
-    "datetime": ("datetime", "timestamp", "ts_event", "ts"),
-    "date": ("date", "day"),
+    "datetime": ("datetime", "timestamp", "timestamp_utc", "datetime_utc", "date_time", "date_time_utc",
+                 "time_stamp", "ts_event", "ts_utc", "ts", "dt", "time_utc", "gmt_time", "utc_time", "utc",
+                 "open_time", "unix", "unix_time", "epoch", "timestamp_ms"),
+    "date": ("date", "day", "trade_date"),
     "time": ("time",),
-    "open": ("open", "o"),
-    "high": ("high", "h"),
-    "low": ("low", "l"),
-    "close": ("close", "c", "last"),
-    "volume": ("volume", "vol", "v"),
-    "price": ("price",),
-    "size": ("size", "qty", "quantity"),
+    "open": ("open", "o", "open_price"),
+    "high": ("high", "h", "high_price"),
+    "low": ("low", "l", "low_price"),
+    "close": ("close", "c", "last", "close_price"),
+    "volume": ("volume", "vol", "v", "tickvol", "tick_volume"),
+    "price": ("price", "trade_price"),
+    "size": ("size", "qty", "quantity", "trade_size"),
 }
+# Naive timestamps in a column whose name says UTC/GMT are UTC whatever --tz says.
+_UTC_NAMES = ("utc", "gmt", "ts_event")
+
+
+def _norm(name: str) -> str:
+    return "_".join("".join(ch if ch.isalnum() else " " for ch in name.lower()).split())
 
 
 def parse_columns(text: str) -> dict[str, str]:
@@ -210,92 +221,274 @@ def parse_columns(text: str) -> dict[str, str]:
     return mapping
 
 
-def _csv_header(path: Path) -> tuple[list[str], int]:
+def _is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith((".parquet", ".pq"))
+
+
+def _csv_header(path: Path) -> list[str]:
     """Header names, repaired when the rows have one more field than the header (the 2006 bars file
-    writes date and time as two fields under a single "Date" header)."""
-    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        first = next(reader, None)
-    if not header or first is None:
+    writes date and time as two fields under a single "Date" header). Compressed files (.gz, .bz2,
+    .zst, .lz4) are read through their codec."""
+    import pyarrow as pa
+
+    try:
+        with pa.input_stream(str(path), compression="detect") as stream:
+            head = stream.read(256 * 1024)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path.name}: unreadable file ({str(exc)[:100]})") from None
+    lines = head.decode("utf-8", errors="replace").splitlines()
+    rows = list(csv.reader(lines[:3]))
+    if len(rows) < 2 or not rows[0]:
         raise DataError(f"{path.name}: the CSV has no header or no rows")
+    header, first = rows[0], rows[1]
     names = [h.strip() for h in header]
     if len(first) == len(names) + 1:
-        lowered = [n.lower() for n in names]
+        lowered = [_norm(n) for n in names]
         if "date" in lowered and "time" not in lowered:
             i = lowered.index("date")
             names = names[: i + 1] + ["Time"] + names[i + 1:]
     if len(first) != len(names):
         raise DataError(f"{path.name}: header has {len(names)} columns but rows have {len(first)}")
-    return names, len(names)
+    return names
 
 
 def _resolve_columns(names: Sequence[str], given: Mapping[str, str] | None, path: Path) -> dict[str, str]:
+    exact = set(names)
     lowered = {n.lower(): n for n in names}
+    normalised: dict[str, str] = {}
+    for n in names:
+        normalised.setdefault(_norm(n), n)
     found: dict[str, str] = {}
     for logical, real in (given or {}).items():
-        if real not in names and real.lower() not in lowered:
+        if real in exact:
+            found[logical] = real
+        elif real.lower() in lowered:
+            found[logical] = lowered[real.lower()]
+        elif _norm(real) in normalised:
+            found[logical] = normalised[_norm(real)]
+        else:
             raise DataError(f"{path.name}: column {real!r} (for {logical}) not in {', '.join(names)}")
-        found[logical] = real if real in names else lowered[real.lower()]
     for logical, aliases in _ALIASES.items():
         if logical in found:
             continue
         for alias in aliases:
-            if alias in lowered and lowered[alias] not in found.values():
-                found[logical] = lowered[alias]
+            if alias in normalised and normalised[alias] not in found.values():
+                found[logical] = normalised[alias]
                 break
+    if "datetime" not in found and "date" not in found and "time" in found:
+        found["datetime"] = found.pop("time")  # a lone "time" column holds the whole timestamp (TradingView)
     return found
 
 
-def _csv_timestamps(frame: pd.DataFrame, cols: Mapping[str, str], tz: str, path: Path) -> np.ndarray:
-    if "datetime" in cols:
-        text = frame[cols["datetime"]].astype(str)
-    elif "date" in cols and "time" in cols:
-        text = frame[cols["date"]].astype(str) + " " + frame[cols["time"]].astype(str)
-    elif "date" in cols:
-        text = frame[cols["date"]].astype(str)
-    else:
-        raise DataError(f"{path.name}: no Date/Time/Datetime column in {', '.join(frame.columns)}; pass --columns")
+def _read_table(path: Path, opts: LoadOptions) -> tuple[object, dict[str, str], list[str]]:
+    """The file as a pyarrow Table of only the columns it needs, the logical -> column mapping and
+    the file's column names. CSV through pyarrow.csv (multi-threaded; .csv.gz etc. decompressed),
+    Parquet through pyarrow.parquet."""
+    import pyarrow as pa
+
+    if _is_parquet(path):
+        import pyarrow.parquet as pq
+
+        try:
+            names = list(pq.read_schema(path).names)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{path.name}: not a readable Parquet file ({str(exc)[:100]})") from None
+        cols = _resolve_columns(names, opts.columns, path)
+        try:
+            table = pq.read_table(path, columns=sorted(set(cols.values())))
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{path.name}: not a readable Parquet file ({str(exc)[:100]})") from None
+        return table, cols, names
+    import pyarrow.csv as pcsv
+
+    names = _csv_header(path)
+    cols = _resolve_columns(names, opts.columns, path)
+    wanted = sorted(set(cols.values()), key=names.index)
+    text_columns = {cols[k] for k in ("datetime", "date", "time") if k in cols}
+    # Time columns are read as text and parsed below (several formats and zones); prices as
+    # float64 directly, so a non-numeric value is an error naming its column.
+    types = {name: (pa.string() if name in text_columns else pa.float64()) for name in wanted}
     try:
-        stamps = pd.to_datetime(text, format="mixed")
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{path.name}: unparseable timestamps ({str(exc)[:100]})") from None
+        table = pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(column_names=names, skip_rows=1, block_size=8 << 20),
+            parse_options=pcsv.ParseOptions(newlines_in_values=False),
+            convert_options=pcsv.ConvertOptions(include_columns=wanted, column_types=types,
+                                                strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"{path.name}: {_csv_problem(str(exc), names)}") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path.name}: unreadable CSV ({str(exc)[:100]})") from None
+    return table, cols, names
+
+
+def _csv_problem(message: str, names: Sequence[str]) -> str:
+    """pyarrow's conversion error as one line naming the column ("In CSV column #3: CSV conversion
+    error to double: invalid value 'x'")."""
+    match = re.search(r"column #(\d+): CSV conversion error to \w+: invalid value '([^']*)'", message)
+    if match and int(match.group(1)) < len(names):
+        return f"column {names[int(match.group(1))]!r} has non-numeric values (e.g. {match.group(2)[:30]!r})"
+    match = re.search(r"Expected (\d+) columns, got (\d+)", message)
+    if match:
+        return f"rows with {match.group(2)} fields where the header has {match.group(1)} columns"
+    return f"unreadable CSV ({message.splitlines()[0][:100]})"
+
+
+def _epoch_unit(values: np.ndarray) -> str:
+    """Seconds, ms, us or ns since the epoch, by magnitude (years 1973..5138 in each unit)."""
+    peak = float(np.nanmax(np.abs(values))) if values.size else 0.0
+    return "s" if peak < 1e11 else "ms" if peak < 1e14 else "us" if peak < 1e17 else "ns"
+
+
+def _timestamps(table: object, cols: Mapping[str, str], tz: str, path: Path) -> np.ndarray:
+    """int64 ns UTC from the time column(s): Arrow timestamps (zoned or naive), dates, epoch
+    numbers (s/ms/us/ns by magnitude) or text (ISO 8601 parsed by Arrow, anything else by pandas).
+    Naive values are in `tz`, or UTC when the column's name says so (timestamp_utc, Gmt time)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if "datetime" in cols:
+        col, name = table.column(cols["datetime"]), cols["datetime"]  # type: ignore[attr-defined]
+    elif "date" in cols and "time" in cols:
+        d, t = table.column(cols["date"]), table.column(cols["time"])  # type: ignore[attr-defined]
+        col = pc.binary_join_element_wise(pc.cast(d, pa.string()), pc.cast(t, pa.string()), " ")
+        name = cols["date"]
+    elif "date" in cols:
+        col, name = table.column(cols["date"]), cols["date"]  # type: ignore[attr-defined]
+    else:
+        raise DataError(f"{path.name}: no Date/Time/Datetime column in {', '.join(table.column_names)}; "  # type: ignore[attr-defined]
+                        "pass --columns")
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if col.null_count:
+        raise DataError(f"{path.name}: column {name!r} has empty timestamps")
+    utc_named = any(word in _norm(name) for word in _UTC_NAMES)
+    zone = "UTC" if utc_named else tz
+    kind = col.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        stripped = pc.utf8_trim_whitespace(col)
+        sample = stripped.slice(0, 1000)
+        if pc.all(pc.match_substring_regex(sample, r"^\d{8}$")).as_py():  # 20240102: a compact date
+            return _text_timestamps(stripped, zone, name, path)
+        if pc.all(pc.match_substring_regex(sample, r"^-?\d+(\.\d+)?$")).as_py():  # epoch numbers
+            try:
+                col = pc.cast(stripped, pa.float64() if pc.any(pc.match_substring(sample, ".")).as_py()
+                              else pa.int64())
+                kind = col.type
+            except pa.ArrowInvalid:
+                pass
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return _text_timestamps(stripped, zone, name, path)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        values = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        scale = {"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1.0}[_epoch_unit(values)]
+        if pa.types.is_integer(kind):
+            ints = col.to_numpy(zero_copy_only=False).astype(np.int64)
+            if ints.size and ints.min() >= 19000101 and ints.max() <= 21001231:  # 20240102: a compact date
+                return _text_timestamps(pc.cast(col, pa.string()), zone, name, path)
+            return ints * int(scale)
+        return np.round(values * scale).astype(np.int64)
+    if pa.types.is_date(kind):
+        col = pc.cast(pc.cast(col, pa.timestamp("s")), pa.timestamp("ns"))
+        kind = col.type
+    if pa.types.is_timestamp(kind):
+        return _localised_ns(col, zone, path)
+    raise DataError(f"{path.name}: column {name!r} ({kind}) is not a date/time")
+
+
+def _text_timestamps(text: object, zone: str, name: str, path: Path) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for target in (pa.timestamp("ns"), pa.timestamp("ns", tz="UTC")):  # ISO 8601, naive or with Z/offset
+        try:
+            return _localised_ns(pc.cast(text, target), zone, path)
+        except pa.ArrowInvalid:
+            continue
+    try:
+        return _localised_ns(pc.strptime(text, format="%Y%m%d", unit="ns"), zone, path)
+    except pa.ArrowInvalid:
+        pass
+    series = pd.Series(text.to_numpy(zero_copy_only=False))  # type: ignore[attr-defined]
+    first = str(series.iloc[0])
+    # Dotted dates are day first (Dukascopy, European exports: 03.01.2006 is 3 January); slashes
+    # month first unless a first field above 12 says otherwise (pandas decides that per value).
+    dayfirst = bool(re.match(r"^\d{1,2}\.\d{1,2}\.\d{4}", first))
+    from pandas.tseries.api import guess_datetime_format
+
+    guessed = guess_datetime_format(first, dayfirst=dayfirst)
+    stamps = None
+    if guessed:
+        try:
+            stamps = pd.to_datetime(series, format=guessed)  # one format for the whole column: the fast path
+        except (ValueError, TypeError):
+            stamps = None
+    if stamps is None:
+        try:
+            stamps = pd.to_datetime(series, format="mixed", dayfirst=dayfirst)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{path.name}: unparseable timestamps in {name!r} ({str(exc)[:100]})") from None
     if stamps.dt.tz is None:
         try:
-            stamps = stamps.dt.tz_localize(tz)
+            stamps = stamps.dt.tz_localize(zone)
         except Exception:
-            raise DataError(f"{path.name}: cannot place timestamps in time zone {tz!r}") from None
-    return stamps.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").to_numpy().astype("datetime64[ns]").astype(np.int64)
+            raise DataError(f"{path.name}: cannot place timestamps in time zone {zone!r}") from None
+    # pandas may parse to us or s resolution: ns explicitly.
+    return stamps.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").array.asi8.astype(np.int64)
 
 
-def _numeric(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
-    if np.isnan(values).any():
+def _localised_ns(col: object, zone: str, path: Path) -> np.ndarray:
+    """int64 ns UTC of an Arrow timestamp array; naive values are wall times in `zone`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if col.type.tz is None and zone not in ("UTC", "utc", "Etc/UTC", "Z"):  # type: ignore[attr-defined]
+        try:
+            col = pc.assume_timezone(col, timezone=zone)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+            raise DataError(f"{path.name}: cannot place timestamps in time zone {zone!r}") from None
+    return pc.cast(col, pa.timestamp("ns", tz=col.type.tz)).cast(pa.int64()).to_numpy(  # type: ignore[attr-defined]
+        zero_copy_only=False).astype(np.int64)
+
+
+def _numeric(table: object, column: str, path: Path) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = table.column(column)  # type: ignore[attr-defined]
+    try:
+        values = pc.cast(col, pa.float64()) if col.type != pa.float64() else col
+    except pa.ArrowInvalid:
+        raise DataError(f"{path.name}: column {column!r} has non-numeric values") from None
+    out = values.to_numpy() if isinstance(values, pa.Array) else values.combine_chunks().to_numpy(zero_copy_only=False)
+    if values.null_count or np.isnan(out).any():
         raise DataError(f"{path.name}: column {column!r} has non-numeric values")
-    return values
+    return np.asarray(out, dtype=np.float64)
 
 
 def _read_csv(path: Path, opts: LoadOptions) -> _Raw:
-    names, _ = _csv_header(path)
-    cols = _resolve_columns(names, opts.columns, path)
-    try:
-        frame = pd.read_csv(path, header=None, skiprows=1, names=names, dtype=str, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path.name}: unreadable CSV ({str(exc)[:100]})") from None
-    if frame.empty:
-        raise DataError(f"{path.name}: the CSV has no rows")
-    ts = _csv_timestamps(frame, cols, opts.tz, path)
+    """CSV (plain or compressed) or Parquet bars or ticks."""
+    table, cols, names = _read_table(path, opts)
+    if table.num_rows == 0:  # type: ignore[attr-defined]
+        raise DataError(f"{path.name}: the file has no rows")
+    ts = _timestamps(table, cols, opts.tz, path)
     order = np.argsort(ts, kind="stable")
+    in_order = bool(np.all(order == np.arange(order.size)))
     ts = ts[order]
-    frame = frame.iloc[order]
+
+    def column(key: str) -> np.ndarray:
+        values = _numeric(table, cols[key], path)
+        return values if in_order else values[order]
 
     has_ohlc = all(k in cols for k in ("open", "high", "low", "close"))
     kind = opts.csv_kind
+    ohlc: tuple[np.ndarray, ...] | None = None
     if kind == "auto":
         if "price" in cols and not has_ohlc:
             kind = "ticks"
         elif has_ohlc:
-            o, h, l, c = (_numeric(frame, cols[k], path) for k in ("open", "high", "low", "close"))
+            ohlc = tuple(column(k) for k in ("open", "high", "low", "close"))
+            o, h, l, c = ohlc
             # Tick files written as bars have O=H=L=C on every row and timestamps off the minute grid.
             flat = bool(np.all((o == h) & (h == l) & (l == c)))
             off_grid = bool(np.any(ts % (60 * NS) != 0))
@@ -304,16 +497,16 @@ def _read_csv(path: Path, opts: LoadOptions) -> _Raw:
             raise DataError(f"{path.name}: cannot find open/high/low/close or price columns in "
                             f"{', '.join(names)}; pass --columns")
     if kind == "ticks":
-        price_col = cols.get("price") or cols.get("close")
-        if price_col is None:
+        price_key = "price" if "price" in cols else "close" if "close" in cols else None
+        if price_key is None:
             raise DataError(f"{path.name}: no price column for ticks in {', '.join(names)}; pass --columns")
-        size_col = cols.get("size") or cols.get("volume")
-        size = _numeric(frame, size_col, path).astype(np.int64) if size_col else np.ones(len(ts), dtype=np.int64)
-        return _Raw(TickArrays(ts, _numeric(frame, price_col, path), size), None, None)
+        size_key = "size" if "size" in cols else "volume" if "volume" in cols else None
+        size = column(size_key).astype(np.int64) if size_key else np.ones(len(ts), dtype=np.int64)
+        return _Raw(TickArrays(ts, column(price_key), size), None, None)
     if not has_ohlc:
         raise DataError(f"{path.name}: cannot find open/high/low/close columns in {', '.join(names)}; pass --columns")
-    o, h, l, c = (_numeric(frame, cols[k], path) for k in ("open", "high", "low", "close"))
-    vol = _numeric(frame, cols["volume"], path).astype(np.int64) if "volume" in cols else np.zeros(len(ts), np.int64)
+    o, h, l, c = ohlc or tuple(column(k) for k in ("open", "high", "low", "close"))
+    vol = column("volume").astype(np.int64) if "volume" in cols else np.zeros(len(ts), np.int64)
     seconds = _infer_bar_seconds(ts)
     start = ts - seconds * NS if opts.bar_time == "end" else ts
     return _Raw(None, BarArrays(start, start + seconds * NS, o, h, l, c, vol, np.zeros(len(ts), np.int64)), seconds)
@@ -443,6 +636,8 @@ def _concat_ticks(parts: list[TickArrays]) -> TickArrays:
 
 
 def _concat_bars(parts: list[BarArrays]) -> BarArrays:
+    if len(parts) == 1 and (len(parts[0]) < 2 or bool(np.all(np.diff(parts[0].start_ns) > 0))):
+        return parts[0]  # one file, already in order without duplicates (each file is sorted when read)
     joined = BarArrays(*(np.concatenate([getattr(p, f) for p in parts]) for f in _BAR_FIELDS))
     order = np.argsort(joined.start_ns, kind="stable")
     joined = BarArrays(*(getattr(joined, f)[order] for f in _BAR_FIELDS))
@@ -482,7 +677,8 @@ def load(opts: LoadOptions) -> MarketData:
         what = f"{len(ticks)} trades"
     else:
         raw_bars = _concat_bars(bar_parts)
-        raw_bars = raw_bars.take((raw_bars.start_ns >= lo) & (raw_bars.start_ns < hi))
+        if opts.start_ns is not None or opts.end_ns is not None:
+            raw_bars = raw_bars.take((raw_bars.start_ns >= lo) & (raw_bars.start_ns < hi))
         bars = resample_bars(raw_bars, seconds.pop(), tf, opts.symbol)
         what = f"{len(raw_bars)} source bars"
     if len(bars) == 0:

@@ -234,8 +234,11 @@ def _run(args: argparse.Namespace, out: Path) -> str:
     try:
         clock = SimulatedClock()
         check = None if args.no_risk else backtest_risk_check(clock, _limits(args.risk_limits))
-        result = BacktestEngine(config, costs, risk_check=check, clock=clock).run(data, record_bars=args.bars_out,
-                                                                                progress=progress)
+        from backtest.report_html import candle_size
+
+        # Without bars.*, the price chart's lines are still recorded, once per candle it draws.
+        result = BacktestEngine(config, costs, risk_check=check, clock=clock).run(
+            data, record_bars=args.bars_out, progress=progress, line_every=candle_size(len(data.bars)))
     finally:
         close()
     report = write_all(out, result, table_format=args.format, bars=args.bars_out)

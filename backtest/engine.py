@@ -172,7 +172,11 @@ class BacktestEngine:
                                           costs.commission_per_contract, costs.slippage_ticks)
 
     # ------------------------------------------------------------------------------------------
-    def run(self, data: MarketData, *, record_bars: bool = True, progress: ProgressCallback | None = None) -> BacktestResult:
+    def run(self, data: MarketData, *, record_bars: bool = True, progress: ProgressCallback | None = None,
+            line_every: int = 0) -> BacktestResult:
+        """`record_bars`: every bar's indicator values (bars.*). `line_every` (without record_bars):
+        the values at every line_every-th bar and the last one only, in `extra["sampled_lines"]`
+        (bar index -> values), what report.html's price chart draws at one point per candle."""
         strategy = self.strategy_factory(self.config)
         bars = data.bars
         n = len(bars)
@@ -197,6 +201,8 @@ class BacktestEngine:
         denials: list[Denial] = []
         signals: dict[int, str] = {}
         indicators: list[dict[str, float | None]] | None = [] if record_bars else None
+        sampled: dict[int, dict[str, float | None]] = {}
+        next_sample = min(line_every - 1, n - 1) if line_every > 0 and indicators is None else -1
         pending: Intent | None = None
         if record_bars and hasattr(strategy, "compute_atr"):
             strategy.compute_atr = True  # bars.csv shows every indicator (results are unaffected)
@@ -271,6 +277,9 @@ class BacktestEngine:
                 if not in_l[j]:
                     if indicators is not None:
                         indicators.append(strategy.indicators())  # unchanged: bars.csv keeps one row per bar
+                    elif i == next_sample:
+                        sampled[i] = strategy.indicators()
+                        next_sample = min(i + line_every, n - 1) if i < n - 1 else -1
                     continue
                 if pos != 0 and feed_trades:
                     # 2. intrabar exits.
@@ -300,6 +309,9 @@ class BacktestEngine:
                             pending = last
                 if indicators is not None:
                     indicators.append(strategy.indicators())
+                elif i == next_sample:
+                    sampled[i] = strategy.indicators()
+                    next_sample = min(i + line_every, n - 1) if i < n - 1 else -1
             if progress is not None:
                 progress(hi, n)
         if pos != 0 and n:
@@ -315,7 +327,8 @@ class BacktestEngine:
         else:
             equity, position = self._equity_curve(bars.close, trades, n)
         return BacktestResult(self.config, self.costs, self.instrument, data, trades, equity, position, signals,
-                              indicators, denials, elapsed, strategy.warmup_bars())
+                              indicators, denials, elapsed, strategy.warmup_bars(),
+                              {"sampled_lines": sampled} if sampled else {})
 
     # ------------------------------------------------------------------------------------------
     def _feed_path(self, strategy: Strategy, symbol: str, start: int, end: int, o: float, h: float, low: float,

@@ -149,6 +149,11 @@ def _thin(series: np.ndarray, max_points: int) -> np.ndarray:
 # backtest report
 # ---------------------------------------------------------------------------------------------
 
+def candle_size(bars: int) -> int:
+    """Bars merged into one candle of the price chart (the engine's `line_every`)."""
+    return max(1, math.ceil(bars / MAX_CANDLES))
+
+
 def chart_title(result: BacktestResult) -> str:
     """From the instrument traded (its name, symbol and exchange), not only the --symbol typed."""
     inst = result.instrument
@@ -252,20 +257,23 @@ def _monthly_figure(months: Sequence[dict[str, Any]]) -> Any | None:
 
 def _indicator_columns(result: BacktestResult, picks: np.ndarray) -> dict[str, np.ndarray]:
     """Price-level indicator values at the bars `picks` (NaN where undefined), plus the Supertrend
-    direction; read only at those bars, so a million-bar run costs a few thousand look-ups."""
+    direction; read only at those bars, so a million-bar run costs a few thousand look-ups. They
+    come from every bar's values (a run with bars.*) or from the engine's `line_every` samples."""
     inds = result.indicators
-    if not inds:
-        return {}
     if isinstance(inds, dict):  # columnar form
         return {k: np.asarray(v, dtype=np.float64)[picks] for k, v in inds.items()
                 if k not in _NOT_PRICE_LINES or k == "direction"}
+    if inds:
+        size = len(inds)
+        chosen = [inds[i] if i < size else {} for i in picks.tolist()]
+    else:
+        sampled = result.extra.get("sampled_lines") or {}
+        chosen = [sampled.get(i, {}) for i in picks.tolist()]
     keys: list[str] = []
-    for d in inds[:1] + inds[-1:] + inds[len(inds) // 2: len(inds) // 2 + 1]:
+    for d in chosen:
         keys += [k for k in d if k not in keys and k not in _NOT_PRICE_LINES]
     if "supertrend" in keys:
         keys.append("direction")
-    size = len(inds)
-    chosen = [inds[i] if i < size else {} for i in picks.tolist()]
     return {k: np.array([np.nan if d.get(k) is None else float(d[k]) for d in chosen], dtype=np.float64) for k in keys}
 
 
@@ -283,7 +291,7 @@ def _price_figure(result: BacktestResult, rows: Sequence[TradeRow], title: str) 
     n = len(b)
     if n == 0:
         return None, ""
-    k = max(1, math.ceil(n / MAX_CANDLES))
+    k = candle_size(n)
     starts = np.arange(0, n, k)
     last = np.minimum(starts + k - 1, n - 1)
     o, c = b.open[starts], b.close[last]

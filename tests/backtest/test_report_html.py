@@ -110,3 +110,30 @@ def test_long_runs_are_thinned_for_the_page_keeping_extremes() -> None:
     picks = _thin(series, 20_000)
     assert picks.size <= 20_002 and picks[0] == 0 and picks[-1] == series.size - 1
     assert 123_457 in picks and int(np.argmax(series)) in picks
+
+
+def test_lines_without_bars_output_come_from_the_per_candle_samples(tmp_path: Path) -> None:
+    from backtest.report_html import candle_size
+
+    bars = random_walk(7000, seed=11)
+    config = config_from_options({"symbol": "/MES", "timeframe": "1Min", "strategy": "ema", "period_1": 5,
+                                  "period_2": 13})
+    engine = BacktestEngine(config, CostSettings())
+    full = engine.run(MarketData(bars, None, "x"))
+    k = candle_size(len(bars))
+    assert k == 3
+    sparse = engine.run(MarketData(bars, None, "x"), record_bars=False, line_every=k)
+    assert sparse.indicators is None and sparse.trades == full.trades
+    samples = sparse.extra["sampled_lines"]
+    assert sorted(samples) == [*range(k - 1, len(bars), k), len(bars) - 1][: len(samples)]
+    # The same values as every bar's record (bars.* also computes the ATR, which no line uses).
+    lines = ("fast", "slow", "stop")
+    assert all({n: samples[i][n] for n in lines} == {n: full.indicators[i][n] for n in lines}  # type: ignore[index]
+               for i in samples)
+    pages = []
+    for result in (full, sparse):
+        rows = trade_rows(result)
+        path = tmp_path / f"{len(pages)}.html"
+        write_report_html(path, result, rows, build_report(result, rows))
+        pages.append(next(t for fig in _plotly_data(path.read_text()) for t in fig if t.get("name") == "EMA 5"))
+    assert pages[0]["y"] == pages[1]["y"] and len(pages[0]["y"]) == -(-len(bars) // k)

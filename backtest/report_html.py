@@ -324,6 +324,8 @@ def _price_figure(result: BacktestResult, rows: Sequence[TradeRow], title: str) 
     side = np.array([r.trade.side for r in rows], dtype=np.int64)
     entry_px = np.array([float(r.entry_price) for r in rows], dtype=np.float64)
     exit_px = np.array([float(r.exit_price) for r in rows], dtype=np.float64)
+    if any(r.trade.option for r in rows):  # zeroday: premiums, not index levels; mark at the bar's close
+        entry_px, exit_px = b.close[entry_bar], b.close[exit_bar]
     entry_when = _iso(np.array([r.trade.entry_ns for r in rows], dtype=np.int64))
     exit_when = _iso(np.array([r.trade.exit_ns for r in rows], dtype=np.int64))
     entry_text = np.array([esc(f"{w} {r.trade.entry_reason} @ {r.entry_price}" + (f" {r.trade.option}" if r.trade.option
@@ -349,8 +351,8 @@ def _price_figure(result: BacktestResult, rows: Sequence[TradeRow], title: str) 
     if k > 1:
         note = f"Each candle merges {k} consecutive bars ({n:,} bars in all); markers sit on the candle holding the fill."
     if result.config.strategy.value == "zeroday":
-        note += " zeroday: the chart shows SPX; the markers mark the option trades at the index level's candle, "\
-                "priced at their premium (see the trades table)."
+        note += (" zeroday: the chart shows SPX; the markers sit at the index's close of the bar of each option "
+                 "trade, whose premiums the hover text and the trades table give.")
     return fig, note
 
 

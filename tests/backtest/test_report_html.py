@@ -137,3 +137,18 @@ def test_lines_without_bars_output_come_from_the_per_candle_samples(tmp_path: Pa
         write_report_html(path, result, rows, build_report(result, rows))
         pages.append(next(t for fig in _plotly_data(path.read_text()) for t in fig if t.get("name") == "EMA 5"))
     assert pages[0]["y"] == pages[1]["y"] and len(pages[0]["y"]) == -(-len(bars) // k)
+
+
+def test_zeroday_page_marks_option_trades_on_the_index(tmp_path: Path) -> None:
+    from tests.backtest.test_zeroday_backtest import run
+
+    _, result = run()
+    rows = trade_rows(result)
+    assert rows and all(r.trade.option for r in rows)
+    path = tmp_path / "zeroday.html"
+    write_report_html(path, result, rows, build_report(result, rows))
+    page = path.read_text()
+    exits = next(t for fig in _plotly_data(page) for t in fig if t.get("name") == "exit")
+    closes = result.data.bars.close
+    assert exits["y"] == [float(closes[r.trade.exit_bar]) for r in rows]  # index levels, not premiums
+    assert "SPXW" in page and "zeroday: the chart shows SPX" in page

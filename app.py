@@ -38,6 +38,7 @@ from auth.users import UserStore
 from backtest.jobs import BacktestJobs
 from config.settings import Settings, SettingsError, load_settings
 from config.symbology import contract_from_key, contract_key_at
+from domain.redaction import Redactor
 from engine.services import Services
 from ledger.trades import Ledger
 from ledger.pnl import session_pnl
@@ -63,26 +64,6 @@ LOG_FILE_BACKUPS = 5
 
 
 # --- logging -------------------------------------------------------------------------------------
-class SecretRedactingFilter(logging.Filter):
-    """Last line of defence: replaces any configured secret value that reaches a log record."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        # Short values would redact ordinary words; real secrets are long.
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
-        message = record.getMessage()
-        redacted = message
-        for secret in self._secrets:
-            redacted = redacted.replace(secret, "***")
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
 def secret_values(settings: Settings) -> list[str]:
     return [v for v in (
         settings.jwt_secret, settings.admin_password, settings.databento_api_key, settings.schwab_api_key,
@@ -92,10 +73,11 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 def configure_logging(settings: Settings) -> None:
-    """Root logger -> rotating `<LOG_DIR>/strategy_consumer.log` and stderr, secrets redacted."""
+    """Root logger -> rotating `<LOG_DIR>/strategy_consumer.log` and stderr, secrets redacted (the
+    configured ones, the account numbers, and anything shaped like a token)."""
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
-    redactor = SecretRedactingFilter(secret_values(settings))
+    redactor = Redactor(secret_values(settings), accounts=(settings.schwab_account_id, settings.tastytrade_account_id))
     file_handler = logging.handlers.RotatingFileHandler(
         settings.log_dir / LOG_FILE_NAME, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8",
     )

@@ -52,8 +52,8 @@ from domain.orders import (
     OrderType,
     PositionEffect,
     Quote,
-    mask_account,
 )
+from domain.redaction import Redactor
 from engine.executor import nearest_strike
 from market_data import calendars
 
@@ -62,7 +62,6 @@ log = logging.getLogger("preflight")
 EXIT_OK, EXIT_FAILED, EXIT_STARTUP_ERROR = 0, 1, 2
 DATABENTO_TIMEOUT_SECONDS = 15  # the SDK waits 100 s by default; a pre-flight should answer sooner
 STOP_DISTANCE = Decimal("0.95")  # the dry-run stop rests 5 % below the last price: never near a fill
-_MIN_SECRET_LENGTH = 6  # shorter values would scrub ordinary words
 DEFAULT_EQUITY, DEFAULT_FUTURE = "NVDA", "/MES"
 _LINE_BREAKS = re.compile(r"\s*[\r\n\t]+\s*")
 
@@ -378,18 +377,15 @@ def run_preflight(settings: Settings, adapters: Mapping[BrokerName, PreviewingAd
 
 
 class Scrubber:
-    """The last line of defence for the printed table: secrets -> ***, full account numbers masked."""
+    """The last line of defence for the printed table: the app's one redactor (secrets -> ***, full
+    account numbers masked, token-shaped text hidden), and one line per row."""
 
     def __init__(self, secrets: Iterable[str | None], accounts: Iterable[str | None]) -> None:
-        self._secrets = sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
-        self._accounts = sorted({a for a in accounts if a}, key=len, reverse=True)
+        self._redactor = Redactor(secrets, accounts=accounts)
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        for account in self._accounts:
-            text = text.replace(account, mask_account(account) or "****")
-        return _LINE_BREAKS.sub(" ", text).strip()  # one line per row, whatever a broker's message held
+        # One line per row, whatever a broker's message held.
+        return _LINE_BREAKS.sub(" ", self._redactor.redact(text)).strip()
 
 
 def stored_token_values(token_store: Any) -> list[str]:
@@ -414,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # The service's own wiring, imported here: the checks above need none of it.
-    from app import SecretRedactingFilter, secret_values
+    from app import secret_values
     from brokers.token_store import TokenStore
     from config.settings import SettingsError, load_settings
     from runtime import build_live_adapters
@@ -429,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"preflight: {exc}", file=sys.stderr)
         return EXIT_STARTUP_ERROR
     secrets = [*secret_values(settings), *stored_token_values(token_store)]
-    _configure_logging(args.verbose, SecretRedactingFilter(secrets))
+    _configure_logging(args.verbose, Redactor(secrets, accounts=(settings.schwab_account_id,
+                                                                 settings.tastytrade_account_id)))
     adapters = build_live_adapters(settings, store, token_store)
     try:
         report = run_preflight(settings, adapters, targets=targets, secrets=secrets)  # type: ignore[arg-type]

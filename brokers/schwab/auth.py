@@ -12,7 +12,6 @@ each SDK logger and rewrites the message before any handler sees it.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ import schwab.auth
 
 from brokers.errors import AuthenticationRequired
 from domain.orders import SCHWAB
+from domain.redaction import Redactor
 
 TOKEN_ENDPOINT: str = schwab.auth.TOKEN_ENDPOINT
 REFRESH_TOKEN_LIFETIME = timedelta(days=7)  # Schwab's documented refresh-token life
@@ -123,64 +123,14 @@ SDK_LOGGERS = (
     "authlib", "httpx2", "httpx", "httpcore", "httpcore2",
 )
 
-_PATTERNS = (
-    # JSON fields that are secrets or account identifiers wherever they appear.
-    re.compile(r'("(?:access_token|refresh_token|id_token|client_secret|accountNumber|hashValue)"\s*:\s*)"[^"]*"'),
-    re.compile(r'("(?:accountNumber)"\s*:\s*)\d+'),
-    # Form-encoded token requests and Authorization headers.
-    re.compile(r"((?<![A-Za-z_])(?:refresh_token|access_token|code|client_secret)=)[^&\s'\"]+"),
-    re.compile(r"((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+"),
-)
-
-
-class SecretRedactor(logging.Filter):
-    """Replaces registered secret strings and secret-looking fields with placeholders."""
-
-    def __init__(self) -> None:
-        super().__init__("schwab-redactor")
-        self._secrets: set[str] = set()
-        self._lock = threading.Lock()
-
-    def register(self, *values: object) -> None:
-        with self._lock:
-            for value in values:
-                text = str(value) if value is not None else ""
-                if len(text) >= 4:  # never register something so short it would mangle every line
-                    self._secrets.add(text)
-
-    def redact(self, text: str) -> str:
-        with self._lock:
-            secrets = sorted(self._secrets, key=len, reverse=True)
-        for secret in secrets:
-            if secret in text:
-                text = text.replace(secret, "<redacted>")
-        for pattern in _PATTERNS:
-            text = pattern.sub(r'\1"<redacted>"' if pattern.pattern.startswith('("') else r"\1<redacted>", text)
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string must not take logging down
-            message = str(record.msg)
-        cleaned = self.redact(message)
-        if cleaned != message or record.args:
-            record.msg, record.args = cleaned, None
-        if record.exc_info and record.exc_info[1] is not None:
-            # Exception text (e.g. an HTTPStatusError with a URL) is formatted later by handlers;
-            # render it now, redacted, and drop the raw exception.
-            formatted = logging.Formatter().formatException(record.exc_info)
-            record.exc_text = self.redact(formatted)
-            record.exc_info = None
-        return True
-
-
-REDACTOR = SecretRedactor()
+# The one process-wide redactor on those loggers: the adapter registers every token, app secret,
+# account number and account hash it learns, and the SDK loggers are process-wide too.
+REDACTOR = Redactor()
 _installed = False
 _install_lock = threading.Lock()
 
 
-def install() -> SecretRedactor:
+def install() -> Redactor:
     """Attach the one process-wide redactor to every SDK logger (idempotent)."""
     global _installed
     with _install_lock:

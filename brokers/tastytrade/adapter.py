@@ -69,7 +69,6 @@ from brokers.tastytrade.auth import (
     AUTHORIZE_URL,
     OAUTH_SCOPES,
     TOKEN_PATH,
-    Redactor,
     TokenWatch,
     exchange_code,
     refresh_token_problem,
@@ -103,6 +102,7 @@ from domain.orders import (
     Quote,
     mask_account,
 )
+from domain.redaction import Redactor
 from store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,10 @@ class TastytradeAdapter(BrokerAdapter):
         # Recent access tokens, so an error echoing a just-rotated token is still redacted.
         # A tuple swapped whole: the log filter may read it from another thread at any time.
         self._old_access_tokens: tuple[str, ...] = ()
-        self._redactor = Redactor(self._secrets, lambda: self._settings.tastytrade_account_id)
+        # httpx2 logs every request URL at INFO, and Tastytrade URLs carry the full account number
+        # (`/accounts/5WT12345/orders`); the tokens rotate, so both are read at redaction time.
+        self._redactor = Redactor(live_secrets=self._secrets,
+                                  live_accounts=lambda: (self._settings.tastytrade_account_id,))
         self._filters_installed = False
 
     # ---------------------------------------------------------------- properties / status

@@ -1,13 +1,11 @@
 """Tastytrade login: the OAuth endpoints, what a refused token request says, what cannot be a
-refresh token, the watch that keeps a rotated refresh token, and the redactor for the SDK's logs.
+refresh token, the watch that keeps a rotated refresh token.
 
 The adapter (brokers/tastytrade/adapter.py) owns the state (session, stored token, OAuth state in
 Redis); what is here needs none of it.
 """
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +14,6 @@ from tastytrade import API_URL
 from tastytrade.session import Session
 
 from brokers.tastytrade.http_trace import event_hooks
-from domain.orders import mask_account
 
 AUTHORIZE_URL = "https://my.tastytrade.com/auth.html"
 OAUTH_SCOPES = "read trade"
@@ -102,36 +99,3 @@ async def exchange_code(body: dict[str, str], *, timeout: float,
         raise RuntimeError(oauth_error_text(payload, response.status_code))
     data = response.json()
     return dict(data) if isinstance(data, dict) else {}
-
-
-class Redactor(logging.Filter):
-    """Scrubs secrets from log records of the SDK's loggers and from our exception messages.
-
-    httpx2 logs every request URL at INFO, and Tastytrade URLs carry the full account number
-    (`/accounts/5WT12345/orders`). The secrets change at runtime (the access token rotates every
-    15 minutes), so they are read through a callable at filter time.
-    """
-
-    def __init__(self, secrets: Callable[[], Iterable[str]], account: Callable[[], str | None]) -> None:
-        super().__init__("tastytrade-redactor")
-        self._secrets = secrets
-        self._account = account
-
-    def redact(self, text: str) -> str:
-        account = self._account()
-        if account:
-            text = text.replace(account, mask_account(account) or "****")
-        for secret in self._secrets():
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-            clean = self.redact(message)
-        except Exception:  # noqa: BLE001 - a broken record must not break logging
-            return True
-        if clean != message:
-            record.msg, record.args = clean, ()
-        return True

@@ -77,18 +77,19 @@ from brokers.tastytrade.http_trace import CURRENT_TRACE, NOT_SENT_ERRORS, HttpFa
 from brokers.tastytrade.loop import LoopThread
 from brokers.tastytrade.parsing import (
     UntradeableOrder,
+    account_balances,
     broker_position,
     chain_contracts,
     held_quantity,
     leg_instrument,
+    market_data_request,
     order_update,
+    quote_from,
     tastytrade_order,
 )
 from brokers.timing import LatencyHook, timed
 from brokers.token_store import TokenDecryptError, TokenStore
-from config.instruments import CATALOG, AssetClass, UnknownSymbolError, canonical_symbol
 from config.settings import Settings
-from config.symbology import front_month
 from domain.orders import (
     TASTYTRADE,
     Balances,
@@ -491,31 +492,15 @@ class TastytradeAdapter(BrokerAdapter):
 
     def balances(self) -> Balances:
         account = self._require_account()
-        b = self._read("balances", lambda s: account.get_balances(s))
-        # derivative_buying_power ("option BP") is the binding limit for the futures/SPX options
-        # this product trades; realized P&L is not part of Tastytrade's balance record.
-        return Balances(cash=b.cash_balance, equity=b.net_liquidating_value, buying_power=b.derivative_buying_power)
+        return account_balances(self._read("balances", lambda s: account.get_balances(s)))
 
     def quote(self, symbol: str) -> Quote:
         self._require_account()
-        kwargs: dict[str, list[str]]
-        try:
-            instrument = CATALOG[canonical_symbol(symbol)]
-        except UnknownSymbolError:
-            instrument = None
-        if instrument is None:
-            kwargs = {"options": [symbol]}  # an OCC option symbol
-        elif instrument.asset_class is AssetClass.FUTURE:
-            kwargs = {"futures": [front_month(instrument.root, self._today()).tastytrade]}
-        elif instrument.asset_class is AssetClass.INDEX:
-            kwargs = {"indices": [instrument.root]}
-        else:
-            kwargs = {"equities": [instrument.root]}
+        kwargs = market_data_request(symbol, self._today())
         rows = self._read("market-data", lambda s: get_market_data_by_type(s, **kwargs))
         if not rows:
             raise TemporaryBrokerError(f"tastytrade has no quote for {symbol}", broker=self.name)
-        row = rows[0]
-        return Quote(symbol, row.bid, row.ask, row.last, row.updated_at)
+        return quote_from(rows[0], symbol)
 
     def option_chain(self, underlying: str, expiration: date) -> list[OptionContract]:
         self._require_account()

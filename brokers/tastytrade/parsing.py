@@ -1,6 +1,7 @@
 """Pure mappings between our domain objects and the tastytrade SDK's models (no I/O, no session):
-which instrument and Tastytrade symbol an order trades, its leg action, the SDK order, and
-orders, positions and option chains back into domain objects.
+which instrument and Tastytrade symbol an order trades, its leg action, the SDK order, which
+market-data request a quote needs, and orders, positions, balances, quotes and option chains back
+into domain objects.
 """
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from tastytrade.account import CurrentPosition
+from tastytrade.account import AccountBalance, CurrentPosition
 from tastytrade.instruments import NestedOptionChain
+from tastytrade.market_data import MarketData
 from tastytrade.order import (
     AdvancedInstructions,
     BaseOrder,
@@ -31,6 +33,7 @@ from brokers.position_effect import CrossesZero, account_position_effect
 from config.instruments import CATALOG, AssetClass, UnknownSymbolError, canonical_symbol
 from config.symbology import contract_from_key, contract_from_venue, front_month
 from domain.orders import (
+    Balances,
     BrokerOrderId,
     BrokerPosition,
     ClientOrderId,
@@ -43,6 +46,7 @@ from domain.orders import (
     OrderType,
     OrderUpdate,
     PositionEffect,
+    Quote,
 )
 
 
@@ -219,3 +223,33 @@ def chain_contracts(chains: list[NestedOptionChain], underlying: str, root: str,
                                                 broker_symbol=strike.put))
     contracts.sort(key=lambda c: (c.strike, c.right.value))
     return contracts
+
+
+def account_balances(balance: AccountBalance) -> Balances:
+    # derivative_buying_power ("option BP") is the binding limit for the futures/SPX options
+    # this product trades; realized P&L is not part of Tastytrade's balance record.
+    return Balances(cash=balance.cash_balance, equity=balance.net_liquidating_value,
+                    buying_power=balance.derivative_buying_power)
+
+
+# --------------------------------------------------------------------------------------------
+# Market data
+# --------------------------------------------------------------------------------------------
+
+
+def market_data_request(symbol: str, today: date) -> dict[str, list[str]]:
+    """The keyword of `get_market_data_by_type` a quote of `symbol` needs: an OCC option symbol,
+    the front month of a catalog future, an index or an equity by its Tastytrade root."""
+    try:
+        instrument = CATALOG[canonical_symbol(symbol)]
+    except UnknownSymbolError:
+        return {"options": [symbol]}
+    if instrument.asset_class is AssetClass.FUTURE:
+        return {"futures": [front_month(instrument.root, today).tastytrade]}
+    if instrument.asset_class is AssetClass.INDEX:
+        return {"indices": [instrument.root]}
+    return {"equities": [instrument.root]}
+
+
+def quote_from(row: MarketData, symbol: str) -> Quote:
+    return Quote(symbol, row.bid, row.ask, row.last, row.updated_at)

@@ -21,7 +21,7 @@ def _assert_error_shape(response, status: int) -> None:  # type: ignore[no-untyp
 
 def test_404_405_are_json(client: FlaskClient) -> None:
     _assert_error_shape(client.get("/api/does-not-exist"), 404)
-    _assert_error_shape(client.get("/"), 404)
+    _assert_error_shape(client.get("/no-such-page"), 404)  # "/" itself redirects to the console
     response = client.get("/api/login")
     _assert_error_shape(response, 405)
     assert "POST" in response.headers["Allow"]

@@ -52,7 +52,7 @@ export function createRisk(ctx) {
     fill(denials, table([
       { label: 'time', value: (d) => timeOf(d.ts) },
       { label: 'ticker', value: (d) => `${d.strategy || ''} ${d.symbol || ''}` },
-      { label: 'decision', value: (d) => badge(d.allowed === 'true' || d.allowed === true ? 'allowed' : 'denied') },
+      { label: 'decision', value: (d) => badge(d.allowed === '1' ? 'allowed' : 'denied') },
       { label: 'reason', value: (d) => [d.reason, d.detail || d.message].filter(Boolean).join(': ') || '-' },
     ], risk.recent_denials || [], { empty: 'no decisions recorded' }));
   }

@@ -220,13 +220,15 @@ class TickerConfig:
 
     def optional_fields(self) -> dict[str, object]:
         """Strategy parameters beyond the positional row (shown by get-ticker's `params`)."""
+        # start_behavior only when chosen: the default adds nothing to what get-ticker answered before
+        start = ({} if self.start_behavior is StartBehavior.WAIT_FOR_SIGNAL
+                 else {"start_behavior": self.start_behavior.value})
         if self.strategy is StrategyName.SUPERTREND:
             return {"atr_period": self.atr_period, "multiplier": self.multiplier,
-                    "trailing_stop_atr": self.trailing_stop_atr, "take_profit_atr": self.take_profit_atr,
-                    "start_behavior": self.start_behavior.value}
+                    "trailing_stop_atr": self.trailing_stop_atr, "take_profit_atr": self.take_profit_atr, **start}
         if self.strategy is StrategyName.EMA:
             return {"stop_loss_ticks": self.stop_loss_ticks, "stop_loss_atr": self.stop_loss_atr,
-                    "atr_period": self.atr_period, "start_behavior": self.start_behavior.value}
+                    "atr_period": self.atr_period, **start}
         if self.strategy is StrategyName.ZERODAY:
             return {"call_enabled": self.call_enabled, "put_enabled": self.put_enabled}
         return {}

@@ -131,6 +131,10 @@ def test_start_behavior_is_validated_and_kept_out_of_the_stored_config_at_its_de
     joined = TickerConfig.from_payload({**base, "start_behavior": "JOIN_current"})
     assert joined.start_behavior is StartBehavior.JOIN_CURRENT
     assert TickerConfig.from_json(joined.to_json()) == joined
+    # get-ticker's params show it when chosen, so a dashboard save without it keeps it
+    assert joined.optional_fields()["start_behavior"] == "join_current"
+    assert "start_behavior" not in TickerConfig.from_payload(base).optional_fields()
+    assert joined.kept_by_update({"timeframe": "5Min"})["start_behavior"] == "join_current"
     with pytest.raises(TickerValidationError) as bad:
         TickerConfig.from_payload({**base, "start_behavior": "now"})
     assert bad.value.field == "start_behavior"

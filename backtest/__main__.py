@@ -41,7 +41,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m backtest", description="Backtest a strategy on historical data.")
     p.add_argument("--strategy", required=True, help="ema | supertrend | zeroday")
-    p.add_argument("--symbol", required=True, help="catalog symbol, e.g. /MES")
+    p.add_argument("--symbol", required=True,
+                   help="catalog symbol (e.g. /MES), or any symbol with --tick-size (e.g. /6E, EURUSD, BTCUSD)")
     p.add_argument("--timeframe", required=True, help="1Min, 5Min, 15Min, 1Hour, 1Day, 512t ...")
     for n in (1, 2):
         p.add_argument(f"--trend-line-{n}", dest=f"trend_line_{n}", help="EMA | SMA | WilderSmoother")
@@ -72,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trades/equity/bars tables as CSV (default) or Parquet")
     p.add_argument("--bars-out", dest="bars_out", action="store_true",
                    help="also write bars.csv/.parquet: every bar with the strategy's indicators and signal")
+    p.add_argument("--tick-size", dest="tick_size", help="a symbol outside the catalog: its minimum price step")
+    p.add_argument("--contract-multiplier", "--point-value", dest="contract_multiplier",
+                   help="a symbol outside the catalog: currency per 1.0 price point per contract (default 1); "
+                        "--multiplier stays supertrend's ATR multiplier")
+    p.add_argument("--calendar", help="a symbol outside the catalog: its trading calendar, any pandas_market_calendars "
+                                      "or exchange_calendars name (CMEGlobex_FX, XLON, XNAS ...), 24/5 or 24/7 (default)")
+    p.add_argument("--allow-off-tick", dest="allow_off_tick", action="store_true",
+                   help="run on prices off the instrument's tick (fills rounded to it, with a warning) instead of refusing")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--sweep", nargs="+", help="NAME=start:stop:step ... (stop inclusive)")
     p.add_argument("--rank-by", default="net_pnl")
@@ -119,8 +128,8 @@ STRATEGY_FIELDS = ("strategy", "symbol", "timeframe", "trend_line_1", "period_1"
 
 def _progress(mode: str, total: int, label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A progress callback (done, total) and a closer."""
-    if mode == "auto":
-        mode = "bar" if (total >= 200_000 or label == "sweep") else "none"
+    if mode == "auto":  # a bar only on a terminal: a log file or pipe gets no carriage-return noise
+        mode = "bar" if sys.stderr.isatty() else "none"
     if mode == "json":
         def emit(done: int, tot: int) -> None:
             print(json.dumps({"progress": round(done / tot, 4) if tot else 1.0}), file=sys.stderr, flush=True)
@@ -183,6 +192,9 @@ def _main(argv: Sequence[str] | None) -> int:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+        from backtest.instruments import forget_all
+
+        forget_all()  # a research instrument lives for one run (main() also runs in-process)
 
 
 def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -196,11 +208,20 @@ def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace, out: Path) -> str:
     from backtest.data import LoadOptions, fetch_databento, load, parse_columns, parse_when
     from backtest.engine import BacktestEngine, CostSettings, SimulatedClock, backtest_risk_check, config_from_options
+    from backtest.instruments import InstrumentError, ensure_registered, research_instrument
+    from backtest.progress import RunProgress
     from backtest.report import write_all
     from config.instruments import CATALOG, Symbol
 
     quantity = _whole("quantity", args.quantity, 1, 10_000)
+    try:
+        instrument = research_instrument(args.symbol, args.tick_size, args.contract_multiplier, args.calendar)
+        ensure_registered(instrument)
+    except InstrumentError as exc:
+        raise UsageError(str(exc)) from None
     options = {f: getattr(args, f) for f in STRATEGY_FIELDS} | {"quantity": quantity}
+    if instrument is not None:
+        options["symbol"] = instrument.symbol
     config = config_from_options(options)  # TickerConfig.from_payload: the add-ticker validator
     costs = CostSettings(quantity, _decimal("commission", args.commission),
                          _whole("slippage-ticks", args.slippage_ticks, 0, 1000), _decimal("capital", args.capital, Decimal("0.01")))
@@ -221,31 +242,42 @@ def _run(args: argparse.Namespace, out: Path) -> str:
         paths.append(fetch_databento(parts[0], parts[1], parts[2], args.start, args.end, key, out / "source.dbn.zst"))
     if not paths:
         raise UsageError("give --data FILE... (or --databento with DATABENTO_API_KEY)")
-    root = CATALOG[Symbol(config.symbol)].root
+    traded = CATALOG[Symbol(config.symbol)]
     load_opts = LoadOptions(tuple(paths), config.timeframe, start, end,
                             parse_columns(args.columns) if args.columns else None, args.tz, args.bar_time,
-                            args.csv_kind, args.instrument, root, config.symbol)
+                            args.csv_kind, args.instrument, traded.root, config.symbol,
+                            # zeroday's prices are the index's, its fills the options' premiums
+                            tick_size=None if config.strategy.value == "zeroday" else traded.tick_size,
+                            allow_off_tick=args.allow_off_tick, research_instrument=instrument)
 
     if args.sweep:
         return _run_sweep(args, options, load_opts, costs, out)
 
-    data = load(load_opts)
-    progress, close = _progress(args.progress, len(data.bars), "backtest")
+    limits = _limits(args.risk_limits)
+    run_progress = RunProgress(args.progress)  # one bar over load, loop and write
     try:
+        run_progress.phase("load")
+        data = load(load_opts)
+        if data.off_tick is not None:
+            print(f"warning: {data.off_tick.message(config.symbol, traded.tick_size)}; fills are rounded to the tick",
+                  file=sys.stderr)
         clock = SimulatedClock()
-        check = None if args.no_risk else backtest_risk_check(clock, _limits(args.risk_limits))
+        check = None if args.no_risk else backtest_risk_check(clock, limits)
         from backtest.report_html import candle_size
 
         # Without bars.*, the price chart's lines are still recorded, once per candle it draws.
         result = BacktestEngine(config, costs, risk_check=check, clock=clock).run(
-            data, record_bars=args.bars_out, progress=progress, line_every=candle_size(len(data.bars)))
+            data, record_bars=args.bars_out, progress=run_progress.phase("backtest"),
+            line_every=candle_size(len(data.bars)))
+        run_progress.phase("write")
+        report = write_all(out, result, table_format=args.format, bars=args.bars_out)
+        run_progress.finish()
     finally:
-        close()
-    report = write_all(out, result, table_format=args.format, bars=args.bars_out)
+        run_progress.close()
     m = report["metrics"]
     return (f"{config.strategy.value} {config.symbol} {config.tf.display}: {m['bars']} bars, {m['trades']} trades, "
-            f"net P&L {m['net_pnl']}, max drawdown {m['max_drawdown']:.2f}, sharpe {m['sharpe']} "
-            f"-> {Path(args.out)}")
+            f"net P&L {m['net_pnl']}, max drawdown {m['max_drawdown']:.2f}, sharpe {m['sharpe']}; loop "
+            f"{report['bars_evaluated']} evaluated bars at {report['bars_per_second']:,.0f} bars/s -> {Path(args.out)}")
 
 
 def _limits(raw: str | None) -> dict[str, Any] | None:

@@ -21,12 +21,14 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from config.instruments import Instrument
 from config.timeframes import Timeframe
 
 
@@ -77,6 +79,10 @@ class MarketData:
     bars: BarArrays
     ticks: TickArrays | None
     description: str
+    # An instrument outside the catalog (backtest/instruments.py): it travels with the data so a
+    # sweep worker in another process registers it before it runs a strategy on these bars.
+    instrument: Instrument | None = None
+    off_tick: "OffTick | None" = None  # loaded with --allow-off-tick: the prices fills round to the tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,11 @@ class LoadOptions:
     instrument: str | None = None  # raw symbol inside a multi-instrument DBN file ("ESU4")
     root: str | None = None  # catalog root ("ES") used to pick the instrument automatically
     symbol: str | None = None  # catalog symbol: time bars on its session grid (None: UTC-aligned)
+    # Every price must be a multiple of this tick (None: no check); off-tick prices are refused
+    # (`DataError`) unless `allow_off_tick`, which records them in the description (fills round).
+    tick_size: Decimal | None = None
+    allow_off_tick: bool = False
+    research_instrument: Instrument | None = None  # a symbol outside the catalog (backtest/instruments.py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -622,6 +633,28 @@ def resample_bars(bars: BarArrays, source_seconds: int, tf: Timeframe, symbol: s
     )
 
 
+def session_stamped(bars: BarArrays, symbol: str, tz: str = "UTC") -> BarArrays:
+    """Daily bars read from a daily file (stamped with a date, i.e. midnight) moved onto their
+    trading session: [open, close) of the session whose trade date is the bar's date (in `tz`,
+    the zone the file's dates were read in), as the live builder's daily bars are. Every time
+    derived from a daily bar (a fill at its open, a stop or target inside it, the decision at its
+    close) is then a real session time, e.g. 14:30Z/21:00Z for NYSE, not midnight or a made-up
+    hour. A date without a session (a holiday row) keeps its midnight stamp."""
+    from market_data import calendars
+
+    if len(bars) == 0:
+        return bars
+    calendar = calendars.calendar_for(symbol)
+    local = pd.DatetimeIndex(pd.to_datetime(bars.start_ns, utc=True)).tz_convert(tz)
+    start = bars.start_ns.copy()
+    end = bars.end_ns.copy()
+    for k, day in enumerate(local.date):
+        session = calendar.session_for_date(day)
+        if session is not None and (k == 0 or session.open_ns >= end[k - 1]):
+            start[k], end[k] = session.open_ns, session.close_ns
+    return BarArrays(start, end, bars.open, bars.high, bars.low, bars.close, bars.volume, bars.trade_count)
+
+
 def _empty_bars() -> BarArrays:
     z = np.zeros(0, dtype=np.int64)
     f = np.zeros(0, dtype=np.float64)
@@ -649,6 +682,10 @@ def _concat_bars(parts: list[BarArrays]) -> BarArrays:
 def load(opts: LoadOptions) -> MarketData:
     """Read every file, filter to [start, end), build bars of the requested timeframe."""
     tf = Timeframe.parse(opts.timeframe)
+    if opts.research_instrument is not None:  # a sweep worker in another process learns it here
+        from backtest.instruments import ensure_registered
+
+        ensure_registered(opts.research_instrument)
     if not opts.paths:
         raise DataError("no data files given")
     tick_parts: list[TickArrays] = []
@@ -669,6 +706,7 @@ def load(opts: LoadOptions) -> MarketData:
     lo = opts.start_ns if opts.start_ns is not None else np.iinfo(np.int64).min
     hi = opts.end_ns if opts.end_ns is not None else np.iinfo(np.int64).max
     ticks: TickArrays | None = None
+    source: BarArrays | None = None  # the file's bars, for the tick check (bars files)
     if tick_parts:
         ticks = _concat_ticks(tick_parts)
         mask = (ticks.ts_ns >= lo) & (ticks.ts_ns < hi)
@@ -679,11 +717,25 @@ def load(opts: LoadOptions) -> MarketData:
         raw_bars = _concat_bars(bar_parts)
         if opts.start_ns is not None or opts.end_ns is not None:
             raw_bars = raw_bars.take((raw_bars.start_ns >= lo) & (raw_bars.start_ns < hi))
-        bars = resample_bars(raw_bars, seconds.pop(), tf, opts.symbol)
+        source_seconds = seconds.pop()
+        bars = resample_bars(raw_bars, source_seconds, tf, opts.symbol)
+        if tf.is_daily and source_seconds == 86400 and opts.symbol is not None:
+            bars = session_stamped(bars, opts.symbol, opts.tz)
         what = f"{len(raw_bars)} source bars"
+        source = raw_bars
     if len(bars) == 0:
         raise DataError("no data in the requested range" if (opts.start_ns or opts.end_ns) else "the data is empty")
-    return MarketData(bars, ticks, f"{what} -> {len(bars)} {tf.display} bars")
+    data = MarketData(bars, ticks, f"{what} -> {len(bars)} {tf.display} bars", opts.research_instrument)
+    if opts.tick_size is not None:
+        found = off_tick(data if source is None else MarketData(source, None, ""), opts.tick_size)
+        if found is not None:
+            text = found.message(opts.symbol or "the instrument", opts.tick_size)
+            if not opts.allow_off_tick:
+                raise DataError(f"{text}: the data is another instrument's (give its --symbol, or --tick-size for "
+                                "one outside the catalog), or pass --allow-off-tick to round fills to the tick")
+            data = MarketData(bars, ticks, f"{data.description}; {found.count} of {found.total} prices off the "
+                              f"{opts.tick_size} tick (fills rounded to it)", opts.research_instrument, found)
+    return data
 
 
 def parse_when(text: str, tz: str = "UTC") -> int:
@@ -715,3 +767,38 @@ def fetch_databento(dataset: str, raw_symbol: str, schema: str, start: str, end:
 
 def utc_iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / NS, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class OffTick:
+    """Prices of the data that are not whole multiples of the instrument's tick size."""
+
+    count: int
+    total: int
+    example_price: float
+    example_ns: int
+
+    def message(self, symbol: str, tick_size: Decimal) -> str:
+        return (f"{self.count} of {self.total} prices are not multiples of {symbol}'s tick size {tick_size} "
+                f"(e.g. {self.example_price!r} at {utc_iso(self.example_ns)})")
+
+
+def off_tick(data: MarketData, tick_size: Decimal) -> OffTick | None:
+    """Which prices a fill would have to round: a file of another instrument (a 6E file run as
+    /ES fills everything at 1.00) or adjusted prices. A millionth of a tick absorbs float noise."""
+    tick = float(tick_size)
+    if data.ticks is not None:
+        prices, stamps = data.ticks.price, data.ticks.ts_ns
+    else:
+        b = data.bars
+        prices = np.concatenate((b.open, b.high, b.low, b.close))
+        stamps = np.concatenate((b.start_ns, b.start_ns, b.start_ns, b.start_ns))
+    if prices.size == 0:
+        return None
+    ratio = prices / tick
+    off = np.abs(ratio - np.rint(ratio)) > 1e-6
+    count = int(np.count_nonzero(off))
+    if count == 0:
+        return None
+    k = int(np.argmax(off))
+    return OffTick(count, int(prices.size), float(prices[k]), int(stamps[k]))

@@ -145,10 +145,15 @@ class BacktestResult:
     elapsed_s: float
     warmup_bars: int
     extra: dict[str, Any] = field(default_factory=dict)
+    # Bars the loop evaluated: inside the instrument's sessions (a bar outside them only fills an
+    # order decided before; the strategy never sees it). -1: not counted (all bars).
+    evaluated_bars: int = -1
 
     @property
     def bars_per_second(self) -> float:
-        return len(self.data.bars) / self.elapsed_s if self.elapsed_s > 0 else float("inf")
+        """Evaluated bars per second of the loop (excluding loading and writing)."""
+        n = self.evaluated_bars if self.evaluated_bars >= 0 else len(self.data.bars)
+        return n / self.elapsed_s if self.elapsed_s > 0 else float("inf")
 
 
 class BacktestEngine:
@@ -163,13 +168,18 @@ class BacktestEngine:
     ) -> None:
         self.config = config
         self.costs = costs
-        self.instrument = CATALOG[Symbol(config.symbol)]
+        # A research instrument (outside the catalog) comes with the data and is resolved in run().
+        self._instrument: Instrument | None = CATALOG.get(Symbol(config.symbol))
         self.strategy_factory = strategy_factory or default_strategy_factory
         self.risk_check: PreTradeCheck = risk_check or allow_all
         self.clock = clock  # set to each order's time before the risk check
         self._orders: dict[tuple[int, bool, int, str, str], tuple[OrderRequest, OrderContext]] = {}
-        self.cost_model = fills.CostModel(self.instrument.tick_size, self.instrument.multiplier,
-                                          costs.commission_per_contract, costs.slippage_ticks)
+
+    @property
+    def instrument(self) -> Instrument:
+        if self._instrument is None:
+            raise KeyError(f"{self.config.symbol} is not in the catalog and the data carries no research instrument")
+        return self._instrument
 
     # ------------------------------------------------------------------------------------------
     def run(self, data: MarketData, *, record_bars: bool = True, progress: ProgressCallback | None = None,
@@ -177,6 +187,11 @@ class BacktestEngine:
         """`record_bars`: every bar's indicator values (bars.*). `line_every` (without record_bars):
         the values at every line_every-th bar and the last one only, in `extra["sampled_lines"]`
         (bar index -> values), what report.html's price chart draws at one point per candle."""
+        if data.instrument is not None:
+            from backtest.instruments import ensure_registered
+
+            ensure_registered(data.instrument)  # before the strategy is built: it reads the catalog
+            self._instrument = data.instrument
         strategy = self.strategy_factory(self.config)
         bars = data.bars
         n = len(bars)
@@ -328,21 +343,27 @@ class BacktestEngine:
             equity, position = self._equity_curve(bars.close, trades, n)
         return BacktestResult(self.config, self.costs, self.instrument, data, trades, equity, position, signals,
                               indicators, denials, elapsed, strategy.warmup_bars(),
-                              {"sampled_lines": sampled} if sampled else {})
+                              {"sampled_lines": sampled} if sampled else {},
+                              evaluated_bars=int(np.count_nonzero(in_session)))
 
     # ------------------------------------------------------------------------------------------
     def _feed_path(self, strategy: Strategy, symbol: str, start: int, end: int, o: float, h: float, low: float,
                    c: float, bar: int, execute: Callable[..., None], get_pos: Callable[[], int], tick: float,
                    slip: int) -> None:
-        """Bar data: feed the assumed intrabar path to on_trade; exits at their level (fills.level_fill)."""
+        """Bar data: feed the assumed intrabar path to on_trade; exits at their level (fills.level_fill).
+
+        Bar data do not say when inside the bar a level traded, so no time inside it is made up:
+        the open is stamped at the bar's start (an exit there is a gap through the level), the
+        extremes and the close at the bar's end, when the bar, and so the exit, is known. Daily
+        bars carry their session's bounds (data.session_stamped), so their exits are stamped at
+        the session's open or close."""
         path = fills.bar_path(o, h, low, c, get_pos())
-        span = max(end - start, 4)
         previous: float | None = None
         for k, price in enumerate(path):
             if get_pos() == 0:
                 return
             levels = strategy.indicators()
-            ts = start + span * k // 4 if k < 3 else end - 1
+            ts = start if k == 0 else end
             intents = strategy.on_trade(Trade(symbol, ts, price, 0))
             if intents:
                 it = intents[-1]

@@ -157,7 +157,8 @@ def build_report(result: BacktestResult, rows: Sequence[TradeRow] | None = None)
         **tables,
         "definitions": DEFINITIONS,
         "elapsed_s": round(result.elapsed_s, 4),
-        "bars_per_second": round(result.bars_per_second, 1),
+        "bars_per_second": round(result.bars_per_second, 1),  # evaluated bars / loop seconds
+        "bars_evaluated": result.evaluated_bars if result.evaluated_bars >= 0 else len(bars),
     }
 
 

@@ -65,12 +65,75 @@ def _year(ts_ns: int) -> int:
     return datetime.fromtimestamp(ts_ns / NS_PER_SECOND, tz=timezone.utc).year
 
 
+class UnknownCalendarError(ValueError):
+    """No calendar of that name (pandas-market-calendars, exchange_calendars, 24/5, 24/7)."""
+
+
+# Round-the-clock calendars for instruments without exchange hours:
+# - "24/7": every UTC day is a session [00:00, 24:00) UTC (crypto; daily bars are UTC days).
+# - "24/5": the FX week: the session of trade date D runs from 17:00 New York on the evening
+#   before to 17:00 New York on D, Monday to Friday (Sunday 17:00 opens Monday's), the convention
+#   of FX platforms for daily candles; Saturday and the rest of Sunday are closed.
+ROUND_THE_CLOCK = ("24/7", "24/5")
+_FX_ROLL = (17, 0)
+
+
+def _round_the_clock_sessions(name: str, year: int) -> list[Session]:
+    sessions: list[Session] = []
+    day = date(year, 1, 1)
+    while day.year == year:
+        if name == "24/7":
+            start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+            sessions.append(Session(day, to_ns(start), to_ns(start + timedelta(days=1))))
+        elif day.weekday() < 5:
+            close = datetime(day.year, day.month, day.day, *_FX_ROLL, tzinfo=NEW_YORK)
+            before = day - timedelta(days=1)
+            open_ = datetime(before.year, before.month, before.day, *_FX_ROLL, tzinfo=NEW_YORK)
+            sessions.append(Session(day, to_ns(open_), to_ns(close)))
+        day += timedelta(days=1)
+    return sessions
+
+
+def _schedule_source(name: str) -> object:
+    """What yields a calendar's sessions for a year: a pandas-market-calendars calendar (which also
+    mirrors most exchange_calendars names), else an exchange_calendars name (XNAS, CMES ...)."""
+    if name in ROUND_THE_CLOCK:
+        return name
+    if name in mcal.get_calendar_names():
+        return mcal.get_calendar(name)
+    import exchange_calendars as xcals
+
+    if name in xcals.get_calendar_names(include_aliases=True):
+        return xcals.resolve_alias(name)
+    raise UnknownCalendarError(
+        f"calendar {name!r} is neither a pandas_market_calendars nor an exchange_calendars name, nor 24/5 or 24/7 "
+        "(e.g. NYSE, CME_Equity, CMEGlobex_FX, XLON, XNAS)")
+
+
+def _exchange_calendars_sessions(name: str, year: int) -> list[Session]:
+    import exchange_calendars as xcals
+
+    try:
+        calendar = xcals.get_calendar(name, start=f"{year}-01-01", end=f"{year}-12-31")
+    except (ValueError, xcals.errors.CalendarError):  # a year outside the calendar's data
+        return []
+    schedule = calendar.schedule
+    return [Session(idx.date(), int(pd.Timestamp(row.open).value), int(pd.Timestamp(row.close).value))
+            for idx, row in zip(schedule.index, schedule.itertuples(index=False))]
+
+
+def check_calendar_name(name: str) -> None:
+    """Raises UnknownCalendarError when `name` is no calendar TradingCalendar can load."""
+    _schedule_source(name)
+
+
 class TradingCalendar:
-    """Sessions of one pandas-market-calendars calendar, cached per year."""
+    """Sessions of one calendar (pandas-market-calendars, exchange_calendars, 24/5 or 24/7),
+    cached per year."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._calendar = mcal.get_calendar(name)
+        self._calendar = _schedule_source(name)
         self._lock = threading.Lock()
         self._years: set[int] = set()
         # Sorted, parallel arrays of sessions for all loaded years.
@@ -84,11 +147,15 @@ class TradingCalendar:
         with self._lock:
             if year in self._years:
                 return
-            schedule = self._calendar.schedule(f"{year}-01-01", f"{year}-12-31")
-            sessions = [
-                Session(idx.date(), int(row.market_open.value), int(row.market_close.value))
-                for idx, row in zip(schedule.index, schedule.itertuples(index=False))
-            ]
+            if isinstance(self._calendar, str):
+                sessions = (_round_the_clock_sessions(self._calendar, year) if self._calendar in ROUND_THE_CLOCK
+                            else _exchange_calendars_sessions(self._calendar, year))
+            else:
+                schedule = self._calendar.schedule(f"{year}-01-01", f"{year}-12-31")
+                sessions = [
+                    Session(idx.date(), int(row.market_open.value), int(row.market_close.value))
+                    for idx, row in zip(schedule.index, schedule.itertuples(index=False))
+                ]
             if self.name == "CBOE_Index_Options":
                 sessions = _cap_index_options_early_closes(sessions, year)
             merged = sorted(

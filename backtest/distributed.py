@@ -47,7 +47,7 @@ def window(data: MarketData, lo: int, hi: int) -> MarketData:
         a = int(np.searchsorted(ticks.ts_ns, sliced.start_ns[0], "left"))
         b = int(np.searchsorted(ticks.ts_ns, sliced.end_ns[-1], "left"))
         ticks = TickArrays(*(getattr(ticks, f.name)[a:b] for f in fields(TickArrays)))
-    return MarketData(sliced, ticks, data.description)
+    return MarketData(sliced, ticks, data.description, data.instrument, data.off_tick)  # a research instrument travels along
 
 
 def evaluate(data: MarketData, task: Task) -> dict[str, Any]:

@@ -472,7 +472,7 @@ def build_index_source(settings: Settings, live: dict[BrokerName, BrokerAdapter]
             choices.append(SourceChoice(SchwabIndexStream(schwab.streaming_client), lambda: schwab.status().connected))
     if tastytrade is not None:
         from brokers.tastytrade.adapter import TastytradeAdapter
-        from brokers.tastytrade_dxlink import TastytradeIndexStream
+        from brokers.tastytrade.stream import TastytradeIndexStream
 
         if isinstance(tastytrade, TastytradeAdapter):
             choices.append(SourceChoice(TastytradeIndexStream(tastytrade.start_on_session),

@@ -14,9 +14,10 @@ so with a `TemporaryBrokerError` for its caller to decide (brokers/errors.py).
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from brokers.errors import TemporaryBrokerError
@@ -59,3 +60,18 @@ def retry_reads(call: Callable[[], T], policy: ReadRetry, *, sleep: Callable[[fl
                                            retry_after=wait) from None
             log.warning("%s; retrying in %.2fs (attempt %d/%d)", exc.message, wait, failures, policy.attempts)
             sleep(wait)
+
+
+@dataclass
+class ReconnectBackoff:
+    """A stream's reconnect schedule (the SPX streams of both brokers). Seconds to wait before reconnect attempt `failures` (1-based): base * 2^(n-1), capped,
+    minus up to `jitter` of it so that restarted processes do not reconnect in step."""
+
+    base: float = 1.0
+    cap: float = 60.0
+    jitter: float = 0.2
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, failures: int) -> float:
+        raw = min(self.cap, self.base * 2 ** max(0, failures - 1))
+        return raw * (1.0 - self.jitter * self.rng.random())

@@ -1,7 +1,7 @@
 """Index values (SPX) pushed by a streaming source, fed to the bar builders as trades.
 
 Databento carries no index, so SPX comes from a broker's stream (brokers/schwab/stream.py,
-brokers/tastytrade_dxlink.py). This package must not import brokers: the runtime builds the
+brokers/tastytrade/stream.py). This package must not import brokers: the runtime builds the
 sources and hands them in; here are only the `IndexSource` protocol and `FirstConnectedSource`,
 which runs one of several brokers' sources.
 

@@ -30,16 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from schwab.client import Client
 from schwab.streaming import StreamClient
 
 from brokers.errors import BrokerError
+from brokers.retry import ReconnectBackoff
 from brokers.schwab import auth
 from brokers.schwab.parsing import parse_level_one
 
@@ -54,21 +54,6 @@ SUBSCRIBED_FIELDS = (FIELDS.SYMBOL, FIELDS.LAST_PRICE, FIELDS.TRADE_TIME_MILLIS)
 ValueCallback = Callable[[str, float, int], None]
 StateCallback = Callable[[bool, str], None]
 StreamFactory = Callable[[Client], StreamClient]
-
-
-@dataclass
-class ReconnectBackoff:
-    """Seconds to wait before reconnect attempt `failures` (1-based): base * 2^(n-1), capped,
-    minus up to `jitter` of it so that restarted processes do not reconnect in step."""
-
-    base: float = 1.0
-    cap: float = 60.0
-    jitter: float = 0.2
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, failures: int) -> float:
-        raw = min(self.cap, self.base * 2 ** max(0, failures - 1))
-        return raw * (1.0 - self.jitter * self.rng.random())
 
 
 class StreamSilent(Exception):

@@ -510,7 +510,7 @@ class TastytradeAdapter(BrokerAdapter):
 
     def start_on_session(self, make: Callable[[Session], Coroutine[Any, Any, None]]) -> concurrent.futures.Future[None]:
         """Start `make(session)` on the adapter's event loop and return at once, for a long-lived
-        SDK stream (the DXLink index stream, brokers/tastytrade_dxlink.py): it shares this login
+        SDK stream (the DXLink index stream, brokers/tastytrade/stream.py): it shares this login
         (no second session), and the session's httpx2 client is bound to this loop. Connects first
         when needed; raises BrokerError (AuthenticationRequired, ...) while that is not possible."""
         self._require_account()

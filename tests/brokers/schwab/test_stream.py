@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 import pytest
 
 from brokers.schwab.parsing import IndexValue, parse_level_one
-from brokers.schwab.stream import DEFAULT_SYMBOLS, ReconnectBackoff, SchwabIndexStream
+from brokers.retry import ReconnectBackoff
+from brokers.schwab.stream import DEFAULT_SYMBOLS, SchwabIndexStream
 from config.settings import MarketDataSource
 from config.timeframes import Timeframe
 from domain.market import Bar

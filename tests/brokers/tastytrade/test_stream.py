@@ -32,9 +32,9 @@ from tt_fake import Harness, TastytradeAccount, error_body, make_settings, tt  #
 from tests.brokers.schwab.fixtures.harness import schwab_env  # noqa: E402,F401 - fixture
 
 from brokers.tastytrade.adapter import TastytradeAdapter  # noqa: E402
-from brokers.tastytrade_dxlink import (  # noqa: E402
+from brokers.retry import ReconnectBackoff  # noqa: E402
+from brokers.tastytrade.stream import (  # noqa: E402
     IndexValue,
-    ReconnectBackoff,
     TastytradeIndexStream,
     trade_value,
 )

@@ -48,11 +48,10 @@ import concurrent.futures
 import logging
 import math
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -62,6 +61,7 @@ from tastytrade.dxfeed import Trade
 from tastytrade.session import Session
 
 from brokers.errors import BrokerError
+from brokers.retry import ReconnectBackoff
 
 log = logging.getLogger(__name__)
 
@@ -93,21 +93,6 @@ def trade_value(trade: Trade, venue_to_catalog: Mapping[str, str], received_ns: 
         nanos = trade.time_nano_part if 0 <= trade.time_nano_part < 1_000_000 else 0
         return IndexValue(symbol, float(price), trade.time * 1_000_000 + nanos)
     return IndexValue(symbol, float(price), received_ns, timed_on_receipt=True)
-
-
-@dataclass
-class ReconnectBackoff:
-    """Seconds to wait before reconnect attempt `failures` (1-based): base * 2^(n-1), capped,
-    minus up to `jitter` of it so that restarted processes do not reconnect in step."""
-
-    base: float = 1.0
-    cap: float = 60.0
-    jitter: float = 0.2
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, failures: int) -> float:
-        raw = min(self.cap, self.base * 2 ** max(0, failures - 1))
-        return raw * (1.0 - self.jitter * self.rng.random())
 
 
 @dataclass

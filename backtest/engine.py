@@ -217,7 +217,12 @@ class BacktestEngine:
         signals: dict[int, str] = {}
         indicators: list[dict[str, float | None]] | None = [] if record_bars else None
         sampled: dict[int, dict[str, float | None]] = {}
-        next_sample = min(line_every - 1, n - 1) if line_every > 0 and indicators is None else -1
+        # The bar whose indicator values are recorded next: every bar for bars.* (record_bars),
+        # every line_every-th and the last for the report's chart, else none (-1).
+        if indicators is not None:
+            next_sample = 0
+        else:
+            next_sample = min(line_every - 1, n - 1) if line_every > 0 else -1
         pending: Intent | None = None
         if record_bars and hasattr(strategy, "compute_atr"):
             strategy.compute_atr = True  # bars.csv shows every indicator (results are unaffected)
@@ -269,64 +274,55 @@ class BacktestEngine:
         # at its open, the first price after the decision.
         in_session = calendars.bars_in_session(symbol, bars.start_ns, bars.end_ns)
         t0 = time.perf_counter()
+        i = 0  # bar index
         for lo in range(0, n, _CHUNK):
             hi = min(n, lo + _CHUNK)
-            s_l = bars.start_ns[lo:hi].tolist()
-            e_l = bars.end_ns[lo:hi].tolist()
-            o_l = bars.open[lo:hi].tolist()
-            h_l = bars.high[lo:hi].tolist()
-            l_l = bars.low[lo:hi].tolist()
-            c_l = bars.close[lo:hi].tolist()
-            v_l = bars.volume[lo:hi].tolist()
-            n_l = bars.trade_count[lo:hi].tolist()
-            in_l = in_session[lo:hi].tolist()
+            chunk = zip(bars.start_ns[lo:hi].tolist(), bars.end_ns[lo:hi].tolist(), bars.open[lo:hi].tolist(),
+                        bars.high[lo:hi].tolist(), bars.low[lo:hi].tolist(), bars.close[lo:hi].tolist(),
+                        bars.volume[lo:hi].tolist(), bars.trade_count[lo:hi].tolist(), in_session[lo:hi].tolist())
             on_bar = strategy.on_bar
-            for j in range(hi - lo):
-                i = lo + j
+            for start, end, o, h, low, c, volume, count, evaluated in chunk:
                 if pending is not None:
                     # 1. decided at the previous close, filled at this bar's open / first trade.
-                    o = o_l[j]
                     execute(_SIGN[pending.target], lambda side, o=o: market_fill(o, side, tick, slip),
-                            s_l[j], i, pending.reason.value, pending.event_ts_ns, o)
+                            start, i, pending.reason.value, pending.event_ts_ns, o)
                     pending = None
-                if not in_l[j]:
-                    if indicators is not None:
-                        indicators.append(strategy.indicators())  # unchanged: bars.csv keeps one row per bar
-                    elif i == next_sample:
-                        sampled[i] = strategy.indicators()
-                        next_sample = min(i + line_every, n - 1) if i < n - 1 else -1
-                    continue
-                if pos != 0 and feed_trades:
-                    # 2. intrabar exits.
-                    if tick_lo is not None and ticks is not None and tick_hi is not None:
-                        self._feed_ticks(strategy, ticks, int(tick_lo[i]), int(tick_hi[i]), i, execute,
-                                         lambda: pos, tick, slip)
-                    else:
-                        self._feed_path(strategy, symbol, s_l[j], e_l[j], o_l[j], h_l[j], l_l[j], c_l[j], i,
-                                        execute, lambda: pos, tick, slip)
-                # 3. the strategy at the close (one reused bar object: strategies never keep a bar).
-                end = e_l[j]
-                view.start_ns, view.end_ns, view.open, view.high = s_l[j], end, o_l[j], h_l[j]
-                view.low, view.close, view.volume, view.trade_count = l_l[j], c_l[j], v_l[j], n_l[j]
-                if session_clock is None:
-                    intents = on_bar(view)
-                else:
-                    intents = strategy.on_clock(session_clock(end)) + on_bar(view)
-                if intents:
-                    last = intents[-1]
-                    signals[i] = "; ".join(f"{it.target.value} ({it.reason.value}): {it.detail}" for it in intents)
-                    if _SIGN[last.target] != pos:
-                        if tick_chart:
-                            c = c_l[j]
-                            execute(_SIGN[last.target], lambda side, c=c: market_fill(c, side, tick, slip), end, i,
-                                    last.reason.value, last.event_ts_ns, c)
+                if evaluated:
+                    if pos != 0 and feed_trades:
+                        # 2. intrabar exits.
+                        if tick_lo is not None and ticks is not None and tick_hi is not None:
+                            self._feed_ticks(strategy, ticks, int(tick_lo[i]), int(tick_hi[i]), i, execute,
+                                             lambda: pos, tick, slip)
                         else:
-                            pending = last
-                if indicators is not None:
-                    indicators.append(strategy.indicators())
-                elif i == next_sample:
-                    sampled[i] = strategy.indicators()
-                    next_sample = min(i + line_every, n - 1) if i < n - 1 else -1
+                            self._feed_path(strategy, symbol, start, end, o, h, low, c, i, execute, lambda: pos,
+                                            tick, slip)
+                    # 3. the strategy at the close (one reused bar object: strategies never keep a bar).
+                    view.start_ns, view.end_ns, view.open, view.high = start, end, o, h
+                    view.low, view.close, view.volume, view.trade_count = low, c, volume, count
+                    if session_clock is None:
+                        intents = on_bar(view)
+                    else:
+                        intents = strategy.on_clock(session_clock(end)) + on_bar(view)
+                    if intents:
+                        last = intents[-1]
+                        signals[i] = "; ".join(f"{it.target.value} ({it.reason.value}): {it.detail}" for it in intents)
+                        if _SIGN[last.target] != pos:
+                            if tick_chart:
+                                execute(_SIGN[last.target], lambda side, c=c: market_fill(c, side, tick, slip), end,
+                                        i, last.reason.value, last.event_ts_ns, c)
+                            else:
+                                pending = last
+                # A bar outside the session is not evaluated; bars.* still has a row for it (the
+                # indicators unchanged).
+                if i == next_sample:
+                    values = strategy.indicators()
+                    if indicators is not None:
+                        indicators.append(values)
+                        next_sample = i + 1
+                    else:
+                        sampled[i] = values
+                        next_sample = min(i + line_every, n - 1) if i < n - 1 else -1
+                i += 1
             if progress is not None:
                 progress(hi, n)
         if pos != 0 and n:

@@ -134,6 +134,7 @@ class EmaCrossStrategy(PositionStrategy):
         # per-bar cost otherwise. Without it `indicators()["atr"]` is None (not computed), not a
         # stale number. Set True to compute it anyway (the backtester does for bars.csv).
         self.compute_atr: bool = config.stop_loss_atr > 0
+        self._stops_on = config.stop_loss_ticks > 0 or config.stop_loss_atr > 0  # = stop_configured (config is frozen)
         self.fast_label = f"{config.trend_line_1.value}{config.period_1}"
         self.slow_label = f"{config.trend_line_2.value}{config.period_2}"
         instrument = CATALOG.get(Symbol(config.symbol))
@@ -225,28 +226,49 @@ class EmaCrossStrategy(PositionStrategy):
                 f"(prev {self.prev_fast:.6g} vs {self.prev_slow:.6g})")
 
     def on_bar(self, bar: Bar) -> list[Intent]:
+        # The hot path of a backtest (once per bar): `_update_lines` and `_cross` are inlined here
+        # (same statements, same order) and the config's stop switch is read once (`_stops_on`).
+        end = bar.end_ns
         last = self.last_bar_end_ns
-        if (last is not None and bar.end_ns <= last) or bar.symbol != self.symbol:
+        if (last is not None and end <= last) or bar.symbol != self.symbol:
             if not self._accept_bar(bar):
                 return []
         intents: list[Intent] = []
         # 1. The bar's range happened while the position was held: stop first.
         if self.stop_price is not None and self._stop_hit(bar.low, bar.high):
-            intents.append(self._stop_intent(bar.end_ns, bar.close, f"bar low {bar.low} high {bar.high}"))
-        # 2. Lines at the close.
-        f, s = self._update_lines(bar)
-        if self.stop_price is None and self.target is not PositionTarget.FLAT and self.stop_configured:
+            intents.append(self._stop_intent(end, bar.close, f"bar low {bar.low} high {bar.high}"))
+        # 2. Lines at the close (`_update_lines`).
+        fast, slow = self.fast, self.slow
+        self.prev_fast = pf = fast.value
+        self.prev_slow = ps = slow.value
+        close = bar.close
+        f = fast.update(close)
+        s = slow.update(close)
+        if self.compute_atr:
+            self.atr.update(bar.high, bar.low, close)
+        self.last_bar_end_ns = end
+        self.last_close = close
+        target = self.target
+        if self.stop_price is None and target is not PositionTarget.FLAT and self._stops_on:
             self._arm_stop()  # a position resumed before the ATR was defined: its ATR stop, as soon as it is
-        side = self._cross(f, s)
-        if side is None:
+        # 3. The cross (`_cross`): both lines defined at t-1 and t.
+        if f is None or s is None or pf is None or ps is None:
             return intents
-        if side is not self.target and self._entries_allowed():
-            assert f is not None and s is not None
-            self._enter(side, bar.close, bar.end_ns)
+        if f > s:
+            if pf > ps:
+                return intents
+            side = PositionTarget.LONG
+        elif f < s:
+            if pf < ps:
+                return intents
+            side = PositionTarget.SHORT
+        else:
+            return intents
+        if side is not target and self._entries_allowed():
+            self._enter(side, close, end)
             self._arm_stop()
-            dist = self.stop_distance() if self.stop_configured else None
-            intents.append(self._intent(side, IntentReason.SIGNAL, self._cross_detail(side, f, s),
-                                        bar.end_ns, bar.close, dist))
+            dist = self.stop_distance() if self._stops_on else None
+            intents.append(self._intent(side, IntentReason.SIGNAL, self._cross_detail(side, f, s), end, close, dist))
         return intents
 
     def _stop_intent(self, ts_ns: int, price: float, what: str) -> Intent:

@@ -148,7 +148,7 @@ def _bars_csv(path: Path, minutes: int) -> Path:
     lines = ["Date,Time,Open,High,Low,Close,Volume"]
     for i in range(minutes):
         t = start + timedelta(minutes=i)
-        close = 5000 + 20 * math.sin(i / 15)
+        close = round((5000 + 20 * math.sin(i / 15)) * 4) / 4  # on the /ES tick (0.25)
         lines.append(f"{t:%Y-%m-%d},{t:%H:%M:%S},{close:.2f},{close + 1:.2f},{close - 1:.2f},{close:.2f},10")
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -168,7 +168,7 @@ def test_a_finished_backtest_hands_its_equity_trades_and_bars(app: Flask, client
     deadline = time.monotonic() + 60
     while (job := jobs.get(job_id))["status"] not in ("done", "failed") and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert job["status"] == "done", job
+    assert job["status"] == "done", job.get("error")
     jobs.shutdown()
 
     response = client.get(f"/api/backtest/{job_id}/results", headers=admin_headers)

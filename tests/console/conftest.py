@@ -3,11 +3,12 @@ simulated data) on the private test Redis, driven in Debian's Chromium (/usr/bin
 pinned playwright. Nothing downloads a browser: without chromium (or playwright) these tests skip,
 unless REQUIRE_CHROMIUM=1 (set by .ci/run), where that fails them.
 
-One service and one browser serve the whole folder (starting them is most of the time); each test
-gets a fresh browser context, so its own tab storage (the token) and its own console log, which
-must hold no Content-Security-Policy violation and no page error.
+One service and one browser serve the whole folder (starting them is most of the time); both stop
+after its last test (a service left trading would load the rest of the suite). Each test gets a
+fresh browser context, so its own tab storage (the token) and its own console log, which must hold
+no Content-Security-Policy violation and no page error.
 
-Screenshots go to logs/screenshots/ (gitignored), the path printed at the end of the session.
+Screenshots go to logs/screenshots/ (gitignored), the path printed when the browser closes.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def _browser_available() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     url = root_conftest._real_url
     if not url:
@@ -75,7 +76,7 @@ def console_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servic
         client.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         # --no-sandbox: the suite runs as root in CI, where Chromium's sandbox refuses to start.
@@ -137,6 +138,6 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def admin_token(console_service: Service) -> str:
     return console_service.login()

@@ -1,6 +1,7 @@
 """Strategy engine benchmark: 30 strategy threads on replayed trades, real Redis.
 
     .venv/bin/python bench/engine.py [--minutes 300] [--idle 10] [--trader-defaults] [--stagger] [--no-risk]
+                                     [--redis-url redis://...]
 
 By default the strategies run stress periods (EMA 2/3, Supertrend 5/1.0): a median of 9 and up
 to 23 orders leave per bar close, as in a market-wide reversal. `--trader-defaults` runs EMA 9/21
@@ -48,17 +49,28 @@ Python threads through two queues. A close wakes 19-30 threads and each order's 
 take the GIL back, so on a VM whose wake-ups cost tens of microseconds (p99 hundreds) the same
 code shows a higher tail than on bare metal; the figure says which machine produced the numbers.
 
-Real Redis at 127.0.0.1:6379 (REDIS_URL to override); unique key prefixes, deleted afterwards.
-The last line is a JSON object.
+The floor (bench/floor.py), measured in the same run after the replay: every Redis request the
+order managers made while handling a bar close's intents is recorded per close, and a minimal
+redis-py loop sends the same requests again, one close at a time (the same count of orders, the
+same round trips, commands and argument bytes; each Lua call runs a stand-in of the same length
+that returns what the real script returns). That is the time a minimal loop needs to issue the
+burst's orders. `p99_over_floor`: the p99 over the measured orders of (closing trade -> ack) over
+the floor of that order's close; `cpu_us_per_order`: process CPU time of the whole replay (market
+data, 30 strategy threads, orders) per measured order.
+
+A private redis-server on a free port (`--redis-url` for an existing one); unique key prefixes,
+deleted afterwards. The last line is a JSON object.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import queue
 import random
+import statistics
 import sys
 import tempfile
 import threading
@@ -73,6 +85,7 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
+from bench.floor import FloorReplay, RoundTrips, cpu_seconds, private_redis  # noqa: E402
 from brokers.paper import PaperBroker  # noqa: E402
 from brokers.registry import BrokerRegistry  # noqa: E402
 from config.settings import MarketDataSource, Settings  # noqa: E402
@@ -94,6 +107,8 @@ from store.tickers import TickerStore  # noqa: E402
 NS = 1_000_000_000
 MINUTE = 60 * NS
 START_NS = int(datetime(2024, 7, 2, 13, 30, tzinfo=timezone.utc).timestamp()) * NS  # 09:30 ET, Tuesday
+GOAL_P99_OVER_FLOOR = 3.0
+FLOOR_PASSES = 3  # the floor of each close is the median of this many replays
 
 
 def session_minutes(count: int) -> list[int]:
@@ -149,8 +164,10 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, client: redis.Redis, url: str, log_dir: Path, *, risk: bool = True) -> None:
+    def __init__(self, client: redis.Redis, url: str, log_dir: Path, trips: RoundTrips, *, risk: bool = True) -> None:
         self.run_id = uuid.uuid4().hex[:8]
+        self.url = url
+        self.trips = trips
         self.prefixes = [f"bench-engine-{self.run_id}-md", f"bench-engine-{self.run_id}-a",
                          f"bench-engine-{self.run_id}-b"]
         self.client = client
@@ -161,6 +178,8 @@ class Bench:
         self.stamps: dict[tuple[str, int], int] = {}  # (symbol, bar end) -> perf_counter_ns of closing trade
         self.latency_ms: list[float] = []  # per intent: all its brokers' orders acknowledged
         self.order_ms: list[float] = []  # per order: one broker's order acknowledged
+        self.order_close: list[int] = []  # the bar end of each order_ms sample
+        self.close_requests: dict[int, list[bytes]] = {}  # bar end -> the Redis requests of its intents
         self.engine_ms: list[float] = []
         self.per_close: dict[int, int] = {}  # bar end -> orders acknowledged for that close (all tickers)
         self.unmatched = 0
@@ -183,13 +202,21 @@ class Bench:
 
         class TimedOrderManager(OrderManager):
             def move_to_target(self, t: TargetOrder) -> TargetResult:
-                result = super().move_to_target(t)
+                requests: list[bytes] = []
+                bench.trips.record_into(requests)  # this thread's Redis requests for this intent
+                try:
+                    result = super().move_to_target(t)
+                finally:
+                    bench.trips.record_into(None)
                 done = time.perf_counter_ns()
                 stamp = bench.stamps.get((t.symbol, t.event_ts_ns))
-                if stamp is not None and result.orders and result.status in ACKNOWLEDGED_STATUSES:
+                if stamp is not None:
                     with bench.lock:
-                        bench.order_ms.append((done - stamp) / 1e6)
-                        bench.per_close[t.event_ts_ns] = bench.per_close.get(t.event_ts_ns, 0) + len(result.orders)
+                        bench.close_requests.setdefault(t.event_ts_ns, []).extend(requests)
+                        if result.orders and result.status in ACKNOWLEDGED_STATUSES:
+                            bench.order_ms.append((done - stamp) / 1e6)
+                            bench.order_close.append(t.event_ts_ns)
+                            bench.per_close[t.event_ts_ns] = bench.per_close.get(t.event_ts_ns, 0) + len(result.orders)
                 return result
 
         check = allow_all
@@ -291,6 +318,25 @@ class Bench:
         after = os.times()
         return (after.user - before.user) + (after.system - before.system)
 
+    def floor(self) -> dict[int, float]:
+        """Bar end -> the seconds a minimal loop takes to send that close's recorded requests (the
+        median of FLOOR_PASSES replays), for every close that acknowledged orders. Run after the
+        replay with the strategies idle (the requests' writes land on this run's keys)."""
+        client = connect(self.url)
+        try:
+            replay = FloorReplay(client, allow_writes=True)
+            prepared = {end: replay.prepare(self.close_requests.get(end, [])) for end in self.per_close}
+            passes: dict[int, list[float]] = {end: [] for end in prepared}
+            for _ in range(FLOOR_PASSES):
+                for end, trips in prepared.items():
+                    t0 = time.perf_counter()
+                    for trip in trips:
+                        replay.send(trip)
+                    passes[end].append(time.perf_counter() - t0)
+            return {end: statistics.median(times) for end, times in passes.items()}
+        finally:
+            client.close()
+
     def close(self) -> None:
         for sup in self.stacks:
             sup.shutdown()
@@ -313,29 +359,44 @@ def main() -> int:
                         help="build the order manager without the pre-trade risk check (allow_all)")
     parser.add_argument("--stagger", action="store_true",
                         help="close one symbol's bars at a time (uncontended path) instead of all at once")
+    parser.add_argument("--redis-url", default=None, help="an existing Redis (default: a private redis-server)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    with contextlib.ExitStack() as stack:
+        url = args.redis_url or stack.enter_context(private_redis())
+        return run(args, url)
+
+
+def run(args: argparse.Namespace, url: str) -> int:
     client = connect(url)  # configured as the service configures it
     client.ping()
+    trips = RoundTrips()
     wakeup_p50, wakeup_p99 = thread_wakeup_us()
     with tempfile.TemporaryDirectory(prefix="bench-engine-logs-") as log_dir:
-        bench = Bench(client, url, Path(log_dir), risk=not args.no_risk)
+        bench = Bench(client, url, Path(log_dir), trips, risk=not args.no_risk)
         try:
             bench.stagger = args.stagger
             bench.trader_defaults = args.trader_defaults
             threads = bench.configure()
             alive = sum(s.health()["alive"] for s in bench.stacks)
-            t0 = time.perf_counter()
+            cpu0, t0 = cpu_seconds(), time.perf_counter()
             trades = bench.replay(args.minutes, args.settle)
-            replay_s = time.perf_counter() - t0
+            replay_s, replay_cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
             idle = bench.idle_cpu(args.idle)
             health = [s.health() for s in bench.stacks]
             errors = sorted({r.status.last_error for s in bench.stacks for r in s._runners.values() if r.status.last_error})
             orders = sum(len(s._orders.orders(limit=100_000)) for s in bench.stacks)
+            floor_cpu0 = cpu_seconds()
+            floors = bench.floor()
+            floor_cpu = cpu_seconds() - floor_cpu0
         finally:
             bench.close()
     left = sum(1 for p in bench.prefixes for _ in client.scan_iter(match=f"{p}:*", count=1000))
+    over_floor = [ms / (floors[end] * 1e3) for ms, end in zip(bench.order_ms, bench.order_close) if floors.get(end)]
+    order_floors_ms = [floors[end] * 1e3 for end in bench.order_close if end in floors]
+    close_floors_ms = [f * 1e3 for f in floors.values()]
+    floor_orders = sum(bench.per_close.values())
+    measured = len(bench.order_ms)
     result = {
         "threads": threads, "threads_alive": alive, "ema": 14, "supertrend": 14, "zeroday": 2,
         "minutes_replayed": args.minutes, "mode": "staggered" if args.stagger else "simultaneous",
@@ -357,6 +418,19 @@ def main() -> int:
         "idle_cpu_percent_of_one_core": round(100 * idle / args.idle, 3),
         "restarts": sum(h["restarts"] for h in health), "dead_threads": sum(len(h["dead"]) for h in health),
         "keys_left": left, "errors": errors[:5], "target_p99_ms": 10.0,
+        # The whole replay's CPU (every bar of 30 threads, market data, orders) over the orders it
+        # produced, and over the closes: most of it is per-bar work that sends no order.
+        "cpu_us_per_order": round(replay_cpu / measured * 1e6, 1) if measured else None,
+        "cpu_ms_per_close": round(replay_cpu / (args.minutes + 1) * 1e3, 3),
+        "close_floor_ms_p50": round(pct(close_floors_ms, 50), 3), "close_floor_ms_p99": round(pct(close_floors_ms, 99), 3),
+        "close_floor_ms_max": round(max(close_floors_ms, default=float("nan")), 3),
+        "floor_ms_of_orders_p50": round(pct(order_floors_ms, 50), 3),
+        "floor_cpu_us_per_order": round(floor_cpu / (FLOOR_PASSES * floor_orders) * 1e6, 1) if floor_orders else None,
+        "redis_round_trips_per_order": round(sum(len(r) for r in bench.close_requests.values()) / floor_orders, 2)
+        if floor_orders else None,
+        "p50_over_floor": round(pct(over_floor, 50), 2), "p99_over_floor": round(pct(over_floor, 99), 2),
+        "goal_p99_over_floor": GOAL_P99_OVER_FLOOR,
+        "meets_goal": pct(over_floor, 99) <= GOAL_P99_OVER_FLOOR,
         "machine_thread_wakeup_round_trip_us_p50": round(wakeup_p50, 1),
         "machine_thread_wakeup_round_trip_us_p99": round(wakeup_p99, 1),
     }
@@ -364,7 +438,9 @@ def main() -> int:
           f"p50 {result['close_trade_to_ack_ms_p50']} ms p99 {result['close_trade_to_ack_ms_p99']} ms; "
           f"per intent (all brokers) p50 {result['close_trade_to_all_acks_ms_p50']} ms "
           f"p99 {result['close_trade_to_all_acks_ms_p99']} ms; "
-          f"idle CPU {result['idle_cpu_s']} s over {args.idle} s")
+          f"idle CPU {result['idle_cpu_s']} s over {args.idle} s; floor per close p50 {result['close_floor_ms_p50']} ms "
+          f"p99 {result['close_floor_ms_p99']} ms; p99 over floor {result['p99_over_floor']}; "
+          f"CPU {result['cpu_us_per_order']} us/order")
     print(json.dumps(result))
     return 0
 

@@ -415,15 +415,33 @@ class ChartReply(Done):
 
 
 # ------------------------------------------------------------------------------------ backtest
+def _backtest_symbol(raw: object) -> str:
+    """A catalog symbol (canonical), or another symbol's text for a research instrument (its
+    tick_size is then required; backtest/jobs.py checks that)."""
+    try:
+        return canonical_symbol(raw)
+    except ValueError:
+        if isinstance(raw, str) and raw.strip():
+            return raw.strip()
+        raise
+
+
+BacktestSymbol = Annotated[str, BeforeValidator(_backtest_symbol), WithJsonSchema({
+    "type": "string", "minLength": 1, "maxLength": 21,
+    "description": f"a catalog symbol ({', '.join(SYMBOLS)}), or any other with tick_size"})]
+DecimalText = Annotated[str, BeforeValidator(lambda raw: str(parse_decimal(raw, 0))), WithJsonSchema(
+    {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": DECIMAL_TEXT}]})]
+
+
 class BacktestBody(Closed):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"strategy": "ema", "symbol": "/MES", "timeframe": "5Min", "period_1": 9, "period_2": 21,
          "data": ["MES_1min.csv"], "from": "2025-01-02", "to": "2025-03-01"}]})
 
     strategy: Strategy
-    symbol: CatalogSymbol
+    symbol: BacktestSymbol
     timeframe: TimeframeField
-    data: DataPaths = Field(description="data file paths (CSV or DBN) under an allowed data directory")
+    data: DataPaths = Field(description="data file paths (CSV, Parquet or DBN) under an allowed data directory")
     trend_line_1: TrendLineField | None = None
     period_1: whole(1, MAX_PERIOD) | None = None
     trend_line_2: TrendLineField | None = None
@@ -445,6 +463,13 @@ class BacktestBody(Closed):
     instrument: Annotated[str, Field(min_length=1, max_length=40)] | None = None
     tz: Annotated[str, Field(min_length=1, max_length=40)] | None = Field(None, description="of naive times; UTC")
     bar_time: Literal["start", "end"] | None = None
+    tick_size: DecimalText | None = Field(None, description="a symbol outside the catalog: its minimum price step")
+    contract_multiplier: DecimalText | None = Field(
+        None, description="a symbol outside the catalog: currency per 1.0 price point per contract; default 1")
+    calendar: Annotated[str, Field(min_length=1, max_length=40)] | None = Field(
+        None, description="a symbol outside the catalog: a pandas_market_calendars or exchange_calendars name, "
+                          "24/5 or 24/7 (default)")
+    allow_off_tick: Flag | None = Field(None, description="run on prices off the tick (fills rounded) instead of a 400")
 
 
 class QueuedReply(Done):

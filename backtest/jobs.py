@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from domain.parsing import NumberError, parse_decimal, parse_int
+from domain.parsing import NumberError, ParseError, parse_bool, parse_decimal, parse_int
 from domain.tickers import StrategyName, TickerValidationError
 from store.redis_store import Store
 from strategies import STRATEGY_CLASSES
@@ -49,8 +49,11 @@ RESULT_BARS = 400
 STRATEGY_FIELDS = ("strategy", "symbol", "timeframe", "trend_line_1", "period_1", "trend_line_2", "period_2",
                    "stop_loss_ticks", "stop_loss_atr", "atr_period", "multiplier", "trailing_stop_atr",
                    "take_profit_atr")
+# A symbol outside the catalog: its properties (backtest/instruments.py); a flag field is a CLI switch.
+_INSTRUMENT_FIELDS = ("tick_size", "contract_multiplier", "calendar")
+_FLAG_FIELDS = ("allow_off_tick",)
 _ALLOWED_FIELDS = frozenset(STRATEGY_FIELDS) | {"data", "from", "to", "quantity", "commission", "slippage_ticks",
-                                                "instrument", "tz", "bar_time"}
+                                                "instrument", "tz", "bar_time", *_INSTRUMENT_FIELDS, *_FLAG_FIELDS}
 
 
 class JobValidationError(ValueError):
@@ -95,7 +98,10 @@ class JobRequest:
         args += ["--quantity", str(self.quantity), "--commission", self.commission,
                  "--slippage-ticks", str(self.slippage_ticks)]
         for name, value in self.extra.items():
-            args += [f"--{name.replace('_', '-')}", value]
+            if name in _FLAG_FIELDS:
+                args += [f"--{name.replace('_', '-')}"] if value == "true" else []
+            else:
+                args += [f"--{name.replace('_', '-')}", value]
         return args
 
 
@@ -108,8 +114,12 @@ def validate_request(payload: Any, allowed_dirs: Sequence[Path]) -> JobRequest:
         raise JobValidationError(unknown[0], "is not a backtest field")
     quantity = _whole(payload, "quantity", 1, 1, 10_000)
     fields = {k: payload.get(k) for k in STRATEGY_FIELDS if payload.get(k) is not None}
+    research = _research_instrument(payload)
+    # A symbol outside the catalog is validated with a catalog stand-in of its kind (the job's own
+    # process registers the research instrument; this, the trading service's, never does).
+    stand_in = ({"symbol": "/MES" if str(research.symbol).startswith("/") else "NVDA"} if research is not None else {})
     try:
-        config_from_options({**fields, "quantity": quantity})
+        config_from_options({**fields, **stand_in, "quantity": quantity})
     except TickerValidationError as exc:
         raise JobValidationError(exc.field, exc.message) from None
     try:
@@ -139,7 +149,38 @@ def validate_request(payload: Any, allowed_dirs: Sequence[Path]) -> JobRequest:
             extra[name] = value.strip()
     if extra.get("bar_time") not in (None, "start", "end"):
         raise JobValidationError("bar_time", "must be start or end")
+    for name in _INSTRUMENT_FIELDS:
+        if payload.get(name) is not None:
+            extra[name] = str(payload[name]).strip()
+    for name in _FLAG_FIELDS:
+        value = payload.get(name)
+        if value is not None:
+            try:
+                extra[name] = "true" if parse_bool(value) else "false"
+            except ParseError:
+                raise JobValidationError(name, "must be true or false") from None
     return JobRequest(fields, data, start, end, quantity, commission, slippage, extra)
+
+
+def _research_instrument(payload: Mapping[str, Any]) -> Any:
+    """The research instrument the fields describe (None for a catalog symbol), validated as the
+    CLI does; nothing is registered here."""
+    from backtest.instruments import InstrumentError, research_instrument
+
+    raw = {name: payload.get(name) for name in _INSTRUMENT_FIELDS}
+    for name, value in raw.items():
+        if value is not None and (not isinstance(value, (str, int, float)) or isinstance(value, bool)
+                                  or len(str(value)) > 40):
+            raise JobValidationError(name, "must be a short string or number")
+    symbol = payload.get("symbol")
+    if not isinstance(symbol, str):
+        return None  # the strategy validation answers for the symbol
+    try:
+        return research_instrument(symbol, *(None if v is None else str(v).strip() for v in raw.values()))
+    except InstrumentError as exc:
+        text = str(exc)
+        field = next((n for n in _INSTRUMENT_FIELDS if f"--{n.replace('_', '-')}" in text.split(":")[0]), "symbol")
+        raise JobValidationError(field, text) from None
 
 
 def _whole(payload: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:

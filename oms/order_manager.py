@@ -111,6 +111,10 @@ from oms.models import (
 from store.rate_window import RATE_SLOT_LUA, rate_slot_args
 from store.redis_store import Store
 
+# One read returns at most this many orders: the API's largest page (1,000) plus the one row more
+# that tells it whether another page follows.
+MAX_ORDERS_READ = 1001
+
 log = logging.getLogger(__name__)
 
 
@@ -324,8 +328,8 @@ class OrderManager:
 
     def orders(self, strategy: str | None = None, symbol: str | None = None, broker: str | None = None,
                state: str | OrderState | None = None, offset: int = 0, limit: int = 100) -> list[OrderRecord]:
-        """Newest first, filtered, paged."""
-        offset, limit = max(0, offset), max(0, min(limit, 1000))
+        """Newest first, filtered, paged (at most MAX_ORDERS_READ)."""
+        offset, limit = max(0, offset), max(0, min(limit, MAX_ORDERS_READ))
         want_state = OrderState(state) if state else None
         out: list[OrderRecord] = []
         skipped, start, chunk = 0, 0, 500

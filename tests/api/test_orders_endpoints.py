@@ -99,6 +99,17 @@ def test_orders_filters_and_paging(app, client, viewer_headers):
     assert len(set(ids)) == 4
 
 
+def test_a_full_page_of_the_largest_size_says_another_follows(app, client, viewer_headers):
+    for ts in range(1, 1003):  # 1,002 orders: in and out of one contract
+        _move(app, "ema", "/MES", TASTYTRADE, ts % 2, ts)
+    page1 = _get(client, "/api/orders?limit=1000", viewer_headers).json
+    page2 = _get(client, "/api/orders?limit=1000&offset=1000", viewer_headers).json
+    assert page1["count"] == 1000 and page1["has_more"] is True
+    assert page2["count"] == 2 and page2["has_more"] is False
+    ids = {o["client_order_id"] for o in page1["orders"] + page2["orders"]}
+    assert len(ids) == 1002
+
+
 @pytest.mark.parametrize("query, field", [
     ("limit=0", "limit"), ("limit=1001", "limit"), ("limit=abc", "limit"), ("offset=-1", "offset"),
     ("offset=100001", "offset"), ("state=BOGUS", "state"), ("broker=ibkr", "broker"),

@@ -127,6 +127,10 @@ class KillRecord:
     seconds_after_spawn: float
 
 
+RESNAPSHOTS = 3  # re-reads of a checkpoint with findings (see Chaos.checkpoint)
+RESNAPSHOT_SECONDS = 0.5
+
+
 def plan_kills(seed: int, count: int) -> list[PlannedKill]:
     """A fifth of the kills at a random moment of start-up, a fifth at a random moment while
     trading, the rest in a bar close's order burst; shuffled."""
@@ -312,6 +316,20 @@ class Chaos:
         wait_for(stopped, RESUME_SECONDS, f"{svc.name}: every ticker stopped")
         snap = self.snapshot()
         found = check(snap)
+        for _ in range(RESNAPSHOTS):
+            if not found.violations:
+                break
+            # Trades keep flowing while the strategies are stopped, and the brokers' resting stops
+            # keep working (they survive stop-trading on purpose): one can fill between the reads
+            # of the orders, the positions and the strategies. A state finding counts when a fresh
+            # read still shows it; a resolved one is gone from the re-read.
+            time.sleep(RESNAPSHOT_SECONDS)
+            again = self.snapshot()
+            refound = check(again)
+            stable = refound.groups() == found.groups()
+            snap, found = again, refound
+            if stable:
+                break
         self.findings.merge(found, where)
         self.checkpoints.append({"where": where, "orders": len(snap.orders), "halts": len(snap.halts),
                                  "reconcile_ok": snap.reconcile_ok, **{k: v for k, v in found.counts().items() if v}})

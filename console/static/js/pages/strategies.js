@@ -147,11 +147,13 @@ function tickerForm(ctx) {
   const symbol = el('input', { name: 'symbol', list: 'symbol-list', required: true, placeholder: '/MES' });
   const timeframe = el('input', { name: 'timeframe', list: 'timeframe-list', required: true, placeholder: '1Min or 100t' });
   const lists = el('div', { hidden: true });
+  // ema/supertrend on their first start: wait for a live signal, or take the side the rules hold now
+  const startField = field('at first start', select('start_behavior', ['wait_for_signal', 'join_current'], 'wait_for_signal'));
   fill(form,
     field('strategy', strategy), field('symbol', symbol), field('timeframe', timeframe), lists,
     field('Schwab quantity', el('input', { name: 'schwab_quantity', type: 'number', min: 0, value: 0 })),
     field('Tastytrade quantity', el('input', { name: 'tastytrade_quantity', type: 'number', min: 0, value: 1 })),
-    emaFields, supertrendFields,
+    emaFields, supertrendFields, startField,
     el('label', { class: 'check' }, el('input', { name: 'trade_enabled', type: 'checkbox', checked: true }), ' trade enabled'),
     el('button', { class: 'action primary', type: 'submit', text: 'Save ticker' }));
   const trendLine = (name, value) => select(name, ['EMA', 'SMA', 'WilderSmoother'], value);
@@ -164,6 +166,7 @@ function tickerForm(ctx) {
   strategy.addEventListener('change', () => {
     supertrendFields.hidden = strategy.value !== 'supertrend';
     emaFields.hidden = strategy.value === 'supertrend';
+    startField.hidden = strategy.value === 'zeroday';
   });
   catalog().then((c) => {
     fill(lists,
@@ -175,6 +178,7 @@ function tickerForm(ctx) {
     const values = formValues(form);
     const hidden = form.querySelectorAll('fieldset[hidden] [name]');
     for (const input of hidden) delete values[input.name];
+    if (startField.hidden) delete values.start_behavior;
     ctx.act(`save ${values.symbol}`, () => post('/api/add-ticker', values));
   });
   return form;

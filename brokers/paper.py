@@ -452,7 +452,14 @@ class PaperBroker(BrokerAdapter):
                          avg_fill_price=str(price), fills=[*order.fills, fill])
         journal_fill = {**fill, "client_order_id": order.client_order_id, "key": key, "side": order.side,
                         "multiplier": str(multiplier), "realized_pnl": str(realized)}
-        update = filled.update()
+        # `filled.update()` without parsing back what was just formatted: the earlier fills (a
+        # resting order's partial fills) from their records, this one from its values.
+        coid, broker_id = ClientOrderId(order.client_order_id), BrokerOrderId(order.broker_order_id)
+        this_fill = Fill(client_order_id=coid, broker_order_id=broker_id, fill_id=fill["fill_id"], quantity=qty,
+                         price=price, commission=commission, ts=ts)
+        update = OrderUpdate(client_order_id=coid, broker_order_id=broker_id, state=OrderState.FILLED,
+                             filled_quantity=filled.filled_quantity, avg_fill_price=price, reason=filled.reason,
+                             fills=(*order.update().fills, this_fill) if order.fills else (this_fill,))
         return _PreparedFill(filled=filled, position=position, before=account, after=after, journal_fill=journal_fill,
                              update=update, extra=self._then_commands(then, update),
                              claim=order.client_order_id not in self._orders)

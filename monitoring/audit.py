@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +45,8 @@ def _is_secret_name(name: str) -> bool:
 
 def redact(value: Any) -> Any:
     """Copy of `value` with every secret-looking field replaced, at any depth."""
+    if isinstance(value, str):  # the usual leaf, decided before the (slower) abstract Mapping check
+        return value
     if isinstance(value, Mapping):
         return {str(k): (REDACTED if _is_secret_name(str(k)) else redact(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -108,12 +111,19 @@ class AuditLog:
     def write_file(self, event: AuditEvent) -> str:
         """Append the event's line to the audit file; returns the line."""
         line = event.to_json()
+        data = (line + "\n").encode("utf-8")
         with self._lock:
             try:
                 # Opened per write in append mode: survives log rotation (logrotate copytruncate or
-                # move) and each line is one write() so concurrent writers never interleave.
-                with self.path.open("a", encoding="utf-8") as fh:
-                    fh.write(line + "\n")
+                # move) and each line is one write() so concurrent writers never interleave. A raw
+                # descriptor: no buffered text file object to build for every order's decision.
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+                try:
+                    written = os.write(fd, data)
+                    while written < len(data):  # only on a short write (a full disk): the rest
+                        written += os.write(fd, data[written:])
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 log.error("audit file write failed: %s", exc)
         return line

@@ -137,9 +137,12 @@ if ARGV[1] == '1' then
     local exp = cjson.decode(ARGV[2])
     if redis.call('HLEN', KEYS[4]) * 2 ~= #exp then
       stale = true
-    else
-      for i = 1, #exp, 2 do
-        if redis.call('HGET', KEYS[4], exp[i]) ~= exp[i + 1] then stale = true; break end
+    elseif #exp > 0 then
+      local names = {}
+      for i = 1, #exp, 2 do names[#names + 1] = exp[i] end
+      local now = redis.call('HMGET', KEYS[4], unpack(names))
+      for i = 1, #names do
+        if now[i] ~= exp[2 * i] then stale = true; break end
       end
     end
   end
@@ -162,9 +165,6 @@ for _, c in ipairs(cjson.decode(ARGV[1])) do redis.call(unpack(c)) end
 return 1
 """
 
-
-_MUTABLE_FIELDS = ("state", "broker_order_id", "filled_quantity", "avg_fill_price", "commission", "reason",
-                   "updated_ns", "fill_ids")
 
 
 def _ns_iso(ts_ns: int) -> str:
@@ -272,16 +272,26 @@ class OrderManager:
         # What this process knows of each lane's resting stop (None: none), as the position cache
         # above: filled from Redis on a lane's first use, then kept with what this process writes.
         self._stop_cache: dict[tuple[str, str, str], str | None] = {}
+        self._pos_keys: dict[tuple[str, str, str], str] = {}
+        self._lane_active_keys: dict[tuple[str, str, str], str] = {}
 
     # ------------------------------------------------------------------ keys / locks
     def _k_order(self, coid: str) -> str:
         return self._store.key("oms", "order", coid)
 
     def _k_pos(self, strategy: str, symbol: str, broker: str) -> str:
-        return self._store.key("oms", "pos", strategy, symbol, broker)
+        lane = (strategy, symbol, broker)
+        key = self._pos_keys.get(lane)
+        if key is None:  # a lane's keys are built once, not for every order
+            key = self._pos_keys[lane] = self._store.key("oms", "pos", strategy, symbol, broker)
+        return key
 
     def _k_lane_active(self, strategy: str, symbol: str, broker: str) -> str:
-        return self._store.key("oms", "lane_active", strategy, symbol, broker)
+        lane = (strategy, symbol, broker)
+        key = self._lane_active_keys.get(lane)
+        if key is None:
+            key = self._lane_active_keys[lane] = self._store.key("oms", "lane_active", strategy, symbol, broker)
+        return key
 
     def _k_intent(self, strategy: str, symbol: str, broker: str, event_ts_ns: int) -> str:
         return self._store.key("oms", "intent", strategy, symbol, broker, event_ts_ns)
@@ -467,13 +477,13 @@ class OrderManager:
                     self._r.hset(k_intent, mapping={"status": IntentStatus.NOOP, "target": str(t.target_quantity)})
                     return TargetResult(t.strategy, t.symbol, t.broker, t.target_quantity, pos.quantity, pos.quantity,
                                         TargetStatus.NOOP)
+                coids = {leg.leg: self._coid(t, leg.leg) for leg in legs}
                 intent_fields = {
                     "strategy": t.strategy, "symbol": t.symbol, "broker": t.broker, "event_ts_ns": str(t.event_ts_ns),
                     "target": str(t.target_quantity), "reason": t.reason, "detail": t.detail,
                     "status": IntentStatus.PENDING_OPEN if len(legs) == 2 else IntentStatus.SENT,
                     "legs": ",".join(leg.leg for leg in legs),
-                    "close_coid": self._coid(t, "close") if legs[0].leg == "close" else "",
-                    "open_coid": self._coid(t, "open") if legs[-1].leg == "open" else "",
+                    "close_coid": coids.get("close", ""), "open_coid": coids.get("open", ""),
                     "open_qty": str(legs[-1].quantity) if legs[-1].leg == "open" else "0",
                     "open_side": legs[-1].side.value, "open_key": legs[-1].position_key,
                     "option": option_to_text(t.option),
@@ -481,7 +491,7 @@ class OrderManager:
                                             else t.event_ts_ns + DEFAULT_OPEN_WINDOW_NS),
                 }
                 sent = self._send_leg(t, legs[0], pos, k_intent, intent_fields, state.paused,
-                                      expect=pos_h, memo=memo)
+                                      expect=pos_h, memo=memo, coid=coids[legs[0].leg])
                 if isinstance(sent, _LaneState):  # the lane changed under the plan: re-plan from Redis's state
                     state = sent
                     continue
@@ -605,23 +615,27 @@ class OrderManager:
                   intent_fields: dict[str, str] | None, paused: str | None, *,
                   expect: dict[str, str] | None = None, pos_h: dict[str, str] | None = None,
                   memo: list[tuple[OrderRequest, OrderContext, RiskDecision]] | None = None,
-                  extra_cmds: list[list[str]] | None = None,
+                  extra_cmds: list[list[str]] | None = None, coid: ClientOrderId | None = None,
                   ) -> tuple[OrderRecord, str] | _LaneState:
         """Claim (atomic dedupe), then send one leg. With `expect` (first leg of a new intent: the
         lane's position hash the plan came from) the claim only goes through if the lane is still
         in that state; otherwise the lane's current state is returned and nothing was written.
         `extra_cmds` ride along with the claim's writes (atomically, only if the claim succeeds).
-        Returns (record, intent status written)."""
-        coid = self._coid(t, leg.leg)
-        multiplier = SPX_OPTION_MULTIPLIER if leg.option else CATALOG[canonical_symbol(t.symbol)].multiplier
+        Returns (record, intent status written). `coid`: the leg's client id when the caller has it."""
+        coid = coid or self._coid(t, leg.leg)
+        instrument = None if leg.option else CATALOG.get(t.symbol)  # move_to_target checked it is canonical
+        multiplier = (SPX_OPTION_MULTIPLIER if leg.option
+                      else (instrument or CATALOG[canonical_symbol(t.symbol)]).multiplier)
         req = OrderRequest(client_order_id=coid, symbol=t.symbol, side=leg.side, quantity=leg.quantity,
                            position_effect=leg.effect, order_type=OrderType.MARKET, option=leg.option,
                            contract=leg.contract)
         now = self._clock()
-        rec = OrderRecord(
+        # The order's record but for its state and reason, which the risk decision sets (its NEW
+        # state exists only as the claim's first journal entry).
+        record = dict(
             client_order_id=coid, broker_order_id=None, strategy=t.strategy, symbol=t.symbol, broker=t.broker,
             position_key=leg.position_key, leg=leg.leg, side=leg.side, quantity=leg.quantity,
-            position_effect=leg.effect, order_type=req.order_type.value, state=OrderState.NEW,
+            position_effect=leg.effect, order_type=req.order_type.value,
             intent_reason=t.reason, detail=t.detail, event_ts_ns=t.event_ts_ns, created_ns=now, updated_ns=now,
             multiplier=multiplier, option=leg.option,
         )
@@ -642,12 +656,13 @@ class OrderManager:
             decision_ok = decision.allowed
             why = ("" if decision_ok else f"paused: {decision.detail}" if paused
                    else f"risk:{decision.reason.value}: {decision.detail}".rstrip(": "))
-            final = replace(rec, state=OrderState.SUBMITTED if decision_ok else OrderState.REJECTED, reason=why)
+            final = OrderRecord(**record, state=OrderState.SUBMITTED if decision_ok else OrderState.REJECTED,  # type: ignore[arg-type]
+                                reason=why)
             fields = intent_fields
             if fields is not None and not decision_ok:
                 fields = {**fields, "status": IntentStatus.PAUSED if paused else IntentStatus.DENIED}
             status = fields["status"] if fields is not None else ""
-            claim = self._claim_spec(rec, final, k_intent, fields,
+            claim = self._claim_spec(final, k_intent, fields,
                                      pending=decision_ok and fields is not None
                                      and fields.get("status") == IntentStatus.PENDING_OPEN,
                                      expect=expect, paused=paused, extra_cmds=extra_cmds,
@@ -729,13 +744,15 @@ class OrderManager:
         self._pos_cache.pop((t.strategy, t.symbol, t.broker), None)
         return self._transition(final, OrderState.UNKNOWN, reason=f"outcome unknown: {type(exc).__name__}")
 
-    def _claim_spec(self, new: OrderRecord, final: OrderRecord, k_intent: str,
+    def _claim_spec(self, final: OrderRecord, k_intent: str,
                     intent_fields: dict[str, str] | None, pending: bool, *,
                     expect: dict[str, str] | None = None, paused: str | None = None,
                     extra_cmds: list[list[str]] | None = None, slot: RateSlot | None = None) -> _Claim:
-        """The claim script's call for one order (see _CLAIM_LUA); nothing is sent here."""
-        j_new = transition_entry(new, "", new.created_ns)
+        """The claim script's call for one order (see _CLAIM_LUA); nothing is sent here. `final`:
+        the order as claimed (SUBMITTED or REJECTED); its NEW journal entry is the same order in
+        state NEW without a reason, before it."""
         j_final = transition_entry(final, OrderState.NEW.value, final.created_ns)
+        j_new = {**j_final, "prev_state": "", "state": OrderState.NEW.value, "reason": ""}
         coid = final.client_order_id
         k_order = self._k_order(coid)
         k_pos = self._k_pos(final.strategy, final.symbol, final.broker)
@@ -858,10 +875,15 @@ class OrderManager:
                       fill_ids=rec.fill_ids + tuple(f.fill_id for f in new_fills))
         coid = rec.client_order_id
         lane = (rec.strategy, rec.symbol, rec.broker)
-        # Only the fields an update can change: fewer bytes to pack and send per order.
-        f = new.to_fields()
+        # Only the fields an update can change, formatted as to_fields does:
+        # fewer bytes to pack and send per order.
         journal = transition_entry(new, rec.state.value, now, price)
-        cmds: list[list[str]] = [["HSET", self._k_order(coid), *(x for k in _MUTABLE_FIELDS for x in (k, f[k]))],
+        cmds: list[list[str]] = [["HSET", self._k_order(coid), "state", new.state.value,
+                                  "broker_order_id", new.broker_order_id or "",
+                                  "filled_quantity", str(new.filled_quantity),
+                                  "avg_fill_price", "" if new.avg_fill_price is None else str(new.avg_fill_price),
+                                  "commission", str(new.commission), "reason", new.reason,
+                                  "updated_ns", str(new.updated_ns), "fill_ids", ",".join(new.fill_ids)],
                                  ["XADD", self.k_journal, "*", *_flat(journal)]]
         entries: list[tuple[str, dict[str, str]]] = [("transition", journal)]
         lane_active = self._k_lane_active(*lane)
@@ -1161,7 +1183,7 @@ class OrderManager:
                         decision.detail)
             return None
         final = replace(rec, state=OrderState.SUBMITTED)
-        claim = self._claim_spec(rec, final, self._k_order(coid), None, pending=False, slot=decision.slot)
+        claim = self._claim_spec(final, self._k_order(coid), None, pending=False, slot=decision.slot)
         claimed = self._claim_order(claim)
         if claimed is not True:  # this stop was placed before (the same moment asked twice)
             return self.order(coid)

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -117,6 +117,13 @@ class RiskEngine:
         self._take_slot = store.redis.register_script(_TAKE_SLOT_LUA)
         self._eval_lock = threading.Lock()  # one loss-limit evaluation at a time in this process
         self._last_equity_sample: datetime | None = None
+        # What every opening order's check parses again and again, kept by the exact raw text it
+        # came from (a different text is parsed afresh): the limits, the trading states, the
+        # session's P&L; and the session id of the current minute.
+        self._limits_parsed: tuple[str, RiskLimits] | None = None
+        self._states_parsed: dict[str, ScopeState] = {}
+        self._pnl_parsed: tuple[dict[str, str], dict[str, tuple[Decimal, Decimal]]] | None = None
+        self._session_cached: tuple[int, SessionStart, str, str] | None = None
 
     # ------------------------------------------------------------------ keys
     def _k(self, *parts: object) -> str:
@@ -135,7 +142,16 @@ class RiskEngine:
         return self.session_start_fn(self.session_symbol, now or self.clock())
 
     def _session_id(self, now: datetime) -> str:
-        return self.session_start(now).isoformat()
+        # Sessions open and close on whole minutes (every calendar here has minute resolution),
+        # so within one minute the answer is the same: computed once per minute, not per order.
+        minute = int(now.timestamp()) // 60
+        cached = self._session_cached
+        if (cached is not None and cached[0] == minute and cached[1] is self.session_start_fn
+                and cached[2] == self.session_symbol):
+            return cached[3]
+        session_id = self.session_start(now).isoformat()
+        self._session_cached = (minute, self.session_start_fn, self.session_symbol, session_id)
+        return session_id
 
     # ------------------------------------------------------------------ limits
     def get_limits(self) -> RiskLimits:
@@ -229,14 +245,15 @@ class RiskEngine:
             if event is not None:
                 self.audit.write_file(event)  # no audit stream: the file line is the record
             return decision
+        line = ""
         if event is not None:
-            self.audit.write_file(event)  # its stream entry rides in the slot, with the order's claim
+            line = self.audit.write_file(event)  # its stream entry rides in the slot, with the order's claim
         slot = RateSlot(key=self._k("rate", context.strategy, context.symbol), limit=limit, window_ms=RATE_WINDOW_MS,
                         now_ms=int(now.timestamp() * 1000),
-                        member=f"{order.client_order_id}:{uuid.uuid4().hex[:8]}",
+                        member=f"{order.client_order_id}:{os.urandom(4).hex()}",
                         audit_key=(self.audit.stream_key or "") if event is not None else "",
                         audit_maxlen=AUDIT_STREAM_MAXLEN,
-                        audit_fields=("ts", event.ts, "kind", event.kind, "json", event.to_json()) if event else ())
+                        audit_fields=("ts", event.ts, "kind", event.kind, "json", line) if event else ())
         return RiskDecision(True, decision.reason, decision.detail, slot=slot)
 
     def rate_limited(self, order: OrderRequest, context: OrderContext, decision: RiskDecision,
@@ -264,13 +281,39 @@ class RiskEngine:
         pipe.get(self._k("limits"))
         pipe.hgetall(self._k("pnl", self._session_id(now)))
         g_raw, s_raw, limits_raw, pnl_raw = pipe.execute()
-        limits = RiskLimits.from_json(json.loads(limits_raw)) if limits_raw else RiskLimits()
-        pnl = {name: (_d(json.loads(v)["realized"]), _d(json.loads(v)["unrealized"])) for name, v in pnl_raw.items()}
         return RiskSnapshot(
-            self._lift_if_new_session(GLOBAL_SCOPE, ScopeState.loads(g_raw), now),
-            self._lift_if_new_session(context.strategy, ScopeState.loads(s_raw), now),
-            limits, pnl,
+            self._lift_if_new_session(GLOBAL_SCOPE, self._state_from(g_raw), now),
+            self._lift_if_new_session(context.strategy, self._state_from(s_raw), now),
+            self._limits_from(limits_raw), self._pnl_from(pnl_raw),
         )
+
+    def _limits_from(self, raw: str | None) -> RiskLimits:
+        if not raw:
+            return RiskLimits()
+        parsed = self._limits_parsed
+        if parsed is not None and parsed[0] == raw:
+            return parsed[1]
+        limits = RiskLimits.from_json(json.loads(raw))
+        self._limits_parsed = (raw, limits)
+        return limits
+
+    def _state_from(self, raw: str | None) -> ScopeState:
+        if not raw:
+            return ScopeState()
+        state = self._states_parsed.get(raw)
+        if state is None:
+            if len(self._states_parsed) >= 64:  # states change rarely; a bounded memo either way
+                self._states_parsed.clear()
+            state = self._states_parsed[raw] = ScopeState.loads(raw)
+        return state
+
+    def _pnl_from(self, raw: dict[str, str]) -> dict[str, tuple[Decimal, Decimal]]:
+        parsed = self._pnl_parsed
+        if parsed is not None and parsed[0] == raw:
+            return parsed[1]
+        pnl = {name: (_d(json.loads(v)["realized"]), _d(json.loads(v)["unrealized"])) for name, v in raw.items()}
+        self._pnl_parsed = (raw, pnl)
+        return pnl
 
     def _check(self, order: OrderRequest, ctx: OrderContext, now: datetime) -> tuple[RiskDecision, int]:
         """The decision and, when allowed, the orders-per-minute limit its slot applies (-1: none)."""

@@ -3,6 +3,7 @@
 POST /api/backtest (admin): validate the request (same fields as the CLI: the add-ticker fields,
 `data` file paths under an allowed data directory, optional from/to, quantity, commission,
 slippage_ticks) and queue a job -> 202 {success, id}.
+GET /api/backtest (viewer): the jobs, newest first, paged (offset, limit), with their key figures.
 GET /api/backtest/<id> (viewer): {success, job: {id, status, progress, report, error, ...}}.
 GET /api/backtest/<id>/results (viewer): a finished job's equity curve, trades and last bars.
 GET /api/backtest/<id>/report.html (viewer): a finished job's report page, as a download.
@@ -16,8 +17,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, send_file
 
 from api.responses import ApiError
-from api.contract import Answer, endpoint
-from api.schemas import BacktestBody, BacktestJobReply, BacktestResultsReply, QueuedReply
+from api.contract import Answer, endpoint, valid_query
+from api.schemas import (BacktestBody, BacktestJobReply, BacktestListQuery, BacktestListReply, BacktestResultsReply,
+                         QueuedReply)
 from api.services import get_services
 from api.validation import json_body
 from auth.decorators import admin_required, viewer_required
@@ -55,6 +57,22 @@ def submit_backtest() -> tuple[Response, int]:
         raise ApiError(429, str(exc), error="busy") from None
     # Built directly: `ok(status, **body)` reserves the name "status" for the HTTP code.
     return jsonify({"success": True, "id": job_id, "status": "queued"}), 202
+
+
+@backtest_bp.get("")
+@viewer_required
+@endpoint(query=BacktestListQuery, answers=[Answer(200, "a page of jobs, newest first", BacktestListReply)],
+          errors={503: "backtests are not available on this server"})
+def list_backtests() -> tuple[Response, int]:
+    """The backtest jobs kept (a week each), newest first -> `{success, jobs, count, total, offset,
+    limit, has_more}`; each job with its request's strategy, symbol and timeframe and, once done,
+    its key figures."""
+    query = valid_query(BacktestListQuery)
+    offset = query.offset or 0
+    limit = query.limit or 50
+    page, total, has_more = _jobs().list_jobs(offset, limit)
+    return jsonify({"success": True, "jobs": page, "count": len(page), "total": total, "offset": offset,
+                    "limit": limit, "has_more": has_more}), 200
 
 
 @backtest_bp.get("/<job_id>")

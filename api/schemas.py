@@ -16,7 +16,7 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from api.validation import MAX_TEXT
 from auth.users import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH
-from backtest.jobs import MAX_COMMISSION, MAX_DATA_FILES, RESULT_POINTS, RESULT_TRADES
+from backtest.jobs import MAX_COMMISSION, MAX_DATA_FILES, MAX_LIST, RESULT_POINTS, RESULT_TRADES
 from config.instruments import CATALOG, Symbol, canonical_symbol
 from config.timeframes import ALLOWED_HOURS, ALLOWED_MINUTES, Timeframe
 from domain.orders import BROKERS, OrderState
@@ -470,6 +470,22 @@ class BacktestBody(Closed):
         None, description="a symbol outside the catalog: a pandas_market_calendars or exchange_calendars name, "
                           "24/5 or 24/7 (default)")
     allow_off_tick: Flag | None = Field(None, description="run on prices off the tick (fills rounded) instead of a 400")
+
+
+class BacktestListQuery(Model):
+    offset: whole(0, 100_000, text=False) | None = Field(None, description="default 0")
+    limit: whole(1, MAX_LIST, text=False) | None = Field(None, description="default 50")
+
+
+class BacktestListReply(Done):
+    jobs: list[dict[str, Any]] = Field(description=(
+        "newest first: {id, kind: backtest | sweep, status, progress, submitted_at, started_at, finished_at, "
+        "error, strategy, symbol, timeframe, from, to, metrics: the key figures of a finished backtest or null}"))
+    count: int
+    total: int = Field(description="jobs kept (each for a week)")
+    offset: int
+    limit: int
+    has_more: bool
 
 
 class QueuedReply(Done):

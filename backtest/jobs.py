@@ -7,7 +7,9 @@ many run at once and `max_queued` how many may wait, so a burst of requests cann
 
 Job documents live in Redis at `store.key("backtest", id)` (a hash: status, progress, submitted /
 started / finished times, request, report JSON, error), with a TTL, so any web worker can answer
-GET /api/backtest/<id> and results survive a web restart. A job found "running" after the
+GET /api/backtest/<id> and results survive a web restart. A sorted set at
+`store.key("backtest_jobs")` (id -> submission time) lists them newest first for GET /api/backtest;
+an entry older than the TTL, or whose hash is gone, is dropped when the list is read. A job found "running" after the
 process that ran it died is reported as such until its TTL; it is never re-run silently.
 """
 from __future__ import annotations
@@ -46,6 +48,10 @@ MAX_COMMISSION = 1_000  # per contract, USD: beyond any broker's fee, so a typo 
 RESULT_POINTS = 1_500
 RESULT_TRADES = 1_000
 RESULT_BARS = 400
+MAX_LIST = 200  # jobs per page of GET /api/backtest
+# The figures of a finished backtest the job list shows (report.json's metrics).
+LIST_METRICS = ("net_pnl", "return_pct", "max_drawdown", "max_drawdown_pct", "sharpe", "win_rate", "profit_factor",
+                "trades")
 STRATEGY_FIELDS = ("strategy", "symbol", "timeframe", "trend_line_1", "period_1", "trend_line_2", "period_2",
                    "stop_loss_ticks", "stop_loss_atr", "atr_period", "multiplier", "trailing_stop_atr",
                    "take_profit_atr")
@@ -244,6 +250,10 @@ class BacktestJobs:
     def key(self, job_id: str) -> str:
         return self.store.key("backtest", job_id)
 
+    @property
+    def index_key(self) -> str:  # not under "backtest:": a job id could never name it
+        return self.store.key("backtest_jobs")
+
     def validate(self, payload: Any) -> JobRequest:
         return validate_request(payload, self.allowed_data_dirs)
 
@@ -254,6 +264,7 @@ class BacktestJobs:
             self._pending += 1
         job_id = uuid.uuid4().hex[:16]
         self._save(job_id, status="queued", progress="0", submitted_at=_now(), request=json.dumps(request.to_json()))
+        self.store.redis.zadd(self.index_key, {job_id: time.time()})
         try:
             self._pool.submit(self._run, job_id, request)
         except RuntimeError:  # pool shut down
@@ -275,6 +286,23 @@ class BacktestJobs:
         doc["request"] = json.loads(raw["request"]) if raw.get("request") else None
         doc["report"] = json.loads(raw["report"]) if raw.get("report") else None
         return doc
+
+    def list_jobs(self, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int, bool]:
+        """A page of job summaries, newest first (see `summary`), the number of jobs kept and
+        whether another page follows."""
+        redis = self.store.redis
+        redis.zremrangebyscore(self.index_key, "-inf", time.time() - JOB_TTL_SECONDS)
+        ids = redis.zrevrange(self.index_key, offset, offset + limit)  # one extra id tells has_more
+        pipe = redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.key(job_id))
+        raws = pipe.execute() if ids else []
+        gone = [job_id for job_id, raw in zip(ids, raws) if not raw]
+        if gone:  # expired or deleted: the index forgets them too
+            redis.zrem(self.index_key, *gone)
+        page = [summary(job_id, raw) for job_id, raw in zip(ids, raws) if raw]
+        has_more = len(page) > limit
+        return page[:limit], int(redis.zcard(self.index_key)), has_more
 
     def results(self, job_id: str) -> dict[str, Any] | None:
         """A finished job's series from its output files (equity.csv, trades.csv, bars.csv) for
@@ -378,6 +406,29 @@ class BacktestJobs:
             shutil.rmtree(out, ignore_errors=True)
             error = last_line.removeprefix("error: ") or f"backtest exited with status {rc}"
             self._save(job_id, status="failed", error=error[:500], finished_at=_now())
+
+
+def summary(job_id: str, raw: Mapping[str, str]) -> dict[str, Any]:
+    """One line of the job list: what was run, how far it is, and the key figures once done."""
+    try:
+        request = json.loads(raw.get("request") or "{}")
+    except ValueError:
+        request = {}
+    doc: dict[str, Any] = {"id": job_id, "status": raw.get("status"), "progress": float(raw.get("progress", 0) or 0),
+                           "kind": "sweep" if request.get("sweep") else "backtest"}
+    for name in ("submitted_at", "started_at", "finished_at", "error"):
+        if raw.get(name):
+            doc[name] = raw[name]
+    for name in ("strategy", "symbol", "timeframe", "from", "to"):
+        doc[name] = request.get(name)
+    doc["metrics"] = None
+    if raw.get("report"):
+        try:
+            metrics = json.loads(raw["report"]).get("metrics") or {}
+        except (ValueError, AttributeError):
+            metrics = {}
+        doc["metrics"] = {k: metrics[k] for k in LIST_METRICS if k in metrics}
+    return doc
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

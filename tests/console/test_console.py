@@ -234,6 +234,20 @@ def test_a_backtest_runs_and_shows_its_report(page: Page, console_service: Servi
     expect(page.locator("#backtest-trades tbody tr").first).to_be_visible()
     screenshot(page, "backtests")
 
+    # The job list comes from the API (GET /api/backtest), not from this tab: a fresh tab lists
+    # the job with its figures and opens it from the list.
+    job_id = page.locator("#backtest-progress code").inner_text()
+    fresh = page.context.new_page()
+    login(fresh, console_service)
+    open_tab(fresh, "backtests")
+    row = fresh.locator("#backtest-jobs tr", has=fresh.locator(f"[data-job='{job_id}']"))
+    expect(row.locator(".badge")).to_have_text("done")
+    expect(fresh.locator("#backtest-progress")).to_be_empty()
+    row.locator(f"[data-job='{job_id}']").click()
+    expect(fresh.locator("#backtest-progress code")).to_have_text(job_id)
+    fresh.wait_for_function("() => Number(document.querySelector('#backtest-equity').dataset.points) > 0")
+    fresh.close()
+
 
 def test_the_overview_fits_a_phone(browser: Any, console_service: Service, console_log: Any) -> None:
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)

@@ -1,27 +1,22 @@
 // Backtests: start one (admin), watch its progress, read its report: metrics, equity and drawdown,
-// trades, and its last bars with the strategy's lines and the trades as markers. The jobs started
-// or opened in this tab are listed (the API keeps each job for a week; there is no job list).
-import { get, post } from '../api.js';
+// trades, and its last bars with the strategy's lines and the trades as markers. The jobs the API
+// keeps (a week each) are listed newest first, a page at a time; any of them opens from the list.
+import { get, post, query } from '../api.js';
 import { badge, card, el, field, fill, formValues, money, num, select, table, timeOf } from '../dom.js';
 import { drawBacktestEquity, drawBacktestPrice } from '../charts.js';
 
-const JOBS_KEY = 'console.backtests';
+const CURRENT_KEY = 'console.backtest';
+const PAGE_SIZE = 15;
 const METRICS = ['net_pnl', 'return_pct', 'max_drawdown', 'max_drawdown_pct', 'sharpe', 'win_rate', 'profit_factor',
   'trades', 'winners', 'losers', 'final_equity'];
 
-function knownJobs() {
-  try { return JSON.parse(sessionStorage.getItem(JOBS_KEY) || '[]'); } catch { return []; }
-}
-
-function remember(id) {
-  const jobs = [id, ...knownJobs().filter((j) => j !== id)].slice(0, 20);
-  sessionStorage.setItem(JOBS_KEY, JSON.stringify(jobs));
-}
-
 export function createBacktests(ctx) {
-  let current = knownJobs()[0] || null;
+  let current = sessionStorage.getItem(CURRENT_KEY);
+  let offset = 0;
   let drawn = null; // the job whose results are drawn
+  const select_ = (id) => { current = id; sessionStorage.setItem(CURRENT_KEY, id); ctx.refreshNow(); };
   const jobs = el('div', { id: 'backtest-jobs' });
+  const pager = el('div', { class: 'pager' });
   const progress = el('div', { id: 'backtest-progress' });
   const metrics = el('div', { id: 'backtest-metrics' });
   const equity = el('div', { class: 'chart', id: 'backtest-equity' });
@@ -31,23 +26,23 @@ export function createBacktests(ctx) {
     el('button', { type: 'submit', text: 'Open' }));
   open.addEventListener('submit', (event) => {
     event.preventDefault();
-    current = formValues(open).id;
-    remember(current);
-    ctx.refreshNow();
+    select_(formValues(open).id);
   });
   const element = el('div', { class: 'grid wide', id: 'backtests' },
-    ctx.isAdmin ? card('New backtest', backtestForm(ctx, (id) => { current = id; remember(id); })) : null,
-    card('Jobs', open, jobs),
+    ctx.isAdmin ? card('New backtest', backtestForm(ctx, select_)) : null,
+    card('Jobs', jobs, pager, open),
     card('Report', progress, metrics),
     card('Equity and drawdown', equity),
     card('Last bars with trades', price),
     card('Trades', trades));
 
   async function refresh() {
-    const ids = knownJobs();
-    fill(jobs, ids.length ? el('ul', { class: 'jobs' }, ids.map((id) => el('li', {},
-      el('button', { class: `link${id === current ? ' selected' : ''}`, text: id, onclick: () => { current = id; ctx.refreshNow(); } }))))
-      : el('p', { class: 'muted', text: 'no backtest in this tab yet' }));
+    const list = await get(`/api/backtest${query({ offset, limit: PAGE_SIZE })}`);
+    fill(jobs, jobTable(list.jobs, current, select_));
+    fill(pager,
+      offset > 0 ? el('button', { class: 'link', text: 'newer', onclick: () => { offset = Math.max(0, offset - PAGE_SIZE); ctx.refreshNow(); } }) : null,
+      el('span', { class: 'muted', text: ` ${list.total} job(s) kept ` }),
+      list.has_more ? el('button', { class: 'link', text: 'older', onclick: () => { offset += PAGE_SIZE; ctx.refreshNow(); } }) : null);
     if (!current) return;
     const job = await get(`/api/backtest/${encodeURIComponent(current)}`);
     const pct = Math.round((job.progress || 0) * 100);
@@ -58,7 +53,7 @@ export function createBacktests(ctx) {
       el('p', { class: 'muted', text: `submitted ${timeOf(job.job.submitted_at)}${job.job.finished_at ? `, finished ${timeOf(job.job.finished_at)}` : ''}` }));
     const report = job.report;
     fill(metrics, report ? metricTable(report) : null);
-    if (job.status === 'done' && drawn !== job.id) {
+    if (job.status === 'done' && drawn !== job.id && report) {
       const results = await get(`/api/backtest/${encodeURIComponent(job.id)}/results`);
       drawBacktestEquity(equity, results.equity);
       drawBacktestPrice(price, results);
@@ -67,6 +62,23 @@ export function createBacktests(ctx) {
     }
   }
   return { element, refresh };
+}
+
+function jobTable(rows, current, open) {
+  const figure = (j, name, digits) => (j.metrics && j.metrics[name] !== undefined ? num(j.metrics[name], digits) : '');
+  return table([
+    { label: 'job', value: (j) => el('button', { class: `link${j.id === current ? ' selected' : ''}`, 'data-job': j.id,
+      text: j.id, onclick: () => open(j.id) }) },
+    { label: 'state', value: (j) => [badge(j.status), j.status === 'running' ? ` ${Math.round(j.progress * 100)} %` : ''] },
+    { label: 'what', value: (j) => `${j.kind === 'sweep' ? 'search: ' : ''}${j.strategy || ''} ${j.symbol || ''} ${j.timeframe || ''}` },
+    { label: 'submitted', value: (j) => timeOf(j.submitted_at) },
+    { label: 'finished', value: (j) => timeOf(j.finished_at) },
+    { label: 'net P&L', value: (j) => (j.metrics && j.metrics.net_pnl !== undefined
+      ? el('span', { class: Number(j.metrics.net_pnl) >= 0 ? 'up' : 'down', text: money(j.metrics.net_pnl) }) : '') },
+    { label: 'trades', value: (j) => figure(j, 'trades', 0) },
+    { label: 'sharpe', value: (j) => figure(j, 'sharpe', 2) },
+    { label: 'max DD', value: (j) => figure(j, 'max_drawdown', 2) },
+  ], rows, { empty: 'no backtest jobs yet', rowClass: (j) => (j.id === current ? 'selected' : null) });
 }
 
 function metricTable(report) {

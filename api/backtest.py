@@ -7,6 +7,8 @@ GET /api/backtest (viewer): the jobs, newest first, paged (offset, limit), with 
 GET /api/backtest/<id> (viewer): {success, job: {id, status, progress, report, error, ...}}.
 GET /api/backtest/<id>/results (viewer): a finished job's equity curve, trades and last bars.
 GET /api/backtest/<id>/report.html (viewer): a finished job's report page, as a download.
+GET /api/backtest/<id>/sweep (viewer): a finished parameter search's ranked candidates.
+GET /api/backtest/<id>/sweep.html (viewer): its page (ranked table, heatmaps), as a download.
 
 The work happens in `backtest.jobs.BacktestJobs` (a niced child process), never in the request.
 """
@@ -19,7 +21,7 @@ from flask import Blueprint, Response, jsonify, send_file
 from api.responses import ApiError
 from api.contract import Answer, endpoint, valid_query
 from api.schemas import (BacktestBody, BacktestJobReply, BacktestListQuery, BacktestListReply, BacktestResultsReply,
-                         QueuedReply)
+                         BacktestSweepReply, QueuedReply)
 from api.services import get_services
 from api.validation import json_body
 from auth.decorators import admin_required, viewer_required
@@ -43,6 +45,9 @@ def submit_backtest() -> tuple[Response, int]:
 
     Body: the add-ticker fields plus `data` (file paths under an allowed data directory) and
     optional `from`, `to`, `quantity`, `commission`, `slippage_ticks`; 429 when the queue is full.
+    With `sweep` (axes like `period_1=5:20:1`) the job is a parameter search as the CLI runs it:
+    `optimizer` grid or optuna (`trials`, `seed`), `train_fraction` or `walk_forward` (`anchored`),
+    `rank_by`; a grid beyond 500 points, or more than 500 trials, is a 400.
     """
     from backtest.jobs import JobsBusyError, JobValidationError
 
@@ -84,9 +89,13 @@ def get_backtest(job_id: str) -> tuple[Response, int]:
     job = _jobs().get(job_id)
     if job is None:
         raise ApiError(404, f"no backtest job {job_id[:32]!r}", error="not found")
-    report_url = f"/api/backtest/{job['id']}/report.html" if job["status"] == "done" else None
+    done = job["status"] == "done"
+    search = job["kind"] == "sweep"
+    base = f"/api/backtest/{job['id']}"
     return jsonify({"success": True, "id": job["id"], "status": job["status"], "progress": job["progress"],
-                    "report": job["report"], "report_url": report_url, "job": job}), 200
+                    "report": job["report"], "report_url": f"{base}/report.html" if done and not search else None,
+                    "kind": job["kind"], "sweep": job["sweep"], "sweep_url": f"{base}/sweep" if done and search else None,
+                    "sweep_html_url": f"{base}/sweep.html" if done and search else None, "job": job}), 200
 
 
 @backtest_bp.get("/<job_id>/results")
@@ -116,4 +125,33 @@ def get_backtest_report_html(job_id: str) -> Response:
     if page is None:
         raise ApiError(404, f"no finished backtest job {job_id[:32]!r}", error="not found")
     return send_file(page, mimetype="text/html", as_attachment=True, download_name=f"backtest-{job_id}.html",
+                     max_age=0)
+
+
+@backtest_bp.get("/<job_id>/sweep")
+@viewer_required
+@endpoint(answers=[Answer(200, "the finished search's ranked candidates", BacktestSweepReply)],
+          errors={404: "no such search job, or it has not finished (or its files are gone)",
+                  503: "backtests are not available on this server"})
+def get_backtest_sweep(job_id: str) -> tuple[Response, int]:
+    """A finished parameter search (sweep.json) -> `{success, id, params, columns, results (best
+    first), rank_by, optimizer, split, folds, overfitting, points, skipped}`."""
+    found = _jobs().sweep(job_id)
+    if found is None:
+        raise ApiError(404, f"no finished parameter search {job_id[:32]!r}", error="not found")
+    return jsonify({"success": True, "id": job_id, **found}), 200
+
+
+@backtest_bp.get("/<job_id>/sweep.html")
+@viewer_required
+@endpoint(answers=[Answer(200, "the search's page (self-contained HTML: ranked table, heatmaps, folds)", None,
+                          "text/html")],
+          errors={404: "no such search job, or it has not finished (or its files are gone)",
+                  503: "backtests are not available on this server"})
+def get_backtest_sweep_html(job_id: str) -> Response:
+    """A finished search's sweep.html, as an attachment (self-contained, like report.html)."""
+    page = _jobs().sweep_html(job_id)
+    if page is None:
+        raise ApiError(404, f"no finished parameter search {job_id[:32]!r}", error="not found")
+    return send_file(page, mimetype="text/html", as_attachment=True, download_name=f"backtest-{job_id}-sweep.html",
                      max_age=0)

@@ -16,7 +16,9 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from api.validation import MAX_TEXT
 from auth.users import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH
-from backtest.jobs import MAX_COMMISSION, MAX_DATA_FILES, MAX_LIST, RESULT_POINTS, RESULT_TRADES
+from backtest.jobs import (MAX_COMMISSION, MAX_DATA_FILES, MAX_LIST, MAX_SEARCH_CANDIDATES, MAX_WALK_FORWARD_FOLDS,
+                          RESULT_POINTS, RESULT_TRADES)
+from backtest.sweep import RANK_KEYS, SWEEPABLE
 from config.instruments import CATALOG, Symbol, canonical_symbol
 from config.timeframes import ALLOWED_HOURS, ALLOWED_MINUTES, Timeframe
 from domain.orders import BROKERS, OrderState
@@ -470,6 +472,20 @@ class BacktestBody(Closed):
         None, description="a symbol outside the catalog: a pandas_market_calendars or exchange_calendars name, "
                           "24/5 or 24/7 (default)")
     allow_off_tick: Flag | None = Field(None, description="run on prices off the tick (fills rounded) instead of a 400")
+    # A parameter search (as the CLI's --sweep ...): the job ranks the candidates instead of one run.
+    sweep: Annotated[list[Annotated[str, Field(min_length=3, max_length=200)]],
+                     Field(min_length=1, max_length=len(SWEEPABLE))] | None = Field(
+        None, description=("axes NAME=start:stop:step (stop inclusive) or NAME=v1,v2,...; NAME one of "
+                           f"{', '.join(SWEEPABLE)}; a grid spans at most {MAX_SEARCH_CANDIDATES} points"))
+    optimizer: Literal["grid", "optuna"] | None = Field(None, description="default grid")
+    trials: whole(1, MAX_SEARCH_CANDIDATES) | None = Field(None, description="optuna: candidates per fold; default 100")
+    seed: whole(0, 2**31 - 1) | None = Field(None, description="optuna: sampler seed; default 0")
+    train_fraction: decimal_number(0.0, 1.0) | None = Field(
+        None, description="train on the first share of the bars, test on the rest (0 < f < 1)")
+    walk_forward: whole(1, MAX_WALK_FORWARD_FOLDS) | None = Field(None, description="walk-forward folds")
+    anchored: Flag | None = Field(None, description="walk-forward: every training window starts at the first bar")
+    rank_by: Annotated[str, WithJsonSchema({"type": "string", "enum": list(RANK_KEYS)})] | None = Field(
+        None, description="default net_pnl (in-sample when split)")
 
 
 class BacktestListQuery(Model):
@@ -499,7 +515,23 @@ class BacktestJobReply(Done):
     progress: float
     report: dict[str, Any] | None
     report_url: str | None = Field(None, description="the report page (GET, text/html) once the job is done")
+    kind: Literal["backtest", "sweep"] | None = None
+    sweep: dict[str, Any] | None = Field(None, description="a finished search's summary and best candidate")
+    sweep_url: str | None = Field(None, description="a finished search's ranked candidates (GET, JSON)")
+    sweep_html_url: str | None = Field(None, description="a finished search's page with the heatmaps (GET, text/html)")
     job: dict[str, Any]
+
+
+class BacktestSweepReply(Done):
+    id: str
+    params: list[str] = Field(description="the searched parameters")
+    columns: list[str] = Field(description="the ranked table's columns (sweep.csv's)")
+    results: list[dict[str, Any]] = Field(description="the candidates, best first (rank 1)")
+    rank_by: str
+    optimizer: str
+    split: str | None
+    folds: list[Any]
+    overfitting: dict[str, Any] | None
 
 
 class BacktestResultsReply(Done):

@@ -347,7 +347,8 @@ def _run_sweep(args: argparse.Namespace, options: dict[str, Any], load_opts: Any
     doc = {"rank_by": args.rank_by, "optimizer": args.optimizer, "points": found.points, "skipped": found.skipped,
            "split": split_text, "where": args.cluster or f"{executor.slots} local worker process(es)",
            "title": f"{options['strategy']} {options['symbol']} {options['timeframe']}: {label}",
-           "folds": found.folds, "overfitting": found.overfitting, "results": found.rows}
+           "folds": found.folds, "overfitting": found.overfitting, "params": names, "columns": cols,
+           "results": found.rows}
     (out / "sweep.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     write_sweep_html(out / "sweep.html", doc, names, cols)
     shown = cols[: len(names) + (6 if not split else 3) + (2 if args.optimizer == "optuna" else 0)]

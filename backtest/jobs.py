@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -58,8 +58,17 @@ STRATEGY_FIELDS = ("strategy", "symbol", "timeframe", "trend_line_1", "period_1"
 # A symbol outside the catalog: its properties (backtest/instruments.py); a flag field is a CLI switch.
 _INSTRUMENT_FIELDS = ("tick_size", "contract_multiplier", "calendar")
 _FLAG_FIELDS = ("allow_off_tick",)
+# A parameter search: the CLI's --sweep, --optimizer, --trials, --seed, --train-fraction,
+# --walk-forward, --anchored and --rank-by, run by the same `python -m backtest` path.
+SEARCH_FIELDS = ("sweep", "optimizer", "trials", "seed", "train_fraction", "walk_forward", "anchored", "rank_by")
+# One job must not occupy the (single, niced) job slot for hours: at most this many candidates
+# (grid points before invalid ones are skipped, or Optuna trials) and walk-forward folds.
+MAX_SEARCH_CANDIDATES = 500
+MAX_WALK_FORWARD_FOLDS = 10
+MAX_SEARCH_ROWS = MAX_SEARCH_CANDIDATES * MAX_WALK_FORWARD_FOLDS  # optuna ranks the candidates of every fold
 _ALLOWED_FIELDS = frozenset(STRATEGY_FIELDS) | {"data", "from", "to", "quantity", "commission", "slippage_ticks",
-                                                "instrument", "tz", "bar_time", *_INSTRUMENT_FIELDS, *_FLAG_FIELDS}
+                                                "instrument", "tz", "bar_time", *_INSTRUMENT_FIELDS, *_FLAG_FIELDS,
+                                                *SEARCH_FIELDS}
 
 
 class JobValidationError(ValueError):
@@ -85,11 +94,12 @@ class JobRequest:
     commission: str
     slippage_ticks: int
     extra: dict[str, str]
+    search: dict[str, Any] = field(default_factory=dict)  # SEARCH_FIELDS given; empty: one backtest
 
     def to_json(self) -> dict[str, Any]:
         return {**self.fields, "data": [str(p) for p in self.data], "from": self.start, "to": self.end,
                 "quantity": self.quantity, "commission": self.commission, "slippage_ticks": self.slippage_ticks,
-                **self.extra}
+                **self.extra, **self.search}
 
     def cli_args(self) -> list[str]:
         args: list[str] = []
@@ -108,6 +118,13 @@ class JobRequest:
                 args += [f"--{name.replace('_', '-')}"] if value == "true" else []
             else:
                 args += [f"--{name.replace('_', '-')}", value]
+        for name, value in self.search.items():
+            if name == "sweep":
+                args += ["--sweep", *value]
+            elif name == "anchored":
+                args += ["--anchored"] if value else []
+            else:
+                args += [f"--{name.replace('_', '-')}", str(value)]
         return args
 
 
@@ -165,7 +182,78 @@ def validate_request(payload: Any, allowed_dirs: Sequence[Path]) -> JobRequest:
                 extra[name] = "true" if parse_bool(value) else "false"
             except ParseError:
                 raise JobValidationError(name, "must be true or false") from None
-    return JobRequest(fields, data, start, end, quantity, commission, slippage, extra)
+    return JobRequest(fields, data, start, end, quantity, commission, slippage, extra, _search(payload))
+
+
+def _search(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The search options, checked as the CLI checks them (its own axis parser and rank keys) and
+    bounded (MAX_SEARCH_CANDIDATES, MAX_WALK_FORWARD_FOLDS); empty when no `sweep` is given."""
+    from backtest.sweep import RANK_KEYS, SWEEPABLE, parse_axis
+
+    given = {name: payload[name] for name in SEARCH_FIELDS if payload.get(name) is not None}
+    if not given:
+        return {}
+    raw = given.get("sweep")
+    if raw is None:
+        raise JobValidationError(next(iter(given)), "needs sweep (the parameter axes to search)")
+    if isinstance(raw, str):
+        raw = raw.split()
+    if not isinstance(raw, list) or not raw or len(raw) > len(SWEEPABLE):
+        raise JobValidationError("sweep", f"must be a list of 1 to {len(SWEEPABLE)} axes like period_1=5:20:1")
+    axes = []
+    for item in raw:
+        if not isinstance(item, str) or not item.strip() or len(item) > 200:
+            raise JobValidationError("sweep", "each axis must be a string like period_1=5:20:1 or multiplier=2,2.5,3")
+        try:
+            axes.append(parse_axis(item.strip()))
+        except DataError as exc:
+            raise JobValidationError("sweep", str(exc)) from None
+    names = [a.name for a in axes]
+    if len(set(names)) != len(names):
+        raise JobValidationError("sweep", "an axis is given twice")
+    out: dict[str, Any] = {"sweep": [item.strip() for item in raw]}
+    optimizer = given.get("optimizer", "grid")
+    if optimizer not in ("grid", "optuna"):
+        raise JobValidationError("optimizer", "must be grid or optuna")
+    out["optimizer"] = optimizer
+    if optimizer == "grid":
+        for name in ("trials", "seed"):
+            if name in given:
+                raise JobValidationError(name, "is for optimizer optuna")
+        candidates = 1
+        for axis in axes:
+            candidates *= len(axis.values)
+        if candidates > MAX_SEARCH_CANDIDATES:
+            raise JobValidationError("sweep", f"spans {candidates} grid points; at most {MAX_SEARCH_CANDIDATES} "
+                                              "(narrow the axes, or use optimizer optuna with trials)")
+    else:
+        out["trials"] = _whole(given, "trials", 100, 1, MAX_SEARCH_CANDIDATES)
+        out["seed"] = _whole(given, "seed", 0, 0, 2**31 - 1)
+    rank_by = given.get("rank_by", "net_pnl")
+    if rank_by not in RANK_KEYS:
+        raise JobValidationError("rank_by", f"must be one of {', '.join(RANK_KEYS)}")
+    out["rank_by"] = rank_by
+    if "train_fraction" in given and "walk_forward" in given:
+        raise JobValidationError("walk_forward", "give either train_fraction or walk_forward, not both")
+    if "train_fraction" in given:
+        try:
+            fraction = float(parse_decimal(given["train_fraction"], 0, 1))
+        except NumberError as exc:
+            raise JobValidationError("train_fraction", exc.message) from None
+        if not 0 < fraction < 1:
+            raise JobValidationError("train_fraction", "must be between 0 and 1 (exclusive), e.g. 0.7")
+        out["train_fraction"] = fraction
+    if "walk_forward" in given:
+        out["walk_forward"] = _whole(given, "walk_forward", 1, 1, MAX_WALK_FORWARD_FOLDS)
+    if "anchored" in given:
+        try:
+            anchored = parse_bool(given["anchored"])
+        except ParseError:
+            raise JobValidationError("anchored", "must be true or false") from None
+        if anchored and "walk_forward" not in out:
+            raise JobValidationError("anchored", "is for walk_forward")
+        out["anchored"] = anchored
+    return out
 
 
 def _research_instrument(payload: Mapping[str, Any]) -> Any:
@@ -285,6 +373,8 @@ class BacktestJobs:
                 doc[name] = raw[name]
         doc["request"] = json.loads(raw["request"]) if raw.get("request") else None
         doc["report"] = json.loads(raw["report"]) if raw.get("report") else None
+        doc["kind"] = "sweep" if (doc["request"] or {}).get("sweep") else "backtest"
+        doc["sweep"] = json.loads(raw["sweep"]) if raw.get("sweep") else None
         return doc
 
     def list_jobs(self, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int, bool]:
@@ -342,6 +432,27 @@ class BacktestJobs:
             return None
         return page
 
+    def sweep(self, job_id: str) -> dict[str, Any] | None:
+        """A finished search's sweep.json (ranked candidates, folds, overfitting, params and
+        columns), or None for an unknown job, one not done, not a search, or whose files are gone."""
+        page = self._output(job_id, "sweep.json")
+        return json.loads(page.read_text()) if page is not None else None
+
+    def sweep_html(self, job_id: str) -> Path | None:
+        """A finished search's sweep.html (ranked table and parameter heatmaps), as report_html."""
+        return self._output(job_id, "sweep.html")
+
+    def _output(self, job_id: str, name: str) -> Path | None:
+        """A file of a finished job's output directory; only a file inside this runner's output
+        directory is ever handed out."""
+        job = self.get(job_id)
+        if job is None or job["status"] != "done" or not job.get("out_dir"):
+            return None
+        path = (Path(job["out_dir"]) / name).resolve()
+        if not path.is_relative_to(self.out_root.resolve()) or not path.is_file():
+            return None
+        return path
+
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
@@ -367,7 +478,7 @@ class BacktestJobs:
         out = self.out_root / job_id
         # --bars-out: the console draws a finished job's last bars with the strategy's lines.
         cmd = [self.python, "-m", "backtest", *request.cli_args(), "--out", str(out), "--progress", "json",
-               "--workers", "1", "--bars-out"]
+               "--workers", "1", *([] if request.search else ["--bars-out"])]
         self._save(job_id, status="running", started_at=_now())
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -399,7 +510,16 @@ class BacktestJobs:
         rc = proc.wait()
         if proc.stdout is not None:
             proc.stdout.read()
-        if rc == 0 and (out / "report.json").is_file():
+        if rc == 0 and request.search and (out / "sweep.json").is_file():
+            found = json.loads((out / "sweep.json").read_text())
+            # The job keeps the search's summary and its best candidate; the ranked list stays in
+            # the file (GET /api/backtest/<id>/sweep).
+            brief = {k: v for k, v in found.items() if k != "results"} | {
+                "candidates": len(found.get("results") or []),
+                "best": (found.get("results") or [None])[0]}
+            self._save(job_id, status="done", progress="1", sweep=json.dumps(brief, default=str), out_dir=str(out),
+                       finished_at=_now())
+        elif rc == 0 and (out / "report.json").is_file():
             report = (out / "report.json").read_text()
             self._save(job_id, status="done", progress="1", report=report, out_dir=str(out), finished_at=_now())
         else:
@@ -422,6 +542,12 @@ def summary(job_id: str, raw: Mapping[str, str]) -> dict[str, Any]:
     for name in ("strategy", "symbol", "timeframe", "from", "to"):
         doc[name] = request.get(name)
     doc["metrics"] = None
+    if raw.get("sweep"):
+        try:
+            found = json.loads(raw["sweep"])
+        except ValueError:
+            found = {}
+        doc["search"] = {k: found.get(k) for k in ("optimizer", "rank_by", "split", "points", "candidates", "best")}
     if raw.get("report"):
         try:
             metrics = json.loads(raw["report"]).get("metrics") or {}

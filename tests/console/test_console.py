@@ -249,6 +249,30 @@ def test_a_backtest_runs_and_shows_its_report(page: Page, console_service: Servi
     fresh.close()
 
 
+def test_a_parameter_search_shows_its_ranked_candidates(page: Page, console_service: Service) -> None:
+    if not BACKTEST_DATA.is_file():
+        pytest.skip(f"real market data not present at {BACKTEST_DATA} (a plain clone has no ../shared)")
+    login(page, console_service)
+    open_tab(page, "backtests")
+    form = page.locator("#backtest-form")
+    form.locator("[name=data]").fill(str(BACKTEST_DATA))
+    form.locator("[name=from]").fill("2006-01-02")
+    form.locator("[name=to]").fill("2006-01-20")
+    form.locator("[name=sweep]").fill("period_1=5:7:1 period_2=20:30:10")
+    form.locator("[name=split]").select_option("train")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#backtest-progress .badge")).to_have_text("done", timeout=60_000)
+    ranking = page.locator("#backtest-ranking")
+    expect(ranking.locator("tbody tr")).to_have_count(6)  # 3 x 2 grid points, best first
+    expect(ranking.locator("thead")).to_contain_text("oos_net_pnl")
+    expect(ranking.locator("tbody tr").first.locator("td").first).to_have_text("1")
+    expect(ranking).to_contain_text("train 0.7 / test")
+    with page.expect_download() as download:
+        page.click("#backtest-sweep-html")
+    assert download.value.suggested_filename.endswith("-sweep.html")
+    screenshot(page, "backtest-search")
+
+
 def test_the_overview_fits_a_phone(browser: Any, console_service: Service, console_log: Any) -> None:
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     try:

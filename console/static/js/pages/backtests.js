@@ -1,7 +1,7 @@
 // Backtests: start one (admin), watch its progress, read its report: metrics, equity and drawdown,
 // trades, and its last bars with the strategy's lines and the trades as markers. The jobs the API
 // keeps (a week each) are listed newest first, a page at a time; any of them opens from the list.
-import { get, post, query } from '../api.js';
+import { get, post, query, session } from '../api.js';
 import { badge, card, el, field, fill, formValues, money, num, select, table, timeOf } from '../dom.js';
 import { drawBacktestEquity, drawBacktestPrice } from '../charts.js';
 
@@ -22,6 +22,7 @@ export function createBacktests(ctx) {
   const equity = el('div', { class: 'chart', id: 'backtest-equity' });
   const price = el('div', { class: 'chart tall', id: 'backtest-price' });
   const trades = el('div', { id: 'backtest-trades' });
+  const ranking = el('div', { id: 'backtest-ranking' });
   const open = el('form', { class: 'form inline' }, field('job id', el('input', { name: 'id', required: true })),
     el('button', { type: 'submit', text: 'Open' }));
   open.addEventListener('submit', (event) => {
@@ -32,6 +33,7 @@ export function createBacktests(ctx) {
     ctx.isAdmin ? card('New backtest', backtestForm(ctx, select_)) : null,
     card('Jobs', jobs, pager, open),
     card('Report', progress, metrics),
+    card('Parameter search: ranked candidates', ranking),
     card('Equity and drawdown', equity),
     card('Last bars with trades', price),
     card('Trades', trades));
@@ -53,6 +55,11 @@ export function createBacktests(ctx) {
       el('p', { class: 'muted', text: `submitted ${timeOf(job.job.submitted_at)}${job.job.finished_at ? `, finished ${timeOf(job.job.finished_at)}` : ''}` }));
     const report = job.report;
     fill(metrics, report ? metricTable(report) : null);
+    if (drawn !== job.id) fill(ranking, job.kind === 'sweep' ? el('p', { class: 'muted', text: 'the search is running' }) : null);
+    if (job.status === 'done' && drawn !== job.id && job.kind === 'sweep') {
+      fill(ranking, rankingTable(await get(job.sweep_url)));
+      drawn = job.id;
+    }
     if (job.status === 'done' && drawn !== job.id && report) {
       const results = await get(`/api/backtest/${encodeURIComponent(job.id)}/results`);
       drawBacktestEquity(equity, results.equity);
@@ -81,6 +88,41 @@ function jobTable(rows, current, open) {
   ], rows, { empty: 'no backtest jobs yet', rowClass: (j) => (j.id === current ? 'selected' : null) });
 }
 
+// A finished search: its candidates best first with the columns sweep.csv has (in-sample and
+// out-of-sample figures when split), how the in-sample ranking held out of sample, and the walk-
+// forward folds. The heatmaps are on the search's page (sweep.html, downloaded with the token).
+const SHOWN_ROWS = 50;
+function rankingTable(found) {
+  const over = found.overfitting;
+  const rows = found.results.slice(0, SHOWN_ROWS);
+  return [
+    el('p', { class: 'muted', text: `${found.optimizer}: ${found.points} candidates${found.skipped ? ` (${found.skipped} invalid skipped)` : ''}, `
+      + `ranked by ${found.split ? 'in-sample ' : ''}${found.rank_by}${found.split ? `, ${found.split}` : ''}`
+      + `${found.results.length > rows.length ? ` (best ${rows.length} shown)` : ''}` }),
+    over ? el('p', { id: 'backtest-overfitting', text: `out of sample: the in-sample best ranks ${over.best_in_sample_oos_rank} `
+      + `of ${over.candidates}; rank correlation in/out ${num(over.rank_correlation_is_oos, 2)}` }) : null,
+    table(found.columns.map((name) => ({ label: name, value: (row) => cell(row[name]) })), rows, { empty: 'no valid candidate' }),
+    el('button', { class: 'link', id: 'backtest-sweep-html', text: 'download the search page (heatmaps)',
+      onclick: () => download(`/api/backtest/${encodeURIComponent(found.id)}/sweep.html`, `backtest-${found.id}-sweep.html`) }),
+  ];
+}
+
+function cell(value) {
+  if (value === null || value === undefined) return '';
+  return typeof value === 'number' && !Number.isInteger(value) ? num(value, 4) : String(value);
+}
+
+async function download(path, name) {
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${session.token}` }, cache: 'no-store' });
+  if (!response.ok) return;
+  const url = URL.createObjectURL(await response.blob());
+  const link = el('a', { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
 function metricTable(report) {
   const m = report.metrics || {};
   const rows = [
@@ -106,6 +148,24 @@ function tradeTable(results) {
   ];
 }
 
+// The search fields as the API takes them: none unless axes are given; only the chosen
+// optimizer's and split's own options.
+function searchOptions(values) {
+  const { split } = values;
+  delete values.split;
+  if (!values.sweep) {
+    for (const name of ['optimizer', 'trials', 'seed', 'rank_by', 'train_fraction', 'walk_forward', 'anchored']) delete values[name];
+    return;
+  }
+  values.sweep = values.sweep.split(/\s+/).filter(Boolean);
+  if (values.optimizer !== 'optuna') { delete values.trials; delete values.seed; }
+  if (split !== 'train') delete values.train_fraction;
+  else if (!values.train_fraction) values.train_fraction = '0.7';
+  if (split !== 'walk') { delete values.walk_forward; delete values.anchored; }
+  else if (!values.walk_forward) values.walk_forward = '4';
+  if (!values.anchored) delete values.anchored;
+}
+
 function backtestForm(ctx, started) {
   const form = el('form', { class: 'form', id: 'backtest-form' },
     field('strategy', select('strategy', ['ema', 'supertrend'], 'ema')),
@@ -119,12 +179,26 @@ function backtestForm(ctx, started) {
     field('to', el('input', { name: 'to', placeholder: '2006-02-01' })),
     field('quantity', el('input', { name: 'quantity', type: 'number', min: 1, value: 1 })),
     field('commission per contract', el('input', { name: 'commission', placeholder: '0' })),
+    el('fieldset', { class: 'search', id: 'backtest-search' },
+      el('legend', { text: 'parameter search (optional): rank candidates instead of one run' }),
+      field('axes, space-separated (NAME=start:stop:step or NAME=a,b,c)', el('input', { name: 'sweep',
+        placeholder: 'period_1=5:20:1 period_2=20:60:5' })),
+      field('optimizer', select('optimizer', ['grid', 'optuna'], 'grid')),
+      field('trials (optuna)', el('input', { name: 'trials', type: 'number', min: 1, max: 500, placeholder: '100' })),
+      field('seed (optuna)', el('input', { name: 'seed', type: 'number', min: 0, placeholder: '0' })),
+      field('rank by', select('rank_by', ['net_pnl', 'return_pct', 'cagr_pct', 'sharpe', 'sortino', 'calmar',
+        'profit_factor', 'win_rate', 'expectancy', 'max_drawdown', 'max_drawdown_pct', 'trades'], 'net_pnl')),
+      field('split', select('split', [['', 'none (all in-sample)'], ['train', 'train / test'], ['walk', 'walk-forward']], '')),
+      field('train fraction', el('input', { name: 'train_fraction', placeholder: '0.7' })),
+      field('walk-forward folds', el('input', { name: 'walk_forward', type: 'number', min: 1, max: 10, placeholder: '4' })),
+      field('anchored walk-forward', el('input', { name: 'anchored', type: 'checkbox' }))),
     el('button', { class: 'action primary', type: 'submit', text: 'Start backtest' }));
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const values = formValues(form);
     values.data = values.data.split(',').map((p) => p.trim()).filter(Boolean);
     if (values.strategy === 'supertrend') { delete values.period_1; delete values.period_2; }
+    searchOptions(values);
     const reply = await ctx.act('backtest', () => post('/api/backtest', values));
     if (reply && reply.id) {
       started(reply.id);

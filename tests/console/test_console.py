@@ -171,6 +171,23 @@ def test_the_kill_switch_halts_and_flattens(page: Page, console_service: Service
     expect(page.locator("#global-state")).to_have_text("ACTIVE")
 
 
+def test_an_admin_edits_a_per_symbol_position_cap(page: Page, console_service: Service, admin_token: str) -> None:
+    login(page, console_service)
+    open_tab(page, "risk")
+    caps = page.locator("#limits-form [name=by_symbol]")
+    caps.fill("MES=3, NVDA=250")
+    page.locator("#limits-form button[type=submit]").click()
+    expect(page.locator("#risk-limits")).to_contain_text("max position /MES")
+    limits = console_service.api("GET", "/api/risk", admin_token)["limits"]
+    assert limits["max_position_by_symbol"] == {"/MES": 3, "NVDA": 250}
+    expect(caps).to_have_value("/MES=3, NVDA=250")  # refilled from what the API holds
+    caps.fill("/MES=3")  # NVDA's cap removed
+    page.locator("#limits-form button[type=submit]").click()
+    page.wait_for_function("() => !document.querySelector('#risk-limits').textContent.includes('max position NVDA')")
+    assert console_service.api("GET", "/api/risk", admin_token)["limits"]["max_position_by_symbol"] == {"/MES": 3}
+    console_service.api("PUT", "/api/risk", admin_token, {"max_position_by_symbol": {"/MES": None}})
+
+
 def test_a_viewer_sees_no_trading_controls(page: Page, console_service: Service, admin_token: str) -> None:
     url = console_service.env["REDIS_URL"]
     client = redis.Redis.from_url(url, decode_responses=True)
@@ -232,6 +249,14 @@ def test_a_backtest_runs_and_shows_its_report(page: Page, console_service: Servi
     page.wait_for_function("() => Number(document.querySelector('#backtest-equity').dataset.points) > 0")
     page.wait_for_function("() => Number(document.querySelector('#backtest-price').dataset.points) > 0")
     expect(page.locator("#backtest-trades tbody tr").first).to_be_visible()
+    # Drawn by bar number with dates as tick labels: no straight line across a closed market.
+    axes = page.evaluate("""() => ['#backtest-price', '#backtest-equity'].map((id) => {
+        const chart = document.querySelector(id);
+        return {x: chart.data[0].x, mode: chart.layout.xaxis.tickmode, labels: chart.layout.xaxis.ticktext};
+    })""")
+    for axis in axes:
+        assert axis["x"] == list(range(len(axis["x"]))) and axis["mode"] == "array"
+        assert all(label.startswith("01-") or label.startswith("2006-01") for label in axis["labels"]), axis["labels"]
     screenshot(page, "backtests")
 
     # The job list comes from the API (GET /api/backtest), not from this tab: a fresh tab lists

@@ -106,46 +106,84 @@ export function drawGauge(element, percent, label) {
   draw(element, traces, { ...layout(), margin: { l: 36, r: 36, t: 36, b: 10 } }, 1);
 }
 
-// A backtest: equity and drawdown over time ({time, equity, drawdown} as text).
+// A backtest's charts are drawn by bar number with dates as tick labels (as report.html does), so
+// the lines do not run straight across nights, weekends and holidays when no bar exists.
+function dateTicks(times, count = 8) {
+  if (!times.length) return {};
+  const spanDays = (times[times.length - 1] - times[0]) / 86_400_000;
+  const picks = [...new Set(Array.from({ length: Math.min(count, times.length) },
+    (_, i) => Math.round((i * (times.length - 1)) / Math.max(1, Math.min(count, times.length) - 1))))];
+  const text = (t) => {
+    const iso = new Date(t).toISOString();
+    return spanDays > 3 ? iso.slice(0, 10) : iso.slice(5, 16).replace('T', ' ');
+  };
+  return { type: 'linear', tickmode: 'array', tickvals: picks, ticktext: picks.map((i) => text(times[i])) };
+}
+
+const whenText = (t) => new Date(t).toISOString().slice(0, 16).replace('T', ' ');
+
+// The number of the last bar starting at or before `time` (ms), or -1 before the first.
+function barAt(starts, time) {
+  let lo = 0;
+  let hi = starts.length - 1;
+  let found = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (starts[mid] <= time) { found = mid; lo = mid + 1; } else hi = mid - 1;
+  }
+  return found;
+}
+
+// A backtest: equity and drawdown by point ({time, equity, drawdown} as text, evenly thinned).
 export function drawBacktestEquity(element, equity) {
-  const x = equity.map((p) => new Date(p.time));
+  const times = equity.map((p) => new Date(p.time).getTime());
+  const x = equity.map((_, i) => i);
+  const when = times.map(whenText);
   const traces = [
-    { type: 'scatter', mode: 'lines', name: 'equity', x, y: equity.map((p) => Number(p.equity)), line: { color: COLORS[0] } },
+    { type: 'scatter', mode: 'lines', name: 'equity', x, y: equity.map((p) => Number(p.equity)), customdata: when,
+      hovertemplate: '%{customdata}<br>equity %{y:,.2f}<extra></extra>', line: { color: COLORS[0] } },
     { type: 'scatter', mode: 'lines', name: 'drawdown', x, y: equity.map((p) => -Number(p.drawdown)), yaxis: 'y2',
+      customdata: when, hovertemplate: '%{customdata}<br>drawdown %{y:,.2f}<extra></extra>',
       fill: 'tozeroy', line: { color: DOWN, width: 1 } },
   ];
   const chartLayout = layout({
+    xaxis: { gridcolor: '#1e293b', ...dateTicks(times) },
     yaxis: { gridcolor: '#1e293b', domain: [0.35, 1], title: { text: 'equity' } },
     yaxis2: { gridcolor: '#1e293b', domain: [0, 0.28], title: { text: 'drawdown' } },
   });
   draw(element, traces, chartLayout, equity.length);
 }
 
-// A backtest's last bars (bars.csv rows: start, open, high, low, close, <lines>) with its trades.
+// A backtest's last bars (bars.csv rows: start, open, high, low, close, <lines>) with its trades,
+// each fill on the bar it happened in.
 export function drawBacktestPrice(element, results) {
   const bars = results.bars || [];
-  const x = bars.map((b) => new Date(b.start));
+  const starts = bars.map((b) => new Date(b.start).getTime());
+  const x = bars.map((_, i) => i);
+  const when = starts.map(whenText);
   const traces = [{
-    type: 'candlestick', name: 'price', x,
+    type: 'candlestick', name: 'price', x, text: when, hoverinfo: 'text+y',
     open: bars.map((b) => Number(b.open)), high: bars.map((b) => Number(b.high)),
     low: bars.map((b) => Number(b.low)), close: bars.map((b) => Number(b.close)),
     increasing: { line: { color: UP } }, decreasing: { line: { color: DOWN } },
   }];
   (results.lines || []).forEach((name, i) => {
-    traces.push({ type: 'scatter', mode: 'lines', name, x,
+    traces.push({ type: 'scatter', mode: 'lines', name, x, customdata: when,
+      hovertemplate: `%{customdata}<br>${name.replace(/[<>&]/g, '')} %{y:,.2f}<extra></extra>`,
       y: bars.map((b) => (b[name] === '' || b[name] === undefined ? null : Number(b[name]))),
       line: { width: 1.5, color: COLORS[i % COLORS.length] } });
   });
-  const first = x.length ? x[0].getTime() : Infinity;
   const markers = [];
   for (const t of results.trades || []) {
     const long = t.side === 'LONG';
     markers.push({ time: t.entry_time, side: long ? 'BUY' : 'SELL', leg: 'open', price: t.entry_price,
-      quantity: t.quantity, broker: 'backtest', reason: t.entry_reason });
+      quantity: t.quantity, broker: 'backtest', reason: `${t.entry_reason}, ${t.entry_time}` });
     markers.push({ time: t.exit_time, side: long ? 'SELL' : 'BUY', leg: 'close', price: t.exit_price,
-      quantity: t.quantity, broker: 'backtest', reason: `${t.exit_reason} (net ${t.net_pnl})` });
+      quantity: t.quantity, broker: 'backtest', reason: `${t.exit_reason} (net ${t.net_pnl}), ${t.exit_time}` });
   }
-  const shown = markers.filter((m) => new Date(m.time).getTime() >= first);
-  traces.push(...markerTraces(shown, (m) => new Date(m.time)));
-  draw(element, traces, layout(), bars.length);
+  const placed = markers.map((m) => ({ ...m, bar: barAt(starts, new Date(m.time).getTime()) }))
+    .filter((m) => m.bar >= 0);
+  traces.push(...markerTraces(placed, (m) => m.bar));
+  draw(element, traces, layout({ xaxis: { gridcolor: '#1e293b', rangeslider: { visible: false }, ...dateTicks(starts) } }),
+    bars.length);
 }

@@ -185,7 +185,17 @@ def test_an_admin_edits_a_per_symbol_position_cap(page: Page, console_service: S
     page.locator("#limits-form button[type=submit]").click()
     page.wait_for_function("() => !document.querySelector('#risk-limits').textContent.includes('max position NVDA')")
     assert console_service.api("GET", "/api/risk", admin_token)["limits"]["max_position_by_symbol"] == {"/MES": 3}
-    console_service.api("PUT", "/api/risk", admin_token, {"max_position_by_symbol": {"/MES": None}})
+    # A map is replaced whole by the API: changing one strategy's loss limit keeps the others.
+    console_service.api("PUT", "/api/risk", admin_token, {"daily_loss_limit_by_strategy": {"ema": "100", "zeroday": "300"}})
+    page.reload()
+    expect(page.locator("#limits-form [name='by_strategy.zeroday']")).not_to_have_value("")
+    page.locator("#limits-form [name='by_strategy.ema']").fill("150")
+    page.locator("#limits-form button[type=submit]").click()
+    page.wait_for_function("() => document.querySelector('#risk-limits').textContent.includes('150')")
+    by_strategy = console_service.api("GET", "/api/risk", admin_token)["limits"]["daily_loss_limit_by_strategy"]
+    assert {k: float(v) for k, v in by_strategy.items()} == {"ema": 150.0, "zeroday": 300.0}
+    console_service.api("PUT", "/api/risk", admin_token,
+                        {"max_position_by_symbol": {"/MES": None}, "daily_loss_limit_by_strategy": {}})
 
 
 def test_a_viewer_sees_no_trading_controls(page: Page, console_service: Service, admin_token: str) -> None:

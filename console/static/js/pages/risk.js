@@ -4,7 +4,7 @@ import { api, get, post } from '../api.js';
 import { badge, card, el, field, fill, money, select, table, timeOf } from '../dom.js';
 
 const STRATEGIES = ['ema', 'supertrend', 'zeroday'];
-// Single-valued limits the form edits (the per-symbol position caps are shown, not edited here).
+// Single-valued limits the form edits (the per-symbol caps and per-strategy loss limits follow them).
 const LIMIT_FIELDS = [
   ['daily_loss_limit_global', 'daily loss limit, global (USD)'],
   ['daily_loss_limit_per_strategy', 'daily loss limit, each strategy (USD)'],
@@ -106,6 +106,7 @@ function fillForm(form, limits) {
     LIMIT_FIELDS.map(([name, label]) => field(label, el('input', { name, value: limits[name] ?? '', placeholder: 'none', inputmode: 'decimal' }))),
     field('sizing', select('sizing_mode', ['fixed', 'risk'], limits.sizing_mode)),
     STRATEGIES.map((s) => field(`daily loss limit, ${s} (USD)`, el('input', { name: `by_strategy.${s}`, value: byStrategy[s] ?? '', placeholder: 'the per-strategy limit' }))),
+    field('max position by symbol (e.g. /MES=2, NVDA=100)', el('input', { name: 'by_symbol', value: capsText(limits.max_position_by_symbol), placeholder: 'none' })),
     el('button', { class: 'action primary', type: 'submit', text: 'Save limits' }));
 }
 
@@ -113,19 +114,41 @@ function fillForm(form, limits) {
 function changedLimits(form, loaded) {
   const changes = {};
   const byStrategy = {};
+  let byStrategyChanged = false;
   for (const input of form.querySelectorAll('[name]')) {
     const value = input.value.trim() === '' ? null : input.value.trim();
+    if (input.name === 'by_symbol') continue; // wantedCaps below
     if (input.name.startsWith('by_strategy.')) {
       const strategy = input.name.slice('by_strategy.'.length);
       const before = (loaded.daily_loss_limit_by_strategy || {})[strategy] ?? null;
-      if (String(before) !== String(value)) byStrategy[strategy] = value;
+      if (value !== null) byStrategy[strategy] = value;
+      if (String(before) !== String(value)) byStrategyChanged = true;
     } else {
       const before = loaded[input.name] ?? null;
       if (String(before) !== String(value)) changes[input.name] = value;
     }
   }
-  if (Object.keys(byStrategy).length) changes.daily_loss_limit_by_strategy = byStrategy;
+  // The API replaces a map whole: a changed map is sent with every entry the form keeps.
+  if (byStrategyChanged) changes.daily_loss_limit_by_strategy = byStrategy;
+  const caps = wantedCaps(form.querySelector('[name=by_symbol]').value, loaded.max_position_by_symbol || {});
+  if (capsText(caps) !== capsText(loaded.max_position_by_symbol)) changes.max_position_by_symbol = caps;
   return changes;
+}
+
+function capsText(caps) {
+  return Object.entries(caps || {}).map(([symbol, cap]) => `${symbol}=${cap}`).join(', ');
+}
+
+// "SYMBOL=N, ..." as the caps map, a symbol already capped spelt as the API holds it. The API
+// canonicalises and validates each symbol and number (a bad entry is its 400).
+function wantedCaps(text, before) {
+  const wanted = {};
+  for (const entry of text.split(/[,\s]+/).filter(Boolean)) {
+    const [symbol, cap = ''] = entry.split('=');
+    const known = Object.keys(before).find((s) => s.replace('/', '').toUpperCase() === symbol.replace('/', '').toUpperCase());
+    wanted[known || symbol] = cap;
+  }
+  return wanted;
 }
 
 function renderUsage(container, usage) {

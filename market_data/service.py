@@ -452,7 +452,10 @@ class MarketDataService:
     # ---- feed callbacks (feed thread) ----------------------------------------------------
     def _on_trade(self, trade: Trade) -> None:
         self._inbox.append(trade)
-        self._wake.set()
+        # Setting an Event takes its lock and notifies: skipped while it is still set. The writer
+        # clears it before it drains, so a trade appended before this check is always drained.
+        if not self._wake.is_set():
+            self._wake.set()
         if not self.feed.realtime and len(self._inbox) > self.INBOX_HIGH_WATER:
             # Back-pressure for replay: wait until the writer has drained (bounded memory).
             self._room.clear()

@@ -18,6 +18,13 @@ call runs a stand-in of the same length that returns what the real script return
 nothing). `ratio_to_floor` = orders/s over the floor's orders/s; `cpu_us_per_order` is process
 CPU time per order (it varies far less with the machine's load than wall time does).
 
+One CPU: the benchmark pins itself, and so the redis-server it starts, to one core (`--no-pin`:
+wherever the scheduler puts them). On this project's 2-core VMs a round trip between two cores
+pays a cross-core wake-up of tens to hundreds of microseconds (bench/engine.py prints the
+machine's figure), and whether the scheduler keeps the client and redis-server together or apart
+changed the floor 2-3x from one run to the next; on one core both loops are serial CPU work and
+the ratio repeats (it is then close to the ratio of CPU time per order).
+
 A private redis-server on a free port is started and stopped (`--url` uses a given server instead,
 with a unique key prefix deleted afterwards). Runs --runs times, prints each run, and the last line
 of output is a JSON object with the medians (and each run's figures).
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -160,7 +168,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="independent runs; the summary is their median")
     ap.add_argument("--no-risk", action="store_true", help="order manager without the pre-trade risk check")
     ap.add_argument("--url", default=None, help="an existing Redis (default: a private redis-server)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin this process and its redis-server to one CPU")
     args = ap.parse_args()
+    cpu = None
+    if not args.no_pin:
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})  # before the redis-server starts: it inherits the CPU
     trips = RoundTrips()
     runs = []
     with _redis(args.url) as url, tempfile.TemporaryDirectory(prefix="bench-orders-logs-") as log_dir:
@@ -178,6 +191,7 @@ def main() -> None:
     result = {
         "orders": args.orders, "runs": len(runs),
         "pre_trade_risk_check": "off (allow_all)" if args.no_risk else "production RiskEngine",
+        "pinned_cpu": cpu,
         **{k: round(v, 3) for k, v in med.items()},
         "not_filled": sum(int(r["not_filled"]) for r in runs),  # type: ignore[arg-type]
         "journal_entries_per_order": runs[-1]["journal_entries_per_order"],

@@ -132,10 +132,7 @@ class MemoryRiskEngine:
     def __call__(self, order: OrderRequest, context: OrderContext) -> RiskDecision:
         """Decide, write nothing (as the live check); an allowed decision carries its RateSlot."""
         now = self.clock()
-        decision, limit = pre_trade_decision(order, context, lambda: self._snapshot(context, now))
-        if not decision.allowed:
-            self._record(order, context, decision, now)
-            return decision
+        decision, limit = self._pre_trade(order, context, now)
         if limit < 0:
             return decision
         slot = RateSlot(key=_rate_key(context), limit=limit, window_ms=RATE_WINDOW_MS,
@@ -173,10 +170,7 @@ class MemoryRiskEngine:
         """The check plus taking its slot (no order manager in a backtest): the decision of
         `RiskEngine.check_and_take` (allowed, reason, detail), without building the slot object."""
         now = self.clock()
-        decision, limit = pre_trade_decision(order, context, lambda: self._snapshot(context, now))
-        if not decision.allowed:
-            self._record(order, context, decision, now)
-            return decision
+        decision, limit = self._pre_trade(order, context, now)
         if limit < 0:
             return decision
         count = self._take(_rate_key(context), int(now.timestamp() * 1000), RATE_WINDOW_MS, limit)
@@ -185,6 +179,15 @@ class MemoryRiskEngine:
             self._record(order, context, denial, now)
             return denial
         return decision
+
+    def _pre_trade(self, order: OrderRequest, context: OrderContext, now: datetime) -> tuple[RiskDecision, int]:
+        """The rules before the rate window: (decision, the window's limit), the limit -1 when the
+        decision is final (a denial, recorded here, or an order no window limits)."""
+        decision, limit = pre_trade_decision(order, context, lambda: self._snapshot(context, now))
+        if not decision.allowed:
+            self._record(order, context, decision, now)
+            return decision, -1
+        return decision, limit
 
     def _record(self, order: OrderRequest, ctx: OrderContext, decision: RiskDecision, now: datetime) -> None:
         self.decisions.append(decision_record(order, ctx, decision, now))

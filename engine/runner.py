@@ -183,6 +183,8 @@ class PositionBook(Protocol):
     def protect(self, strategy: str, symbol: str, broker: str, stop_price: Decimal | None,
                 ts_ns: int) -> Any: ...
 
+    def intent_sent(self, strategy: str, symbol: str, broker: str, event_ts_ns: int) -> bool: ...
+
 
 class StrategyRunner:
     def __init__(
@@ -773,13 +775,28 @@ class StrategyRunner:
         """A catch-up bar read long after it closed: its new positions are not traded (they would
         trade at a price the strategy never saw) and the strategy goes back to what the book
         holds; its exits (FLAT) are traded: getting out is never refused."""
-        kept = [i for i in intents if i.target is PositionTarget.FLAT]
+        kept = [i for i in intents if i.target is PositionTarget.FLAT or self._sent_somewhere(i)]
         for intent in intents:
-            if intent.target is not PositionTarget.FLAT:
+            if intent in kept and intent.target is not PositionTarget.FLAT:
+                # A crash between the brokers' orders: the decision was taken live and reached some
+                # broker; the others finish it (the ones done answer "duplicate", nothing twice).
+                self._note(logging.WARNING, f"stale bar (catch-up): finishing {intent.target.value}, "
+                                            "already sent to a broker before the restart")
+            elif intent not in kept:
                 self._note(logging.WARNING, f"stale bar (catch-up): NOT trading {intent.target.value} {intent.detail}")
         if len(kept) < len(intents) and not kept:
             self._follow_book_now("a stale catch-up signal was not traded")
         return kept
+
+    def _sent_somewhere(self, intent: Intent) -> bool:
+        if self._orders is None or not self.config.trade_enabled:
+            return False
+        try:
+            return any(self._orders.intent_sent(intent.strategy, intent.symbol, broker, intent.event_ts_ns)
+                       for broker in allocations(self.config))
+        except Exception as exc:  # the book unreadable: the stale signal stays untraded
+            self.log.warning("could not read the book's intents: %s", exc)
+            return False
 
     def _act(self, intents: list[Intent], received: float | None = None, save: bool = True) -> None:
         """Execute intents, then hold the strategy to the book (`_follow_book`); their log lines go

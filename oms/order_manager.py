@@ -313,6 +313,11 @@ class OrderManager:
     def position(self, strategy: str, symbol: str, broker: str) -> OmsPosition:
         return self._position_from(strategy, symbol, broker, self._r.hgetall(self._k_pos(strategy, symbol, broker)))
 
+    def intent_sent(self, strategy: str, symbol: str, broker: str, event_ts_ns: int) -> bool:
+        """Whether the intent of (strategy, symbol, event) was planned at `broker` (claimed, in any
+        state): a decision already acted on, however late it is read again."""
+        return bool(self._r.exists(self._k_intent(strategy, symbol, broker, event_ts_ns)))
+
     def lane(self, strategy: str, symbol: str, broker: str) -> LaneView:
         """One lane's position and whether orders are still in flight in it (working, UNKNOWN, or a
         reversal's open leg waiting): while busy, the position is about to change."""

@@ -138,6 +138,33 @@ def test_a_stale_catch_up_signal_does_not_move_the_strategy(real_store: Store, r
         rig.supervisor.shutdown()
 
 
+def test_a_stale_catch_up_signal_already_sent_to_a_broker_is_finished(real_store: Store, replay_settings: Any) -> None:
+    """A crash between the brokers' orders of one signal: after the restart its bar is stale, but
+    the decision already reached a broker, so it is finished, not left split."""
+    clock = {"now": START + 3_600 * 1_000_000_000}
+    rig = build_rig(real_store, replay_settings, time_ns=lambda: clock["now"], skip_stale_signals=True)
+    sent_before: list[tuple[str, int]] = []
+    real_intent_sent = rig.orders.intent_sent
+
+    def intent_sent(strategy: str, symbol: str, broker: str, event_ts_ns: int) -> bool:
+        sent_before.append((broker, event_ts_ns))
+        return True  # as if it had been claimed before the crash
+
+    try:
+        rig.orders.intent_sent = intent_sent  # type: ignore[method-assign]
+        runner = _start(rig)
+        _bars(rig, [100.0] * 5 + [101.0, 102.0, 103.0])
+        assert sent_before, "the stale signal was looked up in the book"
+        assert rig.position("ema", "/MES", TASTYTRADE) == 1
+        assert runner.strategy.target is PositionTarget.LONG
+        # The order manager's answer: planned at the broker it was sent to, at no other.
+        ts = sent_before[0][1]
+        assert real_intent_sent("ema", "/MES", TASTYTRADE, ts) is True
+        assert real_intent_sent("ema", "/MES", "schwab", ts) is False
+    finally:
+        rig.supervisor.shutdown()
+
+
 class _Recorder:
     def __init__(self) -> None:
         self.targets: list[Any] = []

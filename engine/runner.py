@@ -56,7 +56,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from config.instruments import CATALOG, Symbol
 from config.symbology import contract_from_key, contract_key_at
@@ -178,7 +178,7 @@ class PositionBook(Protocol):
 
     def position(self, strategy: str, symbol: str, broker: str) -> OmsPosition: ...
 
-    def lane(self, strategy: str, symbol: str, broker: str) -> LaneView: ...
+    def lanes(self, strategy: str, symbol: str, brokers: Iterable[str]) -> dict[str, LaneView]: ...
 
     def protect(self, strategy: str, symbol: str, broker: str, stop_price: Decimal | None,
                 ts_ns: int) -> Any: ...
@@ -689,18 +689,22 @@ class StrategyRunner:
                 self._note(logging.INFO, _BarLine(bar, values))
                 if self._skip_stale_signals and self._is_stale(bar):
                     intents = self._drop_stale_entries(intents)
-                self._act(intents, received, save=False)
+                self._act(intents, received, save=False, protect=False)
                 if self._exit_pending is not None or self._book_check_due:
                     self._check_book(bar.end_ns, throttle=True)
-                self._protect()  # a trailing stop moves with the bars
             except BaseException:
                 self._flush_log()  # the lines leading up to a crash are in the log with its traceback
                 raise
 
     def _after_bars(self) -> None:
-        """Bookkeeping for the bars acted on: status, the ticker-log write, the saved state."""
+        """Bookkeeping for the bars acted on: the resting stop (placed for a new position, moved
+        with a trailing stop), status, the ticker-log write, the saved state. The stop waits until
+        the other threads of the same close sent their orders: placing or moving it costs several
+        round trips at the broker, which an entry of another ticker would otherwise queue behind;
+        meanwhile the strategy's own stop is armed."""
         with self._lock:
             try:
+                self._protect()
                 self.status.position = self.strategy.target.value
                 seen = self._last_bar_seen
                 if seen is not None:
@@ -798,10 +802,12 @@ class StrategyRunner:
             self.log.warning("could not read the book's intents: %s", exc)
             return False
 
-    def _act(self, intents: list[Intent], received: float | None = None, save: bool = True) -> None:
+    def _act(self, intents: list[Intent], received: float | None = None, save: bool = True,
+             protect: bool = True) -> None:
         """Execute intents, then hold the strategy to the book (`_follow_book`); their log lines go
         to the batch the caller flushes. `save=False`: the caller saves the state right after (the
-        bar loop, which also records the bar id)."""
+        bar loop, which also records the bar id). `protect=False`: the caller places the resting
+        stop later (the bar loop's bookkeeping)."""
         if intents:
             self._join_pending = False  # the rules acted: from here the book follows them
         for intent in intents:
@@ -825,7 +831,7 @@ class StrategyRunner:
             if intent.reason is IntentReason.JOIN and self.book_target() is intent.target:
                 self._resume_position(intent.target, None)  # exits armed from the fill, not the history
             self._protect_due = True
-        if intents and self.config.trade_enabled:
+        if intents and self.config.trade_enabled and protect:
             self._protect()
         if intents and save:
             self._save()
@@ -869,14 +875,12 @@ class StrategyRunner:
         alloc = allocations(self.config)
         if not alloc or not self.config.trade_enabled or self._orders is None or self._join_pending:
             return  # (a join not yet sent: the strategy holds its rules' side, the book nothing yet)
-        lanes: dict[str, LaneView] = {}
-        for broker in alloc:
-            try:
-                lanes[broker] = self._orders.lane(self.config.strategy.value, self.config.symbol, broker)
-            except Exception as exc:  # the book unreadable: look again at the next tick
-                self.log.warning("could not read the %s book: %s", broker, exc)
-                self._book_check_due = True
-                return
+        try:
+            lanes = self._orders.lanes(self.config.strategy.value, self.config.symbol, alloc)
+        except Exception as exc:  # the book unreadable: look again at the next tick
+            self.log.warning("could not read the book: %s", exc)
+            self._book_check_due = True
+            return
         if any(view.busy for view in lanes.values()):
             self._book_check_due = True
             return
@@ -1005,15 +1009,13 @@ class StrategyRunner:
         front = contract_key_at(self.config.symbol, now_ns)
         if front is None:
             return
-        held: list[str] = []
-        for broker in allocations(self.config):
-            try:
-                key = self._orders.lane(self.config.strategy.value, self.config.symbol, broker).position.key
-            except Exception as exc:  # the book unreadable: the next tick tries again
-                self.log.warning("could not read the %s book for the roll check: %s", broker, exc)
-                return
-            if contract_from_key(key) is not None and key != front:
-                held.append(f"{broker} {key}")
+        try:
+            lanes = self._orders.lanes(self.config.strategy.value, self.config.symbol, allocations(self.config))
+        except Exception as exc:  # the book unreadable: the next tick tries again
+            self.log.warning("could not read the book for the roll check: %s", exc)
+            return
+        held = [f"{broker} {view.position.key}" for broker, view in lanes.items()
+                if contract_from_key(view.position.key) is not None and view.position.key != front]
         if not held:
             return
         new_target = target if self._roll_reopens else PositionTarget.FLAT

@@ -321,12 +321,22 @@ class OrderManager:
     def lane(self, strategy: str, symbol: str, broker: str) -> LaneView:
         """One lane's position and whether orders are still in flight in it (working, UNKNOWN, or a
         reversal's open leg waiting): while busy, the position is about to change."""
+        return self.lanes(strategy, symbol, (broker,))[broker]
+
+    def lanes(self, strategy: str, symbol: str, brokers: Iterable[str]) -> dict[str, LaneView]:
+        """`lane` for several brokers of one (strategy, symbol), in one round trip."""
+        names = list(brokers)
         pipe = self._r.pipeline(transaction=False)
-        pipe.hgetall(self._k_pos(strategy, symbol, broker))
-        pipe.scard(self._k_lane_active(strategy, symbol, broker))
-        pos_h, active = pipe.execute()
-        return LaneView(self._position_from(strategy, symbol, broker, pos_h),
-                        busy=bool(active) or bool(pos_h.get("pending_intent")))
+        for broker in names:
+            pipe.hgetall(self._k_pos(strategy, symbol, broker))
+            pipe.scard(self._k_lane_active(strategy, symbol, broker))
+        replies = pipe.execute()
+        views: dict[str, LaneView] = {}
+        for k, broker in enumerate(names):
+            pos_h, active = replies[2 * k], replies[2 * k + 1]
+            views[broker] = LaneView(self._position_from(strategy, symbol, broker, pos_h),
+                                     busy=bool(active) or bool(pos_h.get("pending_intent")))
+        return views
 
     def positions(self, include_flat: bool = False) -> list[OmsPosition]:
         lanes = sorted(self._r.smembers(self.k_lanes))
@@ -1139,9 +1149,17 @@ class OrderManager:
             return None
         lane = (strategy, symbol, broker)
         with self._lock(*lane):
-            pos = self.position(strategy, symbol, broker)
+            # Asked on every housekeeping tick of a held position: the position, the resting stop
+            # and the lanes sharing the symbol are read in one round trip.
             coid = self._resting_stop(lane)
-            current = self.order(coid) if coid else None
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hgetall(self._k_pos(strategy, symbol, broker))
+            pipe.smembers(self.k_lanes)
+            if coid:
+                pipe.hgetall(self._k_order(coid))
+            replies = pipe.execute()
+            pos = self._position_from(strategy, symbol, broker, replies[0])
+            current = OrderRecord.from_fields(replies[2]) if coid and replies[2] else None
             if current is not None and current.state.is_terminal:
                 self._forget_stop(lane)
                 current = None
@@ -1149,7 +1167,7 @@ class OrderManager:
             # meet an account that is no longer long (or short) and open a position there, so
             # those lanes keep their strategies' own stops only.
             wanted = (stop_price is not None and pos.quantity != 0 and pos.option is None
-                      and not self._shared_at_broker(strategy, symbol, broker))
+                      and not self._shared_at_broker(strategy, symbol, broker, replies[1]))
             side = OrderSide.SELL if pos.quantity > 0 else OrderSide.BUY
             if current is not None and wanted and (current.side, current.quantity, current.stop_price,
                                                    current.position_key) == (side, abs(pos.quantity), stop_price,
@@ -1200,9 +1218,10 @@ class OrderManager:
         self._stop_cache[(pos.strategy, pos.symbol, pos.broker)] = coid
         return self._apply(final, update)
 
-    def _shared_at_broker(self, strategy: str, symbol: str, broker: str) -> bool:
-        """Whether another strategy holds a position in `symbol` at `broker`."""
-        others = [p for p in (tuple(lane.split("\x1f")) for lane in self._r.smembers(self.k_lanes))
+    def _shared_at_broker(self, strategy: str, symbol: str, broker: str, lanes: Iterable[str]) -> bool:
+        """Whether another strategy holds a position in `symbol` at `broker` (`lanes`: the members
+        of the lanes set)."""
+        others = [p for p in (tuple(lane.split("\x1f")) for lane in lanes)
                   if len(p) == 3 and p[1] == symbol and p[2] == broker and p[0] != strategy]
         if not others:
             return False

@@ -109,6 +109,9 @@ MINUTE = 60 * NS
 START_NS = int(datetime(2024, 7, 2, 13, 30, tzinfo=timezone.utc).timestamp()) * NS  # 09:30 ET, Tuesday
 GOAL_P99_OVER_FLOOR = 3.0
 FLOOR_PASSES = 3  # the floor of each close is the median of this many replays
+IDLE_PROBE_S = 0.005  # the engine is idle when the process used under IDLE_CPU_SHARE of a core
+IDLE_CPU_SHARE = 0.1  # over two probes in a row (waiting at most IDLE_WAIT_MAX_S)
+IDLE_WAIT_MAX_S = 2.0
 
 
 def session_minutes(count: int) -> list[int]:
@@ -184,6 +187,7 @@ class Bench:
         self.per_close: dict[int, int] = {}  # bar end -> orders acknowledged for that close (all tickers)
         self.unmatched = 0
         self.stagger = False
+        self.back_to_back = False  # the next close after a fixed pause, not when the engine is idle
         self.trader_defaults = False  # EMA 9/21 and Supertrend 10/3.0 instead of the stress periods
         self.risk = risk  # production's pre-trade risk check (else allow_all)
         self.lock = threading.Lock()
@@ -270,6 +274,22 @@ class Bench:
                 sup.start_strategy(name)
         return count
 
+    def settle(self, at_least_s: float) -> None:
+        """Wait `at_least_s`, then (unless back_to_back) until the engine is idle: no process CPU
+        over two successive IDLE_PROBE_S windows (at most IDLE_WAIT_MAX_S). Live, a minute
+        separates two closes and each thread's periodic housekeeping falls anywhere in it; a
+        replay that sends the next close while the last one's bookkeeping and housekeeping still
+        run would measure that backlog, not the close."""
+        time.sleep(at_least_s)
+        if self.back_to_back:
+            return
+        deadline = time.monotonic() + IDLE_WAIT_MAX_S
+        quiet = 0
+        while quiet < 2 and time.monotonic() < deadline:
+            before = cpu_seconds()
+            time.sleep(IDLE_PROBE_S)
+            quiet = quiet + 1 if cpu_seconds() - before < IDLE_PROBE_S * IDLE_CPU_SHARE else 0
+
     def replay(self, minutes: int, settle_s: float) -> int:
         rng = random.Random(7)
         prices = dict(LEVEL)
@@ -296,7 +316,7 @@ class Bench:
                     for end in ends:
                         self.stamps[(sym, end)] = stamp
                     self.md.process_now([minute_trades[sym][0]])
-                    time.sleep(settle_s)
+                    self.settle(settle_s)
             else:
                 closing = [minute_trades[s][0] for s in all_symbols]
                 stamp = time.perf_counter_ns()
@@ -304,10 +324,10 @@ class Bench:
                     for end in ends:
                         self.stamps[(sym, end)] = stamp
                 self.md.process_now(closing)  # closes every symbol's bar(s) at once, as a live minute does
-                time.sleep(settle_s)
+                self.settle(settle_s)
             self.data_now = t0 + 45 * NS
             self.md.process_now([t for s in all_symbols for t in minute_trades[s][1:]])
-            time.sleep(settle_s / 4)
+            self.settle(settle_s / 4)
             sent += 4 * len(all_symbols)
         return sent
 
@@ -359,6 +379,9 @@ def main() -> int:
                         help="build the order manager without the pre-trade risk check (allow_all)")
     parser.add_argument("--stagger", action="store_true",
                         help="close one symbol's bars at a time (uncontended path) instead of all at once")
+    parser.add_argument("--back-to-back", action="store_true",
+                        help="send the next close after --settle alone, while the last close's bookkeeping and "
+                             "housekeeping may still run (a minute compressed into --settle)")
     parser.add_argument("--redis-url", default=None, help="an existing Redis (default: a private redis-server)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -376,6 +399,7 @@ def run(args: argparse.Namespace, url: str) -> int:
         bench = Bench(client, url, Path(log_dir), trips, risk=not args.no_risk)
         try:
             bench.stagger = args.stagger
+            bench.back_to_back = args.back_to_back
             bench.trader_defaults = args.trader_defaults
             threads = bench.configure()
             alive = sum(s.health()["alive"] for s in bench.stacks)
@@ -400,6 +424,7 @@ def run(args: argparse.Namespace, url: str) -> int:
     result = {
         "threads": threads, "threads_alive": alive, "ema": 14, "supertrend": 14, "zeroday": 2,
         "minutes_replayed": args.minutes, "mode": "staggered" if args.stagger else "simultaneous",
+        "next_close": "after --settle (back to back)" if args.back_to_back else "once the engine is idle",
         "pre_trade_risk_check": "off (allow_all)" if args.no_risk else "production RiskEngine",
         "parameters": "trader defaults (EMA 9/21, Supertrend 10/3.0)" if args.trader_defaults else "stress (EMA 2/3, Supertrend 5/1.0)",
         "trades": trades, "replay_seconds": round(replay_s, 2),

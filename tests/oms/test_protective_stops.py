@@ -5,9 +5,10 @@ fill; never blocking the lane; ignored by reconciliation's in-flight rule."""
 from __future__ import annotations
 
 import time
+import unittest.mock
 from decimal import Decimal
 
-from domain.orders import TASTYTRADE, BrokerName, OrderState
+from domain.orders import SCHWAB, TASTYTRADE, BrokerName, OrderState
 from oms.models import TargetOrder, TargetStatus
 from oms.reconcile import reconcile
 from store.redis_store import Store
@@ -107,3 +108,28 @@ def test_no_resting_stop_while_another_strategy_holds_the_symbol_at_the_account(
     assert om.protect("ema", "NVDA", TASTYTRADE, Decimal("175"), NOW + 4) is None  # asked again: cancelled
     assert om.order(first.client_order_id).state is OrderState.CANCELLED and paper.open_orders() == []
     assert om.protect("supertrend", "NVDA", TASTYTRADE, Decimal("176"), NOW + 5) is None
+
+
+def test_an_unchanged_stop_costs_one_round_trip_and_lanes_read_every_broker_at_once(store: Store) -> None:
+    """Protect is asked on every housekeeping tick of a held position: when nothing changed it
+    reads position, resting stop and lanes in one round trip and sends nothing; `lanes` answers
+    for several brokers in one round trip what `lane` answers for one."""
+    om, paper, prices = _setup(store)
+    assert om.move_to_target(T(5, 1)).status is TargetStatus.FILLED
+    stop = om.protect("ema", "NVDA", TASTYTRADE, Decimal("175"), NOW + 2)
+    calls: list[str] = []
+    real_execute = type(store.redis.pipeline()).execute
+
+    def counting_execute(pipe, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append("pipeline")
+        return real_execute(pipe, *args, **kwargs)
+
+    with unittest.mock.patch.object(type(store.redis.pipeline()), "execute", counting_execute):
+        assert om.protect("ema", "NVDA", TASTYTRADE, Decimal("175"), NOW + 3) == stop
+        assert len(calls) == 1
+        views = om.lanes("ema", "NVDA", [TASTYTRADE, SCHWAB])
+        assert len(calls) == 2
+    assert views[TASTYTRADE] == om.lane("ema", "NVDA", TASTYTRADE)
+    assert views[TASTYTRADE].position.quantity == 5 and not views[TASTYTRADE].busy
+    assert views[SCHWAB].position.quantity == 0
+    assert [u.client_order_id for u in paper.open_orders()] == [stop.client_order_id]

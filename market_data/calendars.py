@@ -65,6 +65,10 @@ def _year(ts_ns: int) -> int:
     return datetime.fromtimestamp(ts_ns / NS_PER_SECOND, tz=timezone.utc).year
 
 
+def _year_start_ns(year: int) -> int:
+    return int(datetime(year, 1, 1, tzinfo=timezone.utc).timestamp()) * NS_PER_SECOND
+
+
 class UnknownCalendarError(ValueError):
     """No calendar of that name (pandas-market-calendars, exchange_calendars, 24/5, 24/7)."""
 
@@ -140,6 +144,11 @@ class TradingCalendar:
         self._opens: list[int] = []
         self._closes: list[int] = []
         self._dates: list[date] = []
+        # The last session found: bars and trades ask about the same session over and over (one
+        # reference, replaced whole, so readers on other threads see a consistent session).
+        self._last_session: Session | None = None
+        # [start, end) of the year whose neighbours are loaded too: no year lookup inside it.
+        self._ready_year: tuple[int, int] = (0, 0)
 
     def _load_year(self, year: int) -> None:
         if year in self._years:
@@ -168,17 +177,26 @@ class TradingCalendar:
             self._years.add(year)
 
     def _ensure_around(self, ts_ns: int) -> None:
+        lo, hi = self._ready_year
+        if lo <= ts_ns < hi:
+            return
         year = _year(ts_ns)
         for y in (year - 1, year, year + 1):
             self._load_year(y)
+        self._ready_year = (_year_start_ns(year), _year_start_ns(year + 1))
 
     def session_at(self, ts: TimeLike) -> Session | None:
         """The session containing `ts` (open inclusive, close exclusive), else None."""
         ts_ns = to_ns(ts)
+        last = self._last_session
+        if last is not None and last.open_ns <= ts_ns < last.close_ns:
+            return last
         self._ensure_around(ts_ns)
-        i = bisect.bisect_right(self._opens, ts_ns) - 1
-        if i >= 0 and ts_ns < self._closes[i]:
-            return Session(self._dates[i], self._opens[i], self._closes[i])
+        opens, closes, dates = self._opens, self._closes, self._dates
+        i = bisect.bisect_right(opens, ts_ns) - 1
+        if i >= 0 and ts_ns < closes[i]:
+            self._last_session = session = Session(dates[i], opens[i], closes[i])
+            return session
         return None
 
     def next_session(self, ts: TimeLike) -> Session:

@@ -82,3 +82,22 @@ def test_schedules_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     for minute in range(500):
         calendars.is_open("/ES", utc("2024-11-26T15:00:00").replace(minute=minute % 60))
     assert len(calls) <= 3  # one per loaded year (previous, current, next), not per call
+
+
+def test_session_lookups_in_any_order_match_a_plain_search_of_the_schedule() -> None:
+    """session_at remembers the last session and the loaded year: lookups jumping back and forth
+    across sessions, breaks and a year end answer what a plain search of the sessions does."""
+    import random
+
+    from market_data.calendars import TradingCalendar
+
+    cal = TradingCalendar("CME_Equity")
+    start = int(datetime(2023, 12, 20, tzinfo=timezone.utc).timestamp()) * 10**9
+    rng = random.Random(7)
+    stamps = [start + rng.randrange(0, 25 * 86_400) * 10**9 for _ in range(3000)]
+    answers = [cal.session_at(ts) for ts in stamps]
+    sessions = list(zip(cal._dates, cal._opens, cal._closes))
+    for ts, got in zip(stamps, answers):
+        expected = next(((d, o, c) for d, o, c in sessions if o <= ts < c), None)
+        assert (None if got is None else (got.session_date, got.open_ns, got.close_ns)) == expected
+    assert any(a is None for a in answers) and len({a for a in answers if a is not None}) > 10

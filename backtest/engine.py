@@ -165,7 +165,10 @@ class BacktestEngine:
         strategy_factory: StrategyFactory | None = None,
         risk_check: PreTradeCheck | None = None,
         clock: SimulatedClock | None = None,
+        fast_forward: bool = True,
     ) -> None:
+        """`fast_forward` False feeds every bar through `on_bar` (the skip over quiet bars, see
+        run(), gives identical results; False is the reference the tests compare it with)."""
         self.config = config
         self.costs = costs
         # A research instrument (outside the catalog) comes with the data and is resolved in run().
@@ -173,6 +176,7 @@ class BacktestEngine:
         self.strategy_factory = strategy_factory or default_strategy_factory
         self.risk_check: PreTradeCheck = risk_check or allow_all
         self.clock = clock  # set to each order's time before the risk check
+        self.fast_forward = fast_forward
         self._orders: dict[tuple[int, bool, int, str, str], tuple[OrderRequest, OrderContext]] = {}
 
     @property
@@ -273,32 +277,57 @@ class BacktestEngine:
         # is not evaluated, and no stop is checked inside it; an order decided before still fills
         # at its open, the first price after the decision.
         in_session = calendars.bars_in_session(symbol, bars.start_ns, bars.end_ns)
+        # Quiet bars (no trades to feed, nothing recorded, on which the strategy only updates its
+        # lines) are taken by the strategy's `advance_quiet_bars` in one tight loop, up to the next
+        # bar that is not evaluated or is sampled, instead of one on_bar call each; the bar it
+        # stops at goes through on_bar as usual. Its contract needs increasing bar ends.
+        skip_quiet = (self.fast_forward and indicators is None and session_clock is None
+                      and type(strategy).advance_quiet_bars is not Strategy.advance_quiet_bars
+                      and bool(np.all(bars.end_ns[1:] > bars.end_ns[:-1])))
+        advance_quiet = strategy.advance_quiet_bars
+        on_bar = strategy.on_bar
         t0 = time.perf_counter()
-        i = 0  # bar index
         for lo in range(0, n, _CHUNK):
             hi = min(n, lo + _CHUNK)
-            chunk = zip(bars.start_ns[lo:hi].tolist(), bars.end_ns[lo:hi].tolist(), bars.open[lo:hi].tolist(),
-                        bars.high[lo:hi].tolist(), bars.low[lo:hi].tolist(), bars.close[lo:hi].tolist(),
-                        bars.volume[lo:hi].tolist(), bars.trade_count[lo:hi].tolist(), in_session[lo:hi].tolist())
-            on_bar = strategy.on_bar
-            for start, end, o, h, low, c, volume, count, evaluated in chunk:
+            starts, ends, opens = bars.start_ns[lo:hi].tolist(), bars.end_ns[lo:hi].tolist(), bars.open[lo:hi].tolist()
+            highs, lows, closes = bars.high[lo:hi].tolist(), bars.low[lo:hi].tolist(), bars.close[lo:hi].tolist()
+            volumes, counts = bars.volume[lo:hi].tolist(), bars.trade_count[lo:hi].tolist()
+            evaluated = in_session[lo:hi].tolist()
+            # The chunk's bars outside the session (then the chunk's end), in order: where a skip stops.
+            outside = np.flatnonzero(~in_session[lo:hi]).tolist() + [hi - lo] if skip_quiet else []
+            next_outside = 0
+            j = 0  # the bar's index in the chunk (i in the data)
+            while j < hi - lo:
+                i = lo + j
                 if pending is not None:
                     # 1. decided at the previous close, filled at this bar's open / first trade.
+                    o = opens[j]
                     execute(_SIGN[pending.target], lambda side, o=o: market_fill(o, side, tick, slip),
-                            start, i, pending.reason.value, pending.event_ts_ns, o)
+                            starts[j], i, pending.reason.value, pending.event_ts_ns, o)
                     pending = None
-                if evaluated:
+                if evaluated[j]:
+                    if skip_quiet and (pos == 0 or not feed_trades) and i != next_sample:
+                        while outside[next_outside] < j:
+                            next_outside += 1
+                        until = outside[next_outside]
+                        if 0 <= next_sample - lo < until:
+                            until = next_sample - lo
+                        taken = advance_quiet(closes, ends, j, until)
+                        if taken > j:
+                            j = taken  # bars j..taken-1 went by with no signal
+                            continue
+                    start, end, h, low, c = starts[j], ends[j], highs[j], lows[j], closes[j]
                     if pos != 0 and feed_trades:
                         # 2. intrabar exits.
                         if tick_lo is not None and ticks is not None and tick_hi is not None:
                             self._feed_ticks(strategy, ticks, int(tick_lo[i]), int(tick_hi[i]), i, execute,
                                              lambda: pos, tick, slip)
                         else:
-                            self._feed_path(strategy, symbol, start, end, o, h, low, c, i, execute, lambda: pos,
-                                            tick, slip)
+                            self._feed_path(strategy, symbol, start, end, opens[j], h, low, c, i, execute,
+                                            lambda: pos, tick, slip)
                     # 3. the strategy at the close (one reused bar object: strategies never keep a bar).
-                    view.start_ns, view.end_ns, view.open, view.high = start, end, o, h
-                    view.low, view.close, view.volume, view.trade_count = low, c, volume, count
+                    view.start_ns, view.end_ns, view.open, view.high = start, end, opens[j], h
+                    view.low, view.close, view.volume, view.trade_count = low, c, volumes[j], counts[j]
                     if session_clock is None:
                         intents = on_bar(view)
                     else:
@@ -322,7 +351,7 @@ class BacktestEngine:
                     else:
                         sampled[i] = values
                         next_sample = min(i + line_every, n - 1) if i < n - 1 else -1
-                i += 1
+                j += 1
             if progress is not None:
                 progress(hi, n)
         if pos != 0 and n:

@@ -63,6 +63,14 @@ class Strategy(ABC):
     def on_bar(self, bar: Bar) -> list[Intent]:
         """Called once per completed bar, in time order."""
 
+    def advance_quiet_bars(self, closes: list[float], ends: list[int], lo: int, hi: int) -> int:
+        """Advance over the bars lo..hi-1 (their closes and end stamps, `ends` strictly
+        increasing) on which `on_bar` would do nothing but update the indicators, exactly as
+        `on_bar` would; return the index of the first bar it did not take (hi if none), which
+        the caller then feeds to `on_bar`. For a backtest's quiet stretches between signals.
+        Default: none (lo), so every bar goes through `on_bar`."""
+        return lo
+
     def on_trade(self, trade: Trade) -> list[Intent]:
         """Called per trade while in a position, for intrabar stops. Default: nothing."""
         return []

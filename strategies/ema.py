@@ -31,7 +31,7 @@ from domain.intents import Intent, IntentReason, PositionTarget
 from domain.market import Bar, Trade
 from domain.tickers import TickerConfig
 from strategies.base import Strategy
-from strategies.indicators import ATR, make_line
+from strategies.indicators import ATR, advance_apart, make_line
 
 STATE_VERSION = 1
 
@@ -270,6 +270,21 @@ class EmaCrossStrategy(PositionStrategy):
             dist = self.stop_distance() if self._stops_on else None
             intents.append(self._intent(side, IntentReason.SIGNAL, self._cross_detail(side, f, s), end, close, dist))
         return intents
+
+    def advance_quiet_bars(self, closes: list[float], ends: list[int], lo: int, hi: int) -> int:
+        # A bar is quiet while the lines stay on the same side (no cross, see on_bar) and there
+        # is no stop to check or arm and no ATR to update; the first bar that is not goes to on_bar.
+        if self.stop_price is not None or self.compute_atr or (self._stops_on and self.target is not PositionTarget.FLAT):
+            return lo
+        last = self.last_bar_end_ns
+        if lo >= hi or (last is not None and ends[lo] <= last):
+            return lo
+        k, pf, ps = advance_apart(self.fast, self.slow, closes, lo, hi)
+        if k > lo:
+            self.prev_fast, self.prev_slow = pf, ps
+            self.last_bar_end_ns = ends[k - 1]
+            self.last_close = closes[k - 1]
+        return k
 
     def _stop_intent(self, ts_ns: int, price: float, what: str) -> Intent:
         side, stop = self.target, self.stop_price

@@ -190,6 +190,51 @@ class WilderSmoother(_SeededSmoother):
 TrendLineIndicator = EMA | SMA | WilderSmoother
 
 
+def advance_apart(fast: TrendLineIndicator, slow: TrendLineIndicator, xs: list[float], lo: int,
+                  hi: int) -> tuple[int, float, float]:
+    """Feed xs[lo:hi] to two defined EMA/WilderSmoother lines for as long as `fast` stays strictly
+    on the side of `slow` it is on now: stop *before* the first input that would leave the lines
+    level, on the other side, or not comparable (a NaN or an infinity makes both lines equal or
+    NaN, so it always stops there and `update` then rejects it). Returns (the index of that input,
+    hi if none; fast's and slow's values before the last input fed). A line that is an SMA or not
+    defined, or lines level now, advance nothing (lo).
+
+    The bars a crossover strategy can skip through in one tight loop: a cross needs the lines to
+    change sides (or leave a touch). The step is `update`'s, the same float operations in the
+    same order, so the values are bit-identical to feeding each input through `update`."""
+    f, s = fast.value, slow.value
+    if f is None or s is None or not isinstance(fast, _SeededSmoother) or not isinstance(slow, _SeededSmoother):
+        return lo, 0.0, 0.0
+    a1, a2 = fast._alpha, slow._alpha
+    pf = ps = 0.0
+    k = lo
+    if f > s:
+        for k in range(lo, hi):
+            x = xs[k]
+            nf = f + (x - f) * a1
+            ns = s + (x - s) * a2
+            if not nf > ns:
+                break
+            pf, ps, f, s = f, s, nf, ns
+        else:
+            k = hi
+    elif f < s:
+        for k in range(lo, hi):
+            x = xs[k]
+            nf = f + (x - f) * a1
+            ns = s + (x - s) * a2
+            if not nf < ns:
+                break
+            pf, ps, f, s = f, s, nf, ns
+        else:
+            k = hi
+    if k > lo:
+        fast.value, slow.value = f, s
+        fast.count += k - lo
+        slow.count += k - lo
+    return k, pf, ps
+
+
 def make_line(line: TrendLine, period: int) -> TrendLineIndicator:
     """The moving average a ticker's `trend_line_N` / `period_N` names."""
     if line is TrendLine.EMA:

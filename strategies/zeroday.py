@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from domain.intents import Intent, IntentReason, PositionTarget
 from domain.market import Bar
 from domain.tickers import TickerConfig
-from strategies.base import SessionClock
+from strategies.base import SessionClock, Strategy
 from strategies.ema import EmaCrossStrategy
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -126,6 +126,9 @@ class ZeroDayStrategy(EmaCrossStrategy):
         return [self._intent(PositionTarget.FLAT, IntentReason.EXPIRY_CLOSE, f"close {side}: {why}", ts_ns, price)]
 
     # -- events ------------------------------------------------------------------------------
+    # Its on_bar also closes by the clock, so no bar is only a line update.
+    advance_quiet_bars = Strategy.advance_quiet_bars
+
     def on_clock(self, clock: SessionClock) -> list[Intent]:
         self.clock = clock
         price = self.last_close if self.last_close is not None else 0.0

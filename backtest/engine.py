@@ -69,9 +69,14 @@ class SimulatedClock:
 
     def __init__(self) -> None:
         self.ts_ns = 0
+        self._last: tuple[int, datetime] | None = None  # the last instant asked and its datetime
 
     def __call__(self) -> datetime:
-        return datetime.fromtimestamp(self.ts_ns / 1e9, UTC)
+        # A reversal's two orders share their time: one datetime for both.
+        last = self._last
+        if last is None or last[0] != self.ts_ns:
+            last = self._last = (self.ts_ns, datetime.fromtimestamp(self.ts_ns / 1e9, UTC))
+        return last[1]
 
 
 def backtest_risk_check(clock: SimulatedClock, limits: dict[str, Any] | None = None) -> PreTradeCheck:

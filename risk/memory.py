@@ -118,23 +118,24 @@ class MemoryRiskEngine:
             new.append((scope, limit, total))
         return new
 
-    def _snapshot(self, ctx: OrderContext, now: datetime) -> RiskSnapshot:
+    def _snapshot(self, ctx: OrderContext) -> RiskSnapshot:
         if not self._states and not self._pnl:
             # Every scope ACTIVE and no P&L ever fed (every backtest): nothing to look up.
             plain = self._plain
             if plain is None or plain.limits is not self.limits:
                 plain = self._plain = RiskSnapshot(_ACTIVE, _ACTIVE, self.limits, {})
             return plain
+        now = self.clock()
         pnl = dict(self._pnl.get(self._session_id(now), {})) if self._pnl else {}
         return RiskSnapshot(self.scope_state(GLOBAL_SCOPE, now), self.scope_state(ctx.strategy, now), self.limits, pnl)
 
     # ------------------------------------------------------------------ the check
     def __call__(self, order: OrderRequest, context: OrderContext) -> RiskDecision:
         """Decide, write nothing (as the live check); an allowed decision carries its RateSlot."""
-        now = self.clock()
-        decision, limit = self._pre_trade(order, context, now)
+        decision, limit = self._pre_trade(order, context)
         if limit < 0:
             return decision
+        now = self.clock()
         slot = RateSlot(key=_rate_key(context), limit=limit, window_ms=RATE_WINDOW_MS,
                         now_ms=int(now.timestamp() * 1000), member=order.client_order_id)
         return RiskDecision(True, decision.reason, decision.detail, slot=slot)
@@ -169,10 +170,10 @@ class MemoryRiskEngine:
     def check_and_take(self, order: OrderRequest, context: OrderContext) -> RiskDecision:
         """The check plus taking its slot (no order manager in a backtest): the decision of
         `RiskEngine.check_and_take` (allowed, reason, detail), without building the slot object."""
-        now = self.clock()
-        decision, limit = self._pre_trade(order, context, now)
+        decision, limit = self._pre_trade(order, context)
         if limit < 0:
             return decision
+        now = self.clock()
         count = self._take(_rate_key(context), int(now.timestamp() * 1000), RATE_WINDOW_MS, limit)
         if count >= 0:
             denial = rate_denial(context, limit, count)
@@ -180,12 +181,14 @@ class MemoryRiskEngine:
             return denial
         return decision
 
-    def _pre_trade(self, order: OrderRequest, context: OrderContext, now: datetime) -> tuple[RiskDecision, int]:
+    def _pre_trade(self, order: OrderRequest, context: OrderContext) -> tuple[RiskDecision, int]:
         """The rules before the rate window: (decision, the window's limit), the limit -1 when the
-        decision is final (a denial, recorded here, or an order no window limits)."""
-        decision, limit = pre_trade_decision(order, context, lambda: self._snapshot(context, now))
+        decision is final (a denial, recorded here, or an order no window limits). The clock is
+        read only when something needs the time (a stored state or P&L, a denial's record): the
+        way out and the usual backtest order need none."""
+        decision, limit = pre_trade_decision(order, context, lambda: self._snapshot(context))
         if not decision.allowed:
-            self._record(order, context, decision, now)
+            self._record(order, context, decision, self.clock())
             return decision, -1
         return decision, limit
 

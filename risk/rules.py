@@ -27,6 +27,7 @@ RATE_WINDOW_MS = 60_000
 # Decisions are immutable: the two answers without detail of their own are shared.
 _WAY_OUT = RiskDecision(True, RiskReason.OK, "reduces the position")
 _ALLOWED = RiskDecision.allow()
+_ACTIVE = TradingState.ACTIVE  # read per order: a module name, not an enum class lookup
 
 
 @dataclass
@@ -48,13 +49,14 @@ def pre_trade_decision(order: OrderRequest, ctx: OrderContext,
         # The way out: no state, exposure or rate rule applies.
         return _WAY_OUT, -1
     snap = snapshot()
-    for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
-        if st.state is TradingState.HALTED:
-            return RiskDecision(False, RiskReason.HALTED, f"{scope} is HALTED: {st.reason}"), -1
-    for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
-        if st.state is TradingState.REDUCING:
-            return RiskDecision(False, RiskReason.REDUCING_ONLY,
-                                f"{scope} is REDUCING: only orders that reduce a position pass"), -1
+    if snap.global_state.state is not _ACTIVE or snap.strategy_state.state is not _ACTIVE:
+        for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
+            if st.state is TradingState.HALTED:
+                return RiskDecision(False, RiskReason.HALTED, f"{scope} is HALTED: {st.reason}"), -1
+        for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
+            if st.state is TradingState.REDUCING:
+                return RiskDecision(False, RiskReason.REDUCING_ONLY,
+                                    f"{scope} is REDUCING: only orders that reduce a position pass"), -1
     denial = exposure_denial(order, ctx, snap)
     if denial is not None:
         return denial, -1

@@ -290,6 +290,7 @@ class BacktestEngine:
                       and type(strategy).advance_quiet_bars is not Strategy.advance_quiet_bars
                       and bool(np.all(bars.end_ns[1:] > bars.end_ns[:-1])))
         advance_quiet = strategy.advance_quiet_bars
+        not_quiet = -1  # the bar a skip stopped before, which goes to on_bar
         on_bar = strategy.on_bar
         t0 = time.perf_counter()
         for lo in range(0, n, _CHUNK):
@@ -311,13 +312,15 @@ class BacktestEngine:
                             starts[j], i, pending.reason.value, pending.event_ts_ns, o)
                     pending = None
                 if evaluated[j]:
-                    if skip_quiet and (pos == 0 or not feed_trades) and i != next_sample:
+                    if skip_quiet and (pos == 0 or not feed_trades) and i != next_sample and i != not_quiet:
                         while outside[next_outside] < j:
                             next_outside += 1
                         until = outside[next_outside]
                         if 0 <= next_sample - lo < until:
                             until = next_sample - lo
                         taken = advance_quiet(closes, ends, j, until)
+                        if taken < until:
+                            not_quiet = lo + taken  # the strategy said so: no second asking
                         if taken > j:
                             j = taken  # bars j..taken-1 went by with no signal
                             continue
@@ -339,7 +342,8 @@ class BacktestEngine:
                         intents = strategy.on_clock(session_clock(end)) + on_bar(view)
                     if intents:
                         last = intents[-1]
-                        signals[i] = "; ".join(f"{it.target.value} ({it.reason.value}): {it.detail}" for it in intents)
+                        # (str enums: formatted as their values)
+                        signals[i] = "; ".join([f"{it.target} ({it.reason}): {it.detail}" for it in intents])
                         if _SIGN[last.target] != pos:
                             if tick_chart:
                                 execute(_SIGN[last.target], lambda side, c=c: market_fill(c, side, tick, slip), end,

@@ -108,7 +108,9 @@ class CostSettings:
     starting_capital: Decimal = Decimal(100_000)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__ (1.0 us
+# a trade instead of 0.27 us, one per reversal in the loop); nothing changes a trade once made.
+@dataclass(slots=True)
 class RoundTrip:
     side: int  # +1 long, -1 short
     quantity: int

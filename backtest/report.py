@@ -181,6 +181,9 @@ def _format_of(path: Path) -> str:
     return "parquet" if path.suffix == ".parquet" else "csv"
 
 
+_PNG_POINTS = 4_400  # per line in equity.png: 2 per slice, 2,200 slices
+
+
 def plot_equity(path: Path, result: BacktestResult) -> None:
     """Equity and drawdown against the bar number (dates as tick labels): nights, weekends and
     holidays take no room, so no straight line is drawn across a closed market."""
@@ -189,17 +192,20 @@ def plot_equity(path: Path, result: BacktestResult) -> None:
     matplotlib.use("Agg")  # no display on a server
     import matplotlib.pyplot as plt
 
-    from backtest.report_html import chart_title
+    from backtest.report_html import chart_title, thin_indices
 
     eq = result.equity
-    x = np.arange(eq.size)
     peak = np.maximum.accumulate(eq) if eq.size else eq
+    dd = eq - peak
+    # The image is 1,100 pixels wide: each slice's extremes (4 points a pixel) draw the same
+    # picture as a million bars, at a fraction of the rendering time.
+    x = np.union1d(thin_indices(eq, _PNG_POINTS), thin_indices(dd, _PNG_POINTS)) if eq.size else np.arange(0)
     fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(11, 6), height_ratios=(3, 1))
-    ax1.plot(x, eq, lw=0.9, color="tab:blue")
+    ax1.plot(x, eq[x], lw=0.9, color="tab:blue")
     ax1.set_ylabel("equity")
     ax1.set_title(chart_title(result))
     ax1.grid(alpha=0.3)
-    ax2.fill_between(x, -(peak - eq), 0, color="tab:red", alpha=0.5, lw=0)
+    ax2.fill_between(x, dd[x], 0, color="tab:red", alpha=0.5, lw=0)
     ax2.set_ylabel("drawdown")
     ax2.grid(alpha=0.3)
     if eq.size:

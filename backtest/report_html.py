@@ -131,7 +131,7 @@ def _date_ticks(x: np.ndarray, times_ns: np.ndarray, count: int = 8) -> dict[str
             "ticktext": [fmt(utc_iso(int(times_ns[i]))) for i in picks]}
 
 
-def _thin(series: np.ndarray, max_points: int) -> np.ndarray:
+def thin_indices(series: np.ndarray, max_points: int) -> np.ndarray:
     """Indices to plot: all of them, or each slice's lowest and highest point plus both ends."""
     n = series.size
     if n <= max_points:
@@ -214,7 +214,7 @@ def _equity_figure(result: BacktestResult, hold: np.ndarray, title: str) -> Any:
     end = result.data.bars.end_ns
     peak = np.maximum.accumulate(eq) if eq.size else eq
     dd = eq - peak
-    idx = np.unique(np.concatenate((_thin(eq, MAX_EQUITY_POINTS), _thin(dd, MAX_EQUITY_POINTS))))
+    idx = np.unique(np.concatenate((thin_indices(eq, MAX_EQUITY_POINTS), thin_indices(dd, MAX_EQUITY_POINTS))))
     x = idx.astype(np.float64)
     when = _iso(end[idx])
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=(0.72, 0.28), vertical_spacing=0.04)

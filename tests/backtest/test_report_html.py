@@ -15,7 +15,7 @@ import numpy as np
 from backtest.data import MarketData
 from backtest.engine import BacktestEngine, CostSettings, config_from_options
 from backtest.report import build_report, trade_rows
-from backtest.report_html import _thin, write_report_html
+from backtest.report_html import thin_indices, write_report_html
 from tests.backtest.helpers import random_walk
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -107,7 +107,7 @@ def test_untrusted_text_is_escaped(tmp_path: Path) -> None:
 def test_long_runs_are_thinned_for_the_page_keeping_extremes() -> None:
     series = np.sin(np.linspace(0, 60, 200_000)) * 100 + np.linspace(0, 5, 200_000)
     series[123_457] = -1_000.0  # a one-bar crash must stay visible
-    picks = _thin(series, 20_000)
+    picks = thin_indices(series, 20_000)
     assert picks.size <= 20_002 and picks[0] == 0 and picks[-1] == series.size - 1
     assert 123_457 in picks and int(np.argmax(series)) in picks
 

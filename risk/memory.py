@@ -184,8 +184,8 @@ class MemoryRiskEngine:
     def _pre_trade(self, order: OrderRequest, context: OrderContext) -> tuple[RiskDecision, int]:
         """The rules before the rate window: (decision, the window's limit), the limit -1 when the
         decision is final (a denial, recorded here, or an order no window limits). The clock is
-        read only when something needs the time (a stored state or P&L, a denial's record): the
-        way out and the usual backtest order need none."""
+        read only when something needs the time (a stored state or P&L, a denial's record, then
+        the rate window): the way out of a position needs none."""
         decision, limit = pre_trade_decision(order, context, lambda: self._snapshot(context))
         if not decision.allowed:
             self._record(order, context, decision, self.clock())

@@ -27,7 +27,7 @@ RATE_WINDOW_MS = 60_000
 # Decisions are immutable: the two answers without detail of their own are shared.
 _WAY_OUT = RiskDecision(True, RiskReason.OK, "reduces the position")
 _ALLOWED = RiskDecision.allow()
-_ACTIVE = TradingState.ACTIVE  # read per order: a module name, not an enum class lookup
+_ACTIVE_STATE = TradingState.ACTIVE  # read per order: a module name, not an enum class lookup
 
 
 @dataclass
@@ -49,7 +49,7 @@ def pre_trade_decision(order: OrderRequest, ctx: OrderContext,
         # The way out: no state, exposure or rate rule applies.
         return _WAY_OUT, -1
     snap = snapshot()
-    if snap.global_state.state is not _ACTIVE or snap.strategy_state.state is not _ACTIVE:
+    if snap.global_state.state is not _ACTIVE_STATE or snap.strategy_state.state is not _ACTIVE_STATE:
         for scope, st in ((GLOBAL_SCOPE, snap.global_state), (ctx.strategy, snap.strategy_state)):
             if st.state is TradingState.HALTED:
                 return RiskDecision(False, RiskReason.HALTED, f"{scope} is HALTED: {st.reason}"), -1

@@ -203,36 +203,29 @@ def advance_apart(fast: TrendLineIndicator, slow: TrendLineIndicator, xs: list[f
     change sides (or leave a touch). The step is `update`'s, the same float operations in the
     same order, so the values are bit-identical to feeding each input through `update`."""
     f, s = fast.value, slow.value
-    if f is None or s is None or not isinstance(fast, _SeededSmoother) or not isinstance(slow, _SeededSmoother):
+    if (f is None or s is None or f == s or not isinstance(fast, _SeededSmoother)
+            or not isinstance(slow, _SeededSmoother)):
         return lo, 0.0, 0.0
-    a1, a2 = fast._alpha, slow._alpha
-    pf = ps = 0.0
+    # One loop for either side: `upper` is the line above now, `lower` the one below.
+    upper, lower = (fast, slow) if f > s else (slow, fast)
+    u, d, au, ad = upper.value, lower.value, upper._alpha, lower._alpha
+    assert u is not None and d is not None
+    pu = pd = 0.0
     k = lo
-    if f > s:
-        for k in range(lo, hi):
-            x = xs[k]
-            nf = f + (x - f) * a1
-            ns = s + (x - s) * a2
-            if not nf > ns:
-                break
-            pf, ps, f, s = f, s, nf, ns
-        else:
-            k = hi
-    elif f < s:
-        for k in range(lo, hi):
-            x = xs[k]
-            nf = f + (x - f) * a1
-            ns = s + (x - s) * a2
-            if not nf < ns:
-                break
-            pf, ps, f, s = f, s, nf, ns
-        else:
-            k = hi
+    for k in range(lo, hi):
+        x = xs[k]
+        nu = u + (x - u) * au
+        nd = d + (x - d) * ad
+        if not nu > nd:
+            break
+        pu, pd, u, d = u, d, nu, nd
+    else:
+        k = hi
     if k > lo:
-        fast.value, slow.value = f, s
+        upper.value, lower.value = u, d
         fast.count += k - lo
         slow.count += k - lo
-    return k, pf, ps
+    return (k, pu, pd) if upper is fast else (k, pd, pu)
 
 
 def make_line(line: TrendLine, period: int) -> TrendLineIndicator:

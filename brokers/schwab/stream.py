@@ -146,7 +146,7 @@ class SchwabIndexStream:
         while not stopping.is_set():
             started = time.monotonic()
             try:
-                await self._session(on_value, on_state)
+                await self._session(on_value, on_state, stopping)
                 why = "stream ended"
             except StreamSilent as exc:
                 why = str(exc)
@@ -166,26 +166,36 @@ class SchwabIndexStream:
             await asyncio.sleep(delay)  # interrupt() cancels it
             self._status.next_attempt_in = None
 
-    async def _session(self, on_value: ValueCallback, on_state: StateCallback) -> None:
-        """One login + subscription, then frames until something fails (raises) or the task is
-        cancelled. The socket is closed on the way out in every case."""
+    async def _session(self, on_value: ValueCallback, on_state: StateCallback, stopping: threading.Event) -> None:
+        """One login + subscription, then frames until something fails (raises), the task is
+        cancelled or `stopping` is set. The socket is closed on the way out in every case.
+
+        Timeouts use `asyncio.timeout`, not `asyncio.wait_for`: Python 3.11's wait_for returns the
+        result and drops the cancel when `interrupt()` lands just as the awaited step completes
+        (a subscription ack, a frame), which left the loop waiting `silence_seconds` for a frame
+        after stop. `stopping` is also checked after every step for the same reason."""
         stream = self._factory(self._client())
         try:
-            await asyncio.wait_for(stream.login(websocket_connect_args=dict(self._connect_args)), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await stream.login(websocket_connect_args=dict(self._connect_args))
+            if stopping.is_set():
+                return
             stream.add_level_one_equity_handler(lambda message: self._on_message(message, on_value))
-            await asyncio.wait_for(
-                stream.level_one_equity_subs(list(self._venues.values()), fields=list(SUBSCRIBED_FIELDS)),
-                self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await stream.level_one_equity_subs(list(self._venues.values()), fields=list(SUBSCRIBED_FIELDS))
+            if stopping.is_set():
+                return
             status = self._status
             status.reconnects += 1 if status.sessions else 0
             status.sessions += 1
             status.connected, status.last_error = True, None
             log.info("Schwab index stream subscribed to %s", ", ".join(self._venues.values()))
             on_state(True, f"streaming {', '.join(self._venues.values())} from Schwab")
-            while True:
+            while not stopping.is_set():
                 try:
-                    await asyncio.wait_for(stream.handle_message(), self._silence)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(self._silence):
+                        await stream.handle_message()
+                except TimeoutError:
                     raise StreamSilent(f"no frame from Schwab for {self._silence:g}s") from None
                 status.last_frame_wall = time.time()
         finally:
@@ -222,6 +232,7 @@ async def _close(stream: StreamClient) -> None:
     if socket is None:
         return
     try:
-        await asyncio.wait_for(socket.close(), 2.0)
+        async with asyncio.timeout(2.0):
+            await socket.close()
     except Exception:  # already dead: nothing left to free
         pass

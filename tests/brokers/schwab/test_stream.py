@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pytest
+from schwab.streaming import StreamClient
 
 from brokers.schwab.parsing import IndexValue, parse_level_one
 from brokers.retry import ReconnectBackoff
@@ -203,6 +204,32 @@ def test_stop_ends_the_stream_thread_promptly(rig: Rig) -> None:
     assert time.monotonic() - started < 3
     assert rig.feed._thread is not None and not rig.feed._thread.is_alive()
     assert not rig.stream.status()["connected"]
+
+
+def test_a_stop_landing_with_the_subscription_ack_still_stops(schwab_env: SchwabEnv, streamer: FakeStreamer) -> None:
+    # The stop arrives in the same loop turn as Schwab's SUBS ack. Python 3.11's asyncio.wait_for
+    # returned the ack and dropped that cancel, and the stream then waited silence_seconds (60 s)
+    # for a frame: the service's stop gave up on the thread after 5 s.
+    def stream_that_is_stopped_on_the_ack(client: object) -> StreamClient:
+        stream = StreamClient(client, enforce_enums=True)  # type: ignore[arg-type]
+        subscribe = stream.level_one_equity_subs
+
+        async def subscribe_then_stop(*args: object, **kwargs: object) -> None:
+            await subscribe(*args, **kwargs)
+            rig.feed.stop()  # from the stream's own thread: sets `stopping` and interrupts, as md.stop() does
+
+        stream.level_one_equity_subs = subscribe_then_stop  # type: ignore[method-assign]
+        return stream
+
+    rig = make_rig(schwab_env, streamer, stream_factory=stream_that_is_stopped_on_the_ack)
+    try:
+        rig.md.start()
+        rig.streamer.wait_subscribed(1)
+        wait_until(lambda: rig.feed._thread is not None and not rig.feed._thread.is_alive(), timeout=3,
+                   what="the stream thread to end")
+        assert rig.streamer.logins == 1 and not rig.stream.status()["connected"]
+    finally:
+        rig.md.stop()
 
 
 def test_backoff_doubles_to_its_cap() -> None:

@@ -330,7 +330,7 @@ def _price_figure(result: BacktestResult, rows: Sequence[TradeRow], title: str) 
     exit_when = _iso(np.array([r.trade.exit_ns for r in rows], dtype=np.int64))
     entry_text = np.array([esc(f"{w} {r.trade.entry_reason} @ {r.entry_price}" + (f" {r.trade.option}" if r.trade.option
                                                                                    else ""))
-                           for w, r in zip(entry_when, rows)], dtype=object)
+                           for w, r in zip(entry_when, rows)], dtype=str)
     for label, mask, symbol, color in (("long entry", side > 0, "triangle-up", "#1b8a3a"),
                                        ("short entry", side < 0, "triangle-down", "#c0392b")):
         if mask.any():
@@ -340,7 +340,7 @@ def _price_figure(result: BacktestResult, rows: Sequence[TradeRow], title: str) 
                 hovertemplate="%{text}<extra>" + label + "</extra>"))
     if rows:
         exit_text = np.array([esc(f"{w} {r.trade.exit_reason} @ {r.exit_price}, net {r.net}")
-                              for w, r in zip(exit_when, rows)], dtype=object)
+                              for w, r in zip(exit_when, rows)], dtype=str)
         fig.add_trace(go.Scatter(x=exit_bar // k, y=exit_px, mode="markers", name="exit", text=exit_text,
                                  marker={"symbol": "x", "size": 8, "color": "#222"},
                                  hovertemplate="%{text}<extra>exit</extra>"))

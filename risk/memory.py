@@ -38,6 +38,9 @@ DECISIONS_MAXLEN = 50_000
 _ACTIVE = ScopeState()  # a scope never set is ACTIVE
 
 
+_PLAIN_DECISIONS_MAX = 4096  # a caller that builds new objects per order only cycles the memo
+
+
 def _rate_key(ctx: OrderContext) -> str:
     """The orders-per-minute window's key: per (strategy, symbol), as the live `risk:rate:*` keys."""
     return f"{ctx.strategy}:{ctx.symbol}"
@@ -69,6 +72,12 @@ class MemoryRiskEngine:
         self._breached: set[tuple[str, str]] = set()  # (scope, session id) already halted for its loss
         self.decisions: deque[dict[str, str]] = deque(maxlen=DECISIONS_MAXLEN)
         self._plain: RiskSnapshot | None = None  # the snapshot while nothing but limits was ever set
+        # While that plain snapshot holds, a decision depends only on the order, its context and
+        # the limits (all immutable): a caller that reuses its order and context objects (the
+        # backtester keeps one pair per order shape) gets the decision computed once.
+        # (id(order), id(context)) -> (order, context, decision, limit); the pair is kept so an id is never reused.
+        self._plain_decisions: dict[tuple[int, int], tuple[OrderRequest, OrderContext, RiskDecision, int]] = {}
+        self._plain_decisions_limits: RiskLimits | None = None
 
     # ------------------------------------------------------------------ state
     def _session_id(self, now: datetime) -> str:
@@ -186,10 +195,25 @@ class MemoryRiskEngine:
         decision is final (a denial, recorded here, or an order no window limits). The clock is
         read only when something needs the time (a stored state or P&L, a denial's record, then
         the rate window): the way out of a position needs none."""
-        decision, limit = pre_trade_decision(order, context, lambda: self._snapshot(context))
+        if self._states or self._pnl:
+            decision, limit = pre_trade_decision(order, context, lambda: self._snapshot(context))
+        else:
+            decision, limit = self._plain_decision(order, context)
         if not decision.allowed:
             self._record(order, context, decision, self.clock())
             return decision, -1
+        return decision, limit
+
+    def _plain_decision(self, order: OrderRequest, context: OrderContext) -> tuple[RiskDecision, int]:
+        memo = self._plain_decisions
+        if self._plain_decisions_limits is not self.limits or len(memo) >= _PLAIN_DECISIONS_MAX:
+            memo.clear()
+            self._plain_decisions_limits = self.limits
+        known = memo.get((id(order), id(context)))
+        if known is not None and known[0] is order and known[1] is context:
+            return known[2], known[3]
+        decision, limit = pre_trade_decision(order, context, lambda: self._snapshot(context))
+        memo[(id(order), id(context))] = (order, context, decision, limit)
         return decision, limit
 
     def _record(self, order: OrderRequest, ctx: OrderContext, decision: RiskDecision, now: datetime) -> None:

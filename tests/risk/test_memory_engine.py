@@ -113,3 +113,31 @@ def test_rate_window_drops_entries_at_exactly_one_window_old(settings: Settings)
     assert denied.reason is RiskReason.ORDER_RATE and denied.detail.startswith("1 orders in the last minute")
     clock.advance(seconds=0.001)
     assert memory.check_and_take(order(3), ctx).allowed
+
+
+def test_reused_orders_decide_as_the_live_engine_across_limit_changes(store: Store, settings: Settings) -> None:
+    # The backtester reuses one order and context object per order shape, and with no trading
+    # state or P&L ever set the in-memory engine computes each pair's decision once: a limit
+    # change must still decide the next use of a pair anew.
+    clock = Clock(datetime(2025, 6, 10, 14, 0, tzinfo=UTC))
+    live = RiskEngine(store, settings, clock=clock)
+    memory = MemoryRiskEngine(clock=clock)
+    pool = [(OrderRequest(ClientOrderId(f"shape-{k}"), "/MES", side, qty, PositionEffect.OPEN),
+             OrderContext("ema", "/MES", TASTYTRADE, current, False, "signal"))
+            for k, (side, qty, current) in enumerate([(OrderSide.BUY, 1, 0), (OrderSide.SELL, 2, 0),
+                                                      (OrderSide.BUY, 3, 1), (OrderSide.SELL, 1, -2)])]
+    changes: list[dict[str, object]] = [{"max_position": 1}, {"max_position": None}, {"max_order_quantity": 1},
+                                        {"max_order_quantity": None}, {"max_orders_per_minute": 3},
+                                        {"max_orders_per_minute": 30}]
+    rng = random.Random(7)
+    reasons: set[RiskReason] = set()
+    for k in range(600):
+        if k % 40 == 20:  # each limit switched on and off again, in turn
+            payload = changes[(k // 40) % len(changes)]
+            assert live.update_limits(payload) == memory.update_limits(payload)
+        clock.advance(seconds=rng.uniform(0, 8))
+        order, ctx = rng.choice(pool)
+        want, got = live.check_and_take(order, ctx), memory.check_and_take(order, ctx)
+        assert (got.allowed, got.reason, got.detail) == (want.allowed, want.reason, want.detail), (k, order, ctx)
+        reasons.add(want.reason)
+    assert reasons >= {RiskReason.OK, RiskReason.MAX_POSITION, RiskReason.MAX_ORDER_QUANTITY, RiskReason.ORDER_RATE}

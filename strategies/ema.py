@@ -57,7 +57,7 @@ class PositionStrategy(Strategy):
     # -- helpers -----------------------------------------------------------------------------
     def _intent(self, target: PositionTarget, reason: IntentReason, detail: str, ts_ns: int, price: float,
                 stop_distance: float | None = None) -> Intent:
-        self.last_signal = f"{target.value} ({reason.value}): {detail}"
+        self.last_signal = f"{target} ({reason}): {detail}"  # str enums format as their values
         return Intent(self.name, self.symbol, target, reason, detail, ts_ns, price, stop_distance)
 
     def _accept_bar(self, bar: Bar) -> bool:

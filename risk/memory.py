@@ -75,9 +75,9 @@ class MemoryRiskEngine:
         # While that plain snapshot holds, a decision depends only on the order, its context and
         # the limits (all immutable): a caller that reuses its order and context objects (the
         # backtester keeps one pair per order shape) gets the decision computed once.
-        # (id(order), id(context)) -> (order, context, decision, limit); the pair is kept so an id is never reused.
+        # (id(order), id(context)) -> (order, context, decision, limit); the pair is kept so an id
+        # is never reused. Emptied whenever the plain snapshot is rebuilt (new limits).
         self._plain_decisions: dict[tuple[int, int], tuple[OrderRequest, OrderContext, RiskDecision, int]] = {}
-        self._plain_decisions_limits: RiskLimits | None = None
 
     # ------------------------------------------------------------------ state
     def _session_id(self, now: datetime) -> str:
@@ -133,6 +133,7 @@ class MemoryRiskEngine:
             plain = self._plain
             if plain is None or plain.limits is not self.limits:
                 plain = self._plain = RiskSnapshot(_ACTIVE, _ACTIVE, self.limits, {})
+                self._plain_decisions.clear()  # decided under the old limits
             return plain
         now = self.clock()
         pnl = dict(self._pnl.get(self._session_id(now), {})) if self._pnl else {}
@@ -205,14 +206,14 @@ class MemoryRiskEngine:
         return decision, limit
 
     def _plain_decision(self, order: OrderRequest, context: OrderContext) -> tuple[RiskDecision, int]:
+        snapshot = self._snapshot(context)  # the plain one; rebuilding it for new limits empties the memo
         memo = self._plain_decisions
-        if self._plain_decisions_limits is not self.limits or len(memo) >= _PLAIN_DECISIONS_MAX:
+        if len(memo) >= _PLAIN_DECISIONS_MAX:
             memo.clear()
-            self._plain_decisions_limits = self.limits
         known = memo.get((id(order), id(context)))
         if known is not None and known[0] is order and known[1] is context:
             return known[2], known[3]
-        decision, limit = pre_trade_decision(order, context, lambda: self._snapshot(context))
+        decision, limit = pre_trade_decision(order, context, lambda: snapshot)
         memo[(id(order), id(context))] = (order, context, decision, limit)
         return decision, limit
 

@@ -58,6 +58,13 @@ burst's orders. `p99_over_floor`: the p99 over the measured orders of (closing t
 the floor of that order's close; `cpu_us_per_order`: process CPU time of the whole replay (market
 data, 30 strategy threads, orders) per measured order.
 
+The profile of a close: `close_to_first_delivery_ms_*` is the time from the closing trade to the
+hub's first delivery of bars (bar builders, the XADD of the bars, the hub's XREAD): what passes
+before any strategy code runs, and which the floor of the orders does not contain.
+`order_thread_cpu_us_per_order_*` is the CPU time one acknowledged order took on its strategy
+thread (risk check, order manager, paper broker; a thread's own CPU, so waiting for the GIL or
+for Redis is not in it), to compare with `floor_cpu_us_per_order`.
+
 A private redis-server on a free port (`--redis-url` for an existing one); unique key prefixes,
 deleted afterwards. The last line is a JSON object.
 """
@@ -159,6 +166,20 @@ def thread_wakeup_us(rounds: int = 2000) -> tuple[float, float]:
     return pct(times, 50), pct(times, 99)
 
 
+def first_delivery_ms(closes: list[int], deliveries: list[int]) -> list[float]:
+    """For each closing-trade stamp, the milliseconds until the hub's first delivery after it
+    (perf_counter_ns stamps, both ascending); closes with no delivery before the next are left out."""
+    import bisect
+
+    out = []
+    for i, close in enumerate(closes):
+        j = bisect.bisect_left(deliveries, close)
+        following = closes[i + 1] if i + 1 < len(closes) else None
+        if j < len(deliveries) and (following is None or deliveries[j] < following):
+            out.append((deliveries[j] - close) / 1e6)
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -186,6 +207,12 @@ class Bench:
         self.engine_ms: list[float] = []
         self.per_close: dict[int, int] = {}  # bar end -> orders acknowledged for that close (all tickers)
         self.unmatched = 0
+        # The stages of a close, for the profile: when the hub first delivered bars after each
+        # closing trade (bars built, XADD, the hub's XREAD: before any strategy code runs), and the
+        # CPU each acknowledged order took on its own thread (risk check, order manager, broker).
+        self.close_stamps: list[int] = []
+        self.delivery_stamps: list[int] = []
+        self.order_cpu_us: list[float] = []
         self.stagger = False
         self.back_to_back = False  # the next close after a fixed pause, not when the engine is idle
         self.trader_defaults = False  # EMA 9/21 and Supertrend 10/3.0 instead of the stress periods
@@ -193,7 +220,14 @@ class Bench:
         self.lock = threading.Lock()
         # One reader for all 30 threads, as in the service (one supervisor, one hub): the two
         # stacks exist only because a symbol has one ticker per strategy.
-        self.hub = StreamHub(md_store)
+        bench = self
+
+        class TimedStreamHub(StreamHub):
+            def _deliver(self, by_key):  # type: ignore[no-untyped-def]
+                bench.delivery_stamps.append(time.perf_counter_ns())
+                super()._deliver(by_key)
+
+        self.hub = TimedStreamHub(md_store)
         self.hub.start()
         self.stacks = [self._stack(Store(client, p, persistent=True, url=url), base) for p in self.prefixes[1:]]
 
@@ -208,11 +242,12 @@ class Bench:
             def move_to_target(self, t: TargetOrder) -> TargetResult:
                 requests: list[bytes] = []
                 bench.trips.record_into(requests)  # this thread's Redis requests for this intent
+                cpu0 = time.thread_time_ns()
                 try:
                     result = super().move_to_target(t)
                 finally:
                     bench.trips.record_into(None)
-                done = time.perf_counter_ns()
+                done, cpu = time.perf_counter_ns(), time.thread_time_ns() - cpu0
                 stamp = bench.stamps.get((t.symbol, t.event_ts_ns))
                 if stamp is not None:
                     with bench.lock:
@@ -220,6 +255,7 @@ class Bench:
                         if result.orders and result.status in ACKNOWLEDGED_STATUSES:
                             bench.order_ms.append((done - stamp) / 1e6)
                             bench.order_close.append(t.event_ts_ns)
+                            bench.order_cpu_us.extend([cpu / 1e3 / len(result.orders)] * len(result.orders))
                             bench.per_close[t.event_ts_ns] = bench.per_close.get(t.event_ts_ns, 0) + len(result.orders)
                 return result
 
@@ -323,6 +359,7 @@ class Bench:
                 for sym in all_symbols:
                     for end in ends:
                         self.stamps[(sym, end)] = stamp
+                self.close_stamps.append(stamp)
                 self.md.process_now(closing)  # closes every symbol's bar(s) at once, as a live minute does
                 self.settle(settle_s)
             self.data_now = t0 + 45 * NS
@@ -421,6 +458,7 @@ def run(args: argparse.Namespace, url: str) -> int:
     close_floors_ms = [f * 1e3 for f in floors.values()]
     floor_orders = sum(bench.per_close.values())
     measured = len(bench.order_ms)
+    close_to_delivery_ms = first_delivery_ms(bench.close_stamps, bench.delivery_stamps)
     result = {
         "threads": threads, "threads_alive": alive, "ema": 14, "supertrend": 14, "zeroday": 2,
         "minutes_replayed": args.minutes, "mode": "staggered" if args.stagger else "simultaneous",
@@ -456,6 +494,12 @@ def run(args: argparse.Namespace, url: str) -> int:
         "p50_over_floor": round(pct(over_floor, 50), 2), "p99_over_floor": round(pct(over_floor, 99), 2),
         "goal_p99_over_floor": GOAL_P99_OVER_FLOOR,
         "meets_goal": pct(over_floor, 99) <= GOAL_P99_OVER_FLOOR,
+        # Where a close's time goes (the profile): before the first strategy thread is handed its
+        # bar (market data and the hub), and the CPU of one order on its thread, against the floor's.
+        "close_to_first_delivery_ms_p50": round(pct(close_to_delivery_ms, 50), 3),
+        "close_to_first_delivery_ms_p99": round(pct(close_to_delivery_ms, 99), 3),
+        "order_thread_cpu_us_per_order_p50": round(pct(bench.order_cpu_us, 50), 1),
+        "order_thread_cpu_us_per_order_p99": round(pct(bench.order_cpu_us, 99), 1),
         "machine_thread_wakeup_round_trip_us_p50": round(wakeup_p50, 1),
         "machine_thread_wakeup_round_trip_us_p99": round(wakeup_p99, 1),
     }

@@ -210,3 +210,10 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def redis_server_cpu(client: redis.Redis) -> float:
+    """The redis-server process's CPU time so far (user + system, seconds, from INFO cpu): the
+    server's share of a loop, which the client's process time does not include."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])

@@ -45,7 +45,7 @@ from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.floor import FloorReplay, RoundTrips, cpu_seconds, percentile, private_redis  # noqa: E402
+from bench.floor import FloorReplay, RoundTrips, cpu_seconds, percentile, private_redis, redis_server_cpu  # noqa: E402
 from brokers.paper import PaperBroker  # noqa: E402
 from config.settings import Settings  # noqa: E402
 from domain.orders import SCHWAB, TASTYTRADE  # noqa: E402
@@ -98,12 +98,13 @@ def run_once(url: str, n_orders: int, trips: RoundTrips, risk: bool, log_dir: st
         bounds = [0]  # requests[bounds[i]:bounds[i + 1]]: order i's round trips
         replay = FloorReplay(floor_client)
         round_trips = 0
-        elapsed = cpu = floor_elapsed = floor_cpu = 0.0
+        elapsed = cpu = floor_elapsed = floor_cpu = server_cpu = floor_server_cpu = 0.0
         # Measured and floor loops take turns, CHUNK orders each, so that both see the same load on
         # a shared machine; the floor sends each chunk's recorded round trips right after it.
         for chunk_start in range(0, n_orders, CHUNK):
             chunk = range(chunk_start, min(n_orders, chunk_start + CHUNK))
             trips_before = trips.count
+            server0 = redis_server_cpu(client)  # (not recorded: the floor replays the orders' requests only)
             trips.record_into(requests)
             cpu0, start = cpu_seconds(), time.perf_counter()
             for i in chunk:
@@ -118,9 +119,11 @@ def run_once(url: str, n_orders: int, trips: RoundTrips, risk: bool, log_dir: st
             elapsed += time.perf_counter() - start
             cpu += cpu_seconds() - cpu0
             trips.record_into(None)
+            server_cpu += redis_server_cpu(client) - server0
             round_trips += trips.count - trips_before
 
             per_order = [replay.prepare(requests[bounds[i]:bounds[i + 1]]) for i in chunk]
+            floor_server0 = redis_server_cpu(client)
             floor_cpu0, floor_start = cpu_seconds(), time.perf_counter()
             for order_trips in per_order:
                 t0 = time.perf_counter()
@@ -129,6 +132,7 @@ def run_once(url: str, n_orders: int, trips: RoundTrips, risk: bool, log_dir: st
                 floor_latencies.append(time.perf_counter() - t0)
             floor_elapsed += time.perf_counter() - floor_start
             floor_cpu += cpu_seconds() - floor_cpu0
+            floor_server_cpu += redis_server_cpu(client) - floor_server0
         journal = client.xlen(store.key("oms", "journal")) - journal_before
         fills = client.xlen(store.key("oms", "fills")) - fills_before
         orders_per_s, floor_per_s = n_orders / elapsed, n_orders / floor_elapsed
@@ -143,6 +147,13 @@ def run_once(url: str, n_orders: int, trips: RoundTrips, risk: bool, log_dir: st
             "floor_cpu_us_per_order": round(floor_cpu / n_orders * 1e6, 1),
             "ratio_to_floor": round(orders_per_s / floor_per_s, 3),
             "cpu_ratio_to_floor": round(floor_cpu / cpu, 3) if cpu else None,
+            "redis_server_cpu_us_per_order": round(server_cpu / n_orders * 1e6, 1),
+            "floor_redis_server_cpu_us_per_order": round(floor_server_cpu / n_orders * 1e6, 1),
+            # What the ratio would be if the order manager's client side cost no more than the
+            # floor's (redis-py packing and parsing only) while Redis still did the order's writes:
+            # the ceiling that Python work alone can reach, on one CPU where both are serial.
+            "ratio_ceiling_with_these_writes": round(
+                floor_elapsed / (floor_elapsed - floor_server_cpu + server_cpu), 3) if floor_elapsed else None,
         }
     finally:
         trips.record_into(None)
@@ -183,10 +194,13 @@ def main() -> None:
             print(f"run {i + 1}: {r['orders_per_second']:>8.1f} orders/s (floor {r['floor_orders_per_second']:.1f}/s, "
                   f"ratio {r['ratio_to_floor']})  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
                   f"CPU {r['cpu_us_per_order']} us/order (floor {r['floor_cpu_us_per_order']})  "
-                  f"{r['redis_round_trips_per_order']} round trips/order  not filled {r['not_filled']}", flush=True)
+                  f"redis-server CPU {r['redis_server_cpu_us_per_order']} us/order (floor "
+                  f"{r['floor_redis_server_cpu_us_per_order']})  {r['redis_round_trips_per_order']} round trips/order  "
+                  f"not filled {r['not_filled']}", flush=True)
     keys = ("orders_per_second", "p50_ms", "p99_ms", "max_ms", "cpu_us_per_order", "redis_round_trips_per_order",
             "request_bytes_per_order", "floor_orders_per_second", "floor_p50_ms", "floor_p99_ms",
-            "floor_cpu_us_per_order", "ratio_to_floor", "cpu_ratio_to_floor")
+            "floor_cpu_us_per_order", "ratio_to_floor", "cpu_ratio_to_floor", "redis_server_cpu_us_per_order",
+            "floor_redis_server_cpu_us_per_order", "ratio_ceiling_with_these_writes")
     med = {k: statistics.median(float(r[k]) for r in runs) for k in keys}  # type: ignore[arg-type]
     result = {
         "orders": args.orders, "runs": len(runs),

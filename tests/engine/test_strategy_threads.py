@@ -274,3 +274,54 @@ def test_only_strategies_with_time_rules_look_up_the_session_clock(real_store, r
         assert asked  # before its bar (and at housekeeping)
     finally:
         rig.supervisor.shutdown()
+
+
+def test_housekeeping_due_after_a_trade_waits_for_the_threads_still_acting(real_store, replay_settings,
+                                                                          monkeypatch) -> None:
+    # Two tickers hold positions and get trades. While one is still acting on its trade (think:
+    # sending an exit), the other's housekeeping falls due: its book reads and checks wait until
+    # the first is done (bounded by BOOKKEEPING_WAIT_SECONDS), instead of competing with its orders.
+    import threading
+
+    from domain.intents import IntentReason, PositionTarget
+
+    import engine.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "BOOKKEEPING_WAIT_SECONDS", 10.0)
+    now = [START + 1_000_000_000]
+    rig = build_rig(real_store, replay_settings, time_ns=lambda: now[0])
+    try:
+        for symbol in ("/MES", "/ES"):
+            rig.add_ticker(strategy="ema", symbol=symbol, timeframe="1Min", trade_enabled=True, schwab_quantity=0,
+                           tastytrade_quantity=1, trend_line_1="EMA", period_1=2, trend_line_2="EMA", period_2=4)
+        rig.supervisor.start_strategy("ema")
+        busy, quick = rig.supervisor._runners[("ema", "/MES")], rig.supervisor._runners[("ema", "/ES")]
+        wait_until(lambda: len(rig.supervisor._hub._subs) == 2, what="both threads reading their bars")
+        rig.push([Trade(s, START + 1_000_000_000, 6000.0, 1) for s in ("/MES", "/ES")])
+        wait_until(lambda: rig.md.last_price("/ES") is not None and rig.md.last_price("/MES") is not None,
+                   what="prices")
+        for runner in (busy, quick):
+            runner.force_target(PositionTarget.LONG, IntentReason.MANUAL, "test", 6000.0)
+        wait_until(lambda: all(len(s.cursors) == 2 for s in rig.supervisor._hub._subs), what="both watching trades")
+        release, acting = threading.Event(), threading.Event()
+        real_on_trade = busy.strategy.on_trade
+
+        def slow_on_trade(trade):  # type: ignore[no-untyped-def]
+            acting.set()
+            release.wait(10)
+            return real_on_trade(trade)
+
+        monkeypatch.setattr(busy.strategy, "on_trade", slow_on_trade)
+        rig.push([Trade("/MES", START + 10_000_000_000, 6000.5, 1)])
+        assert acting.wait(5)
+        before = quick.status.last_housekeeping
+        now[0] = START + 50_000_000_000  # past the 10 s check interval: housekeeping is due
+        rig.push([Trade("/ES", START + 50_000_000_000, 6000.5, 1)])
+        wait_until(lambda: quick._trade_id != "$" and quick._market_ns >= START + 50_000_000_000,
+                   what="the /ES thread acting on its trade")
+        time.sleep(0.3)
+        assert quick.status.last_housekeeping == before  # due, but waiting for /MES
+        release.set()
+        wait_until(lambda: quick.status.last_housekeeping != before, timeout=5, what="the /ES housekeeping")
+    finally:
+        rig.supervisor.shutdown()

@@ -17,6 +17,10 @@ order, taking turns with the measured loop every 250 orders so both see the same
 call runs a stand-in of the same length that returns what the real script returns, writing
 nothing). `ratio_to_floor` = orders/s over the floor's orders/s; `cpu_us_per_order` is process
 CPU time per order (it varies far less with the machine's load than wall time does).
+`redis_server_cpu_us_per_order` (and the floor's) is the redis-server's own CPU (INFO cpu) over each
+loop, per order (with `--url`, other clients of that server count too); `ratio_ceiling_with_these_writes`
+is the ratio if the order manager's client side cost no more than the floor's while Redis still
+did the order's writes: on one CPU, wall time per order is client CPU plus server CPU.
 
 One CPU: the benchmark pins itself, and so the redis-server it starts, to one core (`--no-pin`:
 wherever the scheduler puts them). On this project's 2-core VMs a round trip between two cores

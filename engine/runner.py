@@ -8,8 +8,7 @@ Stop and housekeeping requests are put straight into the inbox, so stop-trading 
 once although the wait times out only after 10-60 s.
 When the wait times out (the spec's check interval for the timeframe) it does housekeeping:
 0DTE time exits and stale-feed notes. Housekeeping also runs right after an event when the check
-interval has passed since the last one (a busy trade stream never postpones a 15:45 exit; it waits
-at most BOOKKEEPING_WAIT_SECONDS for other threads still sending a bar close's orders), and at
+interval has passed since the last one (a busy trade stream never postpones a 15:45 exit), and at
 once on a `tick` inbox message (`StrategyRunner.housekeeping_now()`). No polling loop, no busy wait.
 
 Sessions: a bar that overlaps none of the instrument's sessions, or a trade outside them
@@ -606,8 +605,6 @@ class StrategyRunner:
                     bookkeeping_since = None
                     self._after_bars()
                 if not self._stop.is_set() and (tick or self._time_ns() - self._last_housekeeping_ns >= self._check_ns):
-                    if not tick:  # its book reads and stop checks wait (bounded) for the orders of a close in flight
-                        self._hub.wait_quiet(sub, BOOKKEEPING_WAIT_SECONDS)
                     self._housekeeping()
         except BaseException:
             # A crash: the state may be half-updated, so it is not saved; the restart resumes from the

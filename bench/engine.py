@@ -71,6 +71,7 @@ deleted afterwards. The last line is a JSON object.
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import json
 import logging
@@ -169,8 +170,6 @@ def thread_wakeup_us(rounds: int = 2000) -> tuple[float, float]:
 def first_delivery_ms(closes: list[int], deliveries: list[int]) -> list[float]:
     """For each closing-trade stamp, the milliseconds until the hub's first delivery after it
     (perf_counter_ns stamps, both ascending); closes with no delivery before the next are left out."""
-    import bisect
-
     out = []
     for i, close in enumerate(closes):
         j = bisect.bisect_left(deliveries, close)
